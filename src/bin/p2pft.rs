@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(p2pft::cli::main_p2pft());
+}

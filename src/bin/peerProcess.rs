@@ -1,0 +1,6 @@
+//! `peerProcess <PeerID>`: the course project's entry point.
+#![allow(non_snake_case)]
+
+fn main() {
+    std::process::exit(p2pft::cli::main_peer_process());
+}

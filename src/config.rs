@@ -1,0 +1,617 @@
+//! `Common.cfg` and `PeerInfo.cfg`: text in, a validated [`Config`] out.
+//!
+//! Parsing happens in two steps, as in ripgrep's flags: lines become raw
+//! `key -> (value, line)` pairs, then those are checked into typed values with
+//! units in their names. Every mistake is a [`ConfigError`] naming the file,
+//! the line and what was expected. This module reads the two files and, for
+//! [`Config::check_local_peer`], stats the seed's file; it never writes.
+
+use crate::layout::Layout;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const COMMON_CFG: &str = "Common.cfg";
+pub const PEER_INFO_CFG: &str = "PeerInfo.cfg";
+
+/// Largest piece we accept: a piece travels in one frame and is held in memory
+/// while it is verified and written, so this bounds per-piece memory.
+pub const MAX_PIECE_SIZE_BYTES: u32 = 64 * 1024 * 1024;
+
+/// What is wrong with a configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line number, when the mistake sits on one line.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(file: &Path, line: Option<usize>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        line,
+        message: message.into(),
+    }
+}
+
+/// The swarm-wide settings of `Common.cfg`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommonConfig {
+    /// k: how many preferred neighbours a peer unchokes.
+    pub preferred_neighbors: usize,
+    /// p: time between re-selections of the preferred neighbours.
+    pub unchoking_interval: Duration,
+    /// m: time between re-selections of the optimistic neighbour.
+    pub optimistic_unchoking_interval: Duration,
+    /// A bare file name, no directory part.
+    pub file_name: String,
+    pub file_size_bytes: u64,
+    pub piece_size_bytes: u32,
+    pub layout: Layout,
+}
+
+/// One line of `PeerInfo.cfg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEntry {
+    pub id: u32,
+    pub host: String,
+    pub port: u16,
+    pub has_file: bool,
+    /// Where the entry was written, for messages about it.
+    pub line: usize,
+}
+
+/// Both files of one swarm directory, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory the files were read from; peers work in it.
+    pub dir: PathBuf,
+    pub common: CommonConfig,
+    /// In file order, which is start order.
+    pub peers: Vec<PeerEntry>,
+    /// Things worth telling a user that do not stop a peer (unknown keys).
+    pub warnings: Vec<String>,
+}
+
+/// Lines of a config file with comments and blank lines dropped, each split
+/// on any whitespace; CRLF and trailing spaces vanish with the split.
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        Some((i + 1, line.split_whitespace().collect()))
+    })
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| err(path, None, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| err(path, None, "is not UTF-8 text"))
+}
+
+const COMMON_KEYS: [&str; 6] = [
+    "NumberOfPreferredNeighbors",
+    "UnchokingInterval",
+    "OptimisticUnchokingInterval",
+    "FileName",
+    "FileSize",
+    "PieceSize",
+];
+
+impl CommonConfig {
+    /// Parses the text of a `Common.cfg` read from `path` (used in messages).
+    /// Returns the settings and one warning per unknown key.
+    pub fn parse(path: &Path, text: &str) -> Result<(CommonConfig, Vec<String>), ConfigError> {
+        let mut raw: HashMap<&'static str, (&str, usize)> = HashMap::new();
+        let mut warnings = Vec::new();
+        for (line, fields) in content_lines(text) {
+            if fields.len() != 2 {
+                return Err(err(
+                    path,
+                    Some(line),
+                    format!(
+                        "expected `Key Value` (two fields), found {} field(s): `{}`",
+                        fields.len(),
+                        fields.join(" ")
+                    ),
+                ));
+            }
+            let Some(key) = COMMON_KEYS
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(fields[0]))
+            else {
+                warnings.push(format!(
+                    "{}:{}: ignoring unknown key `{}`",
+                    path.display(),
+                    line,
+                    fields[0]
+                ));
+                continue;
+            };
+            if let Some((_, first)) = raw.insert(key, (fields[1], line)) {
+                return Err(err(
+                    path,
+                    Some(line),
+                    format!("duplicate key {key} (first given on line {first})"),
+                ));
+            }
+        }
+        let get = |key: &'static str| {
+            raw.get(key)
+                .copied()
+                .ok_or_else(|| err(path, None, format!("missing key {key}")))
+        };
+        let positive_int = |key: &'static str| -> Result<(u64, usize), ConfigError> {
+            let (value, line) = get(key)?;
+            match value.parse::<u64>() {
+                Ok(0) => Err(err(
+                    path,
+                    Some(line),
+                    format!("{key} must be at least 1, found 0"),
+                )),
+                Ok(n) => Ok((n, line)),
+                Err(_) => Err(err(
+                    path,
+                    Some(line),
+                    format!("{key} must be a positive whole number, found `{value}`"),
+                )),
+            }
+        };
+        let seconds = |key: &'static str| -> Result<Duration, ConfigError> {
+            let (value, line) = get(key)?;
+            match value.parse::<f64>() {
+                Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                    Ok(Duration::from_secs_f64(s))
+                }
+                _ => Err(err(
+                    path,
+                    Some(line),
+                    format!("{key} must be a positive number of seconds (at most 86400), found `{value}`"),
+                )),
+            }
+        };
+
+        let (k, k_line) = positive_int("NumberOfPreferredNeighbors")?;
+        let preferred_neighbors = usize::try_from(k)
+            .ok()
+            .filter(|&k| k <= 10_000)
+            .ok_or_else(|| {
+                err(
+                    path,
+                    Some(k_line),
+                    "NumberOfPreferredNeighbors is too large",
+                )
+            })?;
+        let unchoking_interval = seconds("UnchokingInterval")?;
+        let optimistic_unchoking_interval = seconds("OptimisticUnchokingInterval")?;
+
+        let (file_name, name_line) = get("FileName")?;
+        if file_name.contains(['/', '\\']) || file_name == "." || file_name.contains("..") {
+            return Err(err(
+                path,
+                Some(name_line),
+                format!(
+                    "FileName must be a bare file name without a path or `..`, found `{file_name}`"
+                ),
+            ));
+        }
+        let (file_size_bytes, _) = positive_int("FileSize")?;
+        let (piece_size, piece_line) = positive_int("PieceSize")?;
+        let piece_size_bytes = u32::try_from(piece_size)
+            .ok()
+            .filter(|&p| p <= MAX_PIECE_SIZE_BYTES)
+            .ok_or_else(|| {
+                err(
+                    path,
+                    Some(piece_line),
+                    format!("PieceSize must be at most {MAX_PIECE_SIZE_BYTES} bytes, found {piece_size}"),
+                )
+            })?;
+        let layout = Layout::new(file_size_bytes, piece_size_bytes).ok_or_else(|| {
+            err(
+                path,
+                Some(piece_line),
+                "FileSize / PieceSize gives more than 2^32-1 pieces",
+            )
+        })?;
+        Ok((
+            CommonConfig {
+                preferred_neighbors,
+                unchoking_interval,
+                optimistic_unchoking_interval,
+                file_name: file_name.to_string(),
+                file_size_bytes,
+                piece_size_bytes,
+                layout,
+            },
+            warnings,
+        ))
+    }
+}
+
+/// `localhost` and `127.0.0.1` name the same host; so do case variants.
+fn host_key(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if host == "localhost" {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    }
+}
+
+/// Parses the text of a `PeerInfo.cfg` read from `path` (used in messages).
+pub fn parse_peer_info(path: &Path, text: &str) -> Result<Vec<PeerEntry>, ConfigError> {
+    let mut peers: Vec<PeerEntry> = Vec::new();
+    for (line, fields) in content_lines(text) {
+        if fields.len() != 4 {
+            return Err(err(
+                path,
+                Some(line),
+                format!(
+                    "expected `PeerID Host ListeningPort HasFile` (four fields), found {}: `{}`",
+                    fields.len(),
+                    fields.join(" ")
+                ),
+            ));
+        }
+        let id: u32 = fields[0].parse().map_err(|_| {
+            err(
+                path,
+                Some(line),
+                format!(
+                    "PeerID must be a whole number from 0 to 4294967295, found `{}`",
+                    fields[0]
+                ),
+            )
+        })?;
+        let port: u16 = fields[2].parse().ok().filter(|&p| p != 0).ok_or_else(|| {
+            err(
+                path,
+                Some(line),
+                format!(
+                    "ListeningPort must be a port from 1 to 65535, found `{}`",
+                    fields[2]
+                ),
+            )
+        })?;
+        let has_file = match fields[3] {
+            "1" => true,
+            "0" => false,
+            other => {
+                return Err(err(
+                    path,
+                    Some(line),
+                    format!("HasFile must be 0 or 1, found `{other}`"),
+                ))
+            }
+        };
+        let host = fields[1].to_string();
+        if let Some(prev) = peers.iter().find(|p| p.id == id) {
+            return Err(err(
+                path,
+                Some(line),
+                format!("duplicate PeerID {id} (first given on line {})", prev.line),
+            ));
+        }
+        if let Some(prev) = peers
+            .iter()
+            .find(|p| p.port == port && host_key(&p.host) == host_key(&host))
+        {
+            return Err(err(
+                path,
+                Some(line),
+                format!(
+                    "peer {id} uses {host}:{port}, already taken by peer {} on line {}",
+                    prev.id, prev.line
+                ),
+            ));
+        }
+        peers.push(PeerEntry {
+            id,
+            host,
+            port,
+            has_file,
+            line,
+        });
+    }
+    if peers.is_empty() {
+        return Err(err(path, None, "lists no peers"));
+    }
+    Ok(peers)
+}
+
+impl Config {
+    /// Reads `Common.cfg` and `PeerInfo.cfg` from `dir`.
+    pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+        let common_path = dir.join(COMMON_CFG);
+        let (common, warnings) = CommonConfig::parse(&common_path, &read_file(&common_path)?)?;
+        let info_path = dir.join(PEER_INFO_CFG);
+        let peers = parse_peer_info(&info_path, &read_file(&info_path)?)?;
+        Ok(Config {
+            dir: dir.to_path_buf(),
+            common,
+            peers,
+            warnings,
+        })
+    }
+
+    pub fn peer_info_path(&self) -> PathBuf {
+        self.dir.join(PEER_INFO_CFG)
+    }
+
+    /// Position of `id` in PeerInfo.cfg (its start order).
+    pub fn position(&self, id: u32) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == id)
+    }
+
+    pub fn peer(&self, id: u32) -> Option<&PeerEntry> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+
+    /// `peer_<ID>/` under the swarm directory.
+    pub fn peer_dir(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("peer_{id}"))
+    }
+
+    /// `peer_<ID>/<FileName>`.
+    pub fn peer_file(&self, id: u32) -> PathBuf {
+        self.peer_dir(id).join(&self.common.file_name)
+    }
+
+    /// `log_peer_<ID>.log` in the swarm directory.
+    pub fn log_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("log_peer_{id}.log"))
+    }
+
+    /// Checks that `id` may start here: it is listed, and if it is a seed its
+    /// file exists with exactly FileSize bytes.
+    pub fn check_local_peer(&self, id: u32) -> Result<&PeerEntry, ConfigError> {
+        let entry = self.peer(id).ok_or_else(|| {
+            let known: Vec<String> = self.peers.iter().map(|p| p.id.to_string()).collect();
+            err(
+                &self.peer_info_path(),
+                None,
+                format!("peer {id} is not listed (listed: {})", known.join(", ")),
+            )
+        })?;
+        if entry.has_file {
+            let file = self.peer_file(id);
+            let want = self.common.file_size_bytes;
+            let here = format!("peer {id} has HasFile 1 on line {}", entry.line);
+            match std::fs::metadata(&file) {
+                Ok(m) if m.is_file() && m.len() == want => {}
+                Ok(m) if m.is_file() => {
+                    return Err(err(
+                        &file,
+                        None,
+                        format!(
+                            "{here}, but this file has {} bytes where FileSize is {want}",
+                            m.len()
+                        ),
+                    ))
+                }
+                Ok(_) => {
+                    return Err(err(
+                        &file,
+                        None,
+                        format!("{here}, but this is not a regular file"),
+                    ))
+                }
+                Err(e) => {
+                    return Err(err(
+                        &file,
+                        None,
+                        format!("{here}, but the file cannot be read: {e}"),
+                    ))
+                }
+            }
+        }
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD_COMMON: &str = "NumberOfPreferredNeighbors 3\nUnchokingInterval 5\nOptimisticUnchokingInterval 10\nFileName TheFile.dat\nFileSize 10000232\nPieceSize 32768\n";
+
+    fn common(text: &str) -> Result<(CommonConfig, Vec<String>), ConfigError> {
+        CommonConfig::parse(Path::new("Common.cfg"), text)
+    }
+
+    fn common_err(text: &str) -> ConfigError {
+        common(text).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn parses_the_course_example() {
+        let (c, warnings) = common(GOOD_COMMON).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(c.preferred_neighbors, 3);
+        assert_eq!(c.unchoking_interval, Duration::from_secs(5));
+        assert_eq!(c.optimistic_unchoking_interval, Duration::from_secs(10));
+        assert_eq!(c.file_name, "TheFile.dat");
+        assert_eq!(c.layout.num_pieces(), 306);
+    }
+
+    #[test]
+    fn tolerates_tabs_crlf_trailing_space_blank_lines_and_comments() {
+        let text = "# swarm\r\n\r\nNumberOfPreferredNeighbors\t3  \r\n  UnchokingInterval 5\r\nOptimisticUnchokingInterval   10\r\n\nFileName TheFile.dat\t\r\nFileSize 10000232\r\nPieceSize 32768";
+        let (c, _) = common(text).unwrap();
+        assert_eq!(c, common(GOOD_COMMON).unwrap().0);
+    }
+
+    #[test]
+    fn fractional_intervals_are_accepted() {
+        let text = GOOD_COMMON.replace("UnchokingInterval 5", "UnchokingInterval 0.25");
+        assert_eq!(
+            common(&text).unwrap().0.unchoking_interval,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_their_line() {
+        let (_, warnings) = common(&format!("{GOOD_COMMON}MaxConnections 9\n")).unwrap();
+        assert_eq!(
+            warnings,
+            vec!["Common.cfg:7: ignoring unknown key `MaxConnections`"]
+        );
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let e = common_err(&GOOD_COMMON.replace("PieceSize 32768\n", ""));
+        assert_eq!(e.to_string(), "Common.cfg: missing key PieceSize");
+    }
+
+    #[test]
+    fn duplicate_key_names_both_lines() {
+        let e = common_err(&format!("{GOOD_COMMON}FileSize 5\n"));
+        assert_eq!(e.line, Some(7));
+        assert!(
+            e.message
+                .contains("duplicate key FileSize (first given on line 5)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_numbers_zero_and_negative_values_are_refused_on_their_line() {
+        for (from, to, line) in [
+            ("FileSize 10000232", "FileSize ten", 5),
+            ("FileSize 10000232", "FileSize 0", 5),
+            ("FileSize 10000232", "FileSize -5", 5),
+            ("PieceSize 32768", "PieceSize 0", 6),
+            ("UnchokingInterval 5", "UnchokingInterval 0", 2),
+            ("UnchokingInterval 5", "UnchokingInterval -1", 2),
+            (
+                "OptimisticUnchokingInterval 10",
+                "OptimisticUnchokingInterval x",
+                3,
+            ),
+            (
+                "NumberOfPreferredNeighbors 3",
+                "NumberOfPreferredNeighbors 0",
+                1,
+            ),
+        ] {
+            let e = common_err(&GOOD_COMMON.replace(from, to));
+            assert_eq!(e.line, Some(line), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn file_name_with_path_or_dotdot_is_refused() {
+        for name in ["a/b.dat", "..", "x..y", "..\\evil", "/etc/passwd"] {
+            let e = common_err(&GOOD_COMMON.replace("TheFile.dat", name));
+            assert_eq!(e.line, Some(4), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_line_with_three_fields_is_refused() {
+        let e = common_err(&GOOD_COMMON.replace("FileName TheFile.dat", "FileName The File.dat"));
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn huge_piece_size_is_refused() {
+        let e = common_err(&GOOD_COMMON.replace("PieceSize 32768", "PieceSize 9999999999"));
+        assert_eq!(e.line, Some(6));
+    }
+
+    fn peers(text: &str) -> Result<Vec<PeerEntry>, ConfigError> {
+        parse_peer_info(Path::new("PeerInfo.cfg"), text)
+    }
+
+    #[test]
+    fn parses_peer_info_in_order() {
+        let p = peers("1001 lin114-00.cise.ufl.edu 6008 1\r\n\t1002 localhost 6009 0 \n").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].id, 1001);
+        assert!(p[0].has_file);
+        assert_eq!(p[1].host, "localhost");
+        assert_eq!(p[1].port, 6009);
+        assert_eq!(p[1].line, 2);
+    }
+
+    #[test]
+    fn peer_info_mistakes_name_their_line() {
+        for (text, line, needle) in [
+            ("1001 h 6008 1\n1001 h 6009 0\n", 2, "duplicate PeerID 1001"),
+            (
+                "1001 localhost 6008 1\n1002 127.0.0.1 6008 0\n",
+                2,
+                "already taken by peer 1001",
+            ),
+            ("1001 h 6008 2\n", 1, "HasFile must be 0 or 1"),
+            ("1001 h 6008\n", 1, "four fields"),
+            ("abc h 6008 1\n", 1, "PeerID"),
+            ("1001 h 70000 1\n", 1, "ListeningPort"),
+            ("1001 h 0 1\n", 1, "ListeningPort"),
+        ] {
+            let e = peers(text).expect_err(text);
+            assert_eq!(e.line, Some(line), "{text}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
+        assert_eq!(
+            peers("\n# none\n").unwrap_err().to_string(),
+            "PeerInfo.cfg: lists no peers"
+        );
+    }
+
+    fn swarm_dir(peer_info: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(COMMON_CFG),
+            GOOD_COMMON.replace("10000232", "100"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(PEER_INFO_CFG), peer_info).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_unlisted_id_is_refused() {
+        let dir = swarm_dir("1001 localhost 6008 0\n");
+        let config = Config::load(dir.path()).unwrap();
+        let e = config.check_local_peer(7).unwrap_err();
+        assert!(
+            e.message.contains("peer 7 is not listed (listed: 1001)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_seed_needs_its_file_at_exactly_file_size() {
+        let dir = swarm_dir("1001 localhost 6008 1\n");
+        let config = Config::load(dir.path()).unwrap();
+        let e = config.check_local_peer(1001).unwrap_err();
+        assert!(e.message.contains("cannot be read"), "{e}");
+        std::fs::create_dir(config.peer_dir(1001)).unwrap();
+        std::fs::write(config.peer_file(1001), [0u8; 99]).unwrap();
+        let e = config.check_local_peer(1001).unwrap_err();
+        assert!(
+            e.message.contains("has 99 bytes where FileSize is 100"),
+            "{e}"
+        );
+        std::fs::write(config.peer_file(1001), [0u8; 100]).unwrap();
+        assert!(config.check_local_peer(1001).is_ok());
+    }
+}

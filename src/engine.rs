@@ -1,0 +1,676 @@
+//! The engine: the one owner of a peer's protocol state.
+//!
+//! Concurrency contract
+//! - Threads: one engine thread (this module); per neighbour one reader and
+//!   one writer ([`crate::net`]); one listener plus short-lived handshake and
+//!   dial threads; a rayon pool that writes received pieces to the store.
+//! - Channels: every producer sends [`Event`]s to the engine over one bounded
+//!   channel ([`EVENT_QUEUE`]). The engine sends to each writer over a bounded
+//!   queue with `try_send` only, so it never blocks on a slow neighbour; a
+//!   queue that fills up (the neighbour stopped reading) ends that connection.
+//!   The choke timers are crossbeam `tick` channels in the same `select!`.
+//! - State: bitfields, interest, choke sets, outstanding requests and piece
+//!   states live here and nowhere else; other threads see only the read-only
+//!   store and the status [`Counters`].
+//! - Shutdown: when every peer of PeerInfo.cfg has the file, the engine drops
+//!   the writer queues (writers flush, then half-close), waits for them for a
+//!   bounded time, closes the sockets (readers end) and returns.
+//!
+//! Never blocks on socket I/O, disk I/O or hashing.
+
+use crate::bitfield::Bitfield;
+use crate::choke::{self, NeighbourStats};
+use crate::config::{Config, PeerEntry};
+use crate::net::{self, Out};
+use crate::picker;
+use crate::speclog::SpecLog;
+use crate::status::Counters;
+use crate::store::Store;
+use crate::wire::{Limits, Message, WireError};
+use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Capacity of the engine's event queue.
+pub const EVENT_QUEUE: usize = 1024;
+/// How long writers get to flush their last messages at shutdown.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
+/// How many times a lost connection to a peer we dial is dialled again.
+const MAX_REDIALS: u32 = 5;
+
+/// Identifies one connection, so events of a replaced connection are ignored.
+pub type ConnId = u64;
+
+#[derive(Debug)]
+pub enum CloseReason {
+    Eof,
+    Io(String),
+    Protocol(WireError),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Eof => f.write_str("connection closed"),
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::Protocol(e) => write!(f, "protocol violation: {e}"),
+        }
+    }
+}
+
+/// Everything the engine hears about.
+#[derive(Debug)]
+pub enum Event {
+    /// A handshake succeeded (dialled by us or accepted).
+    Connected {
+        peer: u32,
+        stream: TcpStream,
+        dialled: bool,
+    },
+    /// A dialler gave up.
+    DialFailed { peer: u32, error: String },
+    Frame {
+        conn: ConnId,
+        peer: u32,
+        message: Message,
+    },
+    Closed {
+        conn: ConnId,
+        peer: u32,
+        reason: CloseReason,
+    },
+    /// The pool finished writing a piece received from `from`.
+    Stored {
+        index: u32,
+        from: u32,
+        result: io::Result<()>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("disk error: {0}")]
+    Disk(io::Error),
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+struct Neighbour {
+    conn: ConnId,
+    queue: Sender<Out>,
+    stream: TcpStream,
+    has: Bitfield,
+    /// We have seen a first message (a bitfield must come first).
+    heard: bool,
+    they_are_interested: bool,
+    we_are_interested: bool,
+    they_choke_us: bool,
+    /// The piece we asked this neighbour for and have not received yet.
+    outstanding: Option<u32>,
+    /// Piece bytes received since the last preferred-neighbour selection.
+    bytes_this_interval: u64,
+}
+
+/// What a peer starts from.
+pub struct EngineSetup {
+    pub me: u32,
+    pub config: Config,
+    pub store: Arc<Store>,
+    /// Pieces already on disk and good.
+    pub have: Bitfield,
+    pub log: SpecLog,
+    pub counters: Arc<Counters>,
+    pub rng_seed: u64,
+    pub pool: Arc<rayon::ThreadPool>,
+    /// How long a dialler keeps trying one peer.
+    pub connect_timeout: Duration,
+    pub events: (Sender<Event>, Receiver<Event>),
+    pub stop: Arc<AtomicBool>,
+}
+
+pub struct Engine {
+    me: u32,
+    config: Config,
+    limits: Limits,
+    store: Arc<Store>,
+    have: Bitfield,
+    /// Pieces we lack that are neither requested nor being stored.
+    wanted: Bitfield,
+    /// Pieces received and handed to the pool, not yet on disk.
+    storing: Bitfield,
+    neighbours: BTreeMap<u32, Neighbour>,
+    /// Peers known to have the complete file (kept after they disconnect).
+    complete_peers: BTreeSet<u32>,
+    unchoked: BTreeSet<u32>,
+    preferred: Vec<u32>,
+    optimistic: Option<u32>,
+    logged_preferred: Vec<u32>,
+    rng: StdRng,
+    log: SpecLog,
+    counters: Arc<Counters>,
+    pool: Arc<rayon::ThreadPool>,
+    connect_timeout: Duration,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+    writers_done_tx: Sender<u32>,
+    writers_done_rx: Receiver<u32>,
+    writers_running: usize,
+    next_conn: ConnId,
+    redials: BTreeMap<u32, u32>,
+    stop: Arc<AtomicBool>,
+    fatal: Option<EngineError>,
+    announced_complete: bool,
+}
+
+impl Engine {
+    pub fn new(setup: EngineSetup) -> Engine {
+        let layout = setup.config.common.layout;
+        let n = layout.num_pieces();
+        let mut wanted = Bitfield::full(n);
+        for i in setup.have.iter_ones() {
+            wanted.set(i, false);
+        }
+        let (writers_done_tx, writers_done_rx) = crossbeam_channel::unbounded();
+        setup.counters.pieces.store(setup.have.count(), Relaxed);
+        let mut complete_peers = BTreeSet::new();
+        if setup.have.is_complete() {
+            complete_peers.insert(setup.me);
+        }
+        Engine {
+            me: setup.me,
+            limits: Limits::new(layout),
+            config: setup.config,
+            store: setup.store,
+            announced_complete: setup.have.is_complete(),
+            have: setup.have,
+            wanted,
+            storing: Bitfield::empty(n),
+            neighbours: BTreeMap::new(),
+            complete_peers,
+            unchoked: BTreeSet::new(),
+            preferred: Vec::new(),
+            optimistic: None,
+            logged_preferred: Vec::new(),
+            rng: StdRng::seed_from_u64(setup.rng_seed),
+            log: setup.log,
+            counters: setup.counters,
+            pool: setup.pool,
+            connect_timeout: setup.connect_timeout,
+            events_tx: setup.events.0,
+            events_rx: setup.events.1,
+            writers_done_tx,
+            writers_done_rx,
+            writers_running: 0,
+            next_conn: 0,
+            redials: BTreeMap::new(),
+            stop: setup.stop,
+            fatal: None,
+        }
+    }
+
+    /// Runs until every peer has the file (Ok) or a fatal error.
+    pub fn run(mut self) -> Result<(), EngineError> {
+        let rechoke = tick(self.config.common.unchoking_interval);
+        let optimistic = tick(self.config.common.optimistic_unchoking_interval);
+        while !self.all_done() && self.fatal.is_none() {
+            select! {
+                recv(self.events_rx) -> event => {
+                    let event = event.expect("the engine holds a sender");
+                    self.handle(event);
+                }
+                recv(rechoke) -> _ => self.select_preferred(),
+                recv(optimistic) -> _ => self.select_optimistic(),
+            }
+        }
+        self.shutdown();
+        match self.fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.have.is_complete()
+            && self
+                .config
+                .peers
+                .iter()
+                .all(|p| self.complete_peers.contains(&p.id))
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Connected {
+                peer,
+                stream,
+                dialled,
+            } => self.on_connected(peer, stream, dialled),
+            Event::DialFailed { peer, error } => {
+                if !self.complete_peers.contains(&peer) {
+                    self.fatal = Some(EngineError::Unreachable(error));
+                }
+            }
+            Event::Frame {
+                conn,
+                peer,
+                message,
+            } => {
+                if self.neighbours.get(&peer).is_some_and(|n| n.conn == conn) {
+                    self.on_message(peer, message);
+                }
+            }
+            Event::Closed { conn, peer, reason } => {
+                if self.neighbours.get(&peer).is_some_and(|n| n.conn == conn) {
+                    match reason {
+                        CloseReason::Eof if self.complete_peers.contains(&peer) => {}
+                        reason => {
+                            log::warn!("peer {}: connection to {peer} ended: {reason}", self.me)
+                        }
+                    }
+                    self.drop_neighbour(peer);
+                }
+            }
+            Event::Stored {
+                index,
+                from,
+                result,
+            } => self.on_stored(index, from, result),
+        }
+    }
+
+    fn on_connected(&mut self, peer: u32, stream: TcpStream, dialled: bool) {
+        if self.neighbours.contains_key(&peer) {
+            log::warn!(
+                "peer {}: refused a second connection from peer {peer}",
+                self.me
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        let (reader_stream, writer_stream) = match (stream.try_clone(), stream.try_clone()) {
+            (Ok(r), Ok(w)) => (r, w),
+            (Err(e), _) | (_, Err(e)) => {
+                log::warn!("peer {}: cannot use connection to {peer}: {e}", self.me);
+                return;
+            }
+        };
+        if dialled {
+            self.log.makes_connection(peer);
+        } else {
+            self.log.connected_from(peer);
+        }
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        // Enough room for a `have` of every piece plus the control messages of
+        // a few intervals: the engine's own traffic can never fill it.
+        let (queue, queue_rx) = bounded(self.limits.layout().num_pieces() as usize + 64);
+        net::spawn_writer(
+            peer,
+            writer_stream,
+            queue_rx,
+            Arc::clone(&self.store),
+            Arc::clone(&self.counters),
+            self.writers_done_tx.clone(),
+        );
+        self.writers_running += 1;
+        net::spawn_reader(
+            conn,
+            peer,
+            reader_stream,
+            self.limits,
+            self.events_tx.clone(),
+        );
+        let num_pieces = self.limits.layout().num_pieces();
+        self.neighbours.insert(
+            peer,
+            Neighbour {
+                conn,
+                queue,
+                stream,
+                has: Bitfield::empty(num_pieces),
+                heard: false,
+                they_are_interested: false,
+                we_are_interested: false,
+                they_choke_us: true,
+                outstanding: None,
+                bytes_this_interval: 0,
+            },
+        );
+        if !self.have.none() {
+            self.send(peer, Message::Bitfield(self.have.clone()));
+        }
+    }
+
+    /// Queues `message` for `peer`; a neighbour whose queue is full or gone is dropped.
+    fn send(&mut self, peer: u32, message: Message) {
+        self.send_out(peer, Out::Msg(message));
+    }
+
+    fn send_out(&mut self, peer: u32, out: Out) {
+        let Some(n) = self.neighbours.get(&peer) else {
+            return;
+        };
+        match n.queue.try_send(out) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                log::warn!("peer {}: {peer} stopped reading; dropping it", self.me);
+                self.drop_neighbour(peer);
+            }
+            Err(TrySendError::Disconnected(_)) => self.drop_neighbour(peer),
+        }
+    }
+
+    fn drop_neighbour(&mut self, peer: u32) {
+        let Some(n) = self.neighbours.remove(&peer) else {
+            return;
+        };
+        let _ = n.stream.shutdown(Shutdown::Both);
+        if let Some(index) = n.outstanding {
+            self.release(index);
+        }
+        self.unchoked.remove(&peer);
+        self.preferred.retain(|&p| p != peer);
+        if self.optimistic == Some(peer) {
+            self.optimistic = None;
+        }
+        self.maybe_redial(peer);
+        self.fill_requests();
+    }
+
+    /// A peer we dial that went away before it had the file is dialled again
+    /// (it may have been restarted); one that dials us will dial again itself.
+    fn maybe_redial(&mut self, peer: u32) {
+        if self.complete_peers.contains(&peer) || self.stop.load(Relaxed) {
+            return;
+        }
+        let me = self.config.position(self.me);
+        let Some(pos) = self.config.position(peer) else {
+            return;
+        };
+        if me.is_some_and(|me| pos < me) {
+            let count = self.redials.entry(peer).or_insert(0);
+            if *count < MAX_REDIALS {
+                *count += 1;
+                let entry: PeerEntry = self.config.peers[pos].clone();
+                net::spawn_dialer(
+                    self.me,
+                    entry,
+                    self.connect_timeout,
+                    self.events_tx.clone(),
+                    Arc::clone(&self.stop),
+                );
+            }
+        }
+    }
+
+    /// A requested piece that will not come is free to be requested again.
+    fn release(&mut self, index: u32) {
+        if !self.have.has(index) && !self.storing.has(index) {
+            self.wanted.set(index, true);
+        }
+    }
+
+    fn on_message(&mut self, peer: u32, message: Message) {
+        let first = {
+            let n = self.neighbours.get_mut(&peer).expect("checked by caller");
+            !std::mem::replace(&mut n.heard, true)
+        };
+        match message {
+            Message::Choke => {
+                self.log.choked_by(peer);
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                n.they_choke_us = true;
+                if let Some(index) = n.outstanding.take() {
+                    self.release(index);
+                    self.fill_requests();
+                }
+            }
+            Message::Unchoke => {
+                self.log.unchoked_by(peer);
+                self.neighbours
+                    .get_mut(&peer)
+                    .expect("present")
+                    .they_choke_us = false;
+                self.request_from(peer);
+            }
+            Message::Interested => {
+                self.log.received_interested(peer);
+                self.neighbours
+                    .get_mut(&peer)
+                    .expect("present")
+                    .they_are_interested = true;
+            }
+            Message::NotInterested => {
+                self.log.received_not_interested(peer);
+                self.neighbours
+                    .get_mut(&peer)
+                    .expect("present")
+                    .they_are_interested = false;
+            }
+            Message::Have(index) => {
+                self.log.received_have(peer, index);
+                self.neighbours
+                    .get_mut(&peer)
+                    .expect("present")
+                    .has
+                    .set(index, true);
+                self.after_news(peer, false);
+            }
+            Message::Bitfield(bits) => {
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                if !first {
+                    log::warn!("peer {}: {peer} sent a bitfield late; merging it", self.me);
+                }
+                n.has.union_with(&bits);
+                self.after_news(peer, first);
+            }
+            Message::Request(index) => self.on_request(peer, index),
+            Message::Piece { index, data } => self.on_piece(peer, index, data),
+        }
+    }
+
+    /// After a bitfield or a have: completeness, interest, and a request if
+    /// the neighbour unchoked us and we are idle with it. `always_tell` sends
+    /// our interest even when it did not change (the answer to a bitfield).
+    fn after_news(&mut self, peer: u32, always_tell: bool) {
+        let n = self.neighbours.get_mut(&peer).expect("present");
+        if n.has.is_complete() {
+            self.complete_peers.insert(peer);
+        }
+        let interested = n.has.has_any_missing_from(&self.have);
+        let changed = interested != n.we_are_interested;
+        n.we_are_interested = interested;
+        if changed || always_tell {
+            let message = if interested {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            self.send(peer, message);
+        }
+        self.request_from(peer);
+    }
+
+    fn on_request(&mut self, peer: u32, index: u32) {
+        if !self.unchoked.contains(&peer) {
+            return; // SPEC: a request from a choked neighbour is ignored
+        }
+        if !self.have.has(index) {
+            log::debug!(
+                "peer {}: {peer} asked for piece {index}, which we lack",
+                self.me
+            );
+            return;
+        }
+        self.send_out(peer, Out::Serve(index));
+    }
+
+    fn on_piece(&mut self, peer: u32, index: u32, data: Vec<u8>) {
+        let n = self.neighbours.get_mut(&peer).expect("present");
+        n.bytes_this_interval += data.len() as u64;
+        self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
+        if n.outstanding == Some(index) {
+            n.outstanding = None;
+        }
+        if self.have.has(index) || self.storing.has(index) {
+            // A duplicate (a late answer to a request we gave up on).
+            self.request_from(peer);
+            return;
+        }
+        self.wanted.set(index, false);
+        self.storing.set(index, true);
+        let store = Arc::clone(&self.store);
+        let events = self.events_tx.clone();
+        self.pool.spawn(move || {
+            let result = store.write_piece(index, &data);
+            let _ = events.send(Event::Stored {
+                index,
+                from: peer,
+                result,
+            });
+        });
+        self.request_from(peer);
+    }
+
+    fn on_stored(&mut self, index: u32, from: u32, result: io::Result<()>) {
+        self.storing.set(index, false);
+        if let Err(e) = result {
+            self.fatal = Some(EngineError::Disk(e));
+            return;
+        }
+        self.have.set(index, true);
+        let count = self.have.count();
+        self.counters.pieces.store(count, Relaxed);
+        self.log.downloaded_piece(index, from, count);
+        let peers: Vec<u32> = self.neighbours.keys().copied().collect();
+        for &peer in &peers {
+            self.send(peer, Message::Have(index));
+        }
+        for &peer in &peers {
+            let Some(n) = self.neighbours.get_mut(&peer) else {
+                continue;
+            };
+            if n.we_are_interested && !n.has.has_any_missing_from(&self.have) {
+                n.we_are_interested = false;
+                self.send(peer, Message::NotInterested);
+            }
+        }
+        if self.have.is_complete() && !self.announced_complete {
+            self.announced_complete = true;
+            if let Err(e) = self.store.sync() {
+                self.fatal = Some(EngineError::Disk(e));
+                return;
+            }
+            self.complete_peers.insert(self.me);
+            self.log.complete();
+        }
+    }
+
+    /// Requests a random wanted piece from `peer` if it unchoked us and we
+    /// have nothing outstanding with it.
+    fn request_from(&mut self, peer: u32) {
+        let Some(n) = self.neighbours.get_mut(&peer) else {
+            return;
+        };
+        if n.they_choke_us || n.outstanding.is_some() {
+            return;
+        }
+        if let Some(index) = picker::pick_random(&n.has, &self.wanted, &mut self.rng) {
+            n.outstanding = Some(index);
+            self.wanted.set(index, false);
+            self.send(peer, Message::Request(index));
+        }
+    }
+
+    /// Gives every idle, unchoking neighbour a request (after pieces were freed).
+    fn fill_requests(&mut self) {
+        let idle: Vec<u32> = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| !n.they_choke_us && n.outstanding.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        for peer in idle {
+            self.request_from(peer);
+        }
+    }
+
+    fn stats(&self) -> Vec<NeighbourStats> {
+        self.neighbours
+            .iter()
+            .map(|(&id, n)| NeighbourStats {
+                id,
+                interested: n.they_are_interested,
+                bytes_received: n.bytes_this_interval,
+            })
+            .collect()
+    }
+
+    fn select_preferred(&mut self) {
+        let stats = self.stats();
+        self.preferred = choke::select_preferred(
+            &stats,
+            self.config.common.preferred_neighbors,
+            self.have.is_complete(),
+            &mut self.rng,
+        );
+        for n in self.neighbours.values_mut() {
+            n.bytes_this_interval = 0;
+        }
+        if !self.preferred.is_empty() && self.preferred != self.logged_preferred {
+            self.log.preferred_neighbors(&self.preferred);
+            self.logged_preferred = self.preferred.clone();
+        }
+        self.apply_choking();
+    }
+
+    fn select_optimistic(&mut self) {
+        let stats = self.stats();
+        let chosen =
+            choke::select_optimistic(&stats, &self.preferred, self.optimistic, &mut self.rng);
+        if let Some(id) = chosen.filter(|&id| Some(id) != self.optimistic) {
+            self.log.optimistic_neighbor(id);
+        }
+        self.optimistic = chosen;
+        self.apply_choking();
+    }
+
+    fn apply_choking(&mut self) {
+        let plan = choke::plan(&self.unchoked, &self.preferred, self.optimistic);
+        for peer in plan.choke {
+            self.unchoked.remove(&peer);
+            self.send(peer, Message::Choke);
+        }
+        for peer in plan.unchoke {
+            self.unchoked.insert(peer);
+            self.send(peer, Message::Unchoke);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Relaxed);
+        let neighbours = std::mem::take(&mut self.neighbours);
+        let mut streams = Vec::new();
+        for (_, n) in neighbours {
+            drop(n.queue); // the writer flushes what is queued, then half-closes
+            streams.push(n.stream);
+        }
+        let deadline = Instant::now() + FLUSH_GRACE;
+        while self.writers_running > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.writers_done_rx.recv_timeout(left) {
+                Ok(_) => self.writers_running -= 1,
+                Err(_) => break,
+            }
+        }
+        for s in streams {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}

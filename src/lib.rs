@@ -1,0 +1,21 @@
+//! p2pft: a peer-to-peer file distribution engine for the P2PFILESHARINGPROJ
+//! protocol (see `shared/SPEC.md`), shaped as `shared/DESIGN.md` describes:
+//! pure codec and policies ([`wire`], [`choke`], [`picker`]), one engine
+//! thread owning protocol state ([`engine`]), threads at the socket edges
+//! ([`net`]), positioned file I/O ([`store`]), and the launcher ([`swarm`]).
+#![forbid(unsafe_code)]
+
+pub mod bitfield;
+pub mod choke;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod layout;
+pub mod net;
+pub mod peer;
+pub mod picker;
+pub mod speclog;
+pub mod status;
+pub mod store;
+pub mod swarm;
+pub mod wire;

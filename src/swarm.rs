@@ -1,0 +1,512 @@
+//! `p2pft swarm`: start every local peer of a PeerInfo.cfg as a child process,
+//! in file order and each once the previous one listens; show live progress;
+//! wait (bounded); check every peer's file against the seed's; summarise.
+//!
+//! Owns the children (killed by PID on failure or timeout, never by name) and
+//! the preparation of a fresh run. Talks to peers only through their `--status`
+//! JSON lines and exit codes; never speaks the wire protocol itself.
+
+use crate::config::{Config, ConfigError, PeerEntry};
+use crate::status::{Phase, Status};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args, Clone)]
+pub struct SwarmArgs {
+    /// Directory holding Common.cfg and PeerInfo.cfg.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Give up (and fail) if the swarm has not finished after this many seconds.
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Keep the leechers' files and the logs of an earlier run instead of starting fresh.
+    #[arg(long)]
+    pub keep: bool,
+    /// No progress bars (they are also off when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the summary as one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds each peer keeps dialling a peer listed above it.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What happened to one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerReport {
+    pub id: u32,
+    pub seed: bool,
+    /// False when the peer runs on another host and was not started here.
+    pub local: bool,
+    pub exit_code: Option<i32>,
+    /// Seconds from the swarm's start until the peer had every piece.
+    pub complete_after_secs: Option<f64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The peer's file equals the seed's, byte for byte.
+    pub file_ok: bool,
+    /// The last lines the peer wrote on stderr, when it failed.
+    pub stderr_tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SwarmReport {
+    pub ok: bool,
+    pub timed_out: bool,
+    pub wall_secs: f64,
+    pub file_size_bytes: u64,
+    pub peers: Vec<PeerReport>,
+}
+
+/// Whether `host` names this machine: a loopback or local address, or our hostname.
+pub fn is_local_host(host: &str) -> bool {
+    let own = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    if host.eq_ignore_ascii_case(own.trim()) || host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let Ok(addrs) = (host, 0).to_socket_addrs() else {
+        return false;
+    };
+    addrs.into_iter().any(|a| match a.ip() {
+        IpAddr::V4(ip) => ip.is_loopback() || ip.is_unspecified(),
+        IpAddr::V6(ip) => ip.is_loopback() || ip.is_unspecified(),
+    } || std::net::UdpSocket::bind((a.ip(), 0)).is_ok())
+}
+
+/// Creates peer directories, puts the seeds' file in place from `data/` when it
+/// is missing, and (unless `keep`) removes leecher files and logs of earlier runs.
+pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), SwarmError> {
+    let size = config.common.file_size_bytes;
+    for p in local {
+        let dir = config.peer_dir(p.id);
+        std::fs::create_dir_all(&dir)?;
+        let file = config.peer_file(p.id);
+        if p.has_file {
+            let present = std::fs::metadata(&file).is_ok_and(|m| m.len() == size);
+            let source = config.dir.join("data").join(&config.common.file_name);
+            if !present && std::fs::metadata(&source).is_ok_and(|m| m.len() == size) {
+                std::fs::copy(&source, &file)?;
+            }
+        } else if !keep {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        if !keep {
+            let _ = std::fs::remove_file(config.log_path(p.id));
+        }
+        config.check_local_peer(p.id)?;
+    }
+    Ok(())
+}
+
+struct Running {
+    entry: PeerEntry,
+    child: Option<Child>,
+    bar: ProgressBar,
+    last: Option<Status>,
+    complete_after: Option<Duration>,
+    exit_code: Option<i32>,
+    stderr: Arc<parking_lot::Mutex<VecDeque<String>>>,
+    rate: (Instant, u64),
+}
+
+enum Update {
+    Status(usize, Status),
+    Closed(usize),
+}
+
+fn spawn_peer(
+    exe: &Path,
+    config: &Config,
+    entry: &PeerEntry,
+    args: &SwarmArgs,
+) -> io::Result<Child> {
+    Command::new(exe)
+        .arg("peer")
+        .arg(entry.id.to_string())
+        .arg("--dir")
+        .arg(&config.dir)
+        .arg("--status")
+        .arg("--connect-timeout")
+        .arg(args.connect_timeout.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+fn keep_tail(stream: impl Read + Send + 'static, tail: Arc<parking_lot::Mutex<VecDeque<String>>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut t = tail.lock();
+            if t.len() == 20 {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
+}
+
+fn forward_status(
+    i: usize,
+    stream: impl Read + Send + 'static,
+    tx: crossbeam_channel::Sender<Update>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(s) = Status::parse(&line) {
+                if tx.send(Update::Status(i, s)).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Update::Closed(i));
+    });
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Runs the swarm of `args.dir` to the end and reports on it.
+pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
+    let config = Config::load(&args.dir)?;
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    let config = Config {
+        dir: std::fs::canonicalize(&config.dir)?,
+        ..config
+    };
+    let (local, remote): (Vec<PeerEntry>, Vec<PeerEntry>) = config
+        .peers
+        .iter()
+        .cloned()
+        .partition(|p| is_local_host(&p.host));
+    for p in &remote {
+        eprintln!(
+            "note: peer {} runs on {}; start it there (`peerProcess {}`): this swarm waits for it",
+            p.id, p.host, p.id
+        );
+    }
+    prepare(&config, &local, args.keep)?;
+    let exe = std::env::current_exe()?;
+    let num_pieces = config.common.layout.num_pieces();
+    let show_bars = !args.quiet && io::stderr().is_terminal();
+    let bars = MultiProgress::with_draw_target(if show_bars {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template(
+        "{prefix:>10} [{bar:32.cyan/blue}] {pos:>6}/{len} pieces {msg}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
+
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.timeout.max(0.0));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut peers: Vec<Running> = Vec::new();
+    let mut failed_to_start = false;
+    for entry in &local {
+        let i = peers.len();
+        let bar = bars.add(ProgressBar::new(u64::from(num_pieces)));
+        bar.set_style(style.clone());
+        bar.set_prefix(format!("peer {}", entry.id));
+        let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
+        let mut child = spawn_peer(&exe, &config, entry, args)?;
+        forward_status(i, child.stdout.take().expect("piped"), tx.clone());
+        keep_tail(child.stderr.take().expect("piped"), Arc::clone(&stderr));
+        peers.push(Running {
+            entry: entry.clone(),
+            child: Some(child),
+            bar,
+            last: None,
+            complete_after: None,
+            exit_code: None,
+            stderr,
+            rate: (Instant::now(), 0),
+        });
+        // The next peer dials this one: wait until it listens (or dies).
+        let listening = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(update) => {
+                    let is_me = matches!(&update, Update::Status(j, s) if *j == i && s.phase == Phase::Listening);
+                    let closed = matches!(update, Update::Closed(j) if j == i);
+                    apply(&mut peers, update, start);
+                    if is_me {
+                        break true;
+                    }
+                    if closed {
+                        break false;
+                    }
+                }
+                Err(_) if Instant::now() > deadline => break false,
+                Err(_) => {}
+            }
+        };
+        if !listening {
+            failed_to_start = true;
+            break;
+        }
+    }
+
+    let mut timed_out = false;
+    while peers.iter().any(|p| p.child.is_some()) {
+        if failed_to_start || Instant::now() > deadline {
+            timed_out = !failed_to_start;
+            for p in &mut peers {
+                if let Some(mut c) = p.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+            break;
+        }
+        while let Ok(update) = rx.recv_timeout(Duration::from_millis(50)) {
+            apply(&mut peers, update, start);
+        }
+        for p in &mut peers {
+            if let Some(c) = &mut p.child {
+                if let Ok(Some(status)) = c.try_wait() {
+                    p.exit_code = status.code().or(Some(-1));
+                    p.child = None;
+                    p.bar.finish();
+                    if !show_bars && !args.json {
+                        eprintln!(
+                            "peer {} exited with {} after {:.2} s",
+                            p.entry.id,
+                            status,
+                            start.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    while let Ok(update) = rx.try_recv() {
+        apply(&mut peers, update, start);
+    }
+    let wall = start.elapsed();
+    bars.clear().ok();
+
+    let seed_file = local
+        .iter()
+        .find(|p| p.has_file)
+        .map(|p| config.peer_file(p.id));
+    let mut reports = Vec::new();
+    for p in &peers {
+        let file_ok = match &seed_file {
+            Some(seed) => same_contents(seed, &config.peer_file(p.entry.id)).unwrap_or(false),
+            None => false,
+        };
+        let last = p.last.clone();
+        let ok = p.exit_code == Some(0) && file_ok;
+        reports.push(PeerReport {
+            id: p.entry.id,
+            seed: p.entry.has_file,
+            local: true,
+            exit_code: p.exit_code,
+            complete_after_secs: p.complete_after.map(|d| d.as_secs_f64()),
+            bytes_in: last.as_ref().map_or(0, |s| s.bytes_in),
+            bytes_out: last.as_ref().map_or(0, |s| s.bytes_out),
+            file_ok,
+            stderr_tail: if ok {
+                Vec::new()
+            } else {
+                p.stderr.lock().iter().cloned().collect()
+            },
+        });
+    }
+    for p in &remote {
+        reports.push(PeerReport {
+            id: p.id,
+            seed: p.has_file,
+            local: false,
+            exit_code: None,
+            complete_after_secs: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            file_ok: false,
+            stderr_tail: Vec::new(),
+        });
+    }
+    let ok = !timed_out
+        && !failed_to_start
+        && reports
+            .iter()
+            .filter(|r| r.local)
+            .all(|r| r.exit_code == Some(0) && r.file_ok)
+        && reports.len() == config.peers.len();
+    Ok(SwarmReport {
+        ok,
+        timed_out,
+        wall_secs: wall.as_secs_f64(),
+        file_size_bytes: config.common.file_size_bytes,
+        peers: reports,
+    })
+}
+
+fn apply(peers: &mut [Running], update: Update, start: Instant) {
+    match update {
+        Update::Status(i, s) => {
+            let p = &mut peers[i];
+            p.bar.set_position(u64::from(s.pieces));
+            let (since, bytes) = p.rate;
+            let dt = since.elapsed().as_secs_f64();
+            if dt >= 0.5 {
+                let rate = mib(s.bytes_in.saturating_sub(bytes)) / dt;
+                p.bar.set_message(format!(
+                    "{rate:7.1} MiB/s in, {:.1} MiB out",
+                    mib(s.bytes_out)
+                ));
+                p.rate = (Instant::now(), s.bytes_in);
+            }
+            if s.pieces == s.num_pieces && p.complete_after.is_none() {
+                p.complete_after = Some(if p.entry.has_file {
+                    Duration::ZERO
+                } else {
+                    start.elapsed()
+                });
+            }
+            p.last = Some(s);
+        }
+        Update::Closed(_) => {}
+    }
+}
+
+/// Compares two files in 1 MiB blocks, without holding either in memory.
+fn same_contents(a: &Path, b: &Path) -> io::Result<bool> {
+    let (fa, fb) = (File::open(a)?, File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ra, mut rb) = (BufReader::new(fa), BufReader::new(fb));
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut ra, &mut ba)?;
+        let m = read_full(&mut rb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+fn print_table(report: &SwarmReport) {
+    println!(
+        "{:>10}  {:>7}  {:>6}  {:>11}  {:>10}  {:>10}  file",
+        "peer", "role", "exit", "complete s", "MiB in", "MiB out"
+    );
+    for p in &report.peers {
+        let exit = match (p.local, p.exit_code) {
+            (false, _) => "remote".to_string(),
+            (true, Some(c)) => c.to_string(),
+            (true, None) => "killed".to_string(),
+        };
+        let complete = p
+            .complete_after_secs
+            .map_or("-".to_string(), |s| format!("{s:.2}"));
+        println!(
+            "{:>10}  {:>7}  {:>6}  {:>11}  {:>10.2}  {:>10.2}  {}",
+            p.id,
+            if p.seed { "seed" } else { "leecher" },
+            exit,
+            complete,
+            mib(p.bytes_in),
+            mib(p.bytes_out),
+            if !p.local {
+                "not checked"
+            } else if p.file_ok {
+                "identical to seed"
+            } else {
+                "DIFFERS or missing"
+            }
+        );
+    }
+    let delivered: u64 = report.peers.iter().map(|p| p.bytes_in).sum();
+    println!(
+        "{} peers, {:.2} MiB file, {:.2} s wall, {:.1} MiB/s delivered in aggregate: {}",
+        report.peers.len(),
+        mib(report.file_size_bytes),
+        report.wall_secs,
+        mib(delivered) / report.wall_secs.max(1e-9),
+        if report.ok {
+            "OK".to_string()
+        } else if report.timed_out {
+            "FAILED (time limit reached)".to_string()
+        } else {
+            "FAILED".to_string()
+        }
+    );
+    for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
+        println!("--- last diagnostics of peer {}:", p.id);
+        for line in &p.stderr_tail {
+            println!("    {line}");
+        }
+    }
+}
+
+/// `p2pft swarm`: returns the exit code (0 all good, 1 a peer failed or time
+/// ran out, 2 bad configuration).
+pub fn run_cli(args: &SwarmArgs) -> i32 {
+    crate::cli::init_diagnostics("swarm".into());
+    match run(args) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&report).expect("serializes"));
+            } else {
+                print_table(&report);
+            }
+            if report.ok {
+                0
+            } else {
+                1
+            }
+        }
+        Err(SwarmError::Config(e)) => {
+            eprintln!("error: {e}");
+            2
+        }
+        Err(SwarmError::Io(e)) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The wire format of SPEC.md sections 2 and 3: the handshake and the eight
+//! messages, as a pure codec over byte slices.
+//!
+//! This is the one home of the frame format and its limits: what a frame may
+//! weigh, which lengths fit which type, which piece indices exist. Every way a
+//! frame can be wrong is a [`WireError`]. A frame's 5-byte header is judged
+//! before its body is read or anything is allocated for it. No sockets here.
+
+use crate::bitfield::Bitfield;
+use crate::layout::Layout;
+
+pub const HANDSHAKE_HEADER: &[u8; 18] = b"P2PFILESHARINGPROJ";
+pub const HANDSHAKE_LEN: usize = 32;
+/// 4-byte length plus 1-byte type.
+pub const FRAME_HEADER_LEN: usize = 5;
+/// What a `piece` frame carries before the piece's bytes: its index.
+pub const PIECE_INDEX_LEN: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("handshake does not start with P2PFILESHARINGPROJ")]
+    BadHandshakeHeader,
+    #[error("handshake names peer {0}, which is not a peer we accept here")]
+    UnexpectedPeer(u32),
+    #[error("frame length 0 has no message type")]
+    EmptyFrame,
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    #[error("{kind} frame of length {len}, expected {expected}")]
+    BadLength { kind: Kind, len: u32, expected: u32 },
+    #[error("frame of length {len} is larger than one piece plus its header ({max})")]
+    FrameTooLarge { len: u32, max: u32 },
+    #[error("piece index {index} out of range (the file has {num_pieces} pieces)")]
+    IndexOutOfRange { index: u32, num_pieces: u32 },
+}
+
+/// The message type byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Choke = 0,
+    Unchoke = 1,
+    Interested = 2,
+    NotInterested = 3,
+    Have = 4,
+    Bitfield = 5,
+    Request = 6,
+    Piece = 7,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Kind::Choke => "choke",
+            Kind::Unchoke => "unchoke",
+            Kind::Interested => "interested",
+            Kind::NotInterested => "not interested",
+            Kind::Have => "have",
+            Kind::Bitfield => "bitfield",
+            Kind::Request => "request",
+            Kind::Piece => "piece",
+        };
+        f.write_str(name)
+    }
+}
+
+impl Kind {
+    pub fn from_byte(b: u8) -> Result<Kind, WireError> {
+        Ok(match b {
+            0 => Kind::Choke,
+            1 => Kind::Unchoke,
+            2 => Kind::Interested,
+            3 => Kind::NotInterested,
+            4 => Kind::Have,
+            5 => Kind::Bitfield,
+            6 => Kind::Request,
+            7 => Kind::Piece,
+            other => return Err(WireError::UnknownType(other)),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Choke,
+    Unchoke,
+    Interested,
+    NotInterested,
+    Have(u32),
+    Bitfield(Bitfield),
+    Request(u32),
+    Piece { index: u32, data: Vec<u8> },
+}
+
+impl Message {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Choke => Kind::Choke,
+            Message::Unchoke => Kind::Unchoke,
+            Message::Interested => Kind::Interested,
+            Message::NotInterested => Kind::NotInterested,
+            Message::Have(_) => Kind::Have,
+            Message::Bitfield(_) => Kind::Bitfield,
+            Message::Request(_) => Kind::Request,
+            Message::Piece { .. } => Kind::Piece,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- handshake
+
+/// The 32 bytes we send: header, ten zero bytes, our ID big-endian.
+pub fn encode_handshake(peer_id: u32) -> [u8; HANDSHAKE_LEN] {
+    let mut out = [0u8; HANDSHAKE_LEN];
+    out[..18].copy_from_slice(HANDSHAKE_HEADER);
+    out[28..].copy_from_slice(&peer_id.to_be_bytes());
+    out
+}
+
+/// Reads a received handshake leniently: the padding may be anything (some
+/// implementations write ASCII `0`), and the ID may be big-endian binary or
+/// four ASCII digits. `accept` says which IDs are acceptable from this
+/// connection; the first reading of the ID that it accepts wins.
+pub fn decode_handshake(
+    bytes: &[u8; HANDSHAKE_LEN],
+    accept: impl Fn(u32) -> bool,
+) -> Result<u32, WireError> {
+    if &bytes[..18] != HANDSHAKE_HEADER {
+        return Err(WireError::BadHandshakeHeader);
+    }
+    let tail: [u8; 4] = bytes[28..].try_into().expect("4 bytes");
+    let binary = u32::from_be_bytes(tail);
+    let ascii = tail
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| tail.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')));
+    [Some(binary), ascii]
+        .into_iter()
+        .flatten()
+        .find(|&id| accept(id))
+        .ok_or(WireError::UnexpectedPeer(binary))
+}
+
+// ------------------------------------------------------------------- frames
+
+/// The limits a frame is judged by, all derived from the file's layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    layout: Layout,
+}
+
+impl Limits {
+    pub fn new(layout: Layout) -> Limits {
+        Limits { layout }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The largest length field we accept: type, index and one full piece.
+    pub fn max_frame_len(&self) -> u32 {
+        1 + PIECE_INDEX_LEN as u32 + self.layout.piece_size_bytes()
+    }
+
+    fn check_index(&self, index: u32) -> Result<u32, WireError> {
+        let num_pieces = self.layout.num_pieces();
+        if index < num_pieces {
+            Ok(index)
+        } else {
+            Err(WireError::IndexOutOfRange { index, num_pieces })
+        }
+    }
+
+    /// Judges a frame header (length field and type byte). Returns the type and
+    /// how many body bytes follow. For a piece, the body length is checked
+    /// against the actual piece by [`Limits::check_piece_len`] once its index is known.
+    pub fn check_header(
+        &self,
+        header: &[u8; FRAME_HEADER_LEN],
+    ) -> Result<(Kind, usize), WireError> {
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+        if len == 0 {
+            return Err(WireError::EmptyFrame);
+        }
+        let max = self.max_frame_len();
+        if len > max {
+            return Err(WireError::FrameTooLarge { len, max });
+        }
+        let kind = Kind::from_byte(header[4])?;
+        let expected = match kind {
+            Kind::Choke | Kind::Unchoke | Kind::Interested | Kind::NotInterested => Some(1),
+            Kind::Have | Kind::Request => Some(5),
+            Kind::Bitfield => Some(1 + self.layout.bitfield_len() as u32),
+            Kind::Piece => None,
+        };
+        match expected {
+            Some(expected) if expected != len => Err(WireError::BadLength {
+                kind,
+                len,
+                expected,
+            }),
+            // Index plus at least one byte: no piece is empty.
+            None if len < 1 + PIECE_INDEX_LEN as u32 + 1 => Err(WireError::BadLength {
+                kind,
+                len,
+                expected: 1 + PIECE_INDEX_LEN as u32 + 1,
+            }),
+            _ => Ok((kind, len as usize - 1)),
+        }
+    }
+
+    /// For a piece frame whose body (index plus data) is `body_len` bytes: the
+    /// index must exist and the data must be exactly that piece's length.
+    pub fn check_piece_len(&self, index: u32, body_len: usize) -> Result<(), WireError> {
+        let index = self.check_index(index)?;
+        let expected = self.layout.piece_len(index) as usize + PIECE_INDEX_LEN;
+        if body_len != expected {
+            return Err(WireError::BadLength {
+                kind: Kind::Piece,
+                len: (body_len + 1) as u32,
+                expected: (expected + 1) as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes the body of a frame whose header [`Limits::check_header`] accepted.
+    pub fn decode_body(&self, kind: Kind, body: &[u8]) -> Result<Message, WireError> {
+        let index = || u32::from_be_bytes(body[..4].try_into().expect("checked length"));
+        Ok(match kind {
+            Kind::Choke => Message::Choke,
+            Kind::Unchoke => Message::Unchoke,
+            Kind::Interested => Message::Interested,
+            Kind::NotInterested => Message::NotInterested,
+            Kind::Have => Message::Have(self.check_index(index())?),
+            Kind::Request => Message::Request(self.check_index(index())?),
+            Kind::Bitfield => Message::Bitfield(
+                Bitfield::from_wire(body, self.layout.num_pieces()).expect("checked length"),
+            ),
+            Kind::Piece => {
+                let index = index();
+                self.check_piece_len(index, body.len())?;
+                Message::Piece {
+                    index,
+                    data: body[PIECE_INDEX_LEN..].to_vec(),
+                }
+            }
+        })
+    }
+
+    /// Decodes one frame from the front of `buf`: `Ok(None)` when more bytes
+    /// are needed, otherwise the message and how many bytes it took. A bad
+    /// header is refused as soon as its 5 bytes are there.
+    pub fn decode_frame(&self, buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+        let Some(header) = buf.first_chunk::<FRAME_HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let (kind, body_len) = self.check_header(header)?;
+        let total = FRAME_HEADER_LEN + body_len;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let message = self.decode_body(kind, &buf[FRAME_HEADER_LEN..total])?;
+        Ok(Some((message, total)))
+    }
+}
+
+/// The 9 bytes in front of a piece's data: length, type 7, index.
+pub fn piece_header(index: u32, data_len: u32) -> [u8; FRAME_HEADER_LEN + PIECE_INDEX_LEN] {
+    let mut out = [0u8; 9];
+    out[..4].copy_from_slice(&(1 + PIECE_INDEX_LEN as u32 + data_len).to_be_bytes());
+    out[4] = Kind::Piece as u8;
+    out[5..].copy_from_slice(&index.to_be_bytes());
+    out
+}
+
+/// Appends the frame of `message` to `out`.
+pub fn encode(message: &Message, out: &mut Vec<u8>) {
+    let kind = message.kind() as u8;
+    let mut frame = |payload: &[&[u8]]| {
+        let len = 1 + payload.iter().map(|p| p.len()).sum::<usize>();
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.push(kind);
+        for p in payload {
+            out.extend_from_slice(p);
+        }
+    };
+    match message {
+        Message::Choke | Message::Unchoke | Message::Interested | Message::NotInterested => {
+            frame(&[])
+        }
+        Message::Have(index) | Message::Request(index) => frame(&[&index.to_be_bytes()]),
+        Message::Bitfield(bits) => frame(&[bits.as_wire()]),
+        Message::Piece { index, data } => frame(&[&index.to_be_bytes(), data]),
+    }
+}
+
+/// The frame of `message` as a new buffer.
+pub fn encode_to_vec(message: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(message, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(file: u64, piece: u32) -> Limits {
+        Limits::new(Layout::new(file, piece).unwrap())
+    }
+
+    #[test]
+    fn handshake_of_1001_is_exact() {
+        let h = encode_handshake(1001);
+        assert_eq!(&h[..18], b"P2PFILESHARINGPROJ");
+        assert_eq!(&h[18..28], &[0u8; 10]);
+        assert_eq!(&h[28..], &[0x00, 0x00, 0x03, 0xe9]);
+    }
+
+    #[test]
+    fn handshake_reading_is_lenient_about_padding_and_ascii_ids() {
+        let known = |id| id == 1001 || id == 1002;
+        assert_eq!(decode_handshake(&encode_handshake(1001), known), Ok(1001));
+        let mut ascii = *b"P2PFILESHARINGPROJ00000000001002";
+        assert_eq!(decode_handshake(&ascii, known), Ok(1002));
+        ascii[28..].copy_from_slice(b"1003");
+        assert_eq!(
+            decode_handshake(&ascii, known),
+            Err(WireError::UnexpectedPeer(u32::from_be_bytes(*b"1003")))
+        );
+        let mut zero_padded_binary = encode_handshake(1002);
+        zero_padded_binary[18..28].copy_from_slice(b"0000000000");
+        assert_eq!(decode_handshake(&zero_padded_binary, known), Ok(1002));
+    }
+
+    #[test]
+    fn handshake_with_wrong_header_is_refused() {
+        let mut h = encode_handshake(1001);
+        h[0] = b'X';
+        assert_eq!(
+            decode_handshake(&h, |_| true),
+            Err(WireError::BadHandshakeHeader)
+        );
+        assert_eq!(
+            decode_handshake(&encode_handshake(7), |id| id == 1001),
+            Err(WireError::UnexpectedPeer(7))
+        );
+    }
+
+    #[test]
+    fn control_messages_have_exact_bytes() {
+        assert_eq!(encode_to_vec(&Message::Choke), [0, 0, 0, 1, 0]);
+        assert_eq!(encode_to_vec(&Message::Unchoke), [0, 0, 0, 1, 1]);
+        assert_eq!(encode_to_vec(&Message::Interested), [0, 0, 0, 1, 2]);
+        assert_eq!(encode_to_vec(&Message::NotInterested), [0, 0, 0, 1, 3]);
+        assert_eq!(
+            encode_to_vec(&Message::Have(0x0102_0304)),
+            [0, 0, 0, 5, 4, 1, 2, 3, 4]
+        );
+        assert_eq!(
+            encode_to_vec(&Message::Request(17)),
+            [0, 0, 0, 5, 6, 0, 0, 0, 17]
+        );
+    }
+
+    #[test]
+    fn bitfield_of_ten_pieces_with_0_and_9_is_80_40() {
+        let mut b = Bitfield::empty(10);
+        b.set(0, true);
+        b.set(9, true);
+        assert_eq!(
+            encode_to_vec(&Message::Bitfield(b)),
+            [0, 0, 0, 3, 5, 0x80, 0x40]
+        );
+    }
+
+    #[test]
+    fn piece_frame_and_its_header_agree() {
+        let m = Message::Piece {
+            index: 2,
+            data: vec![9, 8, 7],
+        };
+        let bytes = encode_to_vec(&m);
+        assert_eq!(bytes, [0, 0, 0, 8, 7, 0, 0, 0, 2, 9, 8, 7]);
+        assert_eq!(piece_header(2, 3), bytes[..9]);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let l = limits(10, 4); // pieces of 4, 4 and 2 bytes
+        let mut bits = Bitfield::empty(3);
+        bits.set(2, true);
+        for m in [
+            Message::Choke,
+            Message::Unchoke,
+            Message::Interested,
+            Message::NotInterested,
+            Message::Have(2),
+            Message::Bitfield(bits),
+            Message::Request(0),
+            Message::Piece {
+                index: 0,
+                data: vec![1, 2, 3, 4],
+            },
+            Message::Piece {
+                index: 2,
+                data: vec![5, 6],
+            },
+        ] {
+            let bytes = encode_to_vec(&m);
+            assert_eq!(
+                l.decode_frame(&bytes),
+                Ok(Some((m.clone(), bytes.len()))),
+                "{m:?}"
+            );
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    l.decode_frame(&bytes[..cut]),
+                    Ok(None),
+                    "{m:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn frames_that_do_not_fit_their_type_are_refused() {
+        let l = limits(10, 4);
+        assert_eq!(
+            l.decode_frame(&[0, 0, 0, 1, 8]),
+            Err(WireError::UnknownType(8))
+        );
+        assert_eq!(l.decode_frame(&[0, 0, 0, 0, 0]), Err(WireError::EmptyFrame));
+        assert!(matches!(
+            l.decode_frame(&[0, 0, 0, 2, 0, 0]),
+            Err(WireError::BadLength {
+                kind: Kind::Choke,
+                ..
+            })
+        ));
+        assert!(matches!(
+            l.decode_frame(&[0, 0, 0, 4, 4, 0, 0, 0]),
+            Err(WireError::BadLength {
+                kind: Kind::Have,
+                ..
+            })
+        ));
+        // Three pieces need one bitfield byte, not two.
+        assert!(matches!(
+            l.decode_frame(&[0, 0, 0, 3, 5, 0, 0]),
+            Err(WireError::BadLength {
+                kind: Kind::Bitfield,
+                ..
+            })
+        ));
+        assert_eq!(
+            l.decode_frame(&[0, 0, 0, 5, 4, 0, 0, 0, 3]),
+            Err(WireError::IndexOutOfRange {
+                index: 3,
+                num_pieces: 3
+            })
+        );
+        assert_eq!(
+            l.decode_frame(&[0, 0, 0, 5, 6, 255, 0, 0, 0]),
+            Err(WireError::IndexOutOfRange {
+                index: 0xff00_0000,
+                num_pieces: 3
+            })
+        );
+        // Last piece is 2 bytes: 4 bytes for it is wrong, as is 1 byte for piece 0.
+        assert!(matches!(
+            l.decode_frame(&encode_to_vec(&Message::Piece {
+                index: 2,
+                data: vec![0; 4]
+            })),
+            Err(WireError::BadLength {
+                kind: Kind::Piece,
+                ..
+            })
+        ));
+        assert!(matches!(
+            l.decode_frame(&encode_to_vec(&Message::Piece {
+                index: 0,
+                data: vec![0; 1]
+            })),
+            Err(WireError::BadLength {
+                kind: Kind::Piece,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_from_its_header_alone() {
+        let l = limits(1 << 20, 1 << 16);
+        // Only the 5 header bytes are given: nothing is waited for or allocated.
+        assert_eq!(
+            l.decode_frame(&[0x7f, 0xff, 0xff, 0xff, 7]),
+            Err(WireError::FrameTooLarge {
+                len: 0x7fff_ffff,
+                max: (1 << 16) + 5
+            })
+        );
+        assert_eq!(l.decode_frame(&[0, 1, 0, 5, 7]), Ok(None));
+        assert!(l.decode_frame(&[0, 1, 0, 6, 7]).is_err());
+    }
+}
