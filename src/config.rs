@@ -337,9 +337,17 @@ pub fn parse_peer_info(path: &Path, text: &str) -> Result<Vec<PeerEntry>, Config
 impl Config {
     /// Reads `Common.cfg` and `PeerInfo.cfg` from `dir`.
     pub fn load(dir: &Path) -> Result<Config, ConfigError> {
-        let common_path = dir.join(COMMON_CFG);
+        // Messages say `Common.cfg`, not `./Common.cfg`, for the usual case.
+        let in_dir = |name: &str| {
+            if dir == Path::new(".") || dir.as_os_str().is_empty() {
+                PathBuf::from(name)
+            } else {
+                dir.join(name)
+            }
+        };
+        let common_path = in_dir(COMMON_CFG);
         let (common, warnings) = CommonConfig::parse(&common_path, &read_file(&common_path)?)?;
-        let info_path = dir.join(PEER_INFO_CFG);
+        let info_path = in_dir(PEER_INFO_CFG);
         let peers = parse_peer_info(&info_path, &read_file(&info_path)?)?;
         Ok(Config {
             dir: dir.to_path_buf(),

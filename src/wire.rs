@@ -505,4 +505,71 @@ mod tests {
         assert_eq!(l.decode_frame(&[0, 1, 0, 5, 7]), Ok(None));
         assert!(l.decode_frame(&[0, 1, 0, 6, 7]).is_err());
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn message(num_pieces: u32, layout: Layout) -> impl Strategy<Value = Message> {
+            prop_oneof![
+                Just(Message::Choke),
+                Just(Message::Unchoke),
+                Just(Message::Interested),
+                Just(Message::NotInterested),
+                (0..num_pieces).prop_map(Message::Have),
+                (0..num_pieces).prop_map(Message::Request),
+                proptest::collection::vec(any::<bool>(), num_pieces as usize).prop_map(
+                    move |bits| {
+                        let mut b = Bitfield::empty(num_pieces);
+                        for (i, on) in bits.into_iter().enumerate() {
+                            b.set(i as u32, on);
+                        }
+                        Message::Bitfield(b)
+                    }
+                ),
+                (0..num_pieces).prop_flat_map(move |index| {
+                    proptest::collection::vec(any::<u8>(), layout.piece_len(index) as usize)
+                        .prop_map(move |data| Message::Piece { index, data })
+                }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic_and_never_overread(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let l = limits(1000, 64);
+                if let Ok(Some((_, used))) = l.decode_frame(&bytes) {
+                    prop_assert!(used <= bytes.len());
+                }
+            }
+
+            #[test]
+            fn a_stream_of_frames_decodes_back_in_order(
+                msgs in proptest::collection::vec(message(16, Layout::new(1000, 64).unwrap()), 1..20)
+            ) {
+                let l = limits(1000, 64);
+                let mut stream = Vec::new();
+                for m in &msgs {
+                    encode(m, &mut stream);
+                }
+                let mut at = 0;
+                let mut back = Vec::new();
+                while let Some((m, used)) = l.decode_frame(&stream[at..]).unwrap() {
+                    back.push(m);
+                    at += used;
+                }
+                prop_assert_eq!(at, stream.len());
+                prop_assert_eq!(back, msgs);
+            }
+
+            #[test]
+            fn any_header_is_judged_without_the_body(header in any::<[u8; 5]>()) {
+                let l = limits(1000, 64);
+                match l.check_header(&header) {
+                    Ok((_, body_len)) => prop_assert!(body_len <= l.max_frame_len() as usize),
+                    Err(_) => prop_assert!(l.decode_frame(&header).is_err()),
+                }
+            }
+        }
+    }
 }

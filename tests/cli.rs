@@ -1,0 +1,151 @@
+//! The binaries as a user meets them: clear errors with exit code 2 for bad
+//! input, and `p2pft swarm` running a swarm to a verified end.
+
+mod common;
+use common::{Spec, Swarm, P2PFT, PEER_PROCESS};
+use std::process::{Command, Output};
+
+fn peer_process(swarm: &Swarm, args: &[&str]) -> Output {
+    Command::new(PEER_PROCESS)
+        .args(args)
+        .current_dir(swarm.path())
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn small() -> Swarm {
+    Swarm::new(Spec::new(3, 50_000, 4_096))
+}
+
+#[test]
+fn a_bad_common_cfg_names_file_and_line_and_exits_2() {
+    let swarm = small();
+    for (text, needle) in [
+        ("NumberOfPreferredNeighbors 0\nUnchokingInterval 1\nOptimisticUnchokingInterval 1\nFileName f\nFileSize 10\nPieceSize 5\n",
+         "Common.cfg:1: NumberOfPreferredNeighbors must be at least 1"),
+        ("NumberOfPreferredNeighbors 2\nUnchokingInterval -1\nOptimisticUnchokingInterval 1\nFileName f\nFileSize 10\nPieceSize 5\n",
+         "Common.cfg:2: UnchokingInterval must be a positive number"),
+        ("NumberOfPreferredNeighbors 2\nUnchokingInterval 1\nOptimisticUnchokingInterval 1\nFileName ../f\nFileSize 10\nPieceSize 5\n",
+         "Common.cfg:4: FileName must be a bare file name"),
+        ("NumberOfPreferredNeighbors 2\nUnchokingInterval 1\nOptimisticUnchokingInterval 1\nFileName f\nFileSize 10\n",
+         "Common.cfg: missing key PieceSize"),
+    ] {
+        swarm.write_common(text);
+        let o = peer_process(&swarm, &["1002"]);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        assert!(stderr(&o).contains(needle), "{needle}\n{}", stderr(&o));
+    }
+}
+
+#[test]
+fn an_unknown_id_or_a_missing_seed_file_exits_2() {
+    let swarm = small();
+    let o = peer_process(&swarm, &["999"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("peer 999 is not listed (listed: 1001, 1002, 1003)"),
+        "{}",
+        stderr(&o)
+    );
+
+    std::fs::remove_file(swarm.file_of(1001)).unwrap();
+    let o = peer_process(&swarm, &["1001"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("peer 1001 has HasFile 1 on line 1"),
+        "{}",
+        stderr(&o)
+    );
+
+    std::fs::write(swarm.file_of(1001), b"short").unwrap();
+    let o = peer_process(&swarm, &["1001"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("has 5 bytes where FileSize is 50000"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let swarm = small();
+    assert_eq!(peer_process(&swarm, &[]).status.code(), Some(2));
+    assert_eq!(peer_process(&swarm, &["abc"]).status.code(), Some(2));
+}
+
+#[test]
+fn unknown_keys_only_warn() {
+    let mut swarm = Swarm::new(Spec::new(2, 20_000, 4_096));
+    let text = std::fs::read_to_string(swarm.path().join("Common.cfg")).unwrap();
+    swarm.write_common(&format!("{text}SomeOtherTeamsKey 7\n"));
+    swarm.run_and_check(std::time::Duration::from_secs(60));
+}
+
+fn p2pft(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(P2PFT)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn swarm_launcher_runs_checks_and_summarises() {
+    let swarm = Swarm::new(Spec::new(5, 700_001, 16_384));
+    let o = p2pft(swarm.path(), &["swarm", "--json", "--timeout", "120"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 5);
+    for p in peers {
+        assert_eq!(p["exit_code"], 0, "{p}");
+        assert_eq!(p["file_ok"], true, "{p}");
+        if p["seed"] == false {
+            assert!(p["bytes_in"].as_u64().unwrap() >= 700_001, "{p}");
+            assert!(p["complete_after_secs"].as_f64().unwrap() > 0.0, "{p}");
+        }
+    }
+    let out: u64 = peers.iter().map(|p| p["bytes_out"].as_u64().unwrap()).sum();
+    let inn: u64 = peers.iter().map(|p| p["bytes_in"].as_u64().unwrap()).sum();
+    assert_eq!(out, inn, "every byte sent was received");
+    swarm.check_files();
+    swarm.check_logs();
+}
+
+#[test]
+fn swarm_launcher_refuses_bad_input_with_exit_2() {
+    let swarm = small();
+    std::fs::write(
+        swarm.path().join("PeerInfo.cfg"),
+        "1001 localhost 7000 1\n1002 localhost 7000 0\n",
+    )
+    .unwrap();
+    let o = p2pft(swarm.path(), &["swarm"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o)
+            .contains("PeerInfo.cfg:2: peer 1002 uses localhost:7000, already taken by peer 1001"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn swarm_launcher_without_the_seed_file_says_where_it_belongs() {
+    let swarm = small();
+    std::fs::remove_file(swarm.file_of(1001)).unwrap();
+    let o = p2pft(swarm.path(), &["swarm"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("peer_1001/TheFile.dat"),
+        "{}",
+        stderr(&o)
+    );
+}

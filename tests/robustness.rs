@@ -1,0 +1,110 @@
+//! A running peer meets sockets that do not follow the protocol: it drops
+//! each such connection, keeps running, and the swarm still finishes.
+
+mod common;
+use common::{Spec, Swarm};
+use p2pft::wire::{encode_handshake, encode_to_vec, Message};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// True when the other side closes `s` within a few seconds.
+fn closed_by_peer(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+}
+
+/// Handshakes with the seed (1001) as `as_id` using `handshake` bytes and
+/// checks what the seed sends first: its exact handshake, then a full bitfield.
+fn handshake_as(swarm: &Swarm, handshake: &[u8; 32]) -> TcpStream {
+    let mut s = swarm.connect(1001);
+    s.write_all(handshake).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut theirs = [0u8; 32];
+    s.read_exact(&mut theirs).unwrap();
+    assert_eq!(theirs, encode_handshake(1001), "the seed's handshake");
+    let n = swarm.spec.num_pieces();
+    let expected = encode_to_vec(&Message::Bitfield(p2pft::bitfield::Bitfield::full(n)));
+    let mut bitfield = vec![0u8; expected.len()];
+    s.read_exact(&mut bitfield).unwrap();
+    assert_eq!(bitfield, expected, "the seed's bitfield");
+    s
+}
+
+#[test]
+fn garbage_and_bad_handshakes_are_dropped_and_the_swarm_finishes() {
+    let mut spec = Spec::new(4, 300 * 1024, 16 * 1024);
+    spec.seeds[0] = true;
+    let mut swarm = Swarm::new(spec);
+    swarm.reconnects_allowed = true;
+    swarm.start(1001);
+
+    // Plain garbage.
+    let mut s = swarm.connect(1001);
+    s.write_all(&[0xde; 64]).unwrap();
+    assert!(closed_by_peer(&mut s), "garbage connection not dropped");
+
+    // A handshake with the wrong header.
+    let mut s = swarm.connect(1001);
+    let mut bad = encode_handshake(1002);
+    bad[..4].copy_from_slice(b"HTTP");
+    s.write_all(&bad).unwrap();
+    assert!(closed_by_peer(&mut s), "wrong header not dropped");
+
+    // IDs the seed must not accept: itself, and one not in PeerInfo.cfg.
+    for id in [1001, 4242] {
+        let mut s = swarm.connect(1001);
+        s.write_all(&encode_handshake(id)).unwrap();
+        assert!(closed_by_peer(&mut s), "handshake as {id} not dropped");
+    }
+
+    // Real IDs, then frames that break the rules.
+    let mut s = handshake_as(&swarm, &encode_handshake(1003));
+    s.write_all(&[0, 0, 0, 1, 9]).unwrap(); // unknown type
+    assert!(closed_by_peer(&mut s), "unknown type not dropped");
+
+    let mut s = handshake_as(&swarm, &encode_handshake(1004));
+    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 7]).unwrap(); // 2 GiB piece
+    assert!(closed_by_peer(&mut s), "oversized frame not dropped");
+
+    let mut s = handshake_as(&swarm, &encode_handshake(1002));
+    s.write_all(&encode_to_vec(&Message::Have(99_999))).unwrap(); // index out of range
+    assert!(closed_by_peer(&mut s), "out-of-range index not dropped");
+
+    // Lenient reading: ASCII zero padding and an ASCII ID are accepted. A
+    // request while choked is ignored, not answered and not fatal.
+    let mut s = handshake_as(&swarm, b"P2PFILESHARINGPROJ00000000001002");
+    s.write_all(&encode_to_vec(&Message::Request(0))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("a choked request was answered or closed the connection: {other:?}"),
+    }
+    drop(s);
+
+    // A silent client must not block the real peers' handshakes.
+    let _silent = swarm.connect(1001);
+
+    for id in [1002, 1003, 1004] {
+        swarm.start(id);
+    }
+    let statuses = swarm.wait_all(Duration::from_secs(90));
+    for (id, status) in &statuses {
+        assert!(status.success(), "peer {id} exited with {status}");
+    }
+    swarm.check_files();
+    swarm.check_logs();
+}
