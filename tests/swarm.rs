@@ -53,3 +53,24 @@ fn eight_peers_with_slow_intervals_still_use_the_optimistic_slot() {
         "no optimistic line in the seed's log"
     );
 }
+
+#[test]
+fn choke_churn_mid_transfer_loses_no_piece() {
+    // 4,096 pieces of 512 bytes and intervals of tens of milliseconds: chokes
+    // land between requests and answers, and freed requests go elsewhere.
+    let mut spec = Spec::new(6, 4096 * 512 - 100, 512);
+    spec.k = 1;
+    spec.p = "0.03";
+    spec.m = "0.05";
+    let mut swarm = Swarm::new(spec);
+    swarm.run_and_check(LIMIT);
+    let chokes: usize = swarm
+        .ids
+        .iter()
+        .map(|&id| {
+            let log = std::fs::read_to_string(swarm.log_of(id)).unwrap();
+            log.matches("is choked by").count()
+        })
+        .sum();
+    assert!(chokes > 0, "the run ended before any choke: the test did not test churn");
+}

@@ -166,7 +166,19 @@ impl Swarm {
 
     /// Starts `peerProcess <id>` in the swarm directory, as a user would.
     pub fn start(&mut self, id: u32) {
-        let child = Command::new(PEER_PROCESS)
+        self.start_with(Command::new(PEER_PROCESS), id);
+    }
+
+    /// Starts the independent spec-only peer (`tests/spec_peer.py`) as `id`.
+    pub fn start_spec_peer(&mut self, id: u32, env: &[(&str, &str)]) {
+        let mut cmd = Command::new("python3");
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/spec_peer.py"));
+        cmd.envs(env.iter().copied());
+        self.start_with(cmd, id);
+    }
+
+    fn start_with(&mut self, mut cmd: Command, id: u32) {
+        let child = cmd
             .arg(id.to_string())
             .current_dir(self.path())
             .stdin(Stdio::null())
@@ -183,6 +195,16 @@ impl Swarm {
             self.start(id);
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits for all, then asserts exit 0, identical files and well-formed logs.
+    pub fn finish_and_check(&mut self, limit: Duration) {
+        let statuses = self.wait_all(limit);
+        for (id, status) in &statuses {
+            assert!(status.success(), "peer {id} exited with {status}");
+        }
+        self.check_files();
+        self.check_logs();
     }
 
     /// Waits for every started peer to exit by itself; kills them all and
@@ -226,12 +248,7 @@ impl Swarm {
     /// every file equals the seed's, every log is well-formed.
     pub fn run_and_check(&mut self, limit: Duration) {
         self.start_all();
-        let statuses = self.wait_all(limit);
-        for (id, status) in &statuses {
-            assert!(status.success(), "peer {id} exited with {status}");
-        }
-        self.check_files();
-        self.check_logs();
+        self.finish_and_check(limit);
     }
 
     pub fn check_files(&self) {
