@@ -349,6 +349,13 @@ impl Config {
         let (common, warnings) = CommonConfig::parse(&common_path, &read_file(&common_path)?)?;
         let info_path = in_dir(PEER_INFO_CFG);
         let peers = parse_peer_info(&info_path, &read_file(&info_path)?)?;
+        let mut warnings = warnings;
+        if !peers.iter().any(|p| p.has_file) {
+            warnings.push(format!(
+                "{}: no peer has HasFile 1; the swarm can only finish if the leechers' files together hold every piece",
+                info_path.display()
+            ));
+        }
         Ok(Config {
             dir: dir.to_path_buf(),
             common,

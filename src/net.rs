@@ -33,8 +33,12 @@ pub enum Out {
     Serve(u32),
 }
 
+/// Addresses of `host`, IPv4 first: most implementations of this protocol
+/// dial and listen on IPv4, and `localhost` may resolve to `::1` first.
 fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-    Ok((host, port).to_socket_addrs()?.collect())
+    let mut addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    Ok(addrs)
 }
 
 /// Binds our listening port on the address our PeerInfo host names, or on

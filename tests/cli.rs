@@ -149,3 +149,33 @@ fn swarm_launcher_without_the_seed_file_says_where_it_belongs() {
         stderr(&o)
     );
 }
+
+#[test]
+fn swarm_launcher_fails_at_its_time_limit_and_kills_the_peers() {
+    let swarm = small();
+    // A fourth peer on another host (TEST-NET-1, never contacted: it is listed
+    // last, so nobody dials it) never shows up, so the swarm cannot finish.
+    let mut info = std::fs::read_to_string(swarm.path().join("PeerInfo.cfg")).unwrap();
+    info += "1004 192.0.2.1 7000 0\n";
+    std::fs::write(swarm.path().join("PeerInfo.cfg"), info).unwrap();
+    let started = std::time::Instant::now();
+    let o = p2pft(swarm.path(), &["swarm", "--json", "--timeout", "3"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        stderr(&o).contains("peer 1004 runs on 192.0.2.1"),
+        "{}",
+        stderr(&o)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["timed_out"], true);
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 4);
+    // The local leechers got the file but were killed waiting for 1004.
+    for p in &peers[..3] {
+        assert_eq!(p["exit_code"], serde_json::Value::Null, "{p}");
+        assert_eq!(p["file_ok"], true, "{p}");
+    }
+    assert_eq!(peers[3]["local"], false);
+}

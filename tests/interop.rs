@@ -34,5 +34,9 @@ fn a_spec_peer_as_the_only_seed() {
 
 #[test]
 fn a_spec_peer_with_an_ascii_handshake() {
-    run_mixed(Spec::new(4, 200_000, 10_000), &[0, 2], &[("SPEC_PEER_ASCII", "1")]);
+    run_mixed(
+        Spec::new(4, 200_000, 10_000),
+        &[0, 2],
+        &[("SPEC_PEER_ASCII", "1")],
+    );
 }

@@ -72,5 +72,8 @@ fn choke_churn_mid_transfer_loses_no_piece() {
             log.matches("is choked by").count()
         })
         .sum();
-    assert!(chokes > 0, "the run ended before any choke: the test did not test churn");
+    assert!(
+        chokes > 0,
+        "the run ended before any choke: the test did not test churn"
+    );
 }
