@@ -35,6 +35,7 @@ impl PeerArgs {
             status: self.status,
             connect_timeout: Duration::from_secs_f64(self.connect_timeout.max(0.0)),
             rng_seed: self.seed,
+            handle_signals: true,
         }
     }
 }
@@ -56,6 +57,38 @@ pub enum Command {
     Peer(PeerArgs),
     /// Start every local peer of PeerInfo.cfg, show progress, check the files, summarise.
     Swarm(crate::swarm::SwarmArgs),
+    /// Hash a file into metadata (piece and whole-file SHA-1) that peers verify against.
+    Meta(MetaArgs),
+    /// Check a peer's file against the metadata and report which pieces are good.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetaArgs {
+    /// The file to describe (usually a seed's `peer_<ID>/<FileName>`).
+    pub file: PathBuf,
+    /// Bytes a piece; default: PieceSize of Common.cfg in --dir.
+    #[arg(long, value_name = "N")]
+    pub piece_size: Option<u32>,
+    /// Directory holding Common.cfg; the metadata is written there.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Where to write the metadata instead of `<dir>/<file name>.meta.json`.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Check `peer_<ID>/<FileName>` of this peer.
+    #[arg(long, value_name = "ID", conflicts_with = "file")]
+    pub peer: Option<u32>,
+    /// Check this file instead.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Directory holding Common.cfg and the metadata.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
 }
 
 /// The `peerProcess` binary: `peerProcess <PeerID>`.
@@ -106,9 +139,171 @@ pub fn main_p2pft() -> i32 {
     match &cli.command {
         Command::Peer(args) => run_peer(args),
         Command::Swarm(args) => crate::swarm::run_cli(args),
+        Command::Meta(args) => run_meta(args),
+        Command::Verify(args) => run_verify(args),
+    }
+}
+
+fn pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("hash-{i}"))
+        .build()
+        .expect("a thread pool")
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Prints `message` as an error and returns `code`.
+fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {message}");
+    code
+}
+
+fn run_meta(args: &MetaArgs) -> i32 {
+    let piece_size = match args.piece_size {
+        Some(0) => return fail(2, "--piece-size must be at least 1"),
+        Some(n) => n,
+        None => match crate::config::Config::load(&args.dir) {
+            Ok(c) => {
+                let name = args
+                    .file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
+                if name.as_deref() != Some(c.common.file_name.as_str()) {
+                    eprintln!(
+                        "warning: Common.cfg shares `{}`, not `{}`: peers will refuse this metadata",
+                        c.common.file_name,
+                        name.unwrap_or_default()
+                    );
+                }
+                c.common.piece_size_bytes
+            }
+            Err(e) => return fail(2, format!("{e} (or give --piece-size)")),
+        },
+    };
+    let started = std::time::Instant::now();
+    let meta = match crate::meta::Meta::create(&args.file, piece_size, &pool()) {
+        Ok(m) => m,
+        Err(e) => return fail(2, e),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::meta::default_path(&args.dir, &meta.file_name));
+    if let Err(e) = meta.save(&out) {
+        return fail(1, e);
+    }
+    println!(
+        "hashed {:.1} MiB ({} pieces of {} bytes) in {:.3} s: {:.0} MiB/s -> {}",
+        mib(meta.file_size_bytes),
+        meta.piece_sha1.len(),
+        meta.piece_size_bytes,
+        secs,
+        mib(meta.file_size_bytes) / secs.max(1e-9),
+        out.display()
+    );
+    0
+}
+
+/// `3, 17-20, 31`: sorted indices as ranges.
+fn ranges(indices: impl Iterator<Item = u32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(u32, u32)> = None;
+    for i in indices {
+        run = match run {
+            Some((a, b)) if b + 1 == i => Some((a, i)),
+            Some((a, b)) => {
+                out.push(if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                });
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some((a, b)) = run {
+        out.push(if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        });
+    }
+    out.join(", ")
+}
+
+fn run_verify(args: &VerifyArgs) -> i32 {
+    let config = crate::config::Config::load(&args.dir);
+    let (file, common) = match (&args.file, args.peer, &config) {
+        (Some(f), _, c) => (f.clone(), c.as_ref().ok().map(|c| c.common.clone())),
+        (None, Some(id), Ok(c)) => (c.peer_file(id), Some(c.common.clone())),
+        (None, Some(_), Err(e)) => return fail(2, e),
+        (None, None, _) => return fail(2, "say which file to check: --peer ID or --file PATH"),
+    };
+    let name = match (&common, file.file_name()) {
+        (Some(c), _) => c.file_name.clone(),
+        (None, Some(n)) => n.to_string_lossy().into_owned(),
+        (None, None) => return fail(2, format!("{} is not a file", file.display())),
+    };
+    let meta_path = crate::meta::default_path(&args.dir, &name);
+    let verifier = match crate::meta::Meta::load(&meta_path)
+        .and_then(|m| m.verifier(&meta_path, common.as_ref()))
+    {
+        Ok(v) => v,
+        Err(e) => return fail(2, e),
+    };
+    let handle = match std::fs::File::open(&file) {
+        Ok(f) => f,
+        Err(e) => return fail(1, format!("{}: {e}", file.display())),
+    };
+    let size = handle.metadata().map(|m| m.len()).unwrap_or(0);
+    let started = std::time::Instant::now();
+    let good = verifier.check_file(&handle, &pool());
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}: {} of {} pieces good ({:.1} MiB hashed in {:.3} s: {:.0} MiB/s)",
+        file.display(),
+        good.count(),
+        good.len(),
+        mib(size),
+        secs,
+        mib(size) / secs.max(1e-9)
+    );
+    if size != verifier.layout.file_size_bytes() {
+        println!(
+            "size is {size} bytes, expected {}",
+            verifier.layout.file_size_bytes()
+        );
+    }
+    if good.is_complete() && size == verifier.layout.file_size_bytes() {
+        println!("all pieces match");
+        0
+    } else {
+        println!(
+            "missing or bad pieces: {}",
+            ranges((0..good.len()).filter(|&i| !good.has(i)))
+        );
+        1
     }
 }
 
 pub fn main_peer_process() -> i32 {
     run_peer(&PeerProcessCli::parse().peer)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ranges_are_compact() {
+        assert_eq!(
+            super::ranges([3, 17, 18, 19, 20, 31].into_iter()),
+            "3, 17-20, 31"
+        );
+        assert_eq!(super::ranges(std::iter::empty()), "");
+        assert_eq!(super::ranges([0, 1].into_iter()), "0-1");
+    }
 }

@@ -3,7 +3,8 @@
 //! Concurrency contract
 //! - Threads: one engine thread (this module); per neighbour one reader and
 //!   one writer ([`crate::net`]); one listener plus short-lived handshake and
-//!   dial threads; a rayon pool that writes received pieces to the store.
+//!   dial threads; a rayon pool that verifies (SHA-1) and writes received
+//!   pieces, writes progress checkpoints and hashes the finished file.
 //! - Channels: every producer sends [`Event`]s to the engine over one bounded
 //!   channel ([`EVENT_QUEUE`]). The engine sends to each writer over a bounded
 //!   queue with `try_send` only, so it never blocks on a slow neighbour; a
@@ -14,15 +15,22 @@
 //!   store and the status [`Counters`].
 //! - Shutdown: when every peer of PeerInfo.cfg has the file, the engine drops
 //!   the writer queues (writers flush, then half-close), waits for them for a
-//!   bounded time, closes the sockets (readers end) and returns.
+//!   bounded time, closes the sockets (readers end) and returns. On a signal
+//!   ([`Event::Interrupt`]) it first lets in-flight piece writes land (bounded),
+//!   then writes a last progress checkpoint.
+//! - Integrity: a piece is counted, announced and logged only after it matched
+//!   its hash (when there is metadata) and was written; the file is declared
+//!   complete only after a sync and, with metadata, a whole-file SHA-1 match.
 //!
 //! Never blocks on socket I/O, disk I/O or hashing.
 
 use crate::bitfield::Bitfield;
 use crate::choke::{self, NeighbourStats};
 use crate::config::{Config, PeerEntry};
+use crate::meta::Verifier;
 use crate::net::{self, Out};
 use crate::picker;
+use crate::progress::Checkpointer;
 use crate::speclog::SpecLog;
 use crate::status::Counters;
 use crate::store::Store;
@@ -43,6 +51,12 @@ pub const EVENT_QUEUE: usize = 1024;
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// How many times a lost connection to a peer we dial is dialled again.
 const MAX_REDIALS: u32 = 5;
+/// Pieces failing verification from one neighbour before it is banned.
+pub const MAX_BAD_PIECES: u32 = 3;
+/// How often a leecher records its progress durably.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long in-flight piece writes get to land after a signal.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 
 /// Identifies one connection, so events of a replaced connection are ignored.
 pub type ConnId = u64;
@@ -85,12 +99,20 @@ pub enum Event {
         peer: u32,
         reason: CloseReason,
     },
-    /// The pool finished writing a piece received from `from`.
+    /// The pool verified and wrote a piece received from `from`.
     Stored {
         index: u32,
         from: u32,
         result: io::Result<()>,
     },
+    /// A piece received from `from` did not match its SHA-1; nothing was written.
+    Bad { index: u32, from: u32 },
+    /// A progress checkpoint was written (or failed).
+    Checkpointed(io::Result<()>),
+    /// The complete file was synced and, with metadata, its SHA-1 checked.
+    Finished(Result<(), String>),
+    /// SIGINT or SIGTERM: stop cleanly.
+    Interrupt(i32),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +121,10 @@ pub enum EngineError {
     Disk(io::Error),
     #[error("{0}")]
     Unreachable(String),
+    #[error("the finished file does not match the metadata: {0}")]
+    Integrity(String),
+    #[error("stopped by signal {0}; progress saved")]
+    Interrupted(i32),
 }
 
 struct Neighbour {
@@ -115,6 +141,8 @@ struct Neighbour {
     outstanding: Option<u32>,
     /// Piece bytes received since the last preferred-neighbour selection.
     bytes_this_interval: u64,
+    /// Pieces this neighbour sent that failed verification: asked elsewhere first.
+    sent_bad: Vec<u32>,
 }
 
 /// What a peer starts from.
@@ -132,6 +160,10 @@ pub struct EngineSetup {
     pub connect_timeout: Duration,
     pub events: (Sender<Event>, Receiver<Event>),
     pub stop: Arc<AtomicBool>,
+    /// Piece hashes, when there is metadata.
+    pub verifier: Option<Arc<Verifier>>,
+    /// Records progress durably; `None` for a seed.
+    pub checkpointer: Option<Arc<Checkpointer>>,
 }
 
 pub struct Engine {
@@ -165,7 +197,15 @@ pub struct Engine {
     redials: BTreeMap<u32, u32>,
     stop: Arc<AtomicBool>,
     fatal: Option<EngineError>,
-    announced_complete: bool,
+    /// The last piece landed: the final sync and check are under way or done.
+    finishing: bool,
+    verifier: Option<Arc<Verifier>>,
+    checkpointer: Option<Arc<Checkpointer>>,
+    /// Pieces were stored since the last checkpoint was started.
+    unrecorded: bool,
+    checkpoint_generation: u64,
+    bad_pieces: BTreeMap<u32, u32>,
+    banned: BTreeSet<u32>,
 }
 
 impl Engine {
@@ -187,7 +227,7 @@ impl Engine {
             limits: Limits::new(layout),
             config: setup.config,
             store: setup.store,
-            announced_complete: setup.have.is_complete(),
+            finishing: setup.have.is_complete(),
             have: setup.have,
             wanted,
             storing: Bitfield::empty(n),
@@ -211,6 +251,12 @@ impl Engine {
             redials: BTreeMap::new(),
             stop: setup.stop,
             fatal: None,
+            verifier: setup.verifier,
+            checkpointer: setup.checkpointer,
+            unrecorded: false,
+            checkpoint_generation: 0,
+            bad_pieces: BTreeMap::new(),
+            banned: BTreeSet::new(),
         }
     }
 
@@ -218,6 +264,7 @@ impl Engine {
     pub fn run(mut self) -> Result<(), EngineError> {
         let rechoke = tick(self.config.common.unchoking_interval);
         let optimistic = tick(self.config.common.optimistic_unchoking_interval);
+        let checkpoint = tick(CHECKPOINT_INTERVAL);
         while !self.all_done() && self.fatal.is_none() {
             select! {
                 recv(self.events_rx) -> event => {
@@ -226,13 +273,64 @@ impl Engine {
                 }
                 recv(rechoke) -> _ => self.select_preferred(),
                 recv(optimistic) -> _ => self.select_optimistic(),
+                recv(checkpoint) -> _ => self.start_checkpoint(),
             }
+        }
+        if matches!(self.fatal, Some(EngineError::Interrupted(_))) {
+            self.land_in_flight_pieces();
         }
         self.shutdown();
         match self.fatal {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// After a signal: let pieces already handed to the pool land (bounded),
+    /// then record progress synchronously. New pieces are not requested.
+    fn land_in_flight_pieces(&mut self) {
+        let deadline = Instant::now() + INTERRUPT_GRACE;
+        while !self.storing.none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events_rx.recv_timeout(left) {
+                Ok(Event::Stored {
+                    index,
+                    from,
+                    result,
+                }) => self.on_stored(index, from, result),
+                Ok(Event::Bad { index, .. }) => self.storing.set(index, false),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if let Some(cp) = &self.checkpointer {
+            self.checkpoint_generation += 1;
+            if let Err(e) = cp.checkpoint(&self.store, self.checkpoint_generation, &self.have) {
+                log::error!("peer {}: {e}", self.me);
+            }
+        }
+    }
+
+    /// Hands a progress checkpoint to the pool when pieces landed since the last.
+    fn start_checkpoint(&mut self) {
+        let Some(cp) = &self.checkpointer else {
+            return;
+        };
+        if !self.unrecorded {
+            return;
+        }
+        self.unrecorded = false;
+        self.checkpoint_generation += 1;
+        let (cp, store, events) = (
+            Arc::clone(cp),
+            Arc::clone(&self.store),
+            self.events_tx.clone(),
+        );
+        let (generation, have) = (self.checkpoint_generation, self.have.clone());
+        self.pool.spawn(move || {
+            let result = cp.checkpoint(&store, generation, &have);
+            let _ = events.send(Event::Checkpointed(result));
+        });
     }
 
     fn all_done(&self) -> bool {
@@ -281,10 +379,29 @@ impl Engine {
                 from,
                 result,
             } => self.on_stored(index, from, result),
+            Event::Bad { index, from } => self.on_bad(index, from),
+            Event::Checkpointed(result) => {
+                if let Err(e) = result {
+                    self.fatal = Some(EngineError::Disk(e));
+                }
+            }
+            Event::Finished(result) => self.on_finished(result),
+            Event::Interrupt(signal) => {
+                self.stop.store(true, Relaxed);
+                self.fatal = Some(EngineError::Interrupted(signal));
+            }
         }
     }
 
     fn on_connected(&mut self, peer: u32, stream: TcpStream, dialled: bool) {
+        if self.banned.contains(&peer) {
+            log::warn!(
+                "peer {}: refused peer {peer}: banned for sending bad pieces",
+                self.me
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
         if self.neighbours.contains_key(&peer) {
             log::warn!(
                 "peer {}: refused a second connection from peer {peer}",
@@ -340,6 +457,7 @@ impl Engine {
                 they_choke_us: true,
                 outstanding: None,
                 bytes_this_interval: 0,
+                sent_bad: Vec::new(),
             },
         );
         if !self.have.none() {
@@ -386,7 +504,10 @@ impl Engine {
     /// A peer we dial that went away before it had the file is dialled again
     /// (it may have been restarted); one that dials us will dial again itself.
     fn maybe_redial(&mut self, peer: u32) {
-        if self.complete_peers.contains(&peer) || self.stop.load(Relaxed) {
+        if self.complete_peers.contains(&peer)
+            || self.banned.contains(&peer)
+            || self.stop.load(Relaxed)
+        {
             return;
         }
         let me = self.config.position(self.me);
@@ -527,7 +648,12 @@ impl Engine {
         self.storing.set(index, true);
         let store = Arc::clone(&self.store);
         let events = self.events_tx.clone();
+        let verifier = self.verifier.clone();
         self.pool.spawn(move || {
+            if verifier.is_some_and(|v| !v.piece_ok(index, &data)) {
+                let _ = events.send(Event::Bad { index, from: peer });
+                return;
+            }
             let result = store.write_piece(index, &data);
             let _ = events.send(Event::Stored {
                 index,
@@ -538,6 +664,31 @@ impl Engine {
         self.request_from(peer);
     }
 
+    /// A piece failed verification: free it for others, count it against the
+    /// sender, and ban a sender that keeps doing it.
+    fn on_bad(&mut self, index: u32, from: u32) {
+        self.storing.set(index, false);
+        self.release(index);
+        let count = self.bad_pieces.entry(from).or_insert(0);
+        *count += 1;
+        let count = *count;
+        log::warn!(
+            "peer {}: piece {index} from peer {from} failed SHA-1 verification ({count} of {MAX_BAD_PIECES} allowed); dropped",
+            self.me
+        );
+        if let Some(n) = self.neighbours.get_mut(&from) {
+            n.sent_bad.push(index);
+        }
+        if count >= MAX_BAD_PIECES && self.banned.insert(from) {
+            log::warn!(
+                "peer {}: disconnecting peer {from} for the rest of this run: {count} bad pieces",
+                self.me
+            );
+            self.drop_neighbour(from);
+        }
+        self.fill_requests();
+    }
+
     fn on_stored(&mut self, index: u32, from: u32, result: io::Result<()>) {
         self.storing.set(index, false);
         if let Err(e) = result {
@@ -545,6 +696,7 @@ impl Engine {
             return;
         }
         self.have.set(index, true);
+        self.unrecorded = true;
         let count = self.have.count();
         self.counters.pieces.store(count, Relaxed);
         self.log.downloaded_piece(index, from, count);
@@ -561,14 +713,37 @@ impl Engine {
                 self.send(peer, Message::NotInterested);
             }
         }
-        if self.have.is_complete() && !self.announced_complete {
-            self.announced_complete = true;
-            if let Err(e) = self.store.sync() {
-                self.fatal = Some(EngineError::Disk(e));
-                return;
+        if self.have.is_complete() && !self.finishing {
+            self.finishing = true;
+            let (store, events) = (Arc::clone(&self.store), self.events_tx.clone());
+            let verifier = self.verifier.clone();
+            self.pool.spawn(move || {
+                let result = store.sync().map_err(|e| e.to_string()).and_then(|()| {
+                    let Some(v) = verifier else { return Ok(()) };
+                    match crate::meta::hash_file(store.file()) {
+                        Ok(hash) if hash == v.file => Ok(()),
+                        Ok(hash) => Err(format!(
+                            "whole-file SHA-1 is {}, expected {}",
+                            crate::meta::to_hex(&hash),
+                            crate::meta::to_hex(&v.file)
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+                let _ = events.send(Event::Finished(result));
+            });
+        }
+    }
+
+    /// The file is durable (and matches the metadata): only now is it complete.
+    fn on_finished(&mut self, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.complete_peers.insert(self.me);
+                self.log.complete();
+                self.start_checkpoint();
             }
-            self.complete_peers.insert(self.me);
-            self.log.complete();
+            Err(e) => self.fatal = Some(EngineError::Integrity(e)),
         }
     }
 
@@ -578,10 +753,20 @@ impl Engine {
         let Some(n) = self.neighbours.get_mut(&peer) else {
             return;
         };
-        if n.they_choke_us || n.outstanding.is_some() {
+        if n.they_choke_us || n.outstanding.is_some() || self.stop.load(Relaxed) {
             return;
         }
-        if let Some(index) = picker::pick_random(&n.has, &self.wanted, &mut self.rng) {
+        let pick = if n.sent_bad.is_empty() {
+            picker::pick_random(&n.has, &self.wanted, &mut self.rng)
+        } else {
+            let mut elsewhere = self.wanted.clone();
+            for &i in &n.sent_bad {
+                elsewhere.set(i, false);
+            }
+            picker::pick_random(&n.has, &elsewhere, &mut self.rng)
+                .or_else(|| picker::pick_random(&n.has, &self.wanted, &mut self.rng))
+        };
+        if let Some(index) = pick {
             n.outstanding = Some(index);
             self.wanted.set(index, false);
             self.send(peer, Message::Request(index));
@@ -661,7 +846,12 @@ impl Engine {
             drop(n.queue); // the writer flushes what is queued, then half-closes
             streams.push(n.stream);
         }
-        let deadline = Instant::now() + FLUSH_GRACE;
+        let grace = if self.fatal.is_some() {
+            INTERRUPT_GRACE
+        } else {
+            FLUSH_GRACE
+        };
+        let deadline = Instant::now() + grace;
         while self.writers_running > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.writers_done_rx.recv_timeout(left) {

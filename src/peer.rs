@@ -1,14 +1,18 @@
-//! One peer process from start to exit: load and check the configuration,
-//! open the store and the spec log, listen, dial the peers listed above us,
-//! run the engine, report status.
+//! One peer process from start to exit: load and check the configuration and
+//! the metadata, open the store (verifying a seed's file, finding what a
+//! leecher already has), open the spec log, listen, dial the peers listed
+//! above us, run the engine, report status, turn signals into a clean stop.
 //!
 //! Owns the start-up order and the mapping of failures to [`PeerError`]s;
 //! never makes protocol decisions (that is the engine's job).
 
 use crate::bitfield::Bitfield;
 use crate::config::{Config, ConfigError};
-use crate::engine::{Engine, EngineError, EngineSetup, EVENT_QUEUE};
+use crate::engine::{Engine, EngineError, EngineSetup, Event, EVENT_QUEUE};
+use crate::layout::Layout;
+use crate::meta::{self, Meta, MetaError, Verifier};
 use crate::net;
+use crate::progress::{self, Checkpointer};
 use crate::speclog::SpecLog;
 use crate::status::{Counters, Phase};
 use crate::store::Store;
@@ -17,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -30,6 +34,8 @@ pub struct PeerOptions {
     pub connect_timeout: Duration,
     /// Seed for the choking and picking RNG; random when `None`.
     pub rng_seed: Option<u64>,
+    /// Turn SIGINT/SIGTERM into a clean stop (for a process of its own).
+    pub handle_signals: bool,
 }
 
 impl PeerOptions {
@@ -40,6 +46,7 @@ impl PeerOptions {
             status: false,
             connect_timeout: Duration::from_secs(120),
             rng_seed: None,
+            handle_signals: false,
         }
     }
 }
@@ -52,13 +59,20 @@ pub enum PeerError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Engine(#[from] EngineError),
+    #[error("{0}")]
+    Meta(#[from] MetaError),
+    /// A seed's file does not match the metadata: it must not be served.
+    #[error("{0}")]
+    SeedMismatch(String),
 }
 
 impl PeerError {
-    /// 2 for a configuration the user must fix, 1 for a failure while running.
+    /// 2 for input the user must fix, 128 + n after signal n, 1 for a failure
+    /// while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            PeerError::Config(_) => 2,
+            PeerError::Config(_) | PeerError::Meta(_) | PeerError::SeedMismatch(_) => 2,
+            PeerError::Engine(EngineError::Interrupted(signal)) => 128 + signal,
             _ => 1,
         }
     }
@@ -89,6 +103,104 @@ fn print_status(s: &crate::status::Status) {
     let _ = out.flush();
 }
 
+/// The metadata beside the configs, checked against Common.cfg; `None` (with
+/// one warning) when there is none.
+fn load_verifier(config: &Config) -> Result<Option<Verifier>, PeerError> {
+    let path = meta::default_path(&config.dir, &config.common.file_name);
+    if !path.exists() {
+        log::warn!(
+            "no metadata at {}: pieces are not verified (create it with `p2pft meta`)",
+            path.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(
+        Meta::load(&path)?.verifier(&path, Some(&config.common))?,
+    ))
+}
+
+fn rate_mib_s(bytes: u64, since: Instant) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / since.elapsed().as_secs_f64().max(1e-9)
+}
+
+/// A seed's file must match the metadata in every piece before it is served.
+fn check_seed(
+    store: &Store,
+    verifier: &Verifier,
+    pool: &rayon::ThreadPool,
+) -> Result<(), PeerError> {
+    let started = Instant::now();
+    let good = verifier.check_file(store.file(), pool);
+    log::info!(
+        "checked the seed's file at {:.0} MiB/s",
+        rate_mib_s(store.layout().file_size_bytes(), started)
+    );
+    if good.is_complete() {
+        return Ok(());
+    }
+    let bad: Vec<String> = (0..good.len())
+        .filter(|&i| !good.has(i))
+        .take(10)
+        .map(|i| i.to_string())
+        .collect();
+    Err(PeerError::SeedMismatch(format!(
+        "{} does not match its metadata: {} of {} pieces differ (first: {}); refusing to serve it",
+        store.path().display(),
+        good.len() - good.count(),
+        good.len(),
+        bad.join(", ")
+    )))
+}
+
+/// What a leecher already has: with metadata, every piece of its file that
+/// hashes right; without, what its progress record names.
+fn resume(
+    store: &Store,
+    verifier: Option<&Verifier>,
+    layout: &Layout,
+    pool: &rayon::ThreadPool,
+) -> Bitfield {
+    let have = match verifier {
+        Some(v) => {
+            let started = Instant::now();
+            let good = v.check_file(store.file(), pool);
+            log::info!(
+                "re-hashed {:.1} MiB at {:.0} MiB/s: {} of {} pieces good",
+                layout.file_size_bytes() as f64 / (1024.0 * 1024.0),
+                rate_mib_s(layout.file_size_bytes(), started),
+                good.count(),
+                good.len()
+            );
+            good
+        }
+        None => progress::load(&progress::path_for(store.path()), layout)
+            .unwrap_or_else(|| Bitfield::empty(layout.num_pieces())),
+    };
+    if !have.none() {
+        log::info!("resuming with {} of {} pieces", have.count(), have.len());
+    }
+    have
+}
+
+/// First SIGINT/SIGTERM: a clean stop through the engine. Second: exit now.
+fn install_signal_handler(events: crossbeam_channel::Sender<Event>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    std::process::exit(128 + signal);
+                }
+                let _ = events.send(Event::Interrupt(signal));
+            }
+        })?;
+    Ok(())
+}
+
 pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     let config = Config::load(&opts.dir)?;
     for warning in &config.warnings {
@@ -97,16 +209,26 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     let me = config.check_local_peer(opts.id)?.clone();
     let layout = config.common.layout;
     let path = config.peer_file(me.id);
-    let (store, have) = if me.has_file {
-        (
-            Store::open_seed(&path, layout)?,
-            Bitfield::full(layout.num_pieces()),
-        )
+    let verifier = load_verifier(&config)?;
+    let threads = thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("pool-{i}"))
+        .build()
+        .map_err(|e| io::Error::other(format!("cannot start the worker pool: {e}")))?;
+    let (store, have, checkpointer) = if me.has_file {
+        let store = Store::open_seed(&path, layout)?;
+        if let Some(v) = &verifier {
+            check_seed(&store, v, &pool)?;
+        }
+        (store, Bitfield::full(layout.num_pieces()), None)
     } else {
-        (
-            Store::open_leecher(&path, layout)?,
-            Bitfield::empty(layout.num_pieces()),
-        )
+        let store = Store::open_leecher(&path, layout)?;
+        let have = resume(&store, verifier.as_ref(), &layout, &pool);
+        let checkpointer = Arc::new(Checkpointer::new(&store));
+        (store, have, Some(checkpointer))
     };
     let log = SpecLog::open(&config.log_path(me.id), me.id)?;
     let listener = net::bind_listener(&me).map_err(|e| {
@@ -124,6 +246,9 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     counters.pieces.store(have.count(), Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let events = crossbeam_channel::bounded(EVENT_QUEUE);
+    if opts.handle_signals {
+        install_signal_handler(events.0.clone())?;
+    }
     let position = config.position(me.id).expect("checked above");
     let below: Vec<u32> = config.peers[position + 1..].iter().map(|p| p.id).collect();
     net::spawn_listener(
@@ -151,14 +276,6 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
             Arc::clone(&stop),
         );
     }
-    let threads = thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(4);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("pool-{i}"))
-        .build()
-        .map_err(|e| io::Error::other(format!("cannot start the worker pool: {e}")))?;
     let engine = Engine::new(EngineSetup {
         me: me.id,
         config,
@@ -171,6 +288,8 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         connect_timeout: opts.connect_timeout,
         events,
         stop: Arc::clone(&stop),
+        verifier: verifier.map(Arc::new),
+        checkpointer,
     });
     let result = engine.run();
     stop.store(true, Relaxed);

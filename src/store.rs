@@ -78,6 +78,11 @@ impl Store {
         &self.path
     }
 
+    /// The open file, for positioned reads (hashing).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Reads piece `index` into `buf`, resizing it to the piece's length.
     pub fn read_piece(&self, index: u32, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.resize(self.layout.piece_len(index) as usize, 0);

@@ -49,6 +49,8 @@ pub enum SwarmError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    Meta(#[from] crate::meta::MetaError),
 }
 
 /// What happened to one peer.
@@ -115,9 +117,40 @@ pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), S
         }
         if !keep {
             let _ = std::fs::remove_file(config.log_path(p.id));
+            let _ = std::fs::remove_file(crate::progress::path_for(&file));
         }
         config.check_local_peer(p.id)?;
     }
+    ensure_meta(config, local)
+}
+
+/// Creates the metadata from a local seed's file when there is none, so the
+/// peers verify every piece; checks existing metadata against Common.cfg.
+fn ensure_meta(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
+    let path = crate::meta::default_path(&config.dir, &config.common.file_name);
+    if path.exists() {
+        crate::meta::Meta::load(&path)?.verifier(&path, Some(&config.common))?;
+        return Ok(());
+    }
+    let Some(seed) = local.iter().find(|p| p.has_file) else {
+        return Ok(());
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .build()
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let started = Instant::now();
+    let meta = crate::meta::Meta::create(
+        &config.peer_file(seed.id),
+        config.common.piece_size_bytes,
+        &pool,
+    )?;
+    meta.save(&path)?;
+    eprintln!(
+        "created {} from peer {}'s file ({:.0} MiB/s)",
+        path.display(),
+        seed.id,
+        mib(meta.file_size_bytes) / started.elapsed().as_secs_f64().max(1e-9)
+    );
     Ok(())
 }
 
@@ -501,6 +534,10 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
             }
         }
         Err(SwarmError::Config(e)) => {
+            eprintln!("error: {e}");
+            2
+        }
+        Err(SwarmError::Meta(e)) => {
             eprintln!("error: {e}");
             2
         }

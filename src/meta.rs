@@ -1,0 +1,374 @@
+//! Metadata of the shared file: name, sizes, the SHA-1 of every piece and of
+//! the whole file, as a versioned JSON document (`<FileName>.meta.json`
+//! beside the configs).
+//!
+//! Owns creating it (pieces hashed in parallel on a rayon pool while one
+//! thread hashes the whole file in the same read pass), checking a file
+//! against it, and its agreement with `Common.cfg`. Never touches the
+//! network or protocol state.
+
+use crate::bitfield::Bitfield;
+use crate::config::CommonConfig;
+use crate::layout::Layout;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A SHA-1 digest.
+pub type Hash = [u8; 20];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub format_version: u32,
+    pub file_name: String,
+    pub file_size_bytes: u64,
+    pub piece_size_bytes: u32,
+    /// Lower-case hex.
+    pub file_sha1: String,
+    /// Lower-case hex, one a piece, in order.
+    pub piece_sha1: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: not valid metadata: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{}: {what} is {meta} in the metadata but {config} in Common.cfg", path.display())]
+    Disagrees {
+        path: PathBuf,
+        what: &'static str,
+        meta: String,
+        config: String,
+    },
+}
+
+pub fn sha1(data: &[u8]) -> Hash {
+    Sha1::digest(data).into()
+}
+
+pub fn to_hex(hash: &Hash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Hash> {
+    if s.len() != 40 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `<FileName>.meta.json` in `dir`.
+pub fn default_path(dir: &Path, file_name: &str) -> PathBuf {
+    dir.join(format!("{file_name}.meta.json"))
+}
+
+/// Metadata checked and decoded for use: piece hashes as bytes.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    pub layout: Layout,
+    pub pieces: Vec<Hash>,
+    pub file: Hash,
+}
+
+impl Verifier {
+    pub fn piece_ok(&self, index: u32, data: &[u8]) -> bool {
+        sha1(data) == self.pieces[index as usize]
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MetaError + '_ {
+    move |source| MetaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Hashes every piece of `file` in parallel on `pool`, reading each piece with
+/// a positioned read; `None` for pieces that cannot be read.
+pub fn hash_pieces(file: &File, layout: &Layout, pool: &rayon::ThreadPool) -> Vec<Option<Hash>> {
+    pool.install(|| {
+        (0..layout.num_pieces())
+            .into_par_iter()
+            .map_init(Vec::new, |buf, index| {
+                buf.resize(layout.piece_len(index) as usize, 0);
+                file.read_exact_at(buf, layout.offset(index)).ok()?;
+                Some(sha1(buf))
+            })
+            .collect()
+    })
+}
+
+/// SHA-1 of a whole file, read sequentially in 1 MiB blocks.
+pub fn hash_file(file: &File) -> io::Result<Hash> {
+    let mut hasher = Sha1::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+}
+
+impl Meta {
+    /// Hashes `path` with pieces of `piece_size_bytes`: the pieces in parallel
+    /// on `pool`, the whole file on a thread of its own at the same time.
+    pub fn create(
+        path: &Path,
+        piece_size_bytes: u32,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Meta, MetaError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let size = file.metadata().map_err(io_err(path))?.len();
+        let layout = Layout::new(size, piece_size_bytes).ok_or_else(|| MetaError::Invalid {
+            path: path.to_path_buf(),
+            reason: "empty file or piece size 0".into(),
+        })?;
+        let (whole, pieces) = std::thread::scope(|s| {
+            let whole = s.spawn(|| hash_file(&file));
+            let pieces = hash_pieces(&file, &layout, pool);
+            (whole.join().expect("hashing thread"), pieces)
+        });
+        let whole = whole.map_err(io_err(path))?;
+        let piece_sha1 = pieces
+            .into_iter()
+            .map(|h| h.map(|h| to_hex(&h)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| io_err(path)(io::Error::other("file shrank while being hashed")))?;
+        Ok(Meta {
+            format_version: FORMAT_VERSION,
+            file_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            file_size_bytes: size,
+            piece_size_bytes,
+            file_sha1: to_hex(&whole),
+            piece_sha1,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Meta, MetaError> {
+        let text = std::fs::read(path).map_err(io_err(path))?;
+        serde_json::from_slice(&text).map_err(|e| MetaError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the document atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<(), MetaError> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).expect("metadata serializes");
+        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    }
+
+    /// Checks the document itself and its agreement with `Common.cfg`.
+    pub fn verifier(
+        &self,
+        path: &Path,
+        common: Option<&CommonConfig>,
+    ) -> Result<Verifier, MetaError> {
+        let invalid = |reason: String| MetaError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.format_version != FORMAT_VERSION {
+            return Err(invalid(format!(
+                "format_version {} (this p2pft reads {FORMAT_VERSION})",
+                self.format_version
+            )));
+        }
+        if let Some(c) = common {
+            let disagree = |what, meta: String, config: String| MetaError::Disagrees {
+                path: path.to_path_buf(),
+                what,
+                meta,
+                config,
+            };
+            if self.file_name != c.file_name {
+                return Err(disagree(
+                    "FileName",
+                    self.file_name.clone(),
+                    c.file_name.clone(),
+                ));
+            }
+            if self.file_size_bytes != c.file_size_bytes {
+                return Err(disagree(
+                    "FileSize",
+                    self.file_size_bytes.to_string(),
+                    c.file_size_bytes.to_string(),
+                ));
+            }
+            if self.piece_size_bytes != c.piece_size_bytes {
+                return Err(disagree(
+                    "PieceSize",
+                    self.piece_size_bytes.to_string(),
+                    c.piece_size_bytes.to_string(),
+                ));
+            }
+        }
+        let layout = Layout::new(self.file_size_bytes, self.piece_size_bytes)
+            .ok_or_else(|| invalid("file_size_bytes or piece_size_bytes is 0".into()))?;
+        if self.piece_sha1.len() != layout.num_pieces() as usize {
+            return Err(invalid(format!(
+                "{} piece hashes for {} pieces",
+                self.piece_sha1.len(),
+                layout.num_pieces()
+            )));
+        }
+        let pieces = self
+            .piece_sha1
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                from_hex(h).ok_or_else(|| invalid(format!("piece_sha1[{i}] is not 40 hex digits")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let file = from_hex(&self.file_sha1)
+            .ok_or_else(|| invalid("file_sha1 is not 40 hex digits".into()))?;
+        Ok(Verifier {
+            layout,
+            pieces,
+            file,
+        })
+    }
+}
+
+impl Verifier {
+    /// Which pieces of `file` match, hashed in parallel on `pool`.
+    pub fn check_file(&self, file: &File, pool: &rayon::ThreadPool) -> Bitfield {
+        let mut good = Bitfield::empty(self.layout.num_pieces());
+        for (i, h) in hash_pieces(file, &self.layout, pool)
+            .into_iter()
+            .enumerate()
+        {
+            if h.as_ref() == Some(&self.pieces[i]) {
+                good.set(i as u32, true);
+            }
+        }
+        good
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+    }
+
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.dat");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn sha1_of_abc_is_the_standard_vector() {
+        assert_eq!(
+            to_hex(&sha1(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+
+    #[test]
+    fn create_save_load_round_trip() {
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (_dir, path) = file_with(&bytes);
+        let meta = Meta::create(&path, 4096, &pool()).unwrap();
+        assert_eq!(meta.file_name, "f.dat");
+        assert_eq!(meta.piece_sha1.len(), 3);
+        assert_eq!(meta.piece_sha1[2], to_hex(&sha1(&bytes[8192..])));
+        assert_eq!(meta.file_sha1, to_hex(&sha1(&bytes)));
+        let meta_path = path.with_extension("meta.json");
+        meta.save(&meta_path).unwrap();
+        assert_eq!(Meta::load(&meta_path).unwrap(), meta);
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_exactly_its_piece() {
+        let bytes = vec![5u8; 10_000];
+        let (_dir, path) = file_with(&bytes);
+        let meta = Meta::create(&path, 1000, &pool()).unwrap();
+        let v = meta.verifier(&path, None).unwrap();
+        let mut bad = bytes.clone();
+        bad[4321] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let good = v.check_file(&File::open(&path).unwrap(), &pool());
+        assert_eq!(good.count(), 9);
+        assert!(!good.has(4));
+        assert!(v.piece_ok(3, &bad[3000..4000]));
+        assert!(!v.piece_ok(4, &bad[4000..5000]));
+    }
+
+    #[test]
+    fn disagreement_with_common_cfg_is_named() {
+        let (_dir, path) = file_with(&[1u8; 100]);
+        let meta = Meta::create(&path, 10, &pool()).unwrap();
+        let common = |size: u64, piece: u32, name: &str| {
+            CommonConfig::parse(
+                Path::new("Common.cfg"),
+                &format!("NumberOfPreferredNeighbors 1\nUnchokingInterval 1\nOptimisticUnchokingInterval 1\nFileName {name}\nFileSize {size}\nPieceSize {piece}\n"),
+            )
+            .unwrap()
+            .0
+        };
+        assert!(meta
+            .verifier(&path, Some(&common(100, 10, "f.dat")))
+            .is_ok());
+        let e = meta
+            .verifier(&path, Some(&common(100, 20, "f.dat")))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("PieceSize is 10 in the metadata but 20 in Common.cfg"),
+            "{e}"
+        );
+        let e = meta
+            .verifier(&path, Some(&common(99, 10, "f.dat")))
+            .unwrap_err();
+        assert!(e.to_string().contains("FileSize"), "{e}");
+        let e = meta
+            .verifier(&path, Some(&common(100, 10, "g.dat")))
+            .unwrap_err();
+        assert!(e.to_string().contains("FileName"), "{e}");
+    }
+
+    #[test]
+    fn malformed_documents_are_refused() {
+        let (_dir, path) = file_with(&[1u8; 100]);
+        let mut meta = Meta::create(&path, 10, &pool()).unwrap();
+        meta.piece_sha1.pop();
+        assert!(meta.verifier(&path, None).is_err());
+        let mut meta = Meta::create(&path, 10, &pool()).unwrap();
+        meta.piece_sha1[3] = "zz".into();
+        assert!(meta.verifier(&path, None).is_err());
+        let mut meta = Meta::create(&path, 10, &pool()).unwrap();
+        meta.format_version = 99;
+        assert!(meta.verifier(&path, None).is_err());
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(matches!(Meta::load(&path), Err(MetaError::Invalid { .. })));
+    }
+}

@@ -1,0 +1,146 @@
+//! The progress record of a leecher: which pieces are durably on disk, kept
+//! beside its file as `peer_<ID>/.<FileName>.p2pft-progress`.
+//!
+//! It lets a peer without metadata resume after a crash. Correctness rests on
+//! one order: the data file is synced *before* a record naming its pieces is
+//! written, and the record replaces the old one atomically (temporary file,
+//! fsync, rename, fsync of the directory). A crash at any instant leaves
+//! either the old record or the new one, each naming only durable pieces, so
+//! a crash loses work, never correctness. Never reads or writes piece data.
+
+use crate::bitfield::Bitfield;
+use crate::layout::Layout;
+use crate::store::Store;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Record {
+    format_version: u32,
+    file_size_bytes: u64,
+    piece_size_bytes: u32,
+    /// The bitfield in wire form, as lower-case hex.
+    have: String,
+}
+
+/// The record's path for a store at `file`.
+pub fn path_for(file: &Path) -> PathBuf {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    file.with_file_name(format!(".{name}.p2pft-progress"))
+}
+
+/// The pieces a record names, if there is a readable record for this layout.
+pub fn load(path: &Path, layout: &Layout) -> Option<Bitfield> {
+    let text = std::fs::read(path).ok()?;
+    let r: Record = serde_json::from_slice(&text).ok()?;
+    if r.format_version != FORMAT_VERSION
+        || r.file_size_bytes != layout.file_size_bytes()
+        || r.piece_size_bytes != layout.piece_size_bytes()
+        || r.have.len() != layout.bitfield_len() * 2
+    {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..r.have.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(r.have.get(i..i + 2)?, 16).ok())
+        .collect();
+    Bitfield::from_wire(&bytes?, layout.num_pieces())
+}
+
+fn save(path: &Path, layout: &Layout, have: &Bitfield) -> io::Result<()> {
+    let record = Record {
+        format_version: FORMAT_VERSION,
+        file_size_bytes: layout.file_size_bytes(),
+        piece_size_bytes: layout.piece_size_bytes(),
+        have: have.as_wire().iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(&record).expect("record serializes"))?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Writes records in order: a checkpoint older than the last one written is
+/// skipped, so concurrent checkpoints on a pool cannot move progress back.
+pub struct Checkpointer {
+    path: PathBuf,
+    last_written: Mutex<u64>,
+}
+
+impl Checkpointer {
+    pub fn new(store: &Store) -> Checkpointer {
+        Checkpointer {
+            path: path_for(store.path()),
+            last_written: Mutex::new(0),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Syncs the store's data, then records `have` (snapshot number `generation`).
+    pub fn checkpoint(&self, store: &Store, generation: u64, have: &Bitfield) -> io::Result<()> {
+        let mut last = self.last_written.lock();
+        if generation <= *last {
+            return Ok(());
+        }
+        store.sync()?;
+        save(&self.path, store.layout(), have).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot write progress record {}: {e}", self.path.display()),
+            )
+        })?;
+        *last = generation;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_round_trips_and_old_ones_never_overwrite_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(10_000, 1_000).unwrap();
+        let store = Store::open_leecher(&dir.path().join("peer_2/f.dat"), layout).unwrap();
+        let cp = Checkpointer::new(&store);
+        assert_eq!(cp.path(), dir.path().join("peer_2/.f.dat.p2pft-progress"));
+        assert_eq!(load(cp.path(), &layout), None);
+        let mut have = Bitfield::empty(10);
+        have.set(3, true);
+        have.set(9, true);
+        cp.checkpoint(&store, 2, &have).unwrap();
+        assert_eq!(load(cp.path(), &layout), Some(have.clone()));
+        cp.checkpoint(&store, 1, &Bitfield::empty(10)).unwrap();
+        assert_eq!(load(cp.path(), &layout), Some(have));
+    }
+
+    #[test]
+    fn a_record_for_another_layout_or_garbage_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(10_000, 1_000).unwrap();
+        let path = dir.path().join("rec");
+        save(&path, &layout, &Bitfield::full(10)).unwrap();
+        assert!(load(&path, &Layout::new(10_000, 500).unwrap()).is_none());
+        assert!(load(&path, &Layout::new(9_999, 1_000).unwrap()).is_none());
+        std::fs::write(&path, b"{\"format_version\":1").unwrap();
+        assert!(load(&path, &layout).is_none());
+    }
+}
