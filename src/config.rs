@@ -337,14 +337,13 @@ pub fn parse_peer_info(path: &Path, text: &str) -> Result<Vec<PeerEntry>, Config
 impl Config {
     /// Reads `Common.cfg` and `PeerInfo.cfg` from `dir`.
     pub fn load(dir: &Path) -> Result<Config, ConfigError> {
-        // Messages say `Common.cfg`, not `./Common.cfg`, for the usual case.
-        let in_dir = |name: &str| {
-            if dir == Path::new(".") || dir.as_os_str().is_empty() {
-                PathBuf::from(name)
-            } else {
-                dir.join(name)
-            }
+        // Paths in messages say `Common.cfg` and `peer_2/f`, not `./Common.cfg`.
+        let dir = if dir == Path::new(".") {
+            Path::new("")
+        } else {
+            dir
         };
+        let in_dir = |name: &str| dir.join(name);
         let common_path = in_dir(COMMON_CFG);
         let (common, warnings) = CommonConfig::parse(&common_path, &read_file(&common_path)?)?;
         let info_path = in_dir(PEER_INFO_CFG);

@@ -54,7 +54,7 @@ const MAX_REDIALS: u32 = 5;
 /// Pieces failing verification from one neighbour before it is banned.
 pub const MAX_BAD_PIECES: u32 = 3;
 /// How often a leecher records its progress durably.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long in-flight piece writes get to land after a signal.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 

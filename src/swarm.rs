@@ -230,7 +230,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         eprintln!("warning: {w}");
     }
     let config = Config {
-        dir: std::fs::canonicalize(&config.dir)?,
+        dir: std::fs::canonicalize(Path::new(".").join(&config.dir))?,
         ..config
     };
     let (local, remote): (Vec<PeerEntry>, Vec<PeerEntry>) = config

@@ -9,8 +9,12 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// Starts peers in file order; `spec_peers` lists positions run by the Python peer.
-fn run_mixed(spec: Spec, spec_peers: &[usize], env: &[(&str, &str)]) {
-    let mut swarm = Swarm::new(spec);
+fn run_mixed(spec: Spec, spec_peers: &[usize], env: &[(&str, &str)], meta: bool) {
+    let mut swarm = if meta {
+        Swarm::new(spec)
+    } else {
+        Swarm::without_meta(spec)
+    };
     for (pos, id) in swarm.ids.clone().into_iter().enumerate() {
         if spec_peers.contains(&pos) {
             swarm.start_spec_peer(id, env);
@@ -24,12 +28,12 @@ fn run_mixed(spec: Spec, spec_peers: &[usize], env: &[(&str, &str)]) {
 
 #[test]
 fn spec_peers_as_leechers_among_ours() {
-    run_mixed(Spec::new(5, 400_003, 8_192), &[1, 3], &[]);
+    run_mixed(Spec::new(5, 400_003, 8_192), &[1, 3], &[], true);
 }
 
 #[test]
 fn a_spec_peer_as_the_only_seed() {
-    run_mixed(Spec::new(4, 300_000, 16_384), &[0], &[]);
+    run_mixed(Spec::new(4, 300_000, 16_384), &[0], &[], false);
 }
 
 #[test]
@@ -38,5 +42,6 @@ fn a_spec_peer_with_an_ascii_handshake() {
         Spec::new(4, 200_000, 10_000),
         &[0, 2],
         &[("SPEC_PEER_ASCII", "1")],
+        true,
     );
 }

@@ -7,6 +7,7 @@ Usage: spec_peer.py <PeerID>, run in the swarm directory. Environment:
                                as four ASCII digits (a variant seen in the wild)
   SPEC_PEER_STRICT_RESERVED=1  close any connection whose handshake has a
                                non-zero byte in the ten reserved bytes
+  SPEC_PEER_CORRUPT=1          a liar: every piece it serves has one byte flipped
 Threads and one big lock; no cleverness. Exits 0 when every peer has the file.
 """
 import os, random, socket, struct, sys, threading, time
@@ -237,6 +238,8 @@ class Peer:
             i = struct.unpack(">I", payload)[0]
             if pid in self.unchoked and self.have[i]:
                 data = os.pread(self.fd, self.piece_len(i), i * self.piece)
+                if os.environ.get("SPEC_PEER_CORRUPT") == "1":
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
                 self.send(pid, 7, struct.pack(">I", i) + data)
         elif typ == 7:
             i = struct.unpack(">I", payload[:4])[0]

@@ -87,7 +87,40 @@ pub fn content(len: u64, seed: u64) -> Vec<u8> {
 }
 
 impl Swarm {
+    /// A swarm directory with metadata beside the configs (pieces verified).
     pub fn new(spec: Spec) -> Swarm {
+        let swarm = Swarm::without_meta(spec);
+        swarm.write_meta();
+        swarm
+    }
+
+    /// Writes `TheFile.dat.meta.json` for the swarm's content.
+    pub fn write_meta(&self) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let seed = self.ids[self.spec.seeds.iter().position(|&s| s).unwrap()];
+        let meta =
+            p2pft::meta::Meta::create(&self.file_of(seed), self.spec.piece_size, &pool).unwrap();
+        meta.save(&self.meta_path()).unwrap();
+    }
+
+    pub fn meta_path(&self) -> PathBuf {
+        self.path().join("TheFile.dat.meta.json")
+    }
+
+    /// Where a peer's stderr goes.
+    pub fn stderr_of(&self, id: u32) -> PathBuf {
+        self.path().join(format!("stderr_{id}.txt"))
+    }
+
+    pub fn stderr_text(&self, id: u32) -> String {
+        std::fs::read_to_string(self.stderr_of(id)).unwrap_or_default()
+    }
+
+    /// A swarm directory without metadata: peers work as SPEC.md alone says.
+    pub fn without_meta(spec: Spec) -> Swarm {
         let dir = tempfile::tempdir().unwrap();
         let host = random_loopback();
         let n = spec.seeds.len();
@@ -177,13 +210,20 @@ impl Swarm {
         self.start_with(cmd, id);
     }
 
-    fn start_with(&mut self, mut cmd: Command, id: u32) {
+    /// Starts `cmd` with `id` appended, as peer `id`, stderr to its file.
+    pub fn start_with(&mut self, mut cmd: Command, id: u32) {
         let child = cmd
             .arg(id.to_string())
             .current_dir(self.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.stderr_of(id))
+                    .unwrap(),
+            )
             .spawn()
             .expect("start peerProcess");
         self.children.insert(id, child);
@@ -199,12 +239,17 @@ impl Swarm {
 
     /// Waits for all, then asserts exit 0, identical files and well-formed logs.
     pub fn finish_and_check(&mut self, limit: Duration) {
+        self.finish_and_check_except(limit, &[]);
+    }
+
+    /// The same, not checking the logs of `skip`.
+    pub fn finish_and_check_except(&mut self, limit: Duration, skip: &[u32]) {
         let statuses = self.wait_all(limit);
         for (id, status) in &statuses {
             assert!(status.success(), "peer {id} exited with {status}");
         }
         self.check_files();
-        self.check_logs();
+        self.check_logs_except(skip);
     }
 
     /// Waits for every started peer to exit by itself; kills them all and
@@ -236,6 +281,43 @@ impl Swarm {
         done
     }
 
+    /// Waits for one peer to exit by itself.
+    pub fn wait_one(&mut self, id: u32, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.children.get_mut(&id).unwrap().try_wait().unwrap() {
+                self.children.remove(&id);
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill_all();
+                panic!("peer {id} still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The piece count of the last 'downloaded' line in `id`'s log.
+    pub fn pieces_logged(&self, id: u32) -> u32 {
+        let text = std::fs::read_to_string(self.log_of(id)).unwrap_or_default();
+        text.lines()
+            .rev()
+            .find_map(|l| l.split("Now the number of pieces it has is ").nth(1))
+            .map_or(0, |n| n.trim_end_matches('.').parse().unwrap())
+    }
+
+    /// Polls until `id` has logged at least `count` pieces.
+    pub fn wait_for_pieces(&self, id: u32, count: u32, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.pieces_logged(id) < count {
+            assert!(
+                Instant::now() < deadline,
+                "peer {id} never reached {count} pieces"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     pub fn kill_all(&mut self) {
         for child in self.children.values_mut() {
             let _ = child.kill();
@@ -263,8 +345,16 @@ impl Swarm {
     }
 
     pub fn check_logs(&self) {
+        self.check_logs_except(&[]);
+    }
+
+    /// Checks every log but those of `skip` (peers restarted or not ours).
+    pub fn check_logs_except(&self, skip: &[u32]) {
         let n = self.ids.len();
         for (pos, &id) in self.ids.iter().enumerate() {
+            if skip.contains(&id) {
+                continue;
+            }
             let text = std::fs::read_to_string(self.log_of(id)).unwrap();
             let log = LogCheck::parse(id, &text, self.spec.num_pieces(), self.reconnects_allowed);
             let above: BTreeSet<u32> = self.ids[..pos].iter().copied().collect();
@@ -414,4 +504,16 @@ impl LogCheck {
         }
         out
     }
+}
+
+/// `(piece, count)` of every 'downloaded' line in `text`.
+pub fn downloads(text: &str) -> Vec<(u32, u32)> {
+    let re = Regex::new(
+        r"has downloaded the piece (\d+) from \d+\. Now the number of pieces it has is (\d+)\.",
+    )
+    .unwrap();
+    text.lines()
+        .filter_map(|l| re.captures(l))
+        .map(|c| (c[1].parse().unwrap(), c[2].parse().unwrap()))
+        .collect()
 }

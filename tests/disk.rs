@@ -1,0 +1,50 @@
+//! Disk failures end a peer with a clear message and a non-zero exit, never
+//! with a file claimed complete. Each case runs the peer in a private mount
+//! namespace (`unshare -m`) with a small or read-only tmpfs over its
+//! `peer_<ID>/`, so nothing outside the test changes and nothing needs
+//! unmounting. Needs root (or unprivileged user namespaces), as CI has.
+
+mod common;
+use common::{Spec, Swarm, PEER_PROCESS};
+use std::process::Command;
+use std::time::Duration;
+
+fn in_mount_namespace(swarm: &Swarm, id: u32, mount_options: &str) -> Command {
+    let dir = swarm.path().join(format!("peer_{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c"]).arg(format!(
+        "mount -t tmpfs -o {mount_options} tmpfs '{}' && exec '{PEER_PROCESS}' \"$0\"",
+        dir.display()
+    ));
+    cmd
+}
+
+fn assert_failed_cleanly(swarm: &mut Swarm, id: u32, needle: &str) {
+    let status = swarm.wait_one(id, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", swarm.stderr_text(id));
+    let stderr = swarm.stderr_text(id);
+    assert!(stderr.contains(needle), "expected `{needle}` in:\n{stderr}");
+    let log = std::fs::read_to_string(swarm.log_of(id)).unwrap_or_default();
+    assert!(
+        !log.contains("complete file"),
+        "a failed peer claimed completion"
+    );
+    swarm.kill_all();
+}
+
+#[test]
+fn a_full_disk_ends_the_peer_with_exit_1() {
+    let mut swarm = Swarm::new(Spec::new(2, 1 << 20, 16 * 1024));
+    swarm.start(1001);
+    swarm.start_with(in_mount_namespace(&swarm, 1002, "size=64k"), 1002);
+    assert_failed_cleanly(&mut swarm, 1002, "No space left on device");
+}
+
+#[test]
+fn a_read_only_directory_ends_the_peer_with_exit_1() {
+    let mut swarm = Swarm::new(Spec::new(2, 1 << 20, 16 * 1024));
+    swarm.start(1001);
+    swarm.start_with(in_mount_namespace(&swarm, 1002, "ro"), 1002);
+    assert_failed_cleanly(&mut swarm, 1002, "Read-only file system");
+}

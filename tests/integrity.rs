@@ -1,0 +1,250 @@
+//! Verified pieces and resume: a liar in the swarm, peers killed and
+//! restarted, files damaged while a peer was down, seeds that do not match.
+
+mod common;
+use common::{downloads, Spec, Swarm, P2PFT, PEER_PROCESS};
+use rand::Rng;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn a_liar_is_banned_and_no_bad_piece_is_ever_counted() {
+    // 1002 is a seed (by its bitfield) that flips a byte in every piece it
+    // serves. The honest seed 1001 is a spec peer too, so that both serve at
+    // the same pace and the liar gets its chance.
+    let mut spec = Spec::new(5, 4 << 20, 16 * 1024);
+    spec.seeds[1] = true;
+    let mut swarm = Swarm::new(spec);
+    swarm.reconnects_allowed = true;
+    swarm.start_spec_peer(1001, &[]);
+    swarm.start_spec_peer(1002, &[("SPEC_PEER_CORRUPT", "1")]);
+    for id in [1003, 1004, 1005] {
+        swarm.start(id);
+    }
+    for id in [1003, 1004, 1005] {
+        let status = swarm.wait_one(id, LIMIT);
+        assert!(status.success(), "peer {id} exited with {status}");
+    }
+    swarm.kill_all(); // the liar, whom nobody talks to any more
+    let mut banned_by = 0;
+    for id in [1003, 1004, 1005] {
+        let got = std::fs::read(swarm.file_of(id)).unwrap();
+        assert!(
+            got == swarm.content,
+            "peer {id}'s file differs from the seed's"
+        );
+        let log = std::fs::read_to_string(swarm.log_of(id)).unwrap();
+        assert!(
+            !log.contains("from 1002. Now"),
+            "peer {id} counted a piece from the liar"
+        );
+        let stderr = swarm.stderr_text(id);
+        let bad = stderr
+            .matches("from peer 1002 failed SHA-1 verification")
+            .count();
+        assert!(
+            bad <= 3,
+            "peer {id} accepted {bad} bad pieces before banning:\n{stderr}"
+        );
+        if bad == 3 {
+            assert!(stderr.contains("disconnecting peer 1002"), "{stderr}");
+            banned_by += 1;
+        }
+    }
+    assert!(
+        banned_by > 0,
+        "the liar served nobody three pieces: the test tested nothing"
+    );
+    swarm.check_logs_except(&[1001, 1002]);
+}
+
+/// Starts a swarm of 4 (seed 1001) with 4,096 pieces and kills 1003 with
+/// `signal` once it logged a random share of its pieces (and, without
+/// metadata, once it recorded progress). Returns the pieces logged by then.
+fn interrupt_mid_download(swarm: &mut Swarm, signal: &str, wait_for_record: bool) -> u32 {
+    // The others log the restarted peer's second connection.
+    swarm.reconnects_allowed = true;
+    swarm.start_all();
+    let n = swarm.spec.num_pieces();
+    let at = rand::rng().random_range(n / 10..n / 2);
+    swarm.wait_for_pieces(1003, at, LIMIT);
+    if wait_for_record {
+        let record = swarm.path().join("peer_1003/.TheFile.dat.p2pft-progress");
+        while !record.exists() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let pid = swarm.children[&1003].id().to_string();
+    assert!(Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = swarm.wait_one(1003, Duration::from_secs(10));
+    let logged = swarm.pieces_logged(1003);
+    assert!(
+        logged < n,
+        "1003 finished before it was stopped: nothing to resume"
+    );
+    if signal == "-TERM" {
+        assert_eq!(status.code(), Some(128 + 15), "SIGTERM exit code");
+    }
+    logged
+}
+
+/// Restarts 1003, lets everyone finish, and returns the pieces the second
+/// run started with and the pieces it downloaded.
+fn restart_and_finish(swarm: &mut Swarm) -> (u32, Vec<u32>) {
+    let first_run = std::fs::read_to_string(swarm.log_of(1003)).unwrap().len();
+    swarm.start(1003);
+    swarm.finish_and_check_except(LIMIT, &[1003]);
+    let log = std::fs::read_to_string(swarm.log_of(1003)).unwrap();
+    let second = downloads(&log[first_run..]);
+    let n = swarm.spec.num_pieces();
+    let resumed = second.first().map_or(n, |&(_, c)| c - 1);
+    for (i, &(_, count)) in second.iter().enumerate() {
+        assert_eq!(
+            count,
+            resumed + 1 + i as u32,
+            "count rising by one after the restart"
+        );
+    }
+    assert_eq!(second.len() as u32 + resumed, n);
+    assert_eq!(log.matches("has downloaded the complete file").count(), 1);
+    (resumed, second.iter().map(|&(p, _)| p).collect())
+}
+
+fn four_thousand_pieces() -> Spec {
+    Spec::new(4, 4096 * 1024, 1024)
+}
+
+#[test]
+fn sigkill_mid_download_resumes_from_verified_pieces() {
+    let mut swarm = Swarm::new(four_thousand_pieces());
+    let logged = interrupt_mid_download(&mut swarm, "-KILL", false);
+    let (resumed, _) = restart_and_finish(&mut swarm);
+    assert!(
+        resumed >= logged,
+        "resumed with {resumed}, {logged} were logged before the kill"
+    );
+    assert!(resumed > 0 && resumed < swarm.spec.num_pieces());
+}
+
+#[test]
+fn pieces_damaged_while_down_are_fetched_again() {
+    let mut swarm = Swarm::new(four_thousand_pieces());
+    interrupt_mid_download(&mut swarm, "-KILL", false);
+    let log = std::fs::read_to_string(swarm.log_of(1003)).unwrap();
+    let first: Vec<u32> = downloads(&log).iter().map(|&(p, _)| p).collect();
+    let damaged: BTreeSet<u32> = first.iter().step_by(first.len() / 3 + 1).copied().collect();
+    let mut bytes = std::fs::read(swarm.file_of(1003)).unwrap();
+    for &piece in &damaged {
+        bytes[piece as usize * 1024 + 7] ^= 0x55;
+    }
+    std::fs::write(swarm.file_of(1003), bytes).unwrap();
+    let (_, fetched) = restart_and_finish(&mut swarm);
+    for piece in damaged {
+        assert!(
+            fetched.contains(&piece),
+            "damaged piece {piece} was not fetched again"
+        );
+    }
+}
+
+#[test]
+fn sigkill_without_metadata_resumes_from_the_progress_record() {
+    let mut swarm = Swarm::without_meta(four_thousand_pieces());
+    interrupt_mid_download(&mut swarm, "-KILL", true);
+    let (resumed, _) = restart_and_finish(&mut swarm);
+    assert!(resumed > 0, "the progress record gave nothing back");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_records_every_counted_piece() {
+    let mut swarm = Swarm::without_meta(four_thousand_pieces());
+    let logged = interrupt_mid_download(&mut swarm, "-TERM", false);
+    let (resumed, _) = restart_and_finish(&mut swarm);
+    // Every piece logged as downloaded before the stop was recorded durably.
+    assert_eq!(resumed, logged);
+}
+
+#[test]
+fn a_seed_that_does_not_match_the_metadata_refuses_to_start() {
+    let swarm = Swarm::new(Spec::new(2, 100_000, 4096));
+    let mut bytes = swarm.content.clone();
+    bytes[5 * 4096 + 1] ^= 1;
+    std::fs::write(swarm.file_of(1001), bytes).unwrap();
+    let o = Command::new(PEER_PROCESS)
+        .arg("1001")
+        .current_dir(swarm.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("does not match its metadata: 1 of 25 pieces differ (first: 5)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn metadata_that_disagrees_with_common_cfg_is_refused() {
+    let swarm = Swarm::new(Spec::new(2, 100_000, 4096));
+    let text = std::fs::read_to_string(swarm.path().join("Common.cfg")).unwrap();
+    swarm.write_common(&text.replace("PieceSize 4096", "PieceSize 8192"));
+    let o = Command::new(PEER_PROCESS)
+        .arg("1002")
+        .current_dir(swarm.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("PieceSize is 4096 in the metadata but 8192 in Common.cfg"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn meta_and_verify_on_the_command_line() {
+    let swarm = Swarm::without_meta(Spec::new(2, 100_000, 4096));
+    let dir = swarm.path().to_str().unwrap();
+    let o = Command::new(P2PFT)
+        .args(["meta", swarm.file_of(1001).to_str().unwrap(), "--dir", dir])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("(25 pieces of 4096 bytes)") && out.contains("MiB/s"),
+        "{out}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(swarm.meta_path()).unwrap()).unwrap();
+    assert_eq!(meta["piece_sha1"].as_array().unwrap().len(), 25);
+    assert_eq!(meta["file_size_bytes"], 100_000);
+
+    let verify = |id: &str| {
+        Command::new(P2PFT)
+            .args(["verify", "--peer", id, "--dir", dir])
+            .output()
+            .unwrap()
+    };
+    let o = verify("1001");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("25 of 25 pieces good"));
+
+    let mut bytes = swarm.content.clone();
+    bytes[17 * 4096] ^= 1;
+    bytes[24 * 4096 + 3] ^= 1;
+    std::fs::create_dir_all(swarm.path().join("peer_1002")).unwrap();
+    std::fs::write(swarm.file_of(1002), bytes).unwrap();
+    let o = verify("1002");
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("23 of 25 pieces good"), "{out}");
+    assert!(out.contains("missing or bad pieces: 17, 24"), "{out}");
+}
