@@ -25,6 +25,10 @@ pub struct PeerArgs {
     /// Seed the choking and piece-picking RNG, for reproducible runs.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Behave exactly as SPEC.md says: no request pipelining, no early unchoke
+    /// (the same as `P2pftStrict 1` in Common.cfg).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 impl PeerArgs {
@@ -36,6 +40,7 @@ impl PeerArgs {
             connect_timeout: Duration::from_secs_f64(self.connect_timeout.max(0.0)),
             rng_seed: self.seed,
             handle_signals: true,
+            strict: self.strict,
         }
     }
 }

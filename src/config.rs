@@ -61,6 +61,10 @@ pub struct CommonConfig {
     pub file_size_bytes: u64,
     pub piece_size_bytes: u32,
     pub layout: Layout,
+    /// `P2pftStrict 1`: every extension off; the peer behaves as SPEC.md alone says.
+    pub strict: bool,
+    /// `P2pftPipelineDepth N`: requests outstanding at once to a p2pft neighbour.
+    pub pipeline_depth: u32,
 }
 
 /// One line of `PeerInfo.cfg`.
@@ -103,14 +107,20 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|_| err(path, None, "is not UTF-8 text"))
 }
 
-const COMMON_KEYS: [&str; 6] = [
+const COMMON_KEYS: [&str; 8] = [
     "NumberOfPreferredNeighbors",
     "UnchokingInterval",
     "OptimisticUnchokingInterval",
     "FileName",
     "FileSize",
     "PieceSize",
+    // p2pft's own keys; other implementations ignore unknown keys.
+    "P2pftStrict",
+    "P2pftPipelineDepth",
 ];
+
+/// Requests outstanding at once to one p2pft neighbour, unless configured.
+pub const DEFAULT_PIPELINE_DEPTH: u32 = 4;
 
 impl CommonConfig {
     /// Parses the text of a `Common.cfg` read from `path` (used in messages).
@@ -221,6 +231,26 @@ impl CommonConfig {
                     format!("PieceSize must be at most {MAX_PIECE_SIZE_BYTES} bytes, found {piece_size}"),
                 )
             })?;
+        let strict = match raw.get("P2pftStrict") {
+            None | Some(("0", _)) => false,
+            Some(("1", _)) => true,
+            Some((other, line)) => {
+                return Err(err(
+                    path,
+                    Some(*line),
+                    format!("P2pftStrict must be 0 or 1, found `{other}`"),
+                ))
+            }
+        };
+        let pipeline_depth = match raw.get("P2pftPipelineDepth") {
+            None => DEFAULT_PIPELINE_DEPTH,
+            Some(_) => {
+                let (n, line) = positive_int("P2pftPipelineDepth")?;
+                u32::try_from(n).ok().filter(|&n| n <= 64).ok_or_else(|| {
+                    err(path, Some(line), "P2pftPipelineDepth must be from 1 to 64")
+                })?
+            }
+        };
         let layout = Layout::new(file_size_bytes, piece_size_bytes).ok_or_else(|| {
             err(
                 path,
@@ -237,6 +267,8 @@ impl CommonConfig {
                 file_size_bytes,
                 piece_size_bytes,
                 layout,
+                strict,
+                pipeline_depth,
             },
             warnings,
         ))
@@ -476,6 +508,32 @@ mod tests {
         assert_eq!(
             common(&text).unwrap().0.unchoking_interval,
             Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn p2pft_keys_are_read_and_checked() {
+        let (c, _) = common(GOOD_COMMON).unwrap();
+        assert!(!c.strict);
+        assert_eq!(c.pipeline_depth, DEFAULT_PIPELINE_DEPTH);
+        let (c, w) = common(&format!(
+            "{GOOD_COMMON}P2pftStrict 1\nP2pftPipelineDepth 8\n"
+        ))
+        .unwrap();
+        assert!(w.is_empty());
+        assert!(c.strict);
+        assert_eq!(c.pipeline_depth, 8);
+        assert_eq!(
+            common_err(&format!("{GOOD_COMMON}P2pftStrict yes\n")).line,
+            Some(7)
+        );
+        assert_eq!(
+            common_err(&format!("{GOOD_COMMON}P2pftPipelineDepth 0\n")).line,
+            Some(7)
+        );
+        assert_eq!(
+            common_err(&format!("{GOOD_COMMON}P2pftPipelineDepth 65\n")).line,
+            Some(7)
         );
     }
 

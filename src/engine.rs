@@ -22,13 +22,18 @@
 //!   its hash (when there is metadata) and was written; the file is declared
 //!   complete only after a sync and, with metadata, a whole-file SHA-1 match.
 //!
+//! - Memory: requests outstanding are at most the pipeline depth per
+//!   neighbour (1 with a plain peer), and pieces received but not yet on disk
+//!   at most [`max_storing`]; requests stop while that many wait. Piece buffers
+//!   come from and return to one [`BufferPool`].
+//!
 //! Never blocks on socket I/O, disk I/O or hashing.
 
 use crate::bitfield::Bitfield;
 use crate::choke::{self, NeighbourStats};
 use crate::config::{Config, PeerEntry};
 use crate::meta::Verifier;
-use crate::net::{self, Out};
+use crate::net::{self, BufferPool, Out};
 use crate::picker;
 use crate::progress::Checkpointer;
 use crate::speclog::SpecLog;
@@ -57,6 +62,13 @@ pub const MAX_BAD_PIECES: u32 = 3;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long in-flight piece writes get to land after a signal.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+/// Bytes of received pieces waiting for the pool (hash and write) at most.
+const MAX_STORING_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Pieces of `piece_size` that may wait for the pool at once (at least 2).
+pub fn max_storing(piece_size: u32) -> usize {
+    (MAX_STORING_BYTES / u64::from(piece_size)).max(2) as usize
+}
 
 /// Identifies one connection, so events of a replaced connection are ignored.
 pub type ConnId = u64;
@@ -86,6 +98,8 @@ pub enum Event {
         peer: u32,
         stream: TcpStream,
         dialled: bool,
+        /// Both sides agreed on request pipelining during the handshake.
+        pipelining: bool,
     },
     /// A dialler gave up.
     DialFailed { peer: u32, error: String },
@@ -137,8 +151,10 @@ struct Neighbour {
     they_are_interested: bool,
     we_are_interested: bool,
     they_choke_us: bool,
-    /// The piece we asked this neighbour for and have not received yet.
-    outstanding: Option<u32>,
+    /// Requests may be pipelined to it (negotiated; false for a plain peer).
+    pipelining: bool,
+    /// Pieces we asked this neighbour for and have not received yet.
+    outstanding: Vec<u32>,
     /// Piece bytes received since the last preferred-neighbour selection.
     bytes_this_interval: u64,
     /// Pieces this neighbour sent that failed verification: asked elsewhere first.
@@ -164,6 +180,7 @@ pub struct EngineSetup {
     pub verifier: Option<Arc<Verifier>>,
     /// Records progress durably; `None` for a seed.
     pub checkpointer: Option<Arc<Checkpointer>>,
+    pub buffers: Arc<BufferPool>,
 }
 
 pub struct Engine {
@@ -206,6 +223,12 @@ pub struct Engine {
     checkpoint_generation: u64,
     bad_pieces: BTreeMap<u32, u32>,
     banned: BTreeSet<u32>,
+    buffers: Arc<BufferPool>,
+    /// Pieces handed to the pool and not yet reported back.
+    storing_count: usize,
+    max_storing: usize,
+    /// Extensions (pipelining, early unchoke) are on: not `P2pftStrict`.
+    extensions: bool,
 }
 
 impl Engine {
@@ -225,6 +248,7 @@ impl Engine {
         Engine {
             me: setup.me,
             limits: Limits::new(layout),
+            extensions: !setup.config.common.strict,
             config: setup.config,
             store: setup.store,
             finishing: setup.have.is_complete(),
@@ -257,6 +281,9 @@ impl Engine {
             checkpoint_generation: 0,
             bad_pieces: BTreeMap::new(),
             banned: BTreeSet::new(),
+            buffers: setup.buffers,
+            storing_count: 0,
+            max_storing: max_storing(layout.piece_size_bytes()),
         }
     }
 
@@ -298,7 +325,10 @@ impl Engine {
                     from,
                     result,
                 }) => self.on_stored(index, from, result),
-                Ok(Event::Bad { index, .. }) => self.storing.set(index, false),
+                Ok(Event::Bad { index, .. }) => {
+                    self.storing.set(index, false);
+                    self.storing_count -= 1;
+                }
                 Ok(_) => {}
                 Err(_) => break,
             }
@@ -348,7 +378,8 @@ impl Engine {
                 peer,
                 stream,
                 dialled,
-            } => self.on_connected(peer, stream, dialled),
+                pipelining,
+            } => self.on_connected(peer, stream, dialled, pipelining),
             Event::DialFailed { peer, error } => {
                 if !self.complete_peers.contains(&peer) {
                     self.fatal = Some(EngineError::Unreachable(error));
@@ -393,7 +424,7 @@ impl Engine {
         }
     }
 
-    fn on_connected(&mut self, peer: u32, stream: TcpStream, dialled: bool) {
+    fn on_connected(&mut self, peer: u32, stream: TcpStream, dialled: bool, pipelining: bool) {
         if self.banned.contains(&peer) {
             log::warn!(
                 "peer {}: refused peer {peer}: banned for sending bad pieces",
@@ -417,11 +448,16 @@ impl Engine {
                 return;
             }
         };
-        if dialled {
+                if dialled {
             self.log.makes_connection(peer);
         } else {
             self.log.connected_from(peer);
         }
+        log::info!(
+            "peer {}: connected to {peer}, pipelining {}",
+            self.me,
+            if pipelining { "on" } else { "off" }
+        );
         self.next_conn += 1;
         let conn = self.next_conn;
         // Enough room for a `have` of every piece plus the control messages of
@@ -441,6 +477,7 @@ impl Engine {
             peer,
             reader_stream,
             self.limits,
+            Arc::clone(&self.buffers),
             self.events_tx.clone(),
         );
         let num_pieces = self.limits.layout().num_pieces();
@@ -455,7 +492,8 @@ impl Engine {
                 they_are_interested: false,
                 we_are_interested: false,
                 they_choke_us: true,
-                outstanding: None,
+                pipelining,
+                outstanding: Vec::new(),
                 bytes_this_interval: 0,
                 sent_bad: Vec::new(),
             },
@@ -489,7 +527,7 @@ impl Engine {
             return;
         };
         let _ = n.stream.shutdown(Shutdown::Both);
-        if let Some(index) = n.outstanding {
+        for index in n.outstanding {
             self.release(index);
         }
         self.unchoked.remove(&peer);
@@ -523,6 +561,7 @@ impl Engine {
                     self.me,
                     entry,
                     self.connect_timeout,
+                    self.extensions,
                     self.events_tx.clone(),
                     Arc::clone(&self.stop),
                 );
@@ -547,8 +586,11 @@ impl Engine {
                 self.log.choked_by(peer);
                 let n = self.neighbours.get_mut(&peer).expect("present");
                 n.they_choke_us = true;
-                if let Some(index) = n.outstanding.take() {
-                    self.release(index);
+                let lost = std::mem::take(&mut n.outstanding);
+                if !lost.is_empty() {
+                    for index in lost {
+                        self.release(index);
+                    }
                     self.fill_requests();
                 }
             }
@@ -566,6 +608,9 @@ impl Engine {
                     .get_mut(&peer)
                     .expect("present")
                     .they_are_interested = true;
+                if self.extensions {
+                    self.offer_free_slot(peer);
+                }
             }
             Message::NotInterested => {
                 self.log.received_not_interested(peer);
@@ -636,38 +681,63 @@ impl Engine {
         let n = self.neighbours.get_mut(&peer).expect("present");
         n.bytes_this_interval += data.len() as u64;
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
-        if n.outstanding == Some(index) {
-            n.outstanding = None;
-        }
+        n.outstanding.retain(|&i| i != index);
         if self.have.has(index) || self.storing.has(index) {
             // A duplicate (a late answer to a request we gave up on).
+            self.buffers.give(data);
             self.request_from(peer);
             return;
         }
         self.wanted.set(index, false);
         self.storing.set(index, true);
+        self.storing_count += 1;
         let store = Arc::clone(&self.store);
         let events = self.events_tx.clone();
         let verifier = self.verifier.clone();
+        let buffers = Arc::clone(&self.buffers);
         self.pool.spawn(move || {
-            if verifier.is_some_and(|v| !v.piece_ok(index, &data)) {
-                let _ = events.send(Event::Bad { index, from: peer });
-                return;
-            }
-            let result = store.write_piece(index, &data);
-            let _ = events.send(Event::Stored {
-                index,
-                from: peer,
-                result,
-            });
+            let event = if verifier.is_some_and(|v| !v.piece_ok(index, &data)) {
+                Event::Bad { index, from: peer }
+            } else {
+                let result = store.write_piece(index, &data);
+                Event::Stored {
+                    index,
+                    from: peer,
+                    result,
+                }
+            };
+            buffers.give(data);
+            let _ = events.send(event);
         });
         self.request_from(peer);
+    }
+
+    /// Outside strict mode, an interested neighbour gets a free upload slot at
+    /// once instead of at the next interval: a preferred one while fewer than
+    /// k are preferred, else the optimistic one while there is none.
+    fn offer_free_slot(&mut self, peer: u32) {
+        if self.unchoked.contains(&peer) {
+            return;
+        }
+        if self.preferred.len() < self.config.common.preferred_neighbors {
+            self.preferred.push(peer);
+            self.preferred.sort_unstable();
+            self.log.preferred_neighbors(&self.preferred);
+            self.logged_preferred = self.preferred.clone();
+        } else if self.optimistic.is_none() {
+            self.optimistic = Some(peer);
+            self.log.optimistic_neighbor(peer);
+        } else {
+            return;
+        }
+        self.apply_choking();
     }
 
     /// A piece failed verification: free it for others, count it against the
     /// sender, and ban a sender that keeps doing it.
     fn on_bad(&mut self, index: u32, from: u32) {
         self.storing.set(index, false);
+        self.storing_count -= 1;
         self.release(index);
         let count = self.bad_pieces.entry(from).or_insert(0);
         *count += 1;
@@ -691,6 +761,8 @@ impl Engine {
 
     fn on_stored(&mut self, index: u32, from: u32, result: io::Result<()>) {
         self.storing.set(index, false);
+        self.storing_count -= 1;
+        let was_full = self.storing_count + 1 >= self.max_storing;
         if let Err(e) = result {
             self.fatal = Some(EngineError::Disk(e));
             return;
@@ -712,6 +784,9 @@ impl Engine {
                 n.we_are_interested = false;
                 self.send(peer, Message::NotInterested);
             }
+        }
+        if was_full {
+            self.fill_requests();
         }
         if self.have.is_complete() && !self.finishing {
             self.finishing = true;
@@ -747,15 +822,30 @@ impl Engine {
         }
     }
 
-    /// Requests a random wanted piece from `peer` if it unchoked us and we
-    /// have nothing outstanding with it.
+    /// Requests random wanted pieces from `peer` while it unchokes us, up to
+    /// the pipeline depth (1 with a plain peer, as SPEC.md says), and while
+    /// fewer than [`max_storing`] pieces wait for the disk.
     fn request_from(&mut self, peer: u32) {
-        let Some(n) = self.neighbours.get_mut(&peer) else {
-            return;
-        };
-        if n.they_choke_us || n.outstanding.is_some() || self.stop.load(Relaxed) {
-            return;
+        let depth = self.config.common.pipeline_depth as usize;
+        loop {
+            let Some(n) = self.neighbours.get(&peer) else {
+                return;
+            };
+            let limit = if n.pipelining { depth } else { 1 };
+            if n.they_choke_us
+                || n.outstanding.len() >= limit
+                || self.storing_count >= self.max_storing
+                || self.stop.load(Relaxed)
+                || !self.request_one(peer)
+            {
+                return;
+            }
         }
+    }
+
+    /// Requests one random wanted piece from `peer`; false when it has none.
+    fn request_one(&mut self, peer: u32) -> bool {
+        let n = self.neighbours.get_mut(&peer).expect("checked by caller");
         let pick = if n.sent_bad.is_empty() {
             picker::pick_random(&n.has, &self.wanted, &mut self.rng)
         } else {
@@ -766,19 +856,21 @@ impl Engine {
             picker::pick_random(&n.has, &elsewhere, &mut self.rng)
                 .or_else(|| picker::pick_random(&n.has, &self.wanted, &mut self.rng))
         };
-        if let Some(index) = pick {
-            n.outstanding = Some(index);
-            self.wanted.set(index, false);
-            self.send(peer, Message::Request(index));
-        }
+        let Some(index) = pick else {
+            return false;
+        };
+        n.outstanding.push(index);
+        self.wanted.set(index, false);
+        self.send(peer, Message::Request(index));
+        true
     }
 
-    /// Gives every idle, unchoking neighbour a request (after pieces were freed).
+    /// Tops up the requests of every unchoking neighbour (after pieces were freed).
     fn fill_requests(&mut self) {
         let idle: Vec<u32> = self
             .neighbours
             .iter()
-            .filter(|(_, n)| !n.they_choke_us && n.outstanding.is_none())
+            .filter(|(_, n)| !n.they_choke_us)
             .map(|(&id, _)| id)
             .collect();
         for peer in idle {

@@ -7,14 +7,23 @@
 //! neighbour's bounded [`Out`] queue onto the socket, reading served pieces
 //! from the store with positioned reads. Frame validity is decided by
 //! [`crate::wire`]; nothing here parses bytes by hand.
+//!
+//! Extension negotiation (request pipelining) lives here and is built so that
+//! a plain peer never sees a byte it would not expect: the acceptor waits
+//! briefly for the dialer's handshake and offers the extension only back to a
+//! dialer that offered it; a dialer that offered it to a plain peer which then
+//! hangs up dials again without it, and remembers.
 
 use crate::config::PeerEntry;
 use crate::engine::{CloseReason, ConnId, Event};
 use crate::status::Counters;
 use crate::store::Store;
-use crate::wire::{self, Kind, Limits, Message, FRAME_HEADER_LEN, HANDSHAKE_LEN, PIECE_INDEX_LEN};
+use crate::wire::{
+    self, Kind, Limits, Message, Reserved, FRAME_HEADER_LEN, HANDSHAKE_LEN, PIECE_INDEX_LEN,
+};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use parking_lot::Mutex;
+use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +32,45 @@ use std::time::{Duration, Instant};
 
 /// How long the other side has to send its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an acceptor waits for the dialer's handshake before sending its
+/// own (plain) one: SPEC.md dialers send at once, so this is only spent on a
+/// dialer that waits for us.
+const OFFER_WAIT: Duration = Duration::from_millis(200);
+/// How long a dialer that offered the extension to a plain peer watches for
+/// that peer hanging up on it.
+const REFUSAL_WATCH: Duration = Duration::from_millis(250);
 const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Piece buffers for reuse: readers take one for each received piece, the pool
+/// gives it back once the piece is written, so the steady state allocates
+/// (and zeroes) nothing per piece.
+pub struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    max_pooled: usize,
+}
+
+impl BufferPool {
+    pub fn new(max_pooled: usize) -> BufferPool {
+        BufferPool {
+            free: Mutex::new(Vec::new()),
+            max_pooled,
+        }
+    }
+
+    /// A buffer of exactly `len` bytes (contents unspecified).
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.free.lock().pop().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    pub fn give(&self, buf: Vec<u8>) {
+        let mut free = self.free.lock();
+        if free.len() < self.max_pooled {
+            free.push(buf);
+        }
+    }
+}
 
 /// What the engine asks a writer to send.
 #[derive(Debug)]
@@ -63,27 +110,83 @@ pub enum HandshakeError {
     Wire(#[from] wire::WireError),
 }
 
-/// Sends our handshake at once, then reads and checks theirs.
-pub fn exchange_handshake(
+fn reserved_for(offer: bool) -> Reserved {
+    if offer {
+        wire::reserved_offering_pipelining()
+    } else {
+        [0u8; 10]
+    }
+}
+
+/// Waits up to `wait` for `len` bytes to be readable, without consuming them.
+fn bytes_arrive(stream: &TcpStream, len: usize, wait: Duration) -> io::Result<bool> {
+    let deadline = Instant::now() + wait;
+    let mut buf = vec![0u8; len];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.peek(&mut buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) if n >= len => return Ok(true),
+            Ok(_) => thread::sleep(Duration::from_millis(2)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The acceptor's side. Returns the peer and whether both sides use pipelining.
+pub fn accept_handshake(
     stream: &mut TcpStream,
     me: u32,
     accept: impl Fn(u32) -> bool,
-) -> Result<u32, HandshakeError> {
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    stream.write_all(&wire::encode_handshake(me))?;
+    extensions: bool,
+) -> Result<(u32, bool), HandshakeError> {
     let mut theirs = [0u8; HANDSHAKE_LEN];
-    stream.read_exact(&mut theirs)?;
-    let id = wire::decode_handshake(&theirs, accept)?;
+    let (peer, pipelining) = if bytes_arrive(stream, HANDSHAKE_LEN, OFFER_WAIT)? {
+        stream.read_exact(&mut theirs)?;
+        let peer = wire::decode_handshake(&theirs, &accept)?;
+        let pipelining = extensions && wire::offers_pipelining(&wire::handshake_reserved(&theirs));
+        stream.write_all(&wire::encode_handshake_with(me, reserved_for(pipelining)))?;
+        (peer, pipelining)
+    } else {
+        stream.write_all(&wire::encode_handshake(me))?;
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        stream.read_exact(&mut theirs)?;
+        (wire::decode_handshake(&theirs, &accept)?, false)
+    };
     stream.set_read_timeout(None)?;
-    Ok(id)
+    Ok((peer, pipelining))
+}
+
+enum DialError {
+    /// No connection was made (refused, unreachable): try again later.
+    Connect(io::Error),
+    /// Connected, but the handshake failed or the peer hung up right after it.
+    Handshake(String),
+    /// Someone answered who is not the peer we dial: retrying will not help.
+    Wire(wire::WireError),
 }
 
 /// Dials `target` until its handshake succeeds, retrying refused or failed
-/// attempts with back-off (50 ms doubling to 1 s) until `give_up_after`.
+/// attempts with back-off (50 ms doubling to 1 s) until `give_up_after`. With
+/// `extensions`, it offers pipelining until a connection fails after it was
+/// made (a plain peer refusing the offer), and from then on dials plain.
 pub fn spawn_dialer(
     me: u32,
     target: PeerEntry,
     give_up_after: Duration,
+    extensions: bool,
     events: Sender<Event>,
     stop: Arc<AtomicBool>,
 ) {
@@ -93,22 +196,33 @@ pub fn spawn_dialer(
             let deadline = Instant::now() + give_up_after;
             let mut backoff = Duration::from_millis(50);
             let mut last_error = String::from("no attempt made");
+            let mut offer = extensions;
             while !stop.load(Ordering::Relaxed) {
-                match dial_once(me, &target) {
-                    Ok(stream) => {
+                match dial_once(me, &target, offer) {
+                    Ok((stream, pipelining)) => {
                         let _ = events.send(Event::Connected {
                             peer: target.id,
                             stream,
                             dialled: true,
+                            pipelining,
                         });
                         return;
                     }
-                    // Someone else answers at that address: retrying will not help.
-                    Err(HandshakeError::Wire(e)) => {
+                    Err(DialError::Wire(e)) => {
                         last_error = e.to_string();
                         break;
                     }
-                    Err(HandshakeError::Io(e)) => last_error = e.to_string(),
+                    Err(DialError::Handshake(e)) if offer => {
+                        log::debug!(
+                            "peer {me}: {} refused the extension offer ({e}); dialling plain",
+                            target.id
+                        );
+                        offer = false;
+                        last_error = e;
+                        continue;
+                    }
+                    Err(DialError::Handshake(e)) => last_error = e,
+                    Err(DialError::Connect(e)) => last_error = e.to_string(),
                 }
                 if Instant::now() + backoff > deadline {
                     break;
@@ -129,20 +243,55 @@ pub fn spawn_dialer(
         .expect("spawn dialer thread");
 }
 
-fn dial_once(me: u32, target: &PeerEntry) -> Result<TcpStream, HandshakeError> {
-    let addrs = resolve(&target.host, target.port)?;
+fn dial_once(me: u32, target: &PeerEntry, offer: bool) -> Result<(TcpStream, bool), DialError> {
+    let addrs = resolve(&target.host, target.port).map_err(DialError::Connect)?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host has no address");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             Ok(mut stream) => {
-                stream.set_nodelay(true)?;
-                exchange_handshake(&mut stream, me, |id| id == target.id)?;
-                return Ok(stream);
+                let pipelining = dialled_handshake(&mut stream, me, target.id, offer)?;
+                return Ok((stream, pipelining));
             }
             Err(e) => last = e,
         }
     }
-    Err(last.into())
+    Err(DialError::Connect(last))
+}
+
+fn dialled_handshake(
+    stream: &mut TcpStream,
+    me: u32,
+    expect: u32,
+    offer: bool,
+) -> Result<bool, DialError> {
+    let io = |e: io::Error| DialError::Handshake(e.to_string());
+    stream.set_nodelay(true).map_err(io)?;
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(io)?;
+    stream
+        .write_all(&wire::encode_handshake_with(me, reserved_for(offer)))
+        .map_err(io)?;
+    let mut theirs = [0u8; HANDSHAKE_LEN];
+    stream.read_exact(&mut theirs).map_err(io)?;
+    wire::decode_handshake(&theirs, |id| id == expect).map_err(DialError::Wire)?;
+    let both = offer && wire::offers_pipelining(&wire::handshake_reserved(&theirs));
+    if offer && !both {
+        // A plain peer that objects to our reserved bytes hangs up now.
+        stream.set_read_timeout(Some(REFUSAL_WATCH)).map_err(io)?;
+        match stream.peek(&mut [0u8; 1]) {
+            Ok(0) => return Err(DialError::Handshake("closed after the handshake".into())),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    stream.set_read_timeout(None).map_err(io)?;
+    Ok(both)
 }
 
 /// Accepts connections until `stop` is set; each is handshaken on its own
@@ -151,6 +300,7 @@ pub fn spawn_listener(
     me: u32,
     listener: TcpListener,
     acceptable: Arc<dyn Fn(u32) -> bool + Send + Sync>,
+    extensions: bool,
     events: Sender<Event>,
     stop: Arc<AtomicBool>,
 ) {
@@ -179,12 +329,13 @@ pub fn spawn_listener(
                             .map(|a| a.to_string())
                             .unwrap_or_else(|_| "?".into());
                         let _ = stream.set_nodelay(true);
-                        match exchange_handshake(&mut stream, me, |id| acceptable(id)) {
-                            Ok(peer) => {
+                        match accept_handshake(&mut stream, me, |id| acceptable(id), extensions) {
+                            Ok((peer, pipelining)) => {
                                 let _ = events.send(Event::Connected {
                                     peer,
                                     stream,
                                     dialled: false,
+                                    pipelining,
                                 });
                             }
                             Err(e) => {
@@ -217,6 +368,7 @@ pub fn spawn_reader(
     peer: u32,
     stream: TcpStream,
     limits: Limits,
+    buffers: Arc<BufferPool>,
     events: Sender<Event>,
 ) {
     thread::Builder::new()
@@ -224,7 +376,7 @@ pub fn spawn_reader(
         .spawn(move || {
             let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, stream);
             let reason = loop {
-                match read_frame(&mut reader, &limits) {
+                match read_frame(&mut reader, &limits, &buffers) {
                     Ok(message) => {
                         if events
                             .send(Event::Frame {
@@ -255,7 +407,11 @@ fn io_reason(e: io::Error) -> CloseReason {
 
 /// One frame off the socket. The header is judged before the body is read;
 /// a piece's bytes go straight from the socket buffer into their own buffer.
-fn read_frame(reader: &mut impl Read, limits: &Limits) -> Result<Message, CloseReason> {
+fn read_frame(
+    reader: &mut impl Read,
+    limits: &Limits,
+    buffers: &BufferPool,
+) -> Result<Message, CloseReason> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     reader.read_exact(&mut header).map_err(io_reason)?;
     let (kind, body_len) = limits
@@ -268,7 +424,7 @@ fn read_frame(reader: &mut impl Read, limits: &Limits) -> Result<Message, CloseR
         limits
             .check_piece_len(index, body_len)
             .map_err(CloseReason::Protocol)?;
-        let mut data = vec![0u8; body_len - PIECE_INDEX_LEN];
+        let mut data = buffers.take(body_len - PIECE_INDEX_LEN);
         reader.read_exact(&mut data).map_err(io_reason)?;
         return Ok(Message::Piece { index, data });
     }
@@ -307,14 +463,17 @@ fn write_loop(
     store: &Store,
     counters: &Counters,
 ) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, stream);
-    let mut frame = Vec::with_capacity(64);
+    let mut out = stream;
+    // Small frames gather here and go out with the next piece or when the
+    // queue runs dry; a piece goes out as header plus body in one vectored write.
+    let mut pending = Vec::with_capacity(4096);
     let mut piece = Vec::new();
     loop {
         let next = match queue.try_recv() {
             Ok(next) => next,
             Err(TryRecvError::Empty) => {
-                out.flush()?;
+                out.write_all(&pending)?;
+                pending.clear();
                 match queue.recv() {
                     Ok(next) => next,
                     Err(_) => break,
@@ -324,19 +483,40 @@ fn write_loop(
         };
         match next {
             Out::Msg(message) => {
-                frame.clear();
-                wire::encode(&message, &mut frame);
-                out.write_all(&frame)?;
+                wire::encode(&message, &mut pending);
+                if pending.len() >= SOCKET_BUFFER_BYTES {
+                    out.write_all(&pending)?;
+                    pending.clear();
+                }
             }
             Out::Serve(index) => {
                 store.read_piece(index, &mut piece)?;
-                out.write_all(&wire::piece_header(index, piece.len() as u32))?;
-                out.write_all(&piece)?;
+                let header = wire::piece_header(index, piece.len() as u32);
+                let mut slices = [
+                    IoSlice::new(&pending),
+                    IoSlice::new(&header),
+                    IoSlice::new(&piece),
+                ];
+                write_all_vectored(&mut out, &mut slices)?;
+                pending.clear();
                 counters
                     .bytes_out
                     .fetch_add(piece.len() as u64, Ordering::Relaxed);
             }
         }
     }
-    out.flush()
+    out.write_all(&pending)
+}
+
+fn write_all_vectored(out: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match out.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -36,6 +36,8 @@ pub struct PeerOptions {
     pub rng_seed: Option<u64>,
     /// Turn SIGINT/SIGTERM into a clean stop (for a process of its own).
     pub handle_signals: bool,
+    /// Every extension off, whatever Common.cfg says (`--strict`).
+    pub strict: bool,
 }
 
 impl PeerOptions {
@@ -47,6 +49,7 @@ impl PeerOptions {
             connect_timeout: Duration::from_secs(120),
             rng_seed: None,
             handle_signals: false,
+            strict: false,
         }
     }
 }
@@ -202,10 +205,12 @@ fn install_signal_handler(events: crossbeam_channel::Sender<Event>) -> io::Resul
 }
 
 pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
-    let config = Config::load(&opts.dir)?;
+    let mut config = Config::load(&opts.dir)?;
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
+    config.common.strict |= opts.strict;
+    let extensions = !config.common.strict;
     let me = config.check_local_peer(opts.id)?.clone();
     let layout = config.common.layout;
     let path = config.peer_file(me.id);
@@ -255,6 +260,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         me.id,
         listener,
         Arc::new(move |id| below.contains(&id)),
+        extensions,
         events.0.clone(),
         Arc::clone(&stop),
     );
@@ -272,6 +278,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
             me.id,
             above.clone(),
             opts.connect_timeout,
+            extensions,
             events.0.clone(),
             Arc::clone(&stop),
         );
@@ -290,6 +297,9 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         stop: Arc::clone(&stop),
         verifier: verifier.map(Arc::new),
         checkpointer,
+        buffers: Arc::new(net::BufferPool::new(
+            crate::engine::max_storing(layout.piece_size_bytes()) + 8,
+        )),
     });
     let result = engine.run();
     stop.store(true, Relaxed);

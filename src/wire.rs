@@ -108,12 +108,45 @@ impl Message {
 
 // ---------------------------------------------------------------- handshake
 
+/// The ten bytes between the header and the ID.
+pub type Reserved = [u8; 10];
+
+/// Reserved bytes 8 and 9 of a p2pft peer that offers request pipelining: a
+/// magic byte no padding style produces (not 0x00, not ASCII `0`), then flags.
+/// A plain peer never sees them unless it first sent them to us.
+pub const EXTENSION_MAGIC: u8 = 0xF7;
+pub const EXTENSION_PIPELINING: u8 = 0x01;
+
+/// Reserved bytes that offer pipelining.
+pub fn reserved_offering_pipelining() -> Reserved {
+    let mut r = [0u8; 10];
+    r[8] = EXTENSION_MAGIC;
+    r[9] = EXTENSION_PIPELINING;
+    r
+}
+
+/// Whether reserved bytes offer pipelining.
+pub fn offers_pipelining(reserved: &Reserved) -> bool {
+    reserved[8] == EXTENSION_MAGIC && reserved[9] & EXTENSION_PIPELINING != 0
+}
+
 /// The 32 bytes we send: header, ten zero bytes, our ID big-endian.
 pub fn encode_handshake(peer_id: u32) -> [u8; HANDSHAKE_LEN] {
+    encode_handshake_with(peer_id, [0u8; 10])
+}
+
+/// A handshake with the given reserved bytes (extensions only).
+pub fn encode_handshake_with(peer_id: u32, reserved: Reserved) -> [u8; HANDSHAKE_LEN] {
     let mut out = [0u8; HANDSHAKE_LEN];
     out[..18].copy_from_slice(HANDSHAKE_HEADER);
+    out[18..28].copy_from_slice(&reserved);
     out[28..].copy_from_slice(&peer_id.to_be_bytes());
     out
+}
+
+/// The reserved bytes of a received handshake.
+pub fn handshake_reserved(bytes: &[u8; HANDSHAKE_LEN]) -> Reserved {
+    bytes[18..28].try_into().expect("10 bytes")
 }
 
 /// Reads a received handshake leniently: the padding may be anything (some
@@ -332,6 +365,19 @@ mod tests {
         let mut zero_padded_binary = encode_handshake(1002);
         zero_padded_binary[18..28].copy_from_slice(b"0000000000");
         assert_eq!(decode_handshake(&zero_padded_binary, known), Ok(1002));
+    }
+
+    #[test]
+    fn pipelining_is_offered_only_by_magic_and_flag() {
+        let offer = encode_handshake_with(1001, reserved_offering_pipelining());
+        assert_eq!(&offer[18..28], &[0, 0, 0, 0, 0, 0, 0, 0, 0xF7, 0x01]);
+        assert_eq!(decode_handshake(&offer, |id| id == 1001), Ok(1001));
+        assert!(offers_pipelining(&handshake_reserved(&offer)));
+        assert!(!offers_pipelining(&handshake_reserved(&encode_handshake(
+            1001
+        ))));
+        assert!(!offers_pipelining(b"0000000000"));
+        assert!(!offers_pipelining(b"0000000001"));
     }
 
     #[test]

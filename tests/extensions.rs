@@ -1,0 +1,82 @@
+//! The pipelining extension: on between p2pft peers, off with `--strict` and
+//! with plain peers, and never costing a plain peer its connection, even one
+//! that hangs up on any non-zero reserved byte.
+
+mod common;
+use common::{Spec, Swarm, PEER_PROCESS};
+use std::process::Command;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn ours(strict: bool) -> Command {
+    let mut cmd = Command::new(PEER_PROCESS);
+    cmd.env("P2PFT_LOG", "info");
+    if strict {
+        cmd.arg("--strict");
+    }
+    cmd
+}
+
+/// Which neighbours `id` said it pipelines with, and which not.
+fn pipelining(swarm: &Swarm, id: u32) -> (Vec<u32>, Vec<u32>) {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for line in swarm.stderr_text(id).lines() {
+        let Some(rest) = line.split(": connected to ").nth(1) else {
+            continue;
+        };
+        let (peer, state) = rest.split_once(", pipelining ").unwrap();
+        let peer: u32 = peer.parse().unwrap();
+        if state == "on" {
+            on.push(peer);
+        } else {
+            off.push(peer);
+        }
+    }
+    on.sort_unstable();
+    off.sort_unstable();
+    (on, off)
+}
+
+#[test]
+fn pipelined_and_strict_peers_in_one_swarm() {
+    let mut swarm = Swarm::new(Spec::new(6, 3 << 20, 16 * 1024));
+    let strict = [1002, 1005];
+    for id in swarm.ids.clone() {
+        swarm.start_with(ours(strict.contains(&id)), id);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    swarm.finish_and_check(LIMIT);
+    for id in swarm.ids.clone() {
+        let (on, off) = pipelining(&swarm, id);
+        let expect_on: Vec<u32> = if strict.contains(&id) {
+            vec![]
+        } else {
+            swarm.ids.iter().copied().filter(|&x| x != id && !strict.contains(&x)).collect()
+        };
+        assert_eq!(on, expect_on, "peer {id} pipelines with");
+        assert_eq!(on.len() + off.len(), 5, "peer {id}: one connection each");
+    }
+}
+
+#[test]
+fn a_plain_peer_that_hangs_up_on_reserved_bytes_still_completes() {
+    // 1003 runs tests/spec_peer.py, closing on any non-zero reserved byte.
+    // It dials 1001 and 1002 (ours) and is dialled by 1004 and 1005 (ours,
+    // which offer the extension first and must fall back without it).
+    let mut swarm = Swarm::new(Spec::new(5, 1 << 20, 8 * 1024));
+    for id in swarm.ids.clone() {
+        if id == 1003 {
+            swarm.start_spec_peer(id, &[("SPEC_PEER_STRICT_RESERVED", "1")]);
+        } else {
+            swarm.start_with(ours(false), id);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    swarm.finish_and_check(LIMIT);
+    for id in [1001, 1002, 1004, 1005] {
+        let (on, off) = pipelining(&swarm, id);
+        assert!(off.contains(&1003) && !on.contains(&1003), "peer {id}: on {on:?} off {off:?}");
+        assert_eq!(on.len(), 3, "peer {id} pipelines with the other p2pft peers: {on:?}");
+    }
+}
