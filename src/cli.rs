@@ -66,6 +66,8 @@ pub enum Command {
     Meta(MetaArgs),
     /// Check a peer's file against the metadata and report which pieces are good.
     Verify(VerifyArgs),
+    /// Benchmark a swarm of peer processes in a temporary directory against this machine's ceilings.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +148,7 @@ pub fn main_p2pft() -> i32 {
         Command::Swarm(args) => crate::swarm::run_cli(args),
         Command::Meta(args) => run_meta(args),
         Command::Verify(args) => run_verify(args),
+        Command::Bench(args) => crate::bench::run_cli(args),
     }
 }
 

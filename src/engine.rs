@@ -448,7 +448,7 @@ impl Engine {
                 return;
             }
         };
-                if dialled {
+        if dialled {
             self.log.makes_connection(peer);
         } else {
             self.log.connected_from(peer);
@@ -815,6 +815,7 @@ impl Engine {
         match result {
             Ok(()) => {
                 self.complete_peers.insert(self.me);
+                self.counters.complete.store(true, Relaxed);
                 self.log.complete();
                 self.start_checkpoint();
             }

@@ -5,6 +5,7 @@
 //! ([`net`]), positioned file I/O ([`store`]), and the launcher ([`swarm`]).
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod bitfield;
 pub mod choke;
 pub mod cli;

@@ -87,13 +87,7 @@ fn spawn_status_printer(id: u32, num_pieces: u32, counters: Arc<Counters>, stop:
         .name("status".into())
         .spawn(move || {
             while !stop.load(Relaxed) {
-                let s = counters.snapshot(Phase::Progress, id, num_pieces);
-                let phase = if s.pieces == num_pieces {
-                    Phase::Complete
-                } else {
-                    Phase::Progress
-                };
-                print_status(&crate::status::Status { phase, ..s });
+                print_status(&counters.snapshot(Phase::Progress, id, num_pieces));
                 thread::sleep(Duration::from_millis(200));
             }
         })
@@ -249,6 +243,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
 
     let counters = Arc::new(Counters::default());
     counters.pieces.store(have.count(), Relaxed);
+    counters.complete.store(have.is_complete(), Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let events = crossbeam_channel::bounded(EVENT_QUEUE);
     if opts.handle_signals {

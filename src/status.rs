@@ -6,7 +6,7 @@
 //! a line on stdout; `p2pft swarm` parses them. Never blocks the engine.
 
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -15,6 +15,10 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Piece bytes sent.
     pub bytes_out: AtomicU64,
+    /// The file is complete, flushed and (with metadata) verified whole.
+    pub complete: AtomicBool,
+    /// Most threads seen in this process.
+    pub max_threads: AtomicU32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +34,7 @@ pub enum Phase {
     Done,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub phase: Phase,
     pub peer: u32,
@@ -38,10 +42,52 @@ pub struct Status {
     pub num_pieces: u32,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// User plus system CPU time of the peer process so far.
+    #[serde(default)]
+    pub cpu_secs: f64,
+    /// Peak resident set size of the peer process (VmHWM).
+    #[serde(default)]
+    pub peak_rss_kb: u64,
+    /// Most threads the peer process had at once.
+    #[serde(default)]
+    pub threads: u32,
+}
+
+/// What /proc says about this process: CPU seconds, peak RSS, threads now.
+pub fn process_stats() -> (f64, u64, u32) {
+    // USER_HZ is 100 on every Linux ABI.
+    const TICKS_PER_SEC: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the command name: state is field 3 (index 0), utime 14, stime 15, threads 20.
+    let cpu = (field(11) + field(12)) as f64 / TICKS_PER_SEC;
+    let threads = field(17) as u32;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, peak_kb, threads)
 }
 
 impl Counters {
+    /// The status now; `phase` is raised to `Complete` once the file is.
     pub fn snapshot(&self, phase: Phase, peer: u32, num_pieces: u32) -> Status {
+        let (cpu_secs, peak_rss_kb, threads) = process_stats();
+        let max_threads = self.max_threads.fetch_max(threads, Relaxed).max(threads);
+        let phase = match phase {
+            Phase::Progress if self.complete.load(Relaxed) => Phase::Complete,
+            other => other,
+        };
         Status {
             phase,
             peer,
@@ -49,6 +95,9 @@ impl Counters {
             num_pieces,
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            cpu_secs,
+            peak_rss_kb,
+            threads: max_threads,
         }
     }
 }
@@ -72,10 +121,21 @@ mod tests {
         let c = Counters::default();
         c.pieces.store(3, Relaxed);
         c.bytes_out.store(99, Relaxed);
-        let s = c.snapshot(Phase::Complete, 1002, 3);
+        let s = c.snapshot(Phase::Progress, 1002, 3);
+        assert_eq!(s.phase, Phase::Progress);
+        c.complete.store(true, Relaxed);
+        let s = c.snapshot(Phase::Progress, 1002, 3);
         let line = s.to_line();
         assert!(line.contains("\"phase\":\"complete\""), "{line}");
         assert_eq!(Status::parse(&line), Some(s));
         assert_eq!(Status::parse("not json"), None);
+    }
+
+    #[test]
+    fn process_stats_read_this_process() {
+        let (cpu, peak_kb, threads) = process_stats();
+        assert!(cpu >= 0.0);
+        assert!(peak_kb > 100, "peak RSS {peak_kb} kB");
+        assert!(threads >= 1);
     }
 }

@@ -69,6 +69,10 @@ pub struct PeerReport {
     pub file_ok: bool,
     /// The last lines the peer wrote on stderr, when it failed.
     pub stderr_tail: Vec<String>,
+    /// CPU seconds, peak RSS and most threads, as the peer last reported them.
+    pub cpu_secs: f64,
+    pub peak_rss_kb: u64,
+    pub threads: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -372,6 +376,9 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             } else {
                 p.stderr.lock().iter().cloned().collect()
             },
+            cpu_secs: last.as_ref().map_or(0.0, |s| s.cpu_secs),
+            peak_rss_kb: last.as_ref().map_or(0, |s| s.peak_rss_kb),
+            threads: last.as_ref().map_or(0, |s| s.threads),
         });
     }
     for p in &remote {
@@ -385,6 +392,9 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             bytes_out: 0,
             file_ok: false,
             stderr_tail: Vec::new(),
+            cpu_secs: 0.0,
+            peak_rss_kb: 0,
+            threads: 0,
         });
     }
     let ok = !timed_out
@@ -418,7 +428,8 @@ fn apply(peers: &mut [Running], update: Update, start: Instant) {
                 ));
                 p.rate = (Instant::now(), s.bytes_in);
             }
-            if s.pieces == s.num_pieces && p.complete_after.is_none() {
+            let verified = matches!(s.phase, Phase::Complete | Phase::Done);
+            if verified && p.complete_after.is_none() {
                 p.complete_after = Some(if p.entry.has_file {
                     Duration::ZERO
                 } else {

@@ -52,7 +52,12 @@ fn pipelined_and_strict_peers_in_one_swarm() {
         let expect_on: Vec<u32> = if strict.contains(&id) {
             vec![]
         } else {
-            swarm.ids.iter().copied().filter(|&x| x != id && !strict.contains(&x)).collect()
+            swarm
+                .ids
+                .iter()
+                .copied()
+                .filter(|&x| x != id && !strict.contains(&x))
+                .collect()
         };
         assert_eq!(on, expect_on, "peer {id} pipelines with");
         assert_eq!(on.len() + off.len(), 5, "peer {id}: one connection each");
@@ -76,7 +81,14 @@ fn a_plain_peer_that_hangs_up_on_reserved_bytes_still_completes() {
     swarm.finish_and_check(LIMIT);
     for id in [1001, 1002, 1004, 1005] {
         let (on, off) = pipelining(&swarm, id);
-        assert!(off.contains(&1003) && !on.contains(&1003), "peer {id}: on {on:?} off {off:?}");
-        assert_eq!(on.len(), 3, "peer {id} pipelines with the other p2pft peers: {on:?}");
+        assert!(
+            off.contains(&1003) && !on.contains(&1003),
+            "peer {id}: on {on:?} off {off:?}"
+        );
+        assert_eq!(
+            on.len(),
+            3,
+            "peer {id} pipelines with the other p2pft peers: {on:?}"
+        );
     }
 }

@@ -1,0 +1,485 @@
+//! `p2pft bench`: a swarm benchmark any user can run. It builds a swarm in a
+//! temporary directory, measures this machine's ceilings (one loopback TCP
+//! stream, SHA-1 on one core, reading from the page cache), runs the swarm as
+//! separate peer processes through [`crate::swarm`], and reports figures and
+//! their ratios to the ceilings, as a table or one JSON record.
+//!
+//! Owns the benchmark's set-up and arithmetic; never changes how a peer works.
+
+use crate::swarm::{self, SwarmArgs, SwarmReport};
+use clap::Args;
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A size such as `512M`, `256K`, `2G` or `1000` (bytes; K, M, G are powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    let mult = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("`{s}`: unit must be K, M or G")),
+    };
+    n.checked_mul(mult)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size above 0"))
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Peers in the swarm, seeds included.
+    #[arg(long, default_value_t = 5)]
+    pub peers: usize,
+    /// How many of them start with the file.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// File size (K, M, G suffixes are powers of 1024).
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    pub file_size: u64,
+    /// Piece size.
+    #[arg(long, default_value = "256K", value_parser = parse_size)]
+    pub piece_size: u64,
+    /// NumberOfPreferredNeighbors.
+    #[arg(short, long, default_value_t = 4)]
+    pub k: usize,
+    /// UnchokingInterval, seconds.
+    #[arg(short, long, default_value_t = 1.0)]
+    pub p: f64,
+    /// OptimisticUnchokingInterval, seconds.
+    #[arg(short, long, default_value_t = 2.0)]
+    pub m: f64,
+    /// Spec-strict peers: no pipelining, no early unchoke.
+    #[arg(long)]
+    pub strict: bool,
+    /// Requests outstanding per p2pft neighbour.
+    #[arg(long, default_value_t = crate::config::DEFAULT_PIPELINE_DEPTH)]
+    pub pipeline_depth: u32,
+    /// No metadata: pieces are not verified.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Where to build the swarm (a new directory inside it); default: the system temp dir.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the swarm directory afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Fail if the swarm has not finished after this many seconds.
+    #[arg(long, default_value_t = 900.0)]
+    pub timeout: f64,
+    /// Print one JSON record instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceilings {
+    pub loopback_one_stream_bytes_per_sec: f64,
+    pub sha1_one_core_bytes_per_sec: f64,
+    pub page_cache_read_bytes_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerFigures {
+    pub id: u32,
+    pub seed: bool,
+    pub complete_after_secs: Option<f64>,
+    pub cpu_secs: f64,
+    pub peak_rss_mb: f64,
+    pub threads: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRecord {
+    pub ok: bool,
+    pub peers: usize,
+    pub seeds: usize,
+    pub file_size_bytes: u64,
+    pub piece_size_bytes: u64,
+    pub k: usize,
+    pub p_secs: f64,
+    pub m_secs: f64,
+    pub strict: bool,
+    pub pipeline_depth: u32,
+    pub verified: bool,
+    /// From the first peer's start to the last leecher's verified completion.
+    pub wall_secs: f64,
+    pub delivered_bytes: u64,
+    pub delivered_bytes_per_sec: f64,
+    pub cpu_secs_total: f64,
+    pub cpu_secs_per_delivered_gib: f64,
+    pub peak_rss_mb_max: f64,
+    pub threads_max: u32,
+    pub ceilings: Ceilings,
+    pub rate_to_loopback: f64,
+    pub rate_to_sha1: f64,
+    pub rate_to_page_cache: f64,
+    pub per_peer: Vec<PeerFigures>,
+}
+
+/// Fills `path` with `size` pseudo-random bytes (xorshift; incompressible enough).
+fn write_random_file(path: &Path, size: u64) -> io::Result<()> {
+    let mut f = io::BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ size;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for chunk in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.flush()
+}
+
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// One TCP stream over loopback, 256 KiB writes, for about `secs`.
+pub fn loopback_ceiling(secs: f64) -> io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> io::Result<(u64, Duration)> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        let start = Instant::now();
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok((total, start.elapsed())),
+                n => total += n as u64,
+            }
+        }
+    });
+    let mut s = TcpStream::connect(addr)?;
+    let buf = vec![7u8; 256 * 1024];
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        s.write_all(&buf)?;
+    }
+    drop(s);
+    let (total, took) = reader.join().expect("reader thread")?;
+    Ok(total as f64 / took.as_secs_f64())
+}
+
+/// SHA-1 of an in-memory buffer on this thread, for about `secs`.
+pub fn sha1_ceiling(secs: f64) -> f64 {
+    let buf = vec![0x5au8; 16 << 20];
+    let start = Instant::now();
+    let mut total = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        std::hint::black_box(crate::meta::sha1(&buf));
+        total += buf.len() as u64;
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Sequential 1 MiB positioned reads of a file that is in the page cache.
+pub fn page_cache_ceiling(path: &Path, max_bytes: u64) -> io::Result<f64> {
+    let f = File::open(path)?;
+    let len = f.metadata()?.len().min(max_bytes);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = |limit: u64| -> io::Result<u64> {
+        let mut off = 0;
+        while off < limit {
+            let n = f.read_at(&mut buf, off)?;
+            if n == 0 {
+                break;
+            }
+            off += n as u64;
+        }
+        Ok(off)
+    };
+    read(len)?; // warm the cache
+    let start = Instant::now();
+    let n = read(len)?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
+    let io = |e: io::Error| e.to_string();
+    if args.peers < 2 || args.seeds == 0 || args.seeds >= args.peers {
+        return Err("need at least 2 peers and from 1 to peers-1 seeds".into());
+    }
+    let piece_size =
+        u32::try_from(args.piece_size).map_err(|_| "piece size too large".to_string())?;
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut common = format!(
+        "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName bench.bin\nFileSize {}\nPieceSize {piece_size}\nP2pftPipelineDepth {}\n",
+        args.k, args.p, args.m, args.file_size, args.pipeline_depth
+    );
+    if args.strict {
+        common += "P2pftStrict 1\n";
+    }
+    std::fs::write(dir.join("Common.cfg"), common).map_err(io)?;
+    let ports = free_ports(args.peers).map_err(io)?;
+    let mut info = String::new();
+    for (i, port) in ports.iter().enumerate() {
+        info += &format!(
+            "{} 127.0.0.1 {port} {}\n",
+            1001 + i,
+            u8::from(i < args.seeds)
+        );
+    }
+    std::fs::write(dir.join("PeerInfo.cfg"), info).map_err(io)?;
+    let first = dir.join("peer_1001");
+    std::fs::create_dir_all(&first).map_err(io)?;
+    write_random_file(&first.join("bench.bin"), args.file_size).map_err(io)?;
+    for i in 1..args.seeds {
+        let d = dir.join(format!("peer_{}", 1001 + i));
+        std::fs::create_dir_all(&d).map_err(io)?;
+        std::fs::hard_link(first.join("bench.bin"), d.join("bench.bin")).map_err(io)?;
+    }
+    if !args.no_verify {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .build()
+            .map_err(|e| e.to_string())?;
+        crate::meta::Meta::create(&first.join("bench.bin"), piece_size, &pool)
+            .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn record(args: &BenchArgs, report: &SwarmReport, ceilings: Ceilings) -> BenchRecord {
+    let leechers = report.peers.iter().filter(|p| !p.seed).count() as u64;
+    let delivered = leechers * args.file_size;
+    let wall = report
+        .peers
+        .iter()
+        .filter_map(|p| p.complete_after_secs)
+        .fold(0.0, f64::max);
+    let wall = if report.ok { wall } else { report.wall_secs };
+    let cpu: f64 = report.peers.iter().map(|p| p.cpu_secs).sum();
+    let rate = delivered as f64 / wall.max(1e-9);
+    BenchRecord {
+        ok: report.ok,
+        peers: args.peers,
+        seeds: args.seeds,
+        file_size_bytes: args.file_size,
+        piece_size_bytes: args.piece_size,
+        k: args.k,
+        p_secs: args.p,
+        m_secs: args.m,
+        strict: args.strict,
+        pipeline_depth: args.pipeline_depth,
+        verified: !args.no_verify,
+        wall_secs: wall,
+        delivered_bytes: delivered,
+        delivered_bytes_per_sec: rate,
+        cpu_secs_total: cpu,
+        cpu_secs_per_delivered_gib: cpu / (delivered as f64 / GIB).max(1e-12),
+        peak_rss_mb_max: report
+            .peers
+            .iter()
+            .map(|p| p.peak_rss_kb as f64 / 1024.0)
+            .fold(0.0, f64::max),
+        threads_max: report.peers.iter().map(|p| p.threads).max().unwrap_or(0),
+        rate_to_loopback: rate / ceilings.loopback_one_stream_bytes_per_sec,
+        rate_to_sha1: rate / ceilings.sha1_one_core_bytes_per_sec,
+        rate_to_page_cache: rate / ceilings.page_cache_read_bytes_per_sec,
+        ceilings,
+        per_peer: report
+            .peers
+            .iter()
+            .map(|p| PeerFigures {
+                id: p.id,
+                seed: p.seed,
+                complete_after_secs: p.complete_after_secs,
+                cpu_secs: p.cpu_secs,
+                peak_rss_mb: p.peak_rss_kb as f64 / 1024.0,
+                threads: p.threads,
+            })
+            .collect(),
+    }
+}
+
+fn print_table(r: &BenchRecord) {
+    println!(
+        "swarm: {} peers ({} seed{}), {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}, {}",
+        r.peers,
+        r.seeds,
+        if r.seeds == 1 { "" } else { "s" },
+        r.file_size_bytes as f64 / MIB,
+        r.piece_size_bytes / 1024,
+        r.k,
+        r.p_secs,
+        r.m_secs,
+        if r.strict {
+            "spec-strict".to_string()
+        } else {
+            format!("pipeline depth {}", r.pipeline_depth)
+        },
+        if r.verified {
+            "SHA-1 verified"
+        } else {
+            "unverified"
+        }
+    );
+    println!(
+        "{:>6}  {:>7}  {:>11}  {:>8}  {:>8}  {:>7}",
+        "peer", "role", "complete s", "CPU s", "RSS MB", "threads"
+    );
+    for p in &r.per_peer {
+        println!(
+            "{:>6}  {:>7}  {:>11}  {:>8.2}  {:>8.1}  {:>7}",
+            p.id,
+            if p.seed { "seed" } else { "leecher" },
+            p.complete_after_secs
+                .map_or("-".into(), |s| format!("{s:.3}")),
+            p.cpu_secs,
+            p.peak_rss_mb,
+            p.threads
+        );
+    }
+    let c = &r.ceilings;
+    println!("ceilings: loopback one stream {:.0} MiB/s, SHA-1 one core {:.0} MiB/s, page-cache read {:.0} MiB/s",
+        c.loopback_one_stream_bytes_per_sec / MIB, c.sha1_one_core_bytes_per_sec / MIB, c.page_cache_read_bytes_per_sec / MIB);
+    println!("wall to last verified completion  {:>10.3} s", r.wall_secs);
+    println!(
+        "delivered                         {:>10.1} MiB/s  ({:.2} of loopback, {:.2} of SHA-1, {:.2} of page cache)",
+        r.delivered_bytes_per_sec / MIB,
+        r.rate_to_loopback,
+        r.rate_to_sha1,
+        r.rate_to_page_cache
+    );
+    println!(
+        "CPU per delivered GiB             {:>10.2} s   ({:.2} s in all)",
+        r.cpu_secs_per_delivered_gib, r.cpu_secs_total
+    );
+    println!(
+        "peak RSS, largest peer            {:>10.1} MB",
+        r.peak_rss_mb_max
+    );
+    println!("threads, most in one peer         {:>10}", r.threads_max);
+    println!(
+        "result: {}",
+        if r.ok {
+            "OK (every file identical to the seed's)"
+        } else {
+            "FAILED"
+        }
+    );
+}
+
+/// `p2pft bench`: 0 when the swarm finished and every file matched, 1 if not,
+/// 2 for bad arguments.
+pub fn run_cli(args: &BenchArgs) -> i32 {
+    crate::cli::init_diagnostics("bench".into());
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("p2pft-bench-{}", std::process::id()));
+    if let Err(e) = setup(args, &dir) {
+        eprintln!("error: {e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        return 2;
+    }
+    let ceilings = (|| -> io::Result<Ceilings> {
+        Ok(Ceilings {
+            loopback_one_stream_bytes_per_sec: loopback_ceiling(1.0)?,
+            sha1_one_core_bytes_per_sec: sha1_ceiling(0.5),
+            page_cache_read_bytes_per_sec: page_cache_ceiling(
+                &dir.join("peer_1001/bench.bin"),
+                1 << 30,
+            )?,
+        })
+    })();
+    let ceilings = match ceilings {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: measuring the machine's ceilings: {e}");
+            return 1;
+        }
+    };
+    let swarm_args = SwarmArgs {
+        dir: dir.clone(),
+        timeout: args.timeout,
+        keep: false,
+        quiet: true,
+        json: true,
+        connect_timeout: 30.0,
+    };
+    let code = match swarm::run(&swarm_args) {
+        Ok(report) => {
+            let r = record(args, &report, ceilings);
+            if args.json {
+                println!("{}", serde_json::to_string(&r).expect("serializes"));
+            } else {
+                print_table(&r);
+            }
+            for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
+                eprintln!("--- peer {} said:\n{}", p.id, p.stderr_tail.join("\n"));
+            }
+            if r.ok {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    };
+    if args.keep {
+        eprintln!("swarm directory kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("256K"), Ok(256 << 10));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn the_random_file_has_its_size_and_no_long_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_random_file(&path, 3 << 20).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 3 << 20);
+        assert_ne!(bytes[..1 << 20], bytes[1 << 20..2 << 20]);
+    }
+}
