@@ -4,8 +4,8 @@
 //! Threads here own nothing of the protocol. A reader turns bytes into
 //! [`Event`]s for the engine (blocking on the bounded event channel when the
 //! engine is behind, which pushes back on the socket); a writer drains its
-//! neighbour's bounded [`Out`] queue onto the socket, reading served pieces
-//! from the store with positioned reads. Frame validity is decided by
+//! neighbour's bounded [`Out`] queue onto the socket, sending served pieces
+//! from the store's file with `sendfile(2)` (no copy through user space). Frame validity is decided by
 //! [`crate::wire`]; nothing here parses bytes by hand.
 //!
 //! Extension negotiation (request pipelining) lives here and is built so that
@@ -490,22 +490,60 @@ fn write_loop(
                 }
             }
             Out::Serve(index) => {
-                store.read_piece(index, &mut piece)?;
-                let header = wire::piece_header(index, piece.len() as u32);
-                let mut slices = [
-                    IoSlice::new(&pending),
-                    IoSlice::new(&header),
-                    IoSlice::new(&piece),
-                ];
-                write_all_vectored(&mut out, &mut slices)?;
+                let len = store.layout().piece_len(index);
+                pending.extend_from_slice(&wire::piece_header(index, len));
+                // Header and queued frames share a segment with the piece.
+                send_more(stream, &pending)?;
                 pending.clear();
+                if let Err(e) = send_piece(stream, store, index) {
+                    // sendfile is refused on some files: copy through a buffer.
+                    if e.raw_os_error() != Some(nix::libc::EINVAL) {
+                        return Err(e);
+                    }
+                    store.read_piece(index, &mut piece)?;
+                    write_all_vectored(&mut out, &mut [IoSlice::new(&piece)])?;
+                }
                 counters
                     .bytes_out
-                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    .fetch_add(u64::from(len), Ordering::Relaxed);
             }
         }
     }
     out.write_all(&pending)
+}
+
+/// Sends `bytes` with MSG_MORE: more data follows at once.
+fn send_more(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    while !bytes.is_empty() {
+        match send(
+            stream.as_raw_fd(),
+            bytes,
+            MsgFlags::from_bits_retain(nix::libc::MSG_MORE),
+        ) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Sends piece `index` from the store's file straight to the socket.
+fn send_piece(stream: &TcpStream, store: &Store, index: u32) -> io::Result<()> {
+    let mut offset = store.layout().offset(index) as nix::libc::off64_t;
+    let mut left = store.layout().piece_len(index) as usize;
+    while left > 0 {
+        match nix::sys::sendfile::sendfile64(stream, store.file(), Some(&mut offset), left) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => left -= n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn write_all_vectored(out: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {

@@ -157,6 +157,9 @@ fn resume(
     layout: &Layout,
     pool: &rayon::ThreadPool,
 ) -> Bitfield {
+    if !store.existed() {
+        return Bitfield::empty(layout.num_pieces());
+    }
     let have = match verifier {
         Some(v) => {
             let started = Instant::now();
@@ -226,8 +229,11 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     } else {
         let store = Store::open_leecher(&path, layout)?;
         let have = resume(&store, verifier.as_ref(), &layout, &pool);
-        let checkpointer = Arc::new(Checkpointer::new(&store));
-        (store, have, Some(checkpointer))
+        // With metadata, resume re-hashes the file: no record to keep.
+        let checkpointer = verifier
+            .is_none()
+            .then(|| Arc::new(Checkpointer::new(&store)));
+        (store, have, checkpointer)
     };
     let log = SpecLog::open(&config.log_path(me.id), me.id)?;
     let listener = net::bind_listener(&me).map_err(|e| {

@@ -18,6 +18,9 @@ pub struct Store {
     path: PathBuf,
     layout: Layout,
     writable: bool,
+    /// A leecher's file was already there (with data) when opened: there may
+    /// be something to resume.
+    existed: bool,
 }
 
 fn with_path(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -44,6 +47,7 @@ impl Store {
             path: path.to_path_buf(),
             layout,
             writable: false,
+            existed: true,
         })
     }
 
@@ -53,6 +57,7 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| with_path(dir, "cannot create", e))?;
         }
+        let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -67,6 +72,7 @@ impl Store {
             path: path.to_path_buf(),
             layout,
             writable: true,
+            existed,
         })
     }
 
@@ -76,6 +82,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file held data before this run (false: freshly created).
+    pub fn existed(&self) -> bool {
+        self.existed
     }
 
     /// The open file, for positioned reads (hashing).
