@@ -149,6 +149,8 @@ struct Neighbour {
     queue: Sender<Out>,
     stream: TcpStream,
     has: Bitfield,
+    /// `has.count()`, kept as haves arrive.
+    has_count: u32,
     /// We have seen a first message (a bitfield must come first).
     heard: bool,
     they_are_interested: bool,
@@ -192,6 +194,8 @@ pub struct Engine {
     limits: Limits,
     store: Arc<Store>,
     have: Bitfield,
+    /// `have.count()`, kept so that a stored piece costs no scan of the bitfield.
+    have_count: u32,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
     /// Pieces received and handed to the pool, not yet on disk.
@@ -255,6 +259,7 @@ impl Engine {
             config: setup.config,
             store: setup.store,
             finishing: setup.have.is_complete(),
+            have_count: setup.have.count(),
             have: setup.have,
             wanted,
             storing: Bitfield::empty(n),
@@ -366,8 +371,12 @@ impl Engine {
         });
     }
 
+    fn have_complete(&self) -> bool {
+        self.have_count == self.have.len()
+    }
+
     fn all_done(&self) -> bool {
-        self.have.is_complete()
+        self.have_complete()
             && self
                 .config
                 .peers
@@ -491,6 +500,7 @@ impl Engine {
                 queue,
                 stream,
                 has: Bitfield::empty(num_pieces),
+                has_count: 0,
                 heard: false,
                 they_are_interested: false,
                 we_are_interested: false,
@@ -624,11 +634,11 @@ impl Engine {
             }
             Message::Have(index) => {
                 self.log.received_have(peer, index);
-                self.neighbours
-                    .get_mut(&peer)
-                    .expect("present")
-                    .has
-                    .set(index, true);
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                if !n.has.has(index) {
+                    n.has.set(index, true);
+                    n.has_count += 1;
+                }
                 self.after_news(peer, false);
             }
             Message::Bitfield(bits) => {
@@ -637,6 +647,7 @@ impl Engine {
                     log::warn!("peer {}: {peer} sent a bitfield late; merging it", self.me);
                 }
                 n.has.union_with(&bits);
+                n.has_count = n.has.count();
                 self.after_news(peer, first);
             }
             Message::Request(index) => self.on_request(peer, index),
@@ -649,7 +660,7 @@ impl Engine {
     /// our interest even when it did not change (the answer to a bitfield).
     fn after_news(&mut self, peer: u32, always_tell: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
-        if n.has.is_complete() {
+        if n.has_count == n.has.len() {
             self.complete_peers.insert(peer);
         }
         let interested = n.has.has_any_missing_from(&self.have);
@@ -771,8 +782,9 @@ impl Engine {
             return;
         }
         self.have.set(index, true);
+        self.have_count += 1;
         self.unrecorded = true;
-        let count = self.have.count();
+        let count = self.have_count;
         self.counters.pieces.store(count, Relaxed);
         self.log.downloaded_piece(index, from, count);
         let peers: Vec<u32> = self.neighbours.keys().copied().collect();
@@ -791,7 +803,7 @@ impl Engine {
         if was_full {
             self.fill_requests();
         }
-        if self.have.is_complete() && !self.finishing {
+        if self.have_complete() && !self.finishing {
             self.finishing = true;
             let (store, events) = (Arc::clone(&self.store), self.events_tx.clone());
             self.pool.spawn(move || {
@@ -894,7 +906,7 @@ impl Engine {
         self.preferred = choke::select_preferred(
             &stats,
             self.config.common.preferred_neighbors,
-            self.have.is_complete(),
+            self.have_complete(),
             &mut self.rng,
         );
         for n in self.neighbours.values_mut() {

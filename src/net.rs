@@ -407,7 +407,7 @@ fn io_reason(e: io::Error) -> CloseReason {
 
 /// One frame off the socket. The header is judged before the body is read;
 /// a piece's bytes go straight from the socket buffer into their own buffer.
-fn read_frame(
+pub fn read_frame(
     reader: &mut impl Read,
     limits: &Limits,
     buffers: &BufferPool,

@@ -1,0 +1,53 @@
+//! Bitfield operations at 1 and 100,000 pieces: wire round trip, interest
+//! test, counting, and picking a random wanted piece.
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use p2pft::bitfield::Bitfield;
+use p2pft::picker::pick_random;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::hint::black_box;
+
+fn half(n: u32, odd: bool) -> Bitfield {
+    let mut b = Bitfield::empty(n);
+    for i in (0..n).filter(|i| (i % 2 == 1) == odd) {
+        b.set(i, true);
+    }
+    b
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bitfield");
+    for n in [1u32, 100_000] {
+        let theirs = half(n, false);
+        let mut mine = half(n, true);
+        if n == 1 {
+            mine = Bitfield::empty(1);
+        }
+        let wire = theirs.as_wire().to_vec();
+        let mut rng = StdRng::seed_from_u64(1);
+        g.bench_function(BenchmarkId::new("from_wire", n), |b| {
+            b.iter(|| Bitfield::from_wire(black_box(&wire), n).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("interest", n), |b| {
+            b.iter(|| black_box(&theirs).has_any_missing_from(black_box(&mine)))
+        });
+        g.bench_function(BenchmarkId::new("count", n), |b| {
+            b.iter(|| black_box(&theirs).count())
+        });
+        g.bench_function(BenchmarkId::new("set_and_clear", n), |b| {
+            let mut f = theirs.clone();
+            b.iter(|| {
+                f.set(black_box(n - 1), true);
+                f.set(black_box(n - 1), false);
+            })
+        });
+        let wanted = Bitfield::full(n);
+        g.bench_function(BenchmarkId::new("pick_random", n), |b| {
+            b.iter(|| pick_random(black_box(&theirs), black_box(&wanted), &mut rng))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
