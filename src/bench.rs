@@ -151,7 +151,8 @@ fn write_random_file(path: &Path, size: u64) -> io::Result<()> {
         f.write_all(&block[..n])?;
         left -= n as u64;
     }
-    f.flush()
+    // Written back now, so that its writeback does not run during the swarm.
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 fn free_ports(n: usize) -> io::Result<Vec<u16>> {
