@@ -288,8 +288,21 @@ fn run_verify(args: &VerifyArgs) -> i32 {
         );
     }
     if good.is_complete() && size == verifier.layout.file_size_bytes() {
-        println!("all pieces match");
-        0
+        match crate::meta::hash_file(&handle) {
+            Ok(hash) if hash == verifier.file => {
+                println!("all pieces match; whole-file SHA-1 matches");
+                0
+            }
+            Ok(hash) => {
+                println!(
+                    "all pieces match, but the whole-file SHA-1 is {}, the metadata says {}",
+                    crate::meta::to_hex(&hash),
+                    crate::meta::to_hex(&verifier.file)
+                );
+                1
+            }
+            Err(e) => fail(1, format!("{}: {e}", file.display())),
+        }
     } else {
         println!(
             "missing or bad pieces: {}",

@@ -2,16 +2,8 @@
 //! input, and `p2pft swarm` running a swarm to a verified end.
 
 mod common;
-use common::{Spec, Swarm, P2PFT, PEER_PROCESS};
+use common::{Spec, Swarm, P2PFT};
 use std::process::{Command, Output};
-
-fn peer_process(swarm: &Swarm, args: &[&str]) -> Output {
-    Command::new(PEER_PROCESS)
-        .args(args)
-        .current_dir(swarm.path())
-        .output()
-        .unwrap()
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -35,7 +27,7 @@ fn a_bad_common_cfg_names_file_and_line_and_exits_2() {
          "Common.cfg: missing key PieceSize"),
     ] {
         swarm.write_common(text);
-        let o = peer_process(&swarm, &["1002"]);
+        let o = swarm.peer_process(&["1002"]);
         assert_eq!(o.status.code(), Some(2), "{text}");
         assert!(stderr(&o).contains(needle), "{needle}\n{}", stderr(&o));
     }
@@ -44,38 +36,18 @@ fn a_bad_common_cfg_names_file_and_line_and_exits_2() {
 #[test]
 fn an_unknown_id_or_a_missing_seed_file_exits_2() {
     let swarm = small();
-    let o = peer_process(&swarm, &["999"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("peer 999 is not listed (listed: 1001, 1002, 1003)"),
-        "{}",
-        stderr(&o)
-    );
-
+    swarm.expect_refusal(999, 2, "peer 999 is not listed (listed: 1001, 1002, 1003)");
     std::fs::remove_file(swarm.file_of(1001)).unwrap();
-    let o = peer_process(&swarm, &["1001"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("peer 1001 has HasFile 1 on line 1"),
-        "{}",
-        stderr(&o)
-    );
-
+    swarm.expect_refusal(1001, 2, "peer 1001 has HasFile 1 on line 1");
     std::fs::write(swarm.file_of(1001), b"short").unwrap();
-    let o = peer_process(&swarm, &["1001"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("has 5 bytes where FileSize is 50000"),
-        "{}",
-        stderr(&o)
-    );
+    swarm.expect_refusal(1001, 2, "has 5 bytes where FileSize is 50000");
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let swarm = small();
-    assert_eq!(peer_process(&swarm, &[]).status.code(), Some(2));
-    assert_eq!(peer_process(&swarm, &["abc"]).status.code(), Some(2));
+    assert_eq!(swarm.peer_process(&[]).status.code(), Some(2));
+    assert_eq!(swarm.peer_process(&["abc"]).status.code(), Some(2));
 }
 
 #[test]

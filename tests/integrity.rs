@@ -2,7 +2,7 @@
 //! restarted, files damaged while a peer was down, seeds that do not match.
 
 mod common;
-use common::{downloads, Spec, Swarm, P2PFT, PEER_PROCESS};
+use common::{downloads, Spec, Swarm, P2PFT};
 use rand::Rng;
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -177,16 +177,10 @@ fn a_seed_that_does_not_match_the_metadata_refuses_to_start() {
     let mut bytes = swarm.content.clone();
     bytes[5 * 4096 + 1] ^= 1;
     std::fs::write(swarm.file_of(1001), bytes).unwrap();
-    let o = Command::new(PEER_PROCESS)
-        .arg("1001")
-        .current_dir(swarm.path())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        stderr.contains("does not match its metadata: 1 of 25 pieces differ (first: 5)"),
-        "{stderr}"
+    swarm.expect_refusal(
+        1001,
+        2,
+        "does not match its metadata: 1 of 25 pieces differ (first: 5)",
     );
 }
 
@@ -195,16 +189,10 @@ fn metadata_that_disagrees_with_common_cfg_is_refused() {
     let swarm = Swarm::new(Spec::new(2, 100_000, 4096));
     let text = std::fs::read_to_string(swarm.path().join("Common.cfg")).unwrap();
     swarm.write_common(&text.replace("PieceSize 4096", "PieceSize 8192"));
-    let o = Command::new(PEER_PROCESS)
-        .arg("1002")
-        .current_dir(swarm.path())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        stderr.contains("PieceSize is 4096 in the metadata but 8192 in Common.cfg"),
-        "{stderr}"
+    swarm.expect_refusal(
+        1002,
+        2,
+        "PieceSize is 4096 in the metadata but 8192 in Common.cfg",
     );
 }
 
@@ -235,7 +223,9 @@ fn meta_and_verify_on_the_command_line() {
     };
     let o = verify("1001");
     assert_eq!(o.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("25 of 25 pieces good"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("25 of 25 pieces good"), "{out}");
+    assert!(out.contains("whole-file SHA-1 matches"), "{out}");
 
     let mut bytes = swarm.content.clone();
     bytes[17 * 4096] ^= 1;

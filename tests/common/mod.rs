@@ -110,6 +110,23 @@ impl Swarm {
         self.path().join("TheFile.dat.meta.json")
     }
 
+    /// Runs `peerProcess` with `args` in the swarm directory to its end.
+    pub fn peer_process(&self, args: &[&str]) -> std::process::Output {
+        Command::new(PEER_PROCESS)
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `peerProcess <id>` and asserts it exits with `code`, saying `needle` on stderr.
+    pub fn expect_refusal(&self, id: u32, code: i32, needle: &str) {
+        let o = self.peer_process(&[&id.to_string()]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains(needle), "expected `{needle}` in:\n{stderr}");
+    }
+
     /// Where a peer's stderr goes.
     pub fn stderr_of(&self, id: u32) -> PathBuf {
         self.path().join(format!("stderr_{id}.txt"))
