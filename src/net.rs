@@ -39,7 +39,15 @@ const OFFER_WAIT: Duration = Duration::from_millis(200);
 /// How long a dialer that offered the extension to a plain peer watches for
 /// that peer hanging up on it.
 const REFUSAL_WATCH: Duration = Duration::from_millis(250);
+/// Batching buffer of small frames in a writer.
 const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
+/// A reader's buffer: small, because a piece's bytes that land in it are
+/// copied twice (socket to buffer to piece); the rest of a piece is read
+/// straight into the piece's own buffer.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// How long a writer holding nothing but `have`s waits for more frames before
+/// sending: many haves then share one segment instead of one each.
+const HAVE_COALESCE: Duration = Duration::from_millis(2);
 
 /// Piece buffers for reuse: readers take one for each received piece, the pool
 /// gives it back once the piece is written, so the steady state allocates
@@ -374,7 +382,7 @@ pub fn spawn_reader(
     thread::Builder::new()
         .name(format!("read-{peer}"))
         .spawn(move || {
-            let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, stream);
+            let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
             let reason = loop {
                 match read_frame(&mut reader, &limits, &buffers) {
                     Ok(message) => {
@@ -467,13 +475,26 @@ fn write_loop(
     // Small frames gather here and go out with the next piece or when the
     // queue runs dry; a piece goes out as header plus body in one vectored write.
     let mut pending = Vec::with_capacity(4096);
+    // `pending` holds only haves, which may wait a moment for company.
+    let mut only_haves = true;
     let mut piece = Vec::new();
     loop {
         let next = match queue.try_recv() {
             Ok(next) => next,
+            Err(TryRecvError::Empty) if only_haves && !pending.is_empty() => {
+                match queue.recv_timeout(HAVE_COALESCE) {
+                    Ok(next) => next,
+                    Err(_) => {
+                        out.write_all(&pending)?;
+                        pending.clear();
+                        continue;
+                    }
+                }
+            }
             Err(TryRecvError::Empty) => {
                 out.write_all(&pending)?;
                 pending.clear();
+                only_haves = true;
                 match queue.recv() {
                     Ok(next) => next,
                     Err(_) => break,
@@ -483,10 +504,12 @@ fn write_loop(
         };
         match next {
             Out::Msg(message) => {
+                only_haves &= matches!(message, Message::Have(_));
                 wire::encode(&message, &mut pending);
                 if pending.len() >= SOCKET_BUFFER_BYTES {
                     out.write_all(&pending)?;
                     pending.clear();
+                    only_haves = true;
                 }
             }
             Out::Serve(index) => {
@@ -495,6 +518,7 @@ fn write_loop(
                 // Header and queued frames share a segment with the piece.
                 send_more(stream, &pending)?;
                 pending.clear();
+                only_haves = true;
                 if let Err(e) = send_piece(stream, store, index) {
                     // sendfile is refused on some files: copy through a buffer.
                     if e.raw_os_error() != Some(nix::libc::EINVAL) {
