@@ -311,8 +311,13 @@ impl Engine {
                 recv(checkpoint) -> _ => self.start_checkpoint(),
             }
         }
-        if matches!(self.fatal, Some(EngineError::Interrupted(_))) {
-            self.land_in_flight_pieces();
+        match self.fatal {
+            Some(EngineError::Interrupted(_)) => {
+                self.land_in_flight_pieces();
+                self.final_checkpoint();
+            }
+            None => self.final_checkpoint(),
+            Some(_) => {}
         }
         self.shutdown();
         match self.fatal {
@@ -321,8 +326,8 @@ impl Engine {
         }
     }
 
-    /// After a signal: let pieces already handed to the pool land (bounded),
-    /// then record progress synchronously. New pieces are not requested.
+    /// After a signal: let pieces already handed to the pool land (bounded).
+    /// New pieces are not requested.
     fn land_in_flight_pieces(&mut self) {
         let deadline = Instant::now() + INTERRUPT_GRACE;
         while !self.storing.none() {
@@ -341,6 +346,11 @@ impl Engine {
                 Err(_) => break,
             }
         }
+    }
+
+    /// Records progress synchronously before the peer exits, so the record
+    /// names every piece counted (a checkpoint on the pool could be cut off).
+    fn final_checkpoint(&mut self) {
         if let Some(cp) = &self.checkpointer {
             self.checkpoint_generation += 1;
             if let Err(e) = cp.checkpoint(&self.store, self.checkpoint_generation, &self.have) {

@@ -190,9 +190,13 @@ impl Limits {
         &self.layout
     }
 
-    /// The largest length field we accept: type, index and one full piece.
+    /// The largest length field we accept: a piece frame (type, index, one
+    /// full piece), or the bitfield frame when that is larger (many small
+    /// pieces: 16,384 pieces of 1 KiB need a 2,048-byte bitfield).
     pub fn max_frame_len(&self) -> u32 {
-        1 + PIECE_INDEX_LEN as u32 + self.layout.piece_size_bytes()
+        let piece = 1 + PIECE_INDEX_LEN as u32 + self.layout.piece_size_bytes();
+        let bitfield = 1 + self.layout.bitfield_len() as u32;
+        piece.max(bitfield)
     }
 
     fn check_index(&self, index: u32) -> Result<u32, WireError> {
@@ -535,6 +539,23 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_bitfield_larger_than_a_piece_is_accepted() {
+        // Regression: 16,384 pieces of 1 KiB; the bitfield (2,048 bytes) is
+        // larger than a piece, and was refused as an oversized frame.
+        let l = limits(16384 * 1024, 1024);
+        let bytes = encode_to_vec(&Message::Bitfield(Bitfield::full(16384)));
+        assert_eq!(bytes.len(), 5 + 2048);
+        assert!(matches!(
+            l.decode_frame(&bytes),
+            Ok(Some((Message::Bitfield(_), 2053)))
+        ));
+        // A piece frame of that length is still refused: it must fit its piece.
+        let mut fake = bytes.clone();
+        fake[4] = 7;
+        assert!(l.decode_frame(&fake).is_err());
     }
 
     #[test]

@@ -61,21 +61,31 @@ fn a_liar_is_banned_and_no_bad_piece_is_ever_counted() {
     swarm.check_logs_except(&[1001, 1002]);
 }
 
-/// Starts a swarm of 4 (seed 1001) with 4,096 pieces and kills 1003 with
-/// `signal` once it logged a random share of its pieces (and, without
-/// metadata, once it recorded progress). Returns the pieces logged by then.
+/// Starts the swarm (4 peers, seed 1001) and stops 1003 with `signal` once it
+/// logged a random share of its pieces and, without metadata, once it has
+/// recorded progress. Returns the pieces logged by then.
 fn interrupt_mid_download(swarm: &mut Swarm, signal: &str, wait_for_record: bool) -> u32 {
     // The others log the restarted peer's second connection.
     swarm.reconnects_allowed = true;
     swarm.start_all();
     let n = swarm.spec.num_pieces();
     let at = rand::rng().random_range(n / 10..n / 2);
-    swarm.wait_for_pieces(1003, at, LIMIT);
-    if wait_for_record {
-        let record = swarm.path().join("peer_1003/.TheFile.dat.p2pft-progress");
-        while !record.exists() {
-            std::thread::sleep(Duration::from_millis(2));
+    let record = swarm.path().join("peer_1003/.TheFile.dat.p2pft-progress");
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let logged = swarm.pieces_logged(1003);
+        assert!(
+            logged < n,
+            "1003 finished before it could be stopped: use a larger file"
+        );
+        if logged >= at && (!wait_for_record || record.exists()) {
+            break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "1003 stalled at {logged} pieces"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
     let pid = swarm.children[&1003].id().to_string();
     assert!(Command::new("kill")
@@ -121,6 +131,11 @@ fn four_thousand_pieces() -> Spec {
     Spec::new(4, 4096 * 1024, 1024)
 }
 
+/// Long enough that progress records (every 250 ms) land mid-download.
+fn sixteen_thousand_pieces() -> Spec {
+    Spec::new(4, 16384 * 1024, 1024)
+}
+
 #[test]
 fn sigkill_mid_download_resumes_from_verified_pieces() {
     let mut swarm = Swarm::new(four_thousand_pieces());
@@ -156,7 +171,7 @@ fn pieces_damaged_while_down_are_fetched_again() {
 
 #[test]
 fn sigkill_without_metadata_resumes_from_the_progress_record() {
-    let mut swarm = Swarm::without_meta(four_thousand_pieces());
+    let mut swarm = Swarm::without_meta(sixteen_thousand_pieces());
     interrupt_mid_download(&mut swarm, "-KILL", true);
     let (resumed, _) = restart_and_finish(&mut swarm);
     assert!(resumed > 0, "the progress record gave nothing back");
@@ -164,7 +179,7 @@ fn sigkill_without_metadata_resumes_from_the_progress_record() {
 
 #[test]
 fn sigterm_stops_cleanly_and_records_every_counted_piece() {
-    let mut swarm = Swarm::without_meta(four_thousand_pieces());
+    let mut swarm = Swarm::without_meta(sixteen_thousand_pieces());
     let logged = interrupt_mid_download(&mut swarm, "-TERM", false);
     let (resumed, _) = restart_and_finish(&mut swarm);
     // Every piece logged as downloaded before the stop was recorded durably.

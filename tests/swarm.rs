@@ -78,3 +78,10 @@ fn choke_churn_mid_transfer_loses_no_piece() {
         "the run ended before any choke: the test did not test churn"
     );
 }
+
+#[test]
+fn a_bitfield_larger_than_a_piece() {
+    // Regression: 8,192 pieces of 256 bytes need a 1,024-byte bitfield, four
+    // times a piece; it was refused as an oversized frame and nothing moved.
+    Swarm::new(Spec::new(4, 8192 * 256, 256)).run_and_check(LIMIT);
+}
