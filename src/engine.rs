@@ -330,18 +330,10 @@ impl Engine {
     /// New pieces are not requested.
     fn land_in_flight_pieces(&mut self) {
         let deadline = Instant::now() + INTERRUPT_GRACE;
-        while !self.storing.none() {
+        while self.storing_count > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events_rx.recv_timeout(left) {
-                Ok(Event::Stored {
-                    index,
-                    from,
-                    result,
-                }) => self.on_stored(index, from, result),
-                Ok(Event::Bad { index, .. }) => {
-                    self.storing.set(index, false);
-                    self.storing_count -= 1;
-                }
+                Ok(event @ (Event::Stored { .. } | Event::Bad { .. })) => self.handle(event),
                 Ok(_) => {}
                 Err(_) => break,
             }
