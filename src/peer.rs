@@ -229,11 +229,9 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     } else {
         let store = Store::open_leecher(&path, layout)?;
         let have = resume(&store, verifier.as_ref(), &layout, &pool);
-        // With metadata, resume re-hashes the file: no record to keep.
-        let checkpointer = verifier
-            .is_none()
-            .then(|| Arc::new(Checkpointer::new(&store)));
-        (store, have, checkpointer)
+        // With metadata, resume re-hashes the file: checkpoints only flush.
+        let checkpointer = Arc::new(Checkpointer::new(&store, verifier.is_none()));
+        (store, have, Some(checkpointer))
     };
     let log = SpecLog::open(&config.log_path(me.id), me.id)?;
     let listener = net::bind_listener(&me).map_err(|e| {
