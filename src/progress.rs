@@ -6,7 +6,9 @@
 //! written, and the record replaces the old one atomically (temporary file,
 //! fsync, rename, fsync of the directory). A crash at any instant leaves
 //! either the old record or the new one, each naming only durable pieces, so
-//! a crash loses work, never correctness. Never reads or writes piece data.
+//! a crash loses work, never correctness. With metadata a leecher resumes by
+//! re-hashing instead, and its checkpoints only flush data (no record). Never
+//! reads or writes piece data.
 
 use crate::bitfield::Bitfield;
 use crate::layout::Layout;
