@@ -439,17 +439,16 @@ impl Engine {
     }
 
     fn on_connected(&mut self, peer: u32, stream: TcpStream, dialled: bool, pipelining: bool) {
-        if self.banned.contains(&peer) {
+        let refusal = if self.banned.contains(&peer) {
+            Some("banned for sending bad pieces")
+        } else if self.neighbours.contains_key(&peer) {
+            Some("already connected")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
             log::warn!(
-                "peer {}: refused peer {peer}: banned for sending bad pieces",
-                self.me
-            );
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
-        }
-        if self.neighbours.contains_key(&peer) {
-            log::warn!(
-                "peer {}: refused a second connection from peer {peer}",
+                "peer {}: refused a connection from peer {peer}: {why}",
                 self.me
             );
             let _ = stream.shutdown(Shutdown::Both);
@@ -474,9 +473,10 @@ impl Engine {
         );
         self.next_conn += 1;
         let conn = self.next_conn;
+        let num_pieces = self.limits.layout().num_pieces();
         // Enough room for a `have` of every piece plus the control messages of
         // a few intervals: the engine's own traffic can never fill it.
-        let (queue, queue_rx) = bounded(self.limits.layout().num_pieces() as usize + 64);
+        let (queue, queue_rx) = bounded(num_pieces as usize + 64);
         net::spawn_writer(
             peer,
             writer_stream,
@@ -494,7 +494,6 @@ impl Engine {
             Arc::clone(&self.buffers),
             self.events_tx.clone(),
         );
-        let num_pieces = self.limits.layout().num_pieces();
         self.neighbours.insert(
             peer,
             Neighbour {
@@ -513,7 +512,7 @@ impl Engine {
                 sent_bad: Vec::new(),
             },
         );
-        if !self.have.none() {
+        if self.have_count > 0 {
             self.send(peer, Message::Bitfield(self.have.clone()));
         }
     }
@@ -641,7 +640,10 @@ impl Engine {
                     n.has.set(index, true);
                     n.has_count += 1;
                 }
-                self.after_news(peer, false);
+                // A have can only add interest, and only in a piece we lack:
+                // no scan of the bitfields needed.
+                let interested = n.we_are_interested || !self.have.has(index);
+                self.after_news(peer, interested, false);
             }
             Message::Bitfield(bits) => {
                 let n = self.neighbours.get_mut(&peer).expect("present");
@@ -650,22 +652,22 @@ impl Engine {
                 }
                 n.has.union_with(&bits);
                 n.has_count = n.has.count();
-                self.after_news(peer, first);
+                let interested = n.has.has_any_missing_from(&self.have);
+                self.after_news(peer, interested, first);
             }
             Message::Request(index) => self.on_request(peer, index),
             Message::Piece { index, data } => self.on_piece(peer, index, data),
         }
     }
 
-    /// After a bitfield or a have: completeness, interest, and a request if
-    /// the neighbour unchoked us and we are idle with it. `always_tell` sends
-    /// our interest even when it did not change (the answer to a bitfield).
-    fn after_news(&mut self, peer: u32, always_tell: bool) {
+    /// After a bitfield or a have: completeness, our `interested` state, and
+    /// a request if the neighbour unchoked us. `always_tell` sends our
+    /// interest even when it did not change (the answer to a bitfield).
+    fn after_news(&mut self, peer: u32, interested: bool, always_tell: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
         if n.has_count == n.has.len() {
             self.complete_peers.insert(peer);
         }
-        let interested = n.has.has_any_missing_from(&self.have);
         let changed = interested != n.we_are_interested;
         n.we_are_interested = interested;
         if changed || always_tell {
@@ -755,6 +757,15 @@ impl Engine {
         self.storing.set(index, false);
         self.storing_count -= 1;
         self.release(index);
+        if self.banned.contains(&from) {
+            // Received before the ban, verified after it: not a new strike.
+            log::warn!(
+                "peer {}: piece {index} from banned peer {from} failed SHA-1 verification too; dropped",
+                self.me
+            );
+            self.fill_requests();
+            return;
+        }
         let count = self.bad_pieces.entry(from).or_insert(0);
         *count += 1;
         let count = *count;
@@ -765,7 +776,8 @@ impl Engine {
         if let Some(n) = self.neighbours.get_mut(&from) {
             n.sent_bad.push(index);
         }
-        if count >= MAX_BAD_PIECES && self.banned.insert(from) {
+        if count >= MAX_BAD_PIECES {
+            self.banned.insert(from);
             log::warn!(
                 "peer {}: disconnecting peer {from} for the rest of this run: {count} bad pieces",
                 self.me
@@ -797,7 +809,8 @@ impl Engine {
             let Some(n) = self.neighbours.get_mut(&peer) else {
                 continue;
             };
-            if n.we_are_interested && !n.has.has_any_missing_from(&self.have) {
+            // Only a neighbour that has this piece can have lost our interest.
+            if n.we_are_interested && n.has.has(index) && !n.has.has_any_missing_from(&self.have) {
                 n.we_are_interested = false;
                 self.send(peer, Message::NotInterested);
             }

@@ -436,10 +436,18 @@ pub fn read_frame(
         reader.read_exact(&mut data).map_err(io_reason)?;
         return Ok(Message::Piece { index, data });
     }
-    let mut body = vec![0u8; body_len];
-    reader.read_exact(&mut body).map_err(io_reason)?;
+    // Every frame but a bitfield has at most a 4-byte body: no allocation.
+    let mut small = [0u8; PIECE_INDEX_LEN];
+    let mut large = Vec::new();
+    let body = if body_len <= small.len() {
+        &mut small[..body_len]
+    } else {
+        large.resize(body_len, 0);
+        &mut large[..]
+    };
+    reader.read_exact(body).map_err(io_reason)?;
     limits
-        .decode_body(kind, &body)
+        .decode_body(kind, body)
         .map_err(CloseReason::Protocol)
 }
 
