@@ -4,6 +4,7 @@
 //! Holds no engine logic.
 
 use crate::peer::{self, PeerOptions};
+use crate::status::mib;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -157,10 +158,6 @@ fn pool() -> rayon::ThreadPool {
         .thread_name(|i| format!("hash-{i}"))
         .build()
         .expect("a thread pool")
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Prints `message` as an error and returns `code`.

@@ -117,7 +117,7 @@ fn load_verifier(config: &Config) -> Result<Option<Verifier>, PeerError> {
 }
 
 fn rate_mib_s(bytes: u64, since: Instant) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0) / since.elapsed().as_secs_f64().max(1e-9)
+    crate::status::mib(bytes) / since.elapsed().as_secs_f64().max(1e-9)
 }
 
 /// A seed's file must match the metadata in every piece before it is served.
@@ -166,7 +166,7 @@ fn resume(
             let good = v.check_file(store.file(), pool);
             log::info!(
                 "re-hashed {:.1} MiB at {:.0} MiB/s: {} of {} pieces good",
-                layout.file_size_bytes() as f64 / (1024.0 * 1024.0),
+                crate::status::mib(layout.file_size_bytes()),
                 rate_mib_s(layout.file_size_bytes(), started),
                 good.count(),
                 good.len()

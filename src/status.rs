@@ -53,6 +53,11 @@ pub struct Status {
     pub threads: u32,
 }
 
+/// Bytes as MiB, for reports.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// What /proc says about this process: CPU seconds, peak RSS, threads now.
 pub fn process_stats() -> (f64, u64, u32) {
     // USER_HZ is 100 on every Linux ABI.

@@ -7,6 +7,7 @@
 //! JSON lines and exit codes; never speaks the wire protocol itself.
 
 use crate::config::{Config, ConfigError, PeerEntry};
+use crate::status::mib;
 use crate::status::{Phase, Status};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -221,10 +222,6 @@ fn forward_status(
         }
         let _ = tx.send(Update::Closed(i));
     });
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Runs the swarm of `args.dir` to the end and reports on it.
