@@ -16,8 +16,12 @@ fn bench(c: &mut Criterion) {
         let limits = Limits::new(layout);
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let hash = p2pft::meta::sha1(&data);
-        let frame = encode_to_vec(&Message::Piece { index: 5, data });
-        let store = Store::open_leecher(&dir.path().join(format!("f{size}")), layout).unwrap();
+        let frame = encode_to_vec(&Message::Piece {
+            index: 5,
+            data: data.into(),
+        });
+        let store =
+            Store::open_leecher(&dir.path().join(format!("f{size}")), layout, true).unwrap();
         let pool = BufferPool::new(4);
         g.throughput(Throughput::Bytes(u64::from(size)));
         g.bench_function(BenchmarkId::new("decode_verify_write", size), |b| {

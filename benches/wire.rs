@@ -19,7 +19,7 @@ fn messages(num_pieces: u32, piece: usize) -> Vec<(&'static str, Message)> {
             "piece",
             Message::Piece {
                 index: 1,
-                data: vec![0xab; piece],
+                data: vec![0xab; piece].into(),
             },
         ),
     ]
@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
         let limits = Limits::new(layout);
         let m = Message::Piece {
             index: 3,
-            data: vec![0xab; size as usize],
+            data: vec![0xab; size as usize].into(),
         };
         let frame = p2pft::wire::encode_to_vec(&m);
         let mut out = Vec::with_capacity(frame.len());

@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// Requests outstanding per p2pft neighbour.
     #[arg(long, default_value_t = crate::config::DEFAULT_PIPELINE_DEPTH)]
     pub pipeline_depth: u32,
+    /// Leechers write pieces through the page cache (`P2pftDirectIo 0`)
+    /// instead of with direct I/O.
+    #[arg(long)]
+    pub buffered_io: bool,
     /// No metadata: pieces are not verified.
     #[arg(long)]
     pub no_verify: bool,
@@ -118,6 +122,7 @@ pub struct BenchRecord {
     pub m_secs: f64,
     pub strict: bool,
     pub pipeline_depth: u32,
+    pub direct_io: bool,
     pub verified: bool,
     /// From the first peer's start to the last leecher's verified completion.
     pub wall_secs: f64,
@@ -241,6 +246,9 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     if args.strict {
         common += "P2pftStrict 1\n";
     }
+    if args.buffered_io {
+        common += "P2pftDirectIo 0\n";
+    }
     std::fs::write(dir.join("Common.cfg"), common).map_err(io)?;
     let ports = free_ports(args.peers).map_err(io)?;
     let mut info = String::new();
@@ -293,6 +301,7 @@ fn record(args: &BenchArgs, report: &SwarmReport, ceilings: Ceilings) -> BenchRe
         m_secs: args.m,
         strict: args.strict,
         pipeline_depth: args.pipeline_depth,
+        direct_io: !args.buffered_io,
         verified: !args.no_verify,
         wall_secs: wall,
         delivered_bytes: delivered,
@@ -326,7 +335,7 @@ fn record(args: &BenchArgs, report: &SwarmReport, ceilings: Ceilings) -> BenchRe
 
 fn print_table(r: &BenchRecord) {
     println!(
-        "swarm: {} peers ({} seed{}), {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}, {}",
+        "swarm: {} peers ({} seed{}), {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}, {}, {}",
         r.peers,
         r.seeds,
         if r.seeds == 1 { "" } else { "s" },
@@ -344,6 +353,11 @@ fn print_table(r: &BenchRecord) {
             "SHA-1 verified"
         } else {
             "unverified"
+        },
+        if r.direct_io {
+            "direct I/O"
+        } else {
+            "buffered I/O"
         }
     );
     println!(

@@ -65,6 +65,9 @@ pub struct CommonConfig {
     pub strict: bool,
     /// `P2pftPipelineDepth N`: requests outstanding at once to a p2pft neighbour.
     pub pipeline_depth: u32,
+    /// `P2pftDirectIo 0` turns off writing received pieces with direct I/O
+    /// (on by default; it falls back by itself where the file system refuses).
+    pub direct_io: bool,
 }
 
 /// One line of `PeerInfo.cfg`.
@@ -107,7 +110,7 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|_| err(path, None, "is not UTF-8 text"))
 }
 
-const COMMON_KEYS: [&str; 8] = [
+const COMMON_KEYS: [&str; 9] = [
     "NumberOfPreferredNeighbors",
     "UnchokingInterval",
     "OptimisticUnchokingInterval",
@@ -117,6 +120,7 @@ const COMMON_KEYS: [&str; 8] = [
     // p2pft's own keys; other implementations ignore unknown keys.
     "P2pftStrict",
     "P2pftPipelineDepth",
+    "P2pftDirectIo",
 ];
 
 /// Requests outstanding at once to one p2pft neighbour, unless configured.
@@ -231,17 +235,18 @@ impl CommonConfig {
                     format!("PieceSize must be at most {MAX_PIECE_SIZE_BYTES} bytes, found {piece_size}"),
                 )
             })?;
-        let strict = match raw.get("P2pftStrict") {
-            None | Some(("0", _)) => false,
-            Some(("1", _)) => true,
-            Some((other, line)) => {
-                return Err(err(
-                    path,
-                    Some(*line),
-                    format!("P2pftStrict must be 0 or 1, found `{other}`"),
-                ))
-            }
+        let flag = |key: &str, default: bool| match raw.get(key) {
+            None => Ok(default),
+            Some(("0", _)) => Ok(false),
+            Some(("1", _)) => Ok(true),
+            Some((other, line)) => Err(err(
+                path,
+                Some(*line),
+                format!("{key} must be 0 or 1, found `{other}`"),
+            )),
         };
+        let strict = flag("P2pftStrict", false)?;
+        let direct_io = flag("P2pftDirectIo", true)?;
         let pipeline_depth = match raw.get("P2pftPipelineDepth") {
             None => DEFAULT_PIPELINE_DEPTH,
             Some(_) => {
@@ -269,6 +274,7 @@ impl CommonConfig {
                 layout,
                 strict,
                 pipeline_depth,
+                direct_io,
             },
             warnings,
         ))
@@ -516,13 +522,19 @@ mod tests {
         let (c, _) = common(GOOD_COMMON).unwrap();
         assert!(!c.strict);
         assert_eq!(c.pipeline_depth, DEFAULT_PIPELINE_DEPTH);
+        assert!(c.direct_io);
         let (c, w) = common(&format!(
-            "{GOOD_COMMON}P2pftStrict 1\nP2pftPipelineDepth 8\n"
+            "{GOOD_COMMON}P2pftStrict 1\nP2pftPipelineDepth 8\nP2pftDirectIo 0\n"
         ))
         .unwrap();
         assert!(w.is_empty());
         assert!(c.strict);
         assert_eq!(c.pipeline_depth, 8);
+        assert!(!c.direct_io);
+        assert_eq!(
+            common_err(&format!("{GOOD_COMMON}P2pftDirectIo on\n")).line,
+            Some(7)
+        );
         assert_eq!(
             common_err(&format!("{GOOD_COMMON}P2pftStrict yes\n")).line,
             Some(7)

@@ -38,6 +38,7 @@ use crate::config::{Config, PeerEntry};
 use crate::meta::Verifier;
 use crate::net::{self, BufferPool, Out};
 use crate::picker;
+use crate::piecebuf::PieceBuf;
 use crate::progress::Checkpointer;
 use crate::speclog::SpecLog;
 use crate::status::Counters;
@@ -482,6 +483,7 @@ impl Engine {
             writer_stream,
             queue_rx,
             Arc::clone(&self.store),
+            Arc::clone(&self.buffers),
             Arc::clone(&self.counters),
             self.writers_done_tx.clone(),
         );
@@ -695,7 +697,7 @@ impl Engine {
         self.send_out(peer, Out::Serve(index));
     }
 
-    fn on_piece(&mut self, peer: u32, index: u32, data: Vec<u8>) {
+    fn on_piece(&mut self, peer: u32, index: u32, data: PieceBuf) {
         let n = self.neighbours.get_mut(&peer).expect("present");
         n.bytes_this_interval += data.len() as u64;
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);

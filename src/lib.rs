@@ -16,6 +16,7 @@ pub mod meta;
 pub mod net;
 pub mod peer;
 pub mod picker;
+pub mod piecebuf;
 pub mod progress;
 pub mod speclog;
 pub mod status;

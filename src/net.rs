@@ -16,13 +16,13 @@
 
 use crate::config::PeerEntry;
 use crate::engine::{CloseReason, ConnId, Event};
+pub use crate::piecebuf::BufferPool;
 use crate::status::Counters;
 use crate::store::Store;
 use crate::wire::{
     self, Kind, Limits, Message, Reserved, FRAME_HEADER_LEN, HANDSHAKE_LEN, PIECE_INDEX_LEN,
 };
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use parking_lot::Mutex;
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,37 +48,6 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// How long a writer holding nothing but `have`s waits for more frames before
 /// sending: many haves then share one segment instead of one each.
 const HAVE_COALESCE: Duration = Duration::from_millis(2);
-
-/// Piece buffers for reuse: readers take one for each received piece, the pool
-/// gives it back once the piece is written, so the steady state allocates
-/// (and zeroes) nothing per piece.
-pub struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
-    max_pooled: usize,
-}
-
-impl BufferPool {
-    pub fn new(max_pooled: usize) -> BufferPool {
-        BufferPool {
-            free: Mutex::new(Vec::new()),
-            max_pooled,
-        }
-    }
-
-    /// A buffer of exactly `len` bytes (contents unspecified).
-    pub fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = self.free.lock().pop().unwrap_or_default();
-        buf.resize(len, 0);
-        buf
-    }
-
-    pub fn give(&self, buf: Vec<u8>) {
-        let mut free = self.free.lock();
-        if free.len() < self.max_pooled {
-            free.push(buf);
-        }
-    }
-}
 
 /// What the engine asks a writer to send.
 #[derive(Debug)]
@@ -458,13 +427,14 @@ pub fn spawn_writer(
     stream: TcpStream,
     queue: Receiver<Out>,
     store: Arc<Store>,
+    buffers: Arc<BufferPool>,
     counters: Arc<Counters>,
     finished: Sender<u32>,
 ) {
     thread::Builder::new()
         .name(format!("write-{peer}"))
         .spawn(move || {
-            if let Err(e) = write_loop(&stream, &queue, &store, &counters) {
+            if let Err(e) = write_loop(&stream, &queue, &store, &buffers, &counters) {
                 log::debug!("writer to {peer} stopped: {e}");
             }
             let _ = stream.shutdown(Shutdown::Write);
@@ -477,6 +447,7 @@ fn write_loop(
     stream: &TcpStream,
     queue: &Receiver<Out>,
     store: &Store,
+    buffers: &BufferPool,
     counters: &Counters,
 ) -> io::Result<()> {
     let mut out = stream;
@@ -523,6 +494,25 @@ fn write_loop(
             Out::Serve(index) => {
                 let len = store.layout().piece_len(index);
                 pending.extend_from_slice(&wire::piece_header(index, len));
+                // A piece written with direct I/O is read back the same way
+                // and sent from the buffer (header and body in one write).
+                let mut body = buffers.take(0);
+                let direct = store.read_piece_direct(index, &mut body);
+                if let Ok(true) = direct {
+                    write_all_vectored(
+                        &mut out,
+                        &mut [IoSlice::new(&pending), IoSlice::new(&body)],
+                    )?;
+                }
+                buffers.give(body);
+                if direct? {
+                    pending.clear();
+                    only_haves = true;
+                    counters
+                        .bytes_out
+                        .fetch_add(u64::from(len), Ordering::Relaxed);
+                    continue;
+                }
                 // Header and queued frames share a segment with the piece.
                 send_more(stream, &pending)?;
                 pending.clear();

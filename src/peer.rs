@@ -227,7 +227,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         }
         (store, Bitfield::full(layout.num_pieces()), None)
     } else {
-        let store = Store::open_leecher(&path, layout)?;
+        let store = Store::open_leecher(&path, layout, config.common.direct_io)?;
         let have = resume(&store, verifier.as_ref(), &layout, &pool);
         // With metadata, resume re-hashes the file: checkpoints only flush.
         let checkpointer = Arc::new(Checkpointer::new(&store, verifier.is_none()));

@@ -8,6 +8,7 @@
 
 use crate::bitfield::Bitfield;
 use crate::layout::Layout;
+use crate::piecebuf::PieceBuf;
 
 pub const HANDSHAKE_HEADER: &[u8; 18] = b"P2PFILESHARINGPROJ";
 pub const HANDSHAKE_LEN: usize = 32;
@@ -88,7 +89,7 @@ pub enum Message {
     Have(u32),
     Bitfield(Bitfield),
     Request(u32),
-    Piece { index: u32, data: Vec<u8> },
+    Piece { index: u32, data: PieceBuf },
 }
 
 impl Message {
@@ -279,7 +280,7 @@ impl Limits {
                 self.check_piece_len(index, body.len())?;
                 Message::Piece {
                     index,
-                    data: body[PIECE_INDEX_LEN..].to_vec(),
+                    data: PieceBuf::from(&body[PIECE_INDEX_LEN..]),
                 }
             }
         })
@@ -429,7 +430,7 @@ mod tests {
     fn piece_frame_and_its_header_agree() {
         let m = Message::Piece {
             index: 2,
-            data: vec![9, 8, 7],
+            data: vec![9, 8, 7].into(),
         };
         let bytes = encode_to_vec(&m);
         assert_eq!(bytes, [0, 0, 0, 8, 7, 0, 0, 0, 2, 9, 8, 7]);
@@ -451,11 +452,11 @@ mod tests {
             Message::Request(0),
             Message::Piece {
                 index: 0,
-                data: vec![1, 2, 3, 4],
+                data: vec![1, 2, 3, 4].into(),
             },
             Message::Piece {
                 index: 2,
-                data: vec![5, 6],
+                data: vec![5, 6].into(),
             },
         ] {
             let bytes = encode_to_vec(&m);
@@ -522,7 +523,7 @@ mod tests {
         assert!(matches!(
             l.decode_frame(&encode_to_vec(&Message::Piece {
                 index: 2,
-                data: vec![0; 4]
+                data: vec![0; 4].into()
             })),
             Err(WireError::BadLength {
                 kind: Kind::Piece,
@@ -532,7 +533,7 @@ mod tests {
         assert!(matches!(
             l.decode_frame(&encode_to_vec(&Message::Piece {
                 index: 0,
-                data: vec![0; 1]
+                data: vec![0; 1].into()
             })),
             Err(WireError::BadLength {
                 kind: Kind::Piece,
@@ -596,7 +597,10 @@ mod tests {
                 ),
                 (0..num_pieces).prop_flat_map(move |index| {
                     proptest::collection::vec(any::<u8>(), layout.piece_len(index) as usize)
-                        .prop_map(move |data| Message::Piece { index, data })
+                        .prop_map(move |data| Message::Piece {
+                            index,
+                            data: data.into(),
+                        })
                 }),
             ]
         }
