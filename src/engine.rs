@@ -3,8 +3,10 @@
 //! Concurrency contract
 //! - Threads: one engine thread (this module); per neighbour one reader and
 //!   one writer ([`crate::net`]); one listener plus short-lived handshake and
-//!   dial threads; a rayon pool that verifies (SHA-1) and writes received
-//!   pieces, writes progress checkpoints and hashes the finished file.
+//!   dial threads; [`Workers`] as many as the cores that verify (SHA-1)
+//!   received pieces, and more [`Workers`] for blocking disk work (piece
+//!   writes, which wait for the device with direct I/O, progress checkpoints,
+//!   the final flush), so a hashing thread never sleeps on the disk.
 //! - Channels: every producer sends [`Event`]s to the engine over one bounded
 //!   channel ([`EVENT_QUEUE`]). The engine sends to each writer over a bounded
 //!   queue with `try_send` only, so it never blocks on a slow neighbour; a
@@ -44,6 +46,7 @@ use crate::speclog::SpecLog;
 use crate::status::Counters;
 use crate::store::Store;
 use crate::wire::{Limits, Message, WireError};
+use crate::workers::Workers;
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -177,7 +180,10 @@ pub struct EngineSetup {
     pub log: SpecLog,
     pub counters: Arc<Counters>,
     pub rng_seed: u64,
-    pub pool: Arc<rayon::ThreadPool>,
+    /// SHA-1 verification of received pieces.
+    pub hashers: Workers,
+    /// Blocking disk work: piece writes, checkpoints, the final flush.
+    pub disk: Workers,
     /// How long a dialler keeps trying one peer.
     pub connect_timeout: Duration,
     pub events: (Sender<Event>, Receiver<Event>),
@@ -211,7 +217,8 @@ pub struct Engine {
     rng: StdRng,
     log: SpecLog,
     counters: Arc<Counters>,
-    pool: Arc<rayon::ThreadPool>,
+    hashers: Workers,
+    disk: Workers,
     connect_timeout: Duration,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
@@ -273,7 +280,8 @@ impl Engine {
             rng: StdRng::seed_from_u64(setup.rng_seed),
             log: setup.log,
             counters: setup.counters,
-            pool: setup.pool,
+            hashers: setup.hashers,
+            disk: setup.disk,
             connect_timeout: setup.connect_timeout,
             events_tx: setup.events.0,
             events_rx: setup.events.1,
@@ -368,7 +376,7 @@ impl Engine {
             self.events_tx.clone(),
         );
         let (generation, have) = (self.checkpoint_generation, self.have.clone());
-        self.pool.spawn(move || {
+        self.disk.spawn(move || {
             let result = cp.checkpoint(&store, generation, &have);
             let _ = events.send(Event::Checkpointed(result));
         });
@@ -715,19 +723,22 @@ impl Engine {
         let events = self.events_tx.clone();
         let verifier = self.verifier.clone();
         let buffers = Arc::clone(&self.buffers);
-        self.pool.spawn(move || {
-            let event = if verifier.is_some_and(|v| !v.piece_ok(index, &data)) {
-                Event::Bad { index, from: peer }
-            } else {
+        let disk = self.disk.clone();
+        self.hashers.spawn(move || {
+            if verifier.is_some_and(|v| !v.piece_ok(index, &data)) {
+                buffers.give(data);
+                let _ = events.send(Event::Bad { index, from: peer });
+                return;
+            }
+            disk.spawn(move || {
                 let result = store.write_piece(index, &data);
-                Event::Stored {
+                buffers.give(data);
+                let _ = events.send(Event::Stored {
                     index,
                     from: peer,
                     result,
-                }
-            };
-            buffers.give(data);
-            let _ = events.send(event);
+                });
+            });
         });
         self.request_from(peer);
     }
@@ -823,7 +834,7 @@ impl Engine {
         if self.have_complete() && !self.finishing {
             self.finishing = true;
             let (store, events) = (Arc::clone(&self.store), self.events_tx.clone());
-            self.pool.spawn(move || {
+            self.disk.spawn(move || {
                 let result = store.sync().map_err(|e| e.to_string()).and_then(|()| {
                     let len = store.file().metadata().map_err(|e| e.to_string())?.len();
                     let want = store.layout().file_size_bytes();

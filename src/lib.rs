@@ -23,3 +23,4 @@ pub mod status;
 pub mod store;
 pub mod swarm;
 pub mod wire;
+pub mod workers;

@@ -16,12 +16,17 @@ use crate::progress::{self, Checkpointer};
 use crate::speclog::SpecLog;
 use crate::status::{Counters, Phase};
 use crate::store::Store;
+use crate::workers::Workers;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Threads for blocking disk work. Direct-I/O writes wait for the device, so
+/// several in flight keep it busy while the hashing pool keeps the cores busy.
+const DISK_THREADS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -233,6 +238,11 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         let checkpointer = Arc::new(Checkpointer::new(&store, verifier.is_none()));
         (store, have, Some(checkpointer))
     };
+    // Rayon was for the start-up hashing only; the running peer's per-piece
+    // jobs go to worker threads (see `workers` for why).
+    drop(pool);
+    let hashers = Workers::new("hash", threads)?;
+    let disk = Workers::new("disk", DISK_THREADS)?;
     let log = SpecLog::open(&config.log_path(me.id), me.id)?;
     let listener = net::bind_listener(&me).map_err(|e| {
         io::Error::new(
@@ -290,7 +300,8 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         log,
         counters: Arc::clone(&counters),
         rng_seed: opts.rng_seed.unwrap_or_else(rand::random),
-        pool: Arc::new(pool),
+        hashers,
+        disk,
         connect_timeout: opts.connect_timeout,
         events,
         stop: Arc::clone(&stop),
