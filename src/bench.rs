@@ -1,11 +1,15 @@
 //! `p2pft bench`: a swarm benchmark any user can run. It builds a swarm in a
 //! temporary directory, measures this machine's ceilings (one loopback TCP
-//! stream, SHA-1 on one core, reading from the page cache), runs the swarm as
+//! stream, SHA-1 on one core, reading from the page cache, writing pieces to
+//! the swarm's disk the way leechers do), runs the swarm as
 //! separate peer processes through [`crate::swarm`], and reports figures and
 //! their ratios to the ceilings, as a table or one JSON record.
 //!
 //! Owns the benchmark's set-up and arithmetic; never changes how a peer works.
 
+use crate::layout::Layout;
+use crate::piecebuf::PieceBuf;
+use crate::store::Store;
 use crate::swarm::{self, SwarmArgs, SwarmReport};
 use clap::Args;
 use serde::Serialize;
@@ -98,6 +102,9 @@ pub struct Ceilings {
     pub loopback_one_stream_bytes_per_sec: f64,
     pub sha1_one_core_bytes_per_sec: f64,
     pub page_cache_read_bytes_per_sec: f64,
+    /// Pieces written to the swarm directory's disk as the leechers write
+    /// them (direct I/O unless `--buffered-io`), 4 at a time, then flushed.
+    pub disk_write_bytes_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +143,7 @@ pub struct BenchRecord {
     pub rate_to_loopback: f64,
     pub rate_to_sha1: f64,
     pub rate_to_page_cache: f64,
+    pub rate_to_disk_write: f64,
     pub per_peer: Vec<PeerFigures>,
 }
 
@@ -231,6 +239,58 @@ pub fn page_cache_ceiling(path: &Path, max_bytes: u64) -> io::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Writes up to `max_bytes` of 256 KiB pieces to a scratch file in `dir`
+/// through [`Store`], as a leecher does (`direct_io` as configured), from 4
+/// threads in a shuffled order, then flushes; the file is removed after.
+pub fn disk_write_ceiling(dir: &Path, max_bytes: u64, direct_io: bool) -> io::Result<f64> {
+    const PIECE: u32 = 256 * 1024;
+    const THREADS: u32 = 4;
+    let pieces = u32::try_from(max_bytes / u64::from(PIECE))
+        .unwrap_or(u32::MAX)
+        .max(THREADS);
+    let layout = Layout::new(u64::from(pieces) * u64::from(PIECE), PIECE).expect("small layout");
+    let path = dir.join("disk-ceiling.tmp");
+    let store = Store::open_leecher(&path, layout, direct_io)?;
+    // Pieces in a scattered order (a stride coprime with the count), as a
+    // swarm delivers them.
+    let stride = (pieces / 2 + 1..)
+        .find(|s| gcd(*s, pieces) == 1)
+        .expect("some stride");
+    let start = Instant::now();
+    std::thread::scope(|scope| -> io::Result<()> {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = &store;
+                scope.spawn(move || -> io::Result<()> {
+                    let buf = PieceBuf::from(vec![0x5a; PIECE as usize]);
+                    for i in (t..pieces).step_by(THREADS as usize) {
+                        let index = ((u64::from(i) * u64::from(stride)) % u64::from(pieces)) as u32;
+                        store.write_piece(index, &buf)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("disk ceiling thread")?;
+        }
+        Ok(())
+    })?;
+    store.sync()?;
+    let rate = layout.file_size_bytes() as f64 / start.elapsed().as_secs_f64();
+    drop(store);
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     let io = |e: io::Error| e.to_string();
     if args.peers < 2 || args.seeds == 0 || args.seeds >= args.peers {
@@ -317,6 +377,7 @@ fn record(args: &BenchArgs, report: &SwarmReport, ceilings: Ceilings) -> BenchRe
         rate_to_loopback: rate / ceilings.loopback_one_stream_bytes_per_sec,
         rate_to_sha1: rate / ceilings.sha1_one_core_bytes_per_sec,
         rate_to_page_cache: rate / ceilings.page_cache_read_bytes_per_sec,
+        rate_to_disk_write: rate / ceilings.disk_write_bytes_per_sec,
         ceilings,
         per_peer: report
             .peers
@@ -377,15 +438,16 @@ fn print_table(r: &BenchRecord) {
         );
     }
     let c = &r.ceilings;
-    println!("ceilings: loopback one stream {:.0} MiB/s, SHA-1 one core {:.0} MiB/s, page-cache read {:.0} MiB/s",
-        c.loopback_one_stream_bytes_per_sec / MIB, c.sha1_one_core_bytes_per_sec / MIB, c.page_cache_read_bytes_per_sec / MIB);
+    println!("ceilings: loopback one stream {:.0} MiB/s, SHA-1 one core {:.0} MiB/s, page-cache read {:.0} MiB/s, disk write {:.0} MiB/s",
+        c.loopback_one_stream_bytes_per_sec / MIB, c.sha1_one_core_bytes_per_sec / MIB, c.page_cache_read_bytes_per_sec / MIB, c.disk_write_bytes_per_sec / MIB);
     println!("wall to last verified completion  {:>10.3} s", r.wall_secs);
     println!(
-        "delivered                         {:>10.1} MiB/s  ({:.2} of loopback, {:.2} of SHA-1, {:.2} of page cache)",
+        "delivered                         {:>10.1} MiB/s  ({:.2} of loopback, {:.2} of SHA-1, {:.2} of page cache, {:.2} of disk write)",
         r.delivered_bytes_per_sec / MIB,
         r.rate_to_loopback,
         r.rate_to_sha1,
-        r.rate_to_page_cache
+        r.rate_to_page_cache,
+        r.rate_to_disk_write
     );
     println!(
         "CPU per delivered GiB             {:>10.2} s   ({:.2} s in all)",
@@ -424,6 +486,11 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
             page_cache_read_bytes_per_sec: page_cache_ceiling(
                 &dir.join("peer_1001/bench.bin"),
                 1 << 30,
+            )?,
+            disk_write_bytes_per_sec: disk_write_ceiling(
+                &dir,
+                args.file_size.min(256 << 20),
+                !args.buffered_io,
             )?,
         })
     })();

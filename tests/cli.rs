@@ -151,3 +151,50 @@ fn swarm_launcher_fails_at_its_time_limit_and_kills_the_peers() {
     }
     assert_eq!(peers[3]["local"], false);
 }
+
+#[test]
+fn bench_runs_a_small_swarm_and_reports_a_consistent_record() {
+    for mode in [None, Some("--buffered-io"), Some("--strict")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "bench",
+            "--peers",
+            "4",
+            "--file-size",
+            "3M",
+            "--piece-size",
+            "64K",
+            "--json",
+        ];
+        args.extend(mode);
+        let o = p2pft(dir.path(), &args);
+        assert_eq!(o.status.code(), Some(0), "{mode:?}: {}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["direct_io"], mode != Some("--buffered-io"), "{r}");
+        assert_eq!(r["strict"], mode == Some("--strict"), "{r}");
+        assert_eq!(r["delivered_bytes"], 3 * (3 << 20), "{r}");
+        let peers = r["per_peer"].as_array().unwrap();
+        assert_eq!(peers.len(), 4);
+        let wall = r["wall_secs"].as_f64().unwrap();
+        for p in peers.iter().filter(|p| p["seed"] == false) {
+            let done = p["complete_after_secs"].as_f64().unwrap();
+            assert!(done > 0.0 && done <= wall, "{p} against wall {wall}");
+        }
+        for c in [
+            "loopback_one_stream_bytes_per_sec",
+            "sha1_one_core_bytes_per_sec",
+            "page_cache_read_bytes_per_sec",
+            "disk_write_bytes_per_sec",
+        ] {
+            let rate = r["ceilings"][c].as_f64().unwrap();
+            assert!(rate.is_finite() && rate > 0.0, "{c}: {rate}");
+        }
+        let rate = r["delivered_bytes_per_sec"].as_f64().unwrap();
+        let ratio = r["rate_to_disk_write"].as_f64().unwrap();
+        let disk = r["ceilings"]["disk_write_bytes_per_sec"].as_f64().unwrap();
+        assert!((ratio * disk - rate).abs() <= rate * 1e-9, "{r}");
+        // The swarm directory (and the ceiling's scratch file) are gone.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
