@@ -9,37 +9,45 @@ use crate::bitfield::Bitfield;
 use rand::Rng;
 
 /// A uniformly random piece present in both `theirs` and `wanted`, or `None`.
-/// Costs two passes over the bytes of the bitfields, no allocation.
+/// Costs two passes over the bitfields, 64 bits at a time, no allocation.
 pub fn pick_random(theirs: &Bitfield, wanted: &Bitfield, rng: &mut impl Rng) -> Option<u32> {
     let both = || {
-        theirs
-            .as_wire()
-            .iter()
-            .zip(wanted.as_wire())
+        words(theirs.as_wire())
+            .zip(words(wanted.as_wire()))
             .map(|(a, b)| a & b)
     };
-    let total: u32 = both().map(|byte| byte.count_ones()).sum();
+    let total: u32 = both().map(u64::count_ones).sum();
     if total == 0 {
         return None;
     }
     let mut skip = rng.random_range(0..total);
-    for (byte_index, byte) in both().enumerate() {
-        let ones = byte.count_ones();
+    for (word_index, word) in both().enumerate() {
+        let ones = word.count_ones();
         if skip >= ones {
             skip -= ones;
             continue;
         }
-        let mut byte = byte;
+        let mut word = word;
         loop {
-            let bit = byte.leading_zeros();
+            let bit = word.leading_zeros();
             if skip == 0 {
-                return Some(byte_index as u32 * 8 + bit);
+                return Some(word_index as u32 * 64 + bit);
             }
             skip -= 1;
-            byte &= !(0x80 >> bit);
+            word &= !(1u64 << 63 >> bit);
         }
     }
     unreachable!("the count of candidate bits was {total}")
+}
+
+/// Wire-order bytes as big-endian 64-bit words (the last one zero-padded), so
+/// bit `i` of the field is bit `63 - i % 64` of word `i / 64`.
+fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes.chunks(8).map(|chunk| {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        u64::from_be_bytes(word)
+    })
 }
 
 #[cfg(test)]
@@ -97,6 +105,27 @@ mod tests {
             counts.iter().all(|&c| (800..1200).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_pick_is_in_both_fields_and_none_only_when_they_share_nothing(
+            bits in proptest::collection::vec((proptest::bool::ANY, proptest::bool::ANY), 1..300),
+            seed in 0u64..1000,
+        ) {
+            let n = bits.len() as u32;
+            let mut theirs = Bitfield::empty(n);
+            let mut wanted = Bitfield::empty(n);
+            for (i, &(a, b)) in bits.iter().enumerate() {
+                theirs.set(i as u32, a);
+                wanted.set(i as u32, b);
+            }
+            let common = bits.iter().filter(|(a, b)| *a && *b).count();
+            match pick_random(&theirs, &wanted, &mut StdRng::seed_from_u64(seed)) {
+                None => proptest::prop_assert_eq!(common, 0),
+                Some(p) => proptest::prop_assert!(p < n && theirs.has(p) && wanted.has(p)),
+            }
+        }
     }
 
     #[test]
