@@ -74,8 +74,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub strict: bool,
     /// Requests outstanding per p2pft neighbour.
-    #[arg(long, default_value_t = crate::config::DEFAULT_PIPELINE_DEPTH)]
-    pub pipeline_depth: u32,
+    /// (default: enough for 512 KiB in flight, 4 to 64).
+    #[arg(long)]
+    pub pipeline_depth: Option<u32>,
     /// Leechers write pieces through the page cache (`P2pftDirectIo 0`)
     /// instead of with direct I/O.
     #[arg(long)]
@@ -300,9 +301,12 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
         u32::try_from(args.piece_size).map_err(|_| "piece size too large".to_string())?;
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut common = format!(
-        "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName bench.bin\nFileSize {}\nPieceSize {piece_size}\nP2pftPipelineDepth {}\n",
-        args.k, args.p, args.m, args.file_size, args.pipeline_depth
+        "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName bench.bin\nFileSize {}\nPieceSize {piece_size}\n",
+        args.k, args.p, args.m, args.file_size
     );
+    if let Some(depth) = args.pipeline_depth {
+        common += &format!("P2pftPipelineDepth {depth}\n");
+    }
     if args.strict {
         common += "P2pftStrict 1\n";
     }
@@ -360,7 +364,11 @@ fn record(args: &BenchArgs, report: &SwarmReport, ceilings: Ceilings) -> BenchRe
         p_secs: args.p,
         m_secs: args.m,
         strict: args.strict,
-        pipeline_depth: args.pipeline_depth,
+        pipeline_depth: args.pipeline_depth.unwrap_or_else(|| {
+            crate::config::default_pipeline_depth(
+                u32::try_from(args.piece_size).unwrap_or(u32::MAX),
+            )
+        }),
         direct_io: !args.buffered_io,
         verified: !args.no_verify,
         wall_secs: wall,
