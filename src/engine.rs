@@ -38,7 +38,7 @@ use crate::bitfield::Bitfield;
 use crate::choke::{self, NeighbourStats};
 use crate::config::{Config, PeerEntry};
 use crate::meta::Verifier;
-use crate::net::{self, BufferPool, Out, WriterQueue};
+use crate::net::{self, BufferPool, Out};
 use crate::picker;
 use crate::piecebuf::PieceBuf;
 use crate::progress::Checkpointer;
@@ -47,7 +47,7 @@ use crate::status::Counters;
 use crate::store::Store;
 use crate::wire::{Limits, Message, WireError};
 use crate::workers::Workers;
-use crossbeam_channel::{select, tick, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -150,7 +150,7 @@ pub enum EngineError {
 
 struct Neighbour {
     conn: ConnId,
-    queue: WriterQueue,
+    queue: Sender<Out>,
     stream: TcpStream,
     has: Bitfield,
     /// `has.count()`, kept as haves arrive.
@@ -485,10 +485,11 @@ impl Engine {
         let num_pieces = self.limits.layout().num_pieces();
         // Enough room for a `have` of every piece plus the control messages of
         // a few intervals: the engine's own traffic can never fill it.
-        let queue = net::spawn_writer(
+        let (queue, queue_rx) = bounded(num_pieces as usize + 64);
+        net::spawn_writer(
             peer,
             writer_stream,
-            num_pieces as usize + 64,
+            queue_rx,
             Arc::clone(&self.store),
             Arc::clone(&self.buffers),
             Arc::clone(&self.counters),

@@ -22,7 +22,7 @@ use crate::store::Store;
 use crate::wire::{
     self, Kind, Limits, Message, Reserved, FRAME_HEADER_LEN, HANDSHAKE_LEN, PIECE_INDEX_LEN,
 };
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -420,49 +420,18 @@ pub fn read_frame(
         .map_err(CloseReason::Protocol)
 }
 
-/// The engine's end of one writer's queue. A send wakes the writer if it
-/// sleeps; dropping this closes the queue and wakes the writer to flush and
-/// hang up.
-///
-/// The writer sleeps with `thread::park` rather than a blocking channel
-/// receive: crossbeam spins and yields before it blocks, and with a wake-up
-/// per served piece that spinning was about 5% of all CPU in the bench.
-pub struct WriterQueue {
-    tx: Option<Sender<Out>>,
-    writer: thread::Thread,
-}
-
-impl WriterQueue {
-    /// Queues `out` without blocking (a full queue is the caller's problem).
-    pub fn try_send(&self, out: Out) -> Result<(), TrySendError<Out>> {
-        let sent = self.tx.as_ref().expect("open until dropped").try_send(out);
-        self.writer.unpark();
-        sent
-    }
-}
-
-impl Drop for WriterQueue {
-    fn drop(&mut self) {
-        self.tx = None; // closed first, so the woken writer sees it
-        self.writer.unpark();
-    }
-}
-
-/// Sends what the engine queues for one neighbour (at most `capacity` waiting).
-/// Small messages are batched until the queue is empty; the queue closing
-/// means "flush and hang up".
-#[allow(clippy::too_many_arguments)]
+/// Sends what the engine queues for one neighbour. Small messages are batched
+/// until the queue is empty; the queue closing means "flush and hang up".
 pub fn spawn_writer(
     peer: u32,
     stream: TcpStream,
-    capacity: usize,
+    queue: Receiver<Out>,
     store: Arc<Store>,
     buffers: Arc<BufferPool>,
     counters: Arc<Counters>,
     finished: Sender<u32>,
-) -> WriterQueue {
-    let (tx, queue) = crossbeam_channel::bounded(capacity);
-    let handle = thread::Builder::new()
+) {
+    thread::Builder::new()
         .name(format!("write-{peer}"))
         .spawn(move || {
             if let Err(e) = write_loop(&stream, &queue, &store, &buffers, &counters) {
@@ -472,10 +441,6 @@ pub fn spawn_writer(
             let _ = finished.send(peer);
         })
         .expect("spawn writer thread");
-    WriterQueue {
-        tx: Some(tx),
-        writer: handle.thread().clone(),
-    }
 }
 
 fn write_loop(
@@ -496,27 +461,23 @@ fn write_loop(
         let next = match queue.try_recv() {
             Ok(next) => next,
             Err(TryRecvError::Empty) if only_haves && !pending.is_empty() => {
-                // Haves only: give others a moment to join them.
-                thread::park_timeout(HAVE_COALESCE);
-                match queue.try_recv() {
+                match queue.recv_timeout(HAVE_COALESCE) {
                     Ok(next) => next,
-                    Err(TryRecvError::Empty) => {
+                    Err(_) => {
                         out.write_all(&pending)?;
                         pending.clear();
                         continue;
                     }
-                    Err(TryRecvError::Disconnected) => break,
                 }
             }
             Err(TryRecvError::Empty) => {
-                if !pending.is_empty() {
-                    out.write_all(&pending)?;
-                    pending.clear();
-                    only_haves = true;
+                out.write_all(&pending)?;
+                pending.clear();
+                only_haves = true;
+                match queue.recv() {
+                    Ok(next) => next,
+                    Err(_) => break,
                 }
-                // Woken by the engine's next send or by the queue closing.
-                thread::park();
-                continue;
             }
             Err(TryRecvError::Disconnected) => break,
         };
