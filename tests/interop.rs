@@ -45,3 +45,11 @@ fn a_spec_peer_with_an_ascii_handshake() {
         true,
     );
 }
+
+/// Pieces large enough for direct I/O (and a short, unaligned last piece):
+/// our leechers write them past the page cache and serve them back with
+/// direct reads, to the spec peer as well as to each other.
+#[test]
+fn spec_peers_among_ours_with_direct_io_pieces() {
+    run_mixed(Spec::new(5, 40 * 131_072 + 1_234, 131_072), &[2], &[], true);
+}
