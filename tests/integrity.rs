@@ -150,17 +150,34 @@ fn sigkill_mid_download_resumes_from_verified_pieces() {
 
 #[test]
 fn pieces_damaged_while_down_are_fetched_again() {
-    let mut swarm = Swarm::new(four_thousand_pieces());
-    interrupt_mid_download(&mut swarm, "-KILL", false);
+    kill_damage_and_resume(four_thousand_pieces());
+}
+
+/// The same with pieces large enough to be written with direct I/O: the
+/// restarted peer re-hashes what the first run wrote past the page cache.
+#[test]
+fn pieces_written_with_direct_io_survive_a_kill_and_damage_is_fetched_again() {
+    kill_damage_and_resume(Spec::new(4, 2048 * 65_536, 65_536));
+}
+
+fn kill_damage_and_resume(spec: Spec) {
+    let piece_size = spec.piece_size as usize;
+    let mut swarm = Swarm::new(spec);
+    let logged = interrupt_mid_download(&mut swarm, "-KILL", false);
     let log = std::fs::read_to_string(swarm.log_of(1003)).unwrap();
     let first: Vec<u32> = downloads(&log).iter().map(|&(p, _)| p).collect();
     let damaged: BTreeSet<u32> = first.iter().step_by(first.len() / 3 + 1).copied().collect();
     let mut bytes = std::fs::read(swarm.file_of(1003)).unwrap();
     for &piece in &damaged {
-        bytes[piece as usize * 1024 + 7] ^= 0x55;
+        bytes[piece as usize * piece_size + 7] ^= 0x55;
     }
     std::fs::write(swarm.file_of(1003), bytes).unwrap();
-    let (_, fetched) = restart_and_finish(&mut swarm);
+    let (resumed, fetched) = restart_and_finish(&mut swarm);
+    assert!(
+        resumed + damaged.len() as u32 >= logged,
+        "resumed with {resumed} good pieces; {logged} were logged, {} damaged",
+        damaged.len()
+    );
     for piece in damaged {
         assert!(
             fetched.contains(&piece),
