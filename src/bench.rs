@@ -93,9 +93,13 @@ pub struct BenchArgs {
     /// Fail if the swarm has not finished after this many seconds.
     #[arg(long, default_value_t = 900.0)]
     pub timeout: f64,
-    /// Print one JSON record instead of a table.
+    /// Print one JSON record instead of a table (one line a run).
     #[arg(long)]
     pub json: bool,
+    /// Run the swarm this many times in the same directory, ceilings measured
+    /// before each run, and summarise (median, least and most) at the end.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -476,8 +480,89 @@ fn print_table(r: &BenchRecord) {
     );
 }
 
-/// `p2pft bench`: 0 when the swarm finished and every file matched, 1 if not,
-/// 2 for bad arguments.
+/// Measures the ceilings, runs the swarm once in `dir` and makes its record.
+fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
+    let ceilings = Ceilings {
+        loopback_one_stream_bytes_per_sec: loopback_ceiling(1.0)
+            .map_err(|e| format!("measuring loopback: {e}"))?,
+        sha1_one_core_bytes_per_sec: sha1_ceiling(0.5),
+        page_cache_read_bytes_per_sec: page_cache_ceiling(
+            &dir.join("peer_1001/bench.bin"),
+            1 << 30,
+        )
+        .map_err(|e| format!("measuring page-cache reads: {e}"))?,
+        disk_write_bytes_per_sec: disk_write_ceiling(
+            dir,
+            args.file_size.min(256 << 20),
+            !args.buffered_io,
+        )
+        .map_err(|e| format!("measuring disk writes: {e}"))?,
+    };
+    let swarm_args = SwarmArgs {
+        dir: dir.to_path_buf(),
+        timeout: args.timeout,
+        keep: false,
+        quiet: true,
+        json: true,
+        connect_timeout: 30.0,
+    };
+    let report = swarm::run(&swarm_args).map_err(|e| e.to_string())?;
+    for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
+        eprintln!("--- peer {} said:\n{}", p.id, p.stderr_tail.join("\n"));
+    }
+    Ok(record(args, &report, ceilings))
+}
+
+/// One figure of a run's record.
+type Figure = dyn Fn(&BenchRecord) -> f64;
+
+/// Median, least and most of each figure over several runs.
+fn print_summary(records: &[BenchRecord]) {
+    let spread = |f: &Figure| {
+        let mut v: Vec<f64> = records.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 0 {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        };
+        (median, v[0], v[v.len() - 1])
+    };
+    let ok = records.iter().filter(|r| r.ok).count();
+    println!(
+        "summary of {} runs ({ok} OK): median (least-most)",
+        records.len()
+    );
+    let rows: [(&str, &Figure, &str); 6] = [
+        ("wall to last verified completion", &|r| r.wall_secs, "s"),
+        ("delivered", &|r| r.delivered_bytes_per_sec / MIB, "MiB/s"),
+        ("delivered / loopback ceiling", &|r| r.rate_to_loopback, ""),
+        (
+            "delivered / disk-write ceiling",
+            &|r| r.rate_to_disk_write,
+            "",
+        ),
+        (
+            "CPU per delivered GiB",
+            &|r| r.cpu_secs_per_delivered_gib,
+            "s",
+        ),
+        ("peak RSS, largest peer", &|r| r.peak_rss_mb_max, "MB"),
+    ];
+    for (name, f, unit) in rows {
+        let (median, least, most) = spread(f);
+        let unit = if unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {unit}")
+        };
+        println!("  {name:<34}{median:>9.2} ({least:.2}-{most:.2}){unit}");
+    }
+}
+
+/// `p2pft bench`: 0 when every run finished and every file matched, 1 if
+/// not, 2 for bad arguments.
 pub fn run_cli(args: &BenchArgs) -> i32 {
     crate::cli::init_diagnostics("bench".into());
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -487,58 +572,34 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
         let _ = std::fs::remove_dir_all(&dir);
         return 2;
     }
-    let ceilings = (|| -> io::Result<Ceilings> {
-        Ok(Ceilings {
-            loopback_one_stream_bytes_per_sec: loopback_ceiling(1.0)?,
-            sha1_one_core_bytes_per_sec: sha1_ceiling(0.5),
-            page_cache_read_bytes_per_sec: page_cache_ceiling(
-                &dir.join("peer_1001/bench.bin"),
-                1 << 30,
-            )?,
-            disk_write_bytes_per_sec: disk_write_ceiling(
-                &dir,
-                args.file_size.min(256 << 20),
-                !args.buffered_io,
-            )?,
-        })
-    })();
-    let ceilings = match ceilings {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: measuring the machine's ceilings: {e}");
-            return 1;
+    let mut records = Vec::new();
+    let mut code = 0;
+    for run in 1..=args.runs {
+        if args.runs > 1 && !args.json {
+            println!("run {run} of {}", args.runs);
         }
-    };
-    let swarm_args = SwarmArgs {
-        dir: dir.clone(),
-        timeout: args.timeout,
-        keep: false,
-        quiet: true,
-        json: true,
-        connect_timeout: 30.0,
-    };
-    let code = match swarm::run(&swarm_args) {
-        Ok(report) => {
-            let r = record(args, &report, ceilings);
-            if args.json {
-                println!("{}", serde_json::to_string(&r).expect("serializes"));
-            } else {
-                print_table(&r);
+        match run_once(args, &dir) {
+            Ok(r) => {
+                if !r.ok {
+                    code = 1;
+                }
+                if args.json {
+                    println!("{}", serde_json::to_string(&r).expect("serializes"));
+                } else {
+                    print_table(&r);
+                }
+                records.push(r);
             }
-            for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
-                eprintln!("--- peer {} said:\n{}", p.id, p.stderr_tail.join("\n"));
-            }
-            if r.ok {
-                0
-            } else {
-                1
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = 1;
+                break;
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    };
+    }
+    if records.len() > 1 && !args.json {
+        print_summary(&records);
+    }
     if args.keep {
         eprintln!("swarm directory kept: {}", dir.display());
     } else {

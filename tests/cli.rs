@@ -198,3 +198,40 @@ fn bench_runs_a_small_swarm_and_reports_a_consistent_record() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
+
+#[test]
+fn bench_repeats_runs_in_one_directory_and_summarises_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "--peers",
+        "3",
+        "--file-size",
+        "2M",
+        "--piece-size",
+        "64K",
+    ];
+    let o = p2pft(
+        dir.path(),
+        &[&args[..], &["--runs", "2", "--json"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let records: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "one JSON line a run");
+    for r in &records {
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["delivered_bytes"], 2 * (2 << 20), "{r}");
+    }
+    let o = p2pft(dir.path(), &[&args[..], &["--runs", "3"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(table.matches("result: OK").count(), 3, "{table}");
+    assert!(table.contains("summary of 3 runs (3 OK)"), "{table}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let o = p2pft(dir.path(), &[&args[..], &["--runs", "0"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
