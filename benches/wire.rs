@@ -1,12 +1,15 @@
 //! Frame encode and decode: every message type, and piece frames of 16 KiB,
 //! 256 KiB and 1 MiB.
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use p2pft::bitfield::Bitfield;
 use p2pft::layout::Layout;
 use p2pft::wire::{encode, Limits, Message};
 use std::hint::black_box;
 
-fn messages(num_pieces: u32, piece: usize) -> Vec<(&'static str, Message)> {
+fn control_messages(num_pieces: u32) -> Vec<(&'static str, Message)> {
     vec![
         ("choke", Message::Choke),
         ("unchoke", Message::Unchoke),
@@ -15,35 +18,35 @@ fn messages(num_pieces: u32, piece: usize) -> Vec<(&'static str, Message)> {
         ("have", Message::Have(num_pieces - 1)),
         ("bitfield", Message::Bitfield(Bitfield::full(num_pieces))),
         ("request", Message::Request(num_pieces / 2)),
-        (
-            "piece",
-            Message::Piece {
-                index: 1,
-                data: vec![0xab; piece].into(),
-            },
-        ),
     ]
+}
+
+/// Encoding `m` into a reused buffer, and decoding its frame.
+fn encode_and_decode<P: std::fmt::Display>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    id: P,
+    m: &Message,
+    limits: &Limits,
+) {
+    let frame = p2pft::wire::encode_to_vec(m);
+    let mut out = Vec::with_capacity(frame.len());
+    g.bench_function(BenchmarkId::new("encode", &id), |b| {
+        b.iter(|| {
+            out.clear();
+            encode(black_box(m), &mut out);
+        })
+    });
+    g.bench_function(BenchmarkId::new("decode", &id), |b| {
+        b.iter(|| limits.decode_frame(black_box(&frame)).unwrap())
+    });
 }
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("control");
     let layout = Layout::new(2000 * 16384, 16384).unwrap();
     let limits = Limits::new(layout);
-    for (name, m) in messages(layout.num_pieces(), 16384)
-        .into_iter()
-        .filter(|(n, _)| *n != "piece")
-    {
-        let frame = p2pft::wire::encode_to_vec(&m);
-        let mut out = Vec::with_capacity(1024);
-        g.bench_function(BenchmarkId::new("encode", name), |b| {
-            b.iter(|| {
-                out.clear();
-                encode(black_box(&m), &mut out);
-            })
-        });
-        g.bench_function(BenchmarkId::new("decode", name), |b| {
-            b.iter(|| limits.decode_frame(black_box(&frame)).unwrap())
-        });
+    for (name, m) in control_messages(layout.num_pieces()) {
+        encode_and_decode(&mut g, name, &m, &limits);
     }
     g.finish();
 
@@ -55,18 +58,8 @@ fn bench(c: &mut Criterion) {
             index: 3,
             data: vec![0xab; size as usize].into(),
         };
-        let frame = p2pft::wire::encode_to_vec(&m);
-        let mut out = Vec::with_capacity(frame.len());
         g.throughput(Throughput::Bytes(u64::from(size)));
-        g.bench_function(BenchmarkId::new("encode", size), |b| {
-            b.iter(|| {
-                out.clear();
-                encode(black_box(&m), &mut out);
-            })
-        });
-        g.bench_function(BenchmarkId::new("decode", size), |b| {
-            b.iter(|| limits.decode_frame(black_box(&frame)).unwrap())
-        });
+        encode_and_decode(&mut g, size, &m, &limits);
         g.bench_function(BenchmarkId::new("header_only", size), |b| {
             b.iter(|| p2pft::wire::piece_header(black_box(3), size))
         });

@@ -7,8 +7,10 @@
 //!
 //! Owns the benchmark's set-up and arithmetic; never changes how a peer works.
 
+use crate::config::{CommonConfig, Config};
 use crate::layout::Layout;
 use crate::piecebuf::PieceBuf;
+use crate::status::{mib, MIB};
 use crate::store::Store;
 use crate::swarm::{self, SwarmArgs, SwarmReport};
 use clap::Args;
@@ -20,8 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
 
 /// A size such as `512M`, `256K`, `2G` or `1000` (bytes; K, M, G are powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -337,9 +338,7 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
         std::fs::hard_link(first.join("bench.bin"), d.join("bench.bin")).map_err(io)?;
     }
     if !args.no_verify {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let pool = crate::meta::hashing_pool(0).map_err(io)?;
         crate::meta::Meta::create(&first.join("bench.bin"), piece_size, &pool)
             .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))
             .map_err(|e| e.to_string())?;
@@ -347,7 +346,13 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn record(args: &BenchArgs, report: &SwarmReport, ceilings: Ceilings) -> BenchRecord {
+/// The figures of one run; the mode (`common`) as the peers read it.
+fn record(
+    args: &BenchArgs,
+    common: &CommonConfig,
+    report: &SwarmReport,
+    ceilings: Ceilings,
+) -> BenchRecord {
     let leechers = report.peers.iter().filter(|p| !p.seed).count() as u64;
     let delivered = leechers * args.file_size;
     let wall = report
@@ -358,6 +363,18 @@ fn record(args: &BenchArgs, report: &SwarmReport, ceilings: Ceilings) -> BenchRe
     let wall = if report.ok { wall } else { report.wall_secs };
     let cpu: f64 = report.peers.iter().map(|p| p.cpu_secs).sum();
     let rate = delivered as f64 / wall.max(1e-9);
+    let per_peer: Vec<PeerFigures> = report
+        .peers
+        .iter()
+        .map(|p| PeerFigures {
+            id: p.id,
+            seed: p.seed,
+            complete_after_secs: p.complete_after_secs,
+            cpu_secs: p.cpu_secs,
+            peak_rss_mb: p.peak_rss_kb as f64 / 1024.0,
+            threads: p.threads,
+        })
+        .collect();
     BenchRecord {
         ok: report.ok,
         peers: args.peers,
@@ -367,42 +384,23 @@ fn record(args: &BenchArgs, report: &SwarmReport, ceilings: Ceilings) -> BenchRe
         k: args.k,
         p_secs: args.p,
         m_secs: args.m,
-        strict: args.strict,
-        pipeline_depth: args.pipeline_depth.unwrap_or_else(|| {
-            crate::config::default_pipeline_depth(
-                u32::try_from(args.piece_size).unwrap_or(u32::MAX),
-            )
-        }),
-        direct_io: !args.buffered_io,
+        strict: common.strict,
+        pipeline_depth: common.pipeline_depth,
+        direct_io: common.direct_io,
         verified: !args.no_verify,
         wall_secs: wall,
         delivered_bytes: delivered,
         delivered_bytes_per_sec: rate,
         cpu_secs_total: cpu,
         cpu_secs_per_delivered_gib: cpu / (delivered as f64 / GIB).max(1e-12),
-        peak_rss_mb_max: report
-            .peers
-            .iter()
-            .map(|p| p.peak_rss_kb as f64 / 1024.0)
-            .fold(0.0, f64::max),
-        threads_max: report.peers.iter().map(|p| p.threads).max().unwrap_or(0),
+        peak_rss_mb_max: per_peer.iter().map(|p| p.peak_rss_mb).fold(0.0, f64::max),
+        threads_max: per_peer.iter().map(|p| p.threads).max().unwrap_or(0),
         rate_to_loopback: rate / ceilings.loopback_one_stream_bytes_per_sec,
         rate_to_sha1: rate / ceilings.sha1_one_core_bytes_per_sec,
         rate_to_page_cache: rate / ceilings.page_cache_read_bytes_per_sec,
         rate_to_disk_write: rate / ceilings.disk_write_bytes_per_sec,
         ceilings,
-        per_peer: report
-            .peers
-            .iter()
-            .map(|p| PeerFigures {
-                id: p.id,
-                seed: p.seed,
-                complete_after_secs: p.complete_after_secs,
-                cpu_secs: p.cpu_secs,
-                peak_rss_mb: p.peak_rss_kb as f64 / 1024.0,
-                threads: p.threads,
-            })
-            .collect(),
+        per_peer,
     }
 }
 
@@ -412,7 +410,7 @@ fn print_table(r: &BenchRecord) {
         r.peers,
         r.seeds,
         if r.seeds == 1 { "" } else { "s" },
-        r.file_size_bytes as f64 / MIB,
+        mib(r.file_size_bytes),
         r.piece_size_bytes / 1024,
         r.k,
         r.p_secs,
@@ -507,10 +505,11 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
         connect_timeout: 30.0,
     };
     let report = swarm::run(&swarm_args).map_err(|e| e.to_string())?;
+    let common = Config::load(dir).map_err(|e| e.to_string())?.common;
     for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
         eprintln!("--- peer {} said:\n{}", p.id, p.stderr_tail.join("\n"));
     }
-    Ok(record(args, &report, ceilings))
+    Ok(record(args, &common, &report, ceilings))
 }
 
 /// One figure of a run's record.

@@ -154,10 +154,7 @@ pub fn main_p2pft() -> i32 {
 }
 
 fn pool() -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("hash-{i}"))
-        .build()
-        .expect("a thread pool")
+    crate::meta::hashing_pool(0).expect("hashing threads")
 }
 
 /// Prints `message` as an error and returns `code`.
@@ -215,29 +212,26 @@ fn run_meta(args: &MetaArgs) -> i32 {
 
 /// `3, 17-20, 31`: sorted indices as ranges.
 fn ranges(indices: impl Iterator<Item = u32>) -> String {
+    let show = |(a, b): (u32, u32)| {
+        if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        }
+    };
     let mut out: Vec<String> = Vec::new();
     let mut run: Option<(u32, u32)> = None;
     for i in indices {
         run = match run {
             Some((a, b)) if b + 1 == i => Some((a, i)),
-            Some((a, b)) => {
-                out.push(if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                });
+            Some(done) => {
+                out.push(show(done));
                 Some((i, i))
             }
             None => Some((i, i)),
         };
     }
-    if let Some((a, b)) = run {
-        out.push(if a == b {
-            a.to_string()
-        } else {
-            format!("{a}-{b}")
-        });
-    }
+    out.extend(run.map(show));
     out.join(", ")
 }
 

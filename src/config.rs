@@ -547,22 +547,18 @@ mod tests {
         assert!(c.strict);
         assert_eq!(c.pipeline_depth, 8);
         assert!(!c.direct_io);
-        assert_eq!(
-            common_err(&format!("{GOOD_COMMON}P2pftDirectIo on\n")).line,
-            Some(7)
-        );
-        assert_eq!(
-            common_err(&format!("{GOOD_COMMON}P2pftStrict yes\n")).line,
-            Some(7)
-        );
-        assert_eq!(
-            common_err(&format!("{GOOD_COMMON}P2pftPipelineDepth 0\n")).line,
-            Some(7)
-        );
-        assert_eq!(
-            common_err(&format!("{GOOD_COMMON}P2pftPipelineDepth 65\n")).line,
-            Some(7)
-        );
+        for bad in [
+            "P2pftDirectIo on",
+            "P2pftStrict yes",
+            "P2pftPipelineDepth 0",
+            "P2pftPipelineDepth 65",
+        ] {
+            assert_eq!(
+                common_err(&format!("{GOOD_COMMON}{bad}\n")).line,
+                Some(7),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -69,10 +69,10 @@ pub const MAX_BAD_PIECES: u32 = 3;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long in-flight piece writes get to land after a signal.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
-/// Bytes of received pieces waiting for the pool (hash and write) at most.
+/// Bytes of received pieces waiting to be hashed and written, at most.
 const MAX_STORING_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Pieces of `piece_size` that may wait for the pool at once (at least 2).
+/// Pieces of `piece_size` that may wait to be hashed and written at once (at least 2).
 pub fn max_storing(piece_size: u32) -> usize {
     (MAX_STORING_BYTES / u64::from(piece_size)).max(2) as usize
 }
@@ -120,7 +120,7 @@ pub enum Event {
         peer: u32,
         reason: CloseReason,
     },
-    /// The pool verified and wrote a piece received from `from`.
+    /// A piece received from `from` was verified and written (or failed to be).
     Stored {
         index: u32,
         from: u32,
@@ -130,7 +130,7 @@ pub enum Event {
     Bad { index: u32, from: u32 },
     /// A progress checkpoint was written (or failed).
     Checkpointed(io::Result<()>),
-    /// The complete file was synced and, with metadata, its SHA-1 checked.
+    /// The complete file was synced and has its full length (or not: why).
     Finished(Result<(), String>),
     /// SIGINT or SIGTERM: stop cleanly.
     Interrupt(i32),
@@ -142,7 +142,7 @@ pub enum EngineError {
     Disk(io::Error),
     #[error("{0}")]
     Unreachable(String),
-    #[error("the finished file does not match the metadata: {0}")]
+    #[error("the finished file could not be made complete: {0}")]
     Integrity(String),
     #[error("stopped by signal {0}; progress saved")]
     Interrupted(i32),
@@ -205,7 +205,7 @@ pub struct Engine {
     have_count: u32,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
-    /// Pieces received and handed to the pool, not yet on disk.
+    /// Pieces received and handed to the hashing threads, not yet on disk.
     storing: Bitfield,
     neighbours: BTreeMap<u32, Neighbour>,
     /// Peers known to have the complete file (kept after they disconnect).
@@ -239,7 +239,7 @@ pub struct Engine {
     bad_pieces: BTreeMap<u32, u32>,
     banned: BTreeSet<u32>,
     buffers: Arc<BufferPool>,
-    /// Pieces handed to the pool and not yet reported back.
+    /// Pieces handed to the hashing threads and not yet reported back.
     storing_count: usize,
     max_storing: usize,
     /// Extensions (pipelining, early unchoke) are on: not `P2pftStrict`.
@@ -335,7 +335,7 @@ impl Engine {
         }
     }
 
-    /// After a signal: let pieces already handed to the pool land (bounded).
+    /// After a signal: let pieces already received land on disk (bounded).
     /// New pieces are not requested.
     fn land_in_flight_pieces(&mut self) {
         let deadline = Instant::now() + INTERRUPT_GRACE;
@@ -350,7 +350,7 @@ impl Engine {
     }
 
     /// Records progress synchronously before the peer exits, so the record
-    /// names every piece counted (a checkpoint on the pool could be cut off).
+    /// names every piece counted (one on a disk thread could be cut off).
     fn final_checkpoint(&mut self) {
         if let Some(cp) = &self.checkpointer {
             self.checkpoint_generation += 1;
@@ -360,7 +360,7 @@ impl Engine {
         }
     }
 
-    /// Hands a progress checkpoint to the pool when pieces landed since the last.
+    /// Hands a progress checkpoint to a disk thread when pieces landed since the last.
     fn start_checkpoint(&mut self) {
         let Some(cp) = &self.checkpointer else {
             return;
@@ -849,10 +849,15 @@ impl Engine {
         }
     }
 
-    /// The file is durable (and matches the metadata): only now is it complete.
+    /// The file is durable and has its full length: only now is it complete.
     fn on_finished(&mut self, result: Result<(), String>) {
         match result {
             Ok(()) => {
+                let (direct, buffered) = self.store.writes();
+                log::debug!(
+                    "peer {}: pieces written with direct I/O {direct}, through the page cache {buffered}",
+                    self.me
+                );
                 self.complete_peers.insert(self.me);
                 self.counters.complete.store(true, Relaxed);
                 self.log.complete();

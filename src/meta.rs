@@ -54,19 +54,33 @@ pub fn sha1(data: &[u8]) -> Hash {
     Sha1::digest(data).into()
 }
 
-pub fn to_hex(hash: &Hash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+/// Bytes as lower-case hex (hashes here, bitfields in the progress record).
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn from_hex(s: &str) -> Option<Hash> {
-    if s.len() != 40 || !s.is_ascii() {
+/// The bytes of a hex string, or `None` when it is not hex of even length.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
         return None;
     }
-    let mut out = [0u8; 20];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+fn hash_from_hex(s: &str) -> Option<Hash> {
+    from_hex(s)?.try_into().ok()
+}
+
+/// A rayon pool for hashing whole files; `threads` 0 means one a core.
+pub fn hashing_pool(threads: usize) -> io::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("sha1-{i}"))
+        .build()
+        .map_err(|e| io::Error::other(format!("cannot start the hashing threads: {e}")))
 }
 
 /// `<FileName>.meta.json` in `dir`.
@@ -202,26 +216,22 @@ impl Meta {
                 meta,
                 config,
             };
-            if self.file_name != c.file_name {
-                return Err(disagree(
-                    "FileName",
-                    self.file_name.clone(),
-                    c.file_name.clone(),
-                ));
-            }
-            if self.file_size_bytes != c.file_size_bytes {
-                return Err(disagree(
+            for (what, meta, config) in [
+                ("FileName", self.file_name.clone(), c.file_name.clone()),
+                (
                     "FileSize",
                     self.file_size_bytes.to_string(),
                     c.file_size_bytes.to_string(),
-                ));
-            }
-            if self.piece_size_bytes != c.piece_size_bytes {
-                return Err(disagree(
+                ),
+                (
                     "PieceSize",
                     self.piece_size_bytes.to_string(),
                     c.piece_size_bytes.to_string(),
-                ));
+                ),
+            ] {
+                if meta != config {
+                    return Err(disagree(what, meta, config));
+                }
             }
         }
         let layout = Layout::new(self.file_size_bytes, self.piece_size_bytes)
@@ -238,10 +248,11 @@ impl Meta {
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                from_hex(h).ok_or_else(|| invalid(format!("piece_sha1[{i}] is not 40 hex digits")))
+                hash_from_hex(h)
+                    .ok_or_else(|| invalid(format!("piece_sha1[{i}] is not 40 hex digits")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let file = from_hex(&self.file_sha1)
+        let file = hash_from_hex(&self.file_sha1)
             .ok_or_else(|| invalid("file_sha1 is not 40 hex digits".into()))?;
         Ok(Verifier {
             layout,
@@ -272,10 +283,7 @@ mod tests {
     use super::*;
 
     fn pool() -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap()
+        hashing_pool(2).unwrap()
     }
 
     fn file_with(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {

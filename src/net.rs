@@ -95,19 +95,30 @@ fn reserved_for(offer: bool) -> Reserved {
     }
 }
 
+/// What waiting for bytes on a socket found.
+#[derive(PartialEq, Eq)]
+enum Peeked {
+    /// At least the bytes asked for are readable (none consumed).
+    Arrived,
+    /// The other side closed the connection.
+    Closed,
+    /// The wait ended first.
+    TimedOut,
+}
+
 /// Waits up to `wait` for `len` bytes to be readable, without consuming them.
-fn bytes_arrive(stream: &TcpStream, len: usize, wait: Duration) -> io::Result<bool> {
+fn peek_for(stream: &TcpStream, len: usize, wait: Duration) -> io::Result<Peeked> {
     let deadline = Instant::now() + wait;
     let mut buf = vec![0u8; len];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(false);
+            return Ok(Peeked::TimedOut);
         }
         stream.set_read_timeout(Some(left))?;
         match stream.peek(&mut buf) {
-            Ok(0) => return Ok(false),
-            Ok(n) if n >= len => return Ok(true),
+            Ok(0) => return Ok(Peeked::Closed),
+            Ok(n) if n >= len => return Ok(Peeked::Arrived),
             Ok(_) => thread::sleep(Duration::from_millis(2)),
             Err(e)
                 if matches!(
@@ -115,7 +126,7 @@ fn bytes_arrive(stream: &TcpStream, len: usize, wait: Duration) -> io::Result<bo
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Ok(false)
+                return Ok(Peeked::TimedOut)
             }
             Err(e) => return Err(e),
         }
@@ -130,7 +141,7 @@ pub fn accept_handshake(
     extensions: bool,
 ) -> Result<(u32, bool), HandshakeError> {
     let mut theirs = [0u8; HANDSHAKE_LEN];
-    let (peer, pipelining) = if bytes_arrive(stream, HANDSHAKE_LEN, OFFER_WAIT)? {
+    let (peer, pipelining) = if peek_for(stream, HANDSHAKE_LEN, OFFER_WAIT)? == Peeked::Arrived {
         stream.read_exact(&mut theirs)?;
         let peer = wire::decode_handshake(&theirs, &accept)?;
         let pipelining = extensions && wire::offers_pipelining(&wire::handshake_reserved(&theirs));
@@ -255,16 +266,8 @@ fn dialled_handshake(
     let both = offer && wire::offers_pipelining(&wire::handshake_reserved(&theirs));
     if offer && !both {
         // A plain peer that objects to our reserved bytes hangs up now.
-        stream.set_read_timeout(Some(REFUSAL_WATCH)).map_err(io)?;
-        match stream.peek(&mut [0u8; 1]) {
-            Ok(0) => return Err(DialError::Handshake("closed after the handshake".into())),
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(io(e)),
+        if peek_for(stream, 1, REFUSAL_WATCH).map_err(io)? == Peeked::Closed {
+            return Err(DialError::Handshake("closed after the handshake".into()));
         }
     }
     stream.set_read_timeout(None).map_err(io)?;
@@ -456,7 +459,6 @@ fn write_loop(
     let mut pending = Vec::with_capacity(4096);
     // `pending` holds only haves, which may wait a moment for company.
     let mut only_haves = true;
-    let mut piece = Vec::new();
     loop {
         let next = match queue.try_recv() {
             Ok(next) => next,
@@ -494,37 +496,9 @@ fn write_loop(
             Out::Serve(index) => {
                 let len = store.layout().piece_len(index);
                 pending.extend_from_slice(&wire::piece_header(index, len));
-                // A piece written with direct I/O is read back the same way
-                // and sent from the buffer (header and body in one write).
-                let mut body = buffers.take(0);
-                let direct = store.read_piece_direct(index, &mut body);
-                if let Ok(true) = direct {
-                    write_all_vectored(
-                        &mut out,
-                        &mut [IoSlice::new(&pending), IoSlice::new(&body)],
-                    )?;
-                }
-                buffers.give(body);
-                if direct? {
-                    pending.clear();
-                    only_haves = true;
-                    counters
-                        .bytes_out
-                        .fetch_add(u64::from(len), Ordering::Relaxed);
-                    continue;
-                }
-                // Header and queued frames share a segment with the piece.
-                send_more(stream, &pending)?;
+                serve_piece(stream, store, buffers, index, &pending)?;
                 pending.clear();
                 only_haves = true;
-                if let Err(e) = send_piece(stream, store, index) {
-                    // sendfile is refused on some files: copy through a buffer.
-                    if e.raw_os_error() != Some(nix::libc::EINVAL) {
-                        return Err(e);
-                    }
-                    store.read_piece(index, &mut piece)?;
-                    write_all_vectored(&mut out, &mut [IoSlice::new(&piece)])?;
-                }
                 counters
                     .bytes_out
                     .fetch_add(u64::from(len), Ordering::Relaxed);
@@ -532,6 +506,40 @@ fn write_loop(
         }
     }
     out.write_all(&pending)
+}
+
+/// Sends `head` (queued frames ending with the piece's header), then piece
+/// `index`. A piece the store wrote with direct I/O is read back the same way
+/// into a pooled buffer and goes out with `head` in one vectored write; any
+/// other goes from the page cache with `sendfile`, `head` sharing its first
+/// segment, or through a buffer where the file refuses `sendfile`.
+fn serve_piece(
+    mut stream: &TcpStream,
+    store: &Store,
+    buffers: &BufferPool,
+    index: u32,
+    head: &[u8],
+) -> io::Result<()> {
+    if store.reads_direct() {
+        let sent = buffers.with(|body| -> io::Result<bool> {
+            if !store.read_piece_direct(index, body)? {
+                return Ok(false);
+            }
+            write_all_vectored(&mut stream, &mut [IoSlice::new(head), IoSlice::new(body)])?;
+            Ok(true)
+        })?;
+        if sent {
+            return Ok(());
+        }
+    }
+    send_more(stream, head)?;
+    match send_piece(stream, store, index) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => buffers.with(|body| {
+            store.read_piece(index, body)?;
+            stream.write_all(body)
+        }),
+        sent => sent,
+    }
 }
 
 /// Sends `bytes` with MSG_MORE: more data follows at once.

@@ -220,11 +220,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     let threads = thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("pool-{i}"))
-        .build()
-        .map_err(|e| io::Error::other(format!("cannot start the worker pool: {e}")))?;
+    let pool = meta::hashing_pool(threads)?;
     let (store, have, checkpointer) = if me.has_file {
         let store = Store::open_seed(&path, layout)?;
         if let Some(v) = &verifier {

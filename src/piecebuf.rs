@@ -18,6 +18,12 @@ use std::ops::{Deref, DerefMut};
 /// largest logical block size direct I/O asks for on Linux file systems.
 pub const ALIGN: usize = 4096;
 
+/// Whether `bytes` start at an [`ALIGN`]ed address (an empty slice has no
+/// bytes to place, so it is).
+pub fn is_aligned(bytes: &[u8]) -> bool {
+    bytes.is_empty() || bytes.as_ptr().align_offset(ALIGN) == 0
+}
+
 /// One piece's bytes, starting at an [`ALIGN`]ed address.
 #[derive(Default)]
 pub struct PieceBuf {
@@ -46,9 +52,9 @@ impl PieceBuf {
     }
 
     /// Whether the bytes start at an [`ALIGN`]ed address (always, unless the
-    /// allocator could not be asked for one; an empty buffer has no bytes).
+    /// allocator could not be asked for one).
     pub fn is_aligned(&self) -> bool {
-        self.len == 0 || self.as_ptr().align_offset(ALIGN) == 0
+        is_aligned(self)
     }
 }
 
@@ -120,6 +126,15 @@ impl BufferPool {
         let mut buf = self.free.lock().pop().unwrap_or_default();
         buf.resize(len);
         buf
+    }
+
+    /// Runs `f` with a pooled buffer (of unspecified length) and returns the
+    /// buffer to the pool afterwards.
+    pub fn with<R>(&self, f: impl FnOnce(&mut PieceBuf) -> R) -> R {
+        let mut buf = self.take(0);
+        let result = f(&mut buf);
+        self.give(buf);
+        result
     }
 
     pub fn give(&self, buf: PieceBuf) {

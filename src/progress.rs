@@ -50,11 +50,7 @@ pub fn load(path: &Path, layout: &Layout) -> Option<Bitfield> {
     {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..r.have.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(r.have.get(i..i + 2)?, 16).ok())
-        .collect();
-    Bitfield::from_wire(&bytes?, layout.num_pieces())
+    Bitfield::from_wire(&crate::meta::from_hex(&r.have)?, layout.num_pieces())
 }
 
 fn save(path: &Path, layout: &Layout, have: &Bitfield) -> io::Result<()> {
@@ -62,7 +58,7 @@ fn save(path: &Path, layout: &Layout, have: &Bitfield) -> io::Result<()> {
         format_version: FORMAT_VERSION,
         file_size_bytes: layout.file_size_bytes(),
         piece_size_bytes: layout.piece_size_bytes(),
-        have: have.as_wire().iter().map(|b| format!("{b:02x}")).collect(),
+        have: crate::meta::to_hex(have.as_wire()),
     };
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;

@@ -15,7 +15,8 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Piece bytes sent.
     pub bytes_out: AtomicU64,
-    /// The file is complete, flushed and (with metadata) verified whole.
+    /// The file is complete: every piece verified (with metadata) and written,
+    /// the data flushed and the length checked.
     pub complete: AtomicBool,
     /// Most threads seen in this process.
     pub max_threads: AtomicU32,
@@ -53,9 +54,12 @@ pub struct Status {
     pub threads: u32,
 }
 
+/// Bytes in a MiB, for reports of sizes and rates.
+pub const MIB: f64 = 1024.0 * 1024.0;
+
 /// Bytes as MiB, for reports.
 pub fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+    bytes as f64 / MIB
 }
 
 /// What /proc says about this process: CPU seconds, peak RSS, threads now.

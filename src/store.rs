@@ -11,14 +11,15 @@
 //! offset and length are all 4 KiB multiples (every piece of a power-of-two
 //! size but perhaps the last) is written with direct
 //! I/O, from the reused piece buffer straight to the device: no page-cache
-//! page is allocated and filled for it. Profiles showed that copy into fresh
-//! page-cache pages as the largest cost of a download (several times SHA-1 on
-//! a virtual machine). Other pieces, file systems that refuse `O_DIRECT`, and
-//! `P2pftDirectIo 0` take the buffered path. Reads (serving, hashing) are
-//! always buffered, so the kernel keeps the two views coherent.
+//! page is allocated and filled for it, and such a piece is read back the same
+//! way when it is served. Profiles showed that copy into fresh page-cache
+//! pages as the largest cost of a download (several times SHA-1 on a virtual
+//! machine). Other pieces, file systems that refuse `O_DIRECT` (the first
+//! refusal turns it off for the file) and `P2pftDirectIo 0` take the buffered
+//! path; the kernel keeps the two views of the file coherent.
 
 use crate::layout::Layout;
-use crate::piecebuf::{PieceBuf, ALIGN};
+use crate::piecebuf::{self, PieceBuf, ALIGN};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -142,8 +143,8 @@ impl Store {
     }
 
     /// Reads piece `index` into `buf`, resizing it to the piece's length.
-    pub fn read_piece(&self, index: u32, buf: &mut Vec<u8>) -> io::Result<()> {
-        buf.resize(self.layout.piece_len(index) as usize, 0);
+    pub fn read_piece(&self, index: u32, buf: &mut PieceBuf) -> io::Result<()> {
+        buf.resize(self.layout.piece_len(index) as usize);
         self.file
             .read_exact_at(buf, self.layout.offset(index))
             .map_err(|e| with_path(&self.path, &format!("cannot read piece {index} of"), e))
@@ -160,28 +161,14 @@ impl Store {
         assert_eq!(data.len(), self.layout.piece_len(index) as usize);
         let offset = self.layout.offset(index);
         let what = || format!("cannot write piece {index} to");
-        if let Some(direct) = &self.direct {
-            let aligned = data.as_ptr().align_offset(ALIGN) == 0
-                && offset % ALIGN as u64 == 0
-                && data.len() % ALIGN == 0;
-            if aligned && self.direct_works.load(Relaxed) {
-                match direct.write_all_at(data, offset) {
-                    Ok(()) => {
-                        self.direct_writes.fetch_add(1, Relaxed);
-                        return Ok(());
-                    }
-                    // The file system (or device) will not take this direct
-                    // write: say so once, then write everything buffered.
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        if self.direct_works.swap(false, Relaxed) {
-                            log::debug!(
-                                "direct I/O refused for {} ({e}); writing through the page cache",
-                                self.path.display()
-                            );
-                        }
-                    }
-                    Err(e) => return Err(with_path(&self.path, &what(), e)),
+        if let Some(direct) = self.direct_for(index, data) {
+            match direct.write_all_at(data, offset) {
+                Ok(()) => {
+                    self.direct_writes.fetch_add(1, Relaxed);
+                    return Ok(());
                 }
+                Err(e) if self.refused(&e) => {}
+                Err(e) => return Err(with_path(&self.path, &what(), e)),
             }
         }
         self.buffered_writes.fetch_add(1, Relaxed);
@@ -190,33 +177,56 @@ impl Store {
             .map_err(|e| with_path(&self.path, &what(), e))
     }
 
+    /// Whether pieces may be read back with [`Store::read_piece_direct`] (a
+    /// leecher writing with direct I/O): callers need not fetch a buffer
+    /// otherwise.
+    pub fn reads_direct(&self) -> bool {
+        self.direct.is_some() && self.direct_works.load(Relaxed)
+    }
+
     /// Reads piece `index` into `buf` with direct I/O when this store writes
     /// with it and the piece is aligned: a piece written that way is not in
     /// the page cache, and reading it through the cache would fill fresh
     /// pages for one use. `Ok(false)`: not done, read it another way.
     pub fn read_piece_direct(&self, index: u32, buf: &mut PieceBuf) -> io::Result<bool> {
-        let Some(direct) = &self.direct else {
+        buf.resize(self.layout.piece_len(index) as usize);
+        let Some(direct) = self.direct_for(index, buf) else {
             return Ok(false);
         };
-        let offset = self.layout.offset(index);
-        let len = self.layout.piece_len(index) as usize;
-        buf.resize(len);
-        if !(self.direct_works.load(Relaxed)
-            && buf.is_aligned()
-            && offset % ALIGN as u64 == 0
-            && len % ALIGN == 0)
-        {
-            return Ok(false);
-        }
-        match direct.read_exact_at(buf, offset) {
+        match direct.read_exact_at(buf, self.layout.offset(index)) {
             Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) if self.refused(&e) => Ok(false),
             Err(e) => Err(with_path(
                 &self.path,
                 &format!("cannot read piece {index} of"),
                 e,
             )),
         }
+    }
+
+    /// The `O_DIRECT` file for piece `index` in `bytes`, when direct I/O is on
+    /// and the buffer, the piece's offset and its length are all aligned.
+    fn direct_for(&self, index: u32, bytes: &[u8]) -> Option<&File> {
+        let direct = self.direct.as_ref()?;
+        let aligned = piecebuf::is_aligned(bytes)
+            && self.layout.offset(index) % ALIGN as u64 == 0
+            && bytes.len() % ALIGN == 0;
+        (aligned && self.direct_works.load(Relaxed)).then_some(direct)
+    }
+
+    /// Whether `e` is the file system (or device) refusing direct I/O; the
+    /// first refusal is reported and turns direct I/O off for this file.
+    fn refused(&self, e: &io::Error) -> bool {
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return false;
+        }
+        if self.direct_works.swap(false, Relaxed) {
+            log::debug!(
+                "direct I/O refused for {} ({e}); using the page cache",
+                self.path.display()
+            );
+        }
+        true
     }
 
     /// Pieces written so far with direct I/O, and through the page cache.
@@ -255,11 +265,11 @@ mod tests {
         store.write_piece(1, b"efgh").unwrap();
         store.sync().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"abcdefghyz");
-        let mut buf = Vec::new();
+        let mut buf = PieceBuf::default();
         store.read_piece(1, &mut buf).unwrap();
-        assert_eq!(buf, b"efgh");
+        assert_eq!(&buf[..], b"efgh");
         store.read_piece(2, &mut buf).unwrap();
-        assert_eq!(buf, b"yz");
+        assert_eq!(&buf[..], b"yz");
     }
 
     #[test]
@@ -280,9 +290,9 @@ mod tests {
             store.sync().unwrap();
             let expected: Vec<u8> = (0..4).flat_map(|i| piece(i).to_vec()).collect();
             assert_eq!(std::fs::read(&path).unwrap(), expected);
-            let mut buf = Vec::new();
+            let mut buf = PieceBuf::default();
             store.read_piece(2, &mut buf).unwrap();
-            assert_eq!(buf, piece(2).to_vec());
+            assert_eq!(buf, piece(2));
             let mut direct_buf = PieceBuf::default();
             for i in 0..4 {
                 let done = store.read_piece_direct(i, &mut direct_buf).unwrap();

@@ -140,9 +140,7 @@ fn ensure_meta(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
     let Some(seed) = local.iter().find(|p| p.has_file) else {
         return Ok(());
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .build()
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let pool = crate::meta::hashing_pool(0)?;
     let started = Instant::now();
     let meta = crate::meta::Meta::create(
         &config.peer_file(seed.id),
@@ -541,11 +539,7 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
                 1
             }
         }
-        Err(SwarmError::Config(e)) => {
-            eprintln!("error: {e}");
-            2
-        }
-        Err(SwarmError::Meta(e)) => {
+        Err(e @ (SwarmError::Config(_) | SwarmError::Meta(_))) => {
             eprintln!("error: {e}");
             2
         }

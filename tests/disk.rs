@@ -33,18 +33,21 @@ fn assert_failed_cleanly(swarm: &mut Swarm, id: u32, needle: &str) {
     swarm.kill_all();
 }
 
-#[test]
-fn a_full_disk_ends_the_peer_with_exit_1() {
+/// A seed and a leecher whose directory is a tmpfs mounted with `options`;
+/// the leecher must fail cleanly with `error`.
+fn leecher_on_tmpfs_fails_cleanly(options: &str, error: &str) {
     let mut swarm = Swarm::new(Spec::new(2, 1 << 20, 16 * 1024));
     swarm.start(1001);
-    swarm.start_with(in_mount_namespace(&swarm, 1002, "size=64k"), 1002);
-    assert_failed_cleanly(&mut swarm, 1002, "No space left on device");
+    swarm.start_with(in_mount_namespace(&swarm, 1002, options), 1002);
+    assert_failed_cleanly(&mut swarm, 1002, error);
+}
+
+#[test]
+fn a_full_disk_ends_the_peer_with_exit_1() {
+    leecher_on_tmpfs_fails_cleanly("size=64k", "No space left on device");
 }
 
 #[test]
 fn a_read_only_directory_ends_the_peer_with_exit_1() {
-    let mut swarm = Swarm::new(Spec::new(2, 1 << 20, 16 * 1024));
-    swarm.start(1001);
-    swarm.start_with(in_mount_namespace(&swarm, 1002, "ro"), 1002);
-    assert_failed_cleanly(&mut swarm, 1002, "Read-only file system");
+    leecher_on_tmpfs_fails_cleanly("ro", "Read-only file system");
 }

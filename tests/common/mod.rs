@@ -96,10 +96,7 @@ impl Swarm {
 
     /// Writes `TheFile.dat.meta.json` for the swarm's content.
     pub fn write_meta(&self) {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = p2pft::meta::hashing_pool(2).unwrap();
         let seed = self.ids[self.spec.seeds.iter().position(|&s| s).unwrap()];
         let meta =
             p2pft::meta::Meta::create(&self.file_of(seed), self.spec.piece_size, &pool).unwrap();
