@@ -54,6 +54,38 @@ fn with_path(path: &Path, what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
+/// Reserves the blocks of the first `len` bytes of `file` (`fallocate`, mode
+/// 0: holes become allocated, unwritten extents that read as zeros; data
+/// already there is kept). A full disk is then an error at start, not in the
+/// middle of a download, and direct writes land on allocated blocks: ext4
+/// takes its inode lock shared for those, but exclusive (held until the
+/// device is done) for a write that must allocate, which serialised the disk
+/// threads (512 MiB in 256 KiB direct writes, 4 threads: 1,260 MiB/s into a
+/// sparse file, 1,790-2,160 into a preallocated one). File systems without
+/// `fallocate` keep a sparse file (`Ok(false)`).
+pub fn preallocate(file: &File, len: u64) -> io::Result<bool> {
+    use nix::errno::Errno;
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(io::Error::from(io::ErrorKind::FileTooLarge));
+    };
+    if len == 0 {
+        return Ok(true);
+    }
+    loop {
+        match fallocate(file.as_raw_fd(), FallocateFlags::empty(), 0, len) {
+            Ok(()) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(e @ (Errno::EOPNOTSUPP | Errno::ENOSYS)) => {
+                log::debug!("no fallocate here ({e}): the file stays sparse");
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Store {
     /// Opens a complete file read-only; it must be exactly the layout's size.
     pub fn open_seed(path: &Path, layout: Layout) -> io::Result<Store> {
@@ -83,7 +115,8 @@ impl Store {
     }
 
     /// Opens (creating it and its directory if needed) the file a leecher fills,
-    /// at its full size without writing it: the unwritten parts stay sparse.
+    /// at its full size without writing it, its blocks reserved up front
+    /// ([`preallocate`]).
     /// With `direct_io`, aligned pieces are written with `O_DIRECT` where the
     /// file system allows it.
     pub fn open_leecher(path: &Path, layout: Layout, direct_io: bool) -> io::Result<Store> {
@@ -100,6 +133,8 @@ impl Store {
             .map_err(|e| with_path(path, "cannot open for writing", e))?;
         file.set_len(layout.file_size_bytes())
             .map_err(|e| with_path(path, "cannot size", e))?;
+        preallocate(&file, layout.file_size_bytes())
+            .map_err(|e| with_path(path, "cannot reserve space for", e))?;
         let direct = if direct_io && layout.piece_size_bytes() >= DIRECT_IO_MIN_PIECE {
             OpenOptions::new()
                 .read(true)
@@ -270,6 +305,29 @@ mod tests {
         assert_eq!(&buf[..], b"efgh");
         store.read_piece(2, &mut buf).unwrap();
         assert_eq!(&buf[..], b"yz");
+    }
+
+    #[test]
+    fn preallocation_reserves_blocks_and_keeps_data() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.dat");
+        std::fs::write(&path, b"kept").unwrap();
+        let len = 8 << 20;
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len).unwrap();
+        let sparse_blocks = std::fs::metadata(&path).unwrap().blocks();
+        let reserved = preallocate(&file, len).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        if reserved {
+            assert!(meta.blocks() * 512 >= len, "{} blocks", meta.blocks());
+        } else {
+            assert_eq!(meta.blocks(), sparse_blocks);
+        }
+        assert_eq!(meta.len(), len);
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(&data[..4], b"kept");
+        assert!(data[4..].iter().all(|&b| b == 0));
     }
 
     #[test]
