@@ -246,11 +246,11 @@ pub fn page_cache_ceiling(path: &Path, max_bytes: u64) -> io::Result<f64> {
 }
 
 /// Writes up to `max_bytes` of 256 KiB pieces to a scratch file in `dir`
-/// through [`Store`], as a leecher does (`direct_io` as configured), from 4
-/// threads in a shuffled order, then flushes; the file is removed after.
+/// through [`Store`], as a leecher does (`direct_io` as configured), from as
+/// many threads as a peer writes with, in a shuffled order, then flushes; the file is removed after.
 pub fn disk_write_ceiling(dir: &Path, max_bytes: u64, direct_io: bool) -> io::Result<f64> {
     const PIECE: u32 = 256 * 1024;
-    const THREADS: u32 = 4;
+    const THREADS: u32 = crate::peer::DISK_THREADS as u32;
     let pieces = u32::try_from(max_bytes / u64::from(PIECE))
         .unwrap_or(u32::MAX)
         .max(THREADS);
