@@ -85,6 +85,11 @@ pub struct BenchArgs {
     /// No metadata: pieces are not verified.
     #[arg(long)]
     pub no_verify: bool,
+    /// Seeds hash their whole file at start, as on a first start: their check
+    /// records (written when the metadata was made) are removed before each
+    /// run.
+    #[arg(long)]
+    pub seed_check: bool,
     /// Where to build the swarm (a new directory inside it); default: the system temp dir.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -109,7 +114,7 @@ pub struct Ceilings {
     pub sha1_one_core_bytes_per_sec: f64,
     pub page_cache_read_bytes_per_sec: f64,
     /// Pieces written to the swarm directory's disk as the leechers write
-    /// them (direct I/O unless `--buffered-io`), 4 at a time, then flushed.
+    /// them (direct I/O unless `--buffered-io`), with a peer's disk threads, then flushed.
     pub disk_write_bytes_per_sec: f64,
 }
 
@@ -137,6 +142,9 @@ pub struct BenchRecord {
     pub pipeline_depth: u32,
     pub direct_io: bool,
     pub verified: bool,
+    /// Seeds hashed their whole file at start (`--seed-check`); otherwise
+    /// their check records spared them that.
+    pub seed_check: bool,
     /// From the first peer's start to the last leecher's verified completion.
     pub wall_secs: f64,
     pub delivered_bytes: u64,
@@ -329,21 +337,36 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
         );
     }
     std::fs::write(dir.join("PeerInfo.cfg"), info).map_err(io)?;
-    let first = dir.join("peer_1001");
-    std::fs::create_dir_all(&first).map_err(io)?;
-    write_random_file(&first.join("bench.bin"), args.file_size).map_err(io)?;
-    for i in 1..args.seeds {
-        let d = dir.join(format!("peer_{}", 1001 + i));
-        std::fs::create_dir_all(&d).map_err(io)?;
-        std::fs::hard_link(first.join("bench.bin"), d.join("bench.bin")).map_err(io)?;
+    let first = dir.join("peer_1001/bench.bin");
+    std::fs::create_dir_all(dir.join("peer_1001")).map_err(io)?;
+    write_random_file(&first, args.file_size).map_err(io)?;
+    for path in seed_files(args, dir).skip(1) {
+        std::fs::create_dir_all(path.parent().expect("in a peer directory")).map_err(io)?;
+        std::fs::hard_link(&first, &path).map_err(io)?;
     }
     if !args.no_verify {
+        // Past the racy margin, so that making the metadata (which hashes the
+        // file) also leaves the seed's check record, as `p2pft meta` does.
+        std::thread::sleep(crate::checked::RACY_MARGIN * 2);
         let pool = crate::meta::hashing_pool(0).map_err(io)?;
-        crate::meta::Meta::create(&first.join("bench.bin"), piece_size, &pool)
+        crate::meta::Meta::create(&first, piece_size, &pool)
             .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))
             .map_err(|e| e.to_string())?;
+        // The other seeds' files are hard links, the same file: the record
+        // holds for them too.
+        let record = crate::checked::path_for(&first);
+        for path in seed_files(args, dir).skip(1) {
+            if record.exists() {
+                std::fs::copy(&record, crate::checked::path_for(&path)).map_err(io)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The seeds' files, the first one's first.
+fn seed_files<'a>(args: &BenchArgs, dir: &'a Path) -> impl Iterator<Item = PathBuf> + 'a {
+    (0..args.seeds).map(move |i| dir.join(format!("peer_{}/bench.bin", 1001 + i)))
 }
 
 /// The figures of one run; the mode (`common`) as the peers read it.
@@ -388,6 +411,7 @@ fn record(
         pipeline_depth: common.pipeline_depth,
         direct_io: common.direct_io,
         verified: !args.no_verify,
+        seed_check: args.seed_check && !args.no_verify,
         wall_secs: wall,
         delivered_bytes: delivered,
         delivered_bytes_per_sec: rate,
@@ -420,10 +444,10 @@ fn print_table(r: &BenchRecord) {
         } else {
             format!("pipeline depth {}", r.pipeline_depth)
         },
-        if r.verified {
-            "SHA-1 verified"
-        } else {
-            "unverified"
+        match (r.verified, r.seed_check) {
+            (false, _) => "unverified",
+            (true, true) => "SHA-1 verified, seed file hashed at start",
+            (true, false) => "SHA-1 verified, seed file from its check record",
         },
         if r.direct_io {
             "direct I/O"
@@ -496,6 +520,11 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
         )
         .map_err(|e| format!("measuring disk writes: {e}"))?,
     };
+    if args.seed_check {
+        for path in seed_files(args, dir) {
+            crate::checked::forget(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
     let swarm_args = SwarmArgs {
         dir: dir.to_path_buf(),
         timeout: args.timeout,

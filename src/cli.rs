@@ -261,7 +261,7 @@ fn run_verify(args: &VerifyArgs) -> i32 {
     };
     let size = handle.metadata().map(|m| m.len()).unwrap_or(0);
     let started = std::time::Instant::now();
-    let good = verifier.check_file(&handle, &pool());
+    let good = verifier.check_and_record(&file, &handle, &pool());
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{}: {} of {} pieces good ({:.1} MiB hashed in {:.3} s: {:.0} MiB/s)",

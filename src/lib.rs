@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod bitfield;
+pub mod checked;
 pub mod choke;
 pub mod cli;
 pub mod config;

@@ -8,6 +8,7 @@
 //! network or protocol state.
 
 use crate::bitfield::Bitfield;
+use crate::checked;
 use crate::config::CommonConfig;
 use crate::layout::Layout;
 use rayon::prelude::*;
@@ -141,13 +142,17 @@ pub fn hash_file(file: &File) -> io::Result<Hash> {
 
 impl Meta {
     /// Hashes `path` with pieces of `piece_size_bytes`: the pieces in parallel
-    /// on `pool`, the whole file on a thread of its own at the same time.
+    /// on `pool`, the whole file on a thread of its own at the same time. The
+    /// file then matches the new metadata by construction, which is recorded
+    /// beside it ([`checked`]) so that a seed started on it does not hash it
+    /// again.
     pub fn create(
         path: &Path,
         piece_size_bytes: u32,
         pool: &rayon::ThreadPool,
     ) -> Result<Meta, MetaError> {
         let file = File::open(path).map_err(io_err(path))?;
+        let before = checked::Before::take(&file).map_err(io_err(path))?;
         let size = file.metadata().map_err(io_err(path))?.len();
         let layout = Layout::new(size, piece_size_bytes).ok_or_else(|| MetaError::Invalid {
             path: path.to_path_buf(),
@@ -164,6 +169,7 @@ impl Meta {
             .map(|h| h.map(|h| to_hex(&h)))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| io_err(path)(io::Error::other("file shrank while being hashed")))?;
+        record_check(path, &file, before, &to_hex(&whole), piece_size_bytes);
         Ok(Meta {
             format_version: FORMAT_VERSION,
             file_name: path
@@ -262,7 +268,56 @@ impl Meta {
     }
 }
 
+/// Writes a check record, logging (not failing) when none can be written.
+fn record_check(
+    path: &Path,
+    file: &File,
+    before: checked::Before,
+    file_sha1: &str,
+    piece_size: u32,
+) {
+    match checked::record(path, file, before, file_sha1, piece_size) {
+        Ok(Ok(())) => log::debug!("recorded the check of {}", path.display()),
+        Ok(Err(why)) => log::debug!("no check record for {}: {why:?}", path.display()),
+        Err(e) => log::warn!(
+            "cannot write the check record {}: {e}",
+            checked::path_for(path).display()
+        ),
+    }
+}
+
 impl Verifier {
+    /// Whether the check record beside `path` says `file` matched this
+    /// metadata and has not changed since ([`checked`]).
+    pub fn is_checked(&self, path: &Path, file: &File) -> bool {
+        checked::is_current(
+            path,
+            file,
+            &to_hex(&self.file),
+            self.layout.piece_size_bytes(),
+        )
+    }
+
+    /// [`Verifier::check_file`], then, when the file has its full size and
+    /// every piece matches, a check record beside `path`.
+    pub fn check_and_record(&self, path: &Path, file: &File, pool: &rayon::ThreadPool) -> Bitfield {
+        let before = checked::Before::take(file);
+        let good = self.check_file(file, pool);
+        let full_size = file
+            .metadata()
+            .is_ok_and(|m| m.len() == self.layout.file_size_bytes());
+        if let (true, true, Ok(before)) = (good.is_complete(), full_size, before) {
+            record_check(
+                path,
+                file,
+                before,
+                &to_hex(&self.file),
+                self.layout.piece_size_bytes(),
+            );
+        }
+        good
+    }
+
     /// Which pieces of `file` match, hashed in parallel on `pool`.
     pub fn check_file(&self, file: &File, pool: &rayon::ThreadPool) -> Bitfield {
         let mut good = Bitfield::empty(self.layout.num_pieces());

@@ -129,14 +129,23 @@ fn rate_mib_s(bytes: u64, since: Instant) -> f64 {
     crate::status::mib(bytes) / since.elapsed().as_secs_f64().max(1e-9)
 }
 
-/// A seed's file must match the metadata in every piece before it is served.
+/// A seed's file must match the metadata in every piece before it is served:
+/// hashed whole, unless its check record says it matched and has not changed
+/// since (see [`crate::checked`]).
 fn check_seed(
     store: &Store,
     verifier: &Verifier,
     pool: &rayon::ThreadPool,
 ) -> Result<(), PeerError> {
+    if verifier.is_checked(store.path(), store.file()) {
+        log::info!(
+            "the seed's file is unchanged since it last matched the metadata ({}): not hashed again",
+            crate::checked::path_for(store.path()).display()
+        );
+        return Ok(());
+    }
     let started = Instant::now();
-    let good = verifier.check_file(store.file(), pool);
+    let good = verifier.check_and_record(store.path(), store.file(), pool);
     log::info!(
         "checked the seed's file at {:.0} MiB/s",
         rate_mib_s(store.layout().file_size_bytes(), started)

@@ -154,7 +154,12 @@ fn swarm_launcher_fails_at_its_time_limit_and_kills_the_peers() {
 
 #[test]
 fn bench_runs_a_small_swarm_and_reports_a_consistent_record() {
-    for mode in [None, Some("--buffered-io"), Some("--strict")] {
+    for mode in [
+        None,
+        Some("--buffered-io"),
+        Some("--strict"),
+        Some("--seed-check"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec![
             "bench",
@@ -173,6 +178,7 @@ fn bench_runs_a_small_swarm_and_reports_a_consistent_record() {
         assert_eq!(r["ok"], true, "{r}");
         assert_eq!(r["direct_io"], mode != Some("--buffered-io"), "{r}");
         assert_eq!(r["strict"], mode == Some("--strict"), "{r}");
+        assert_eq!(r["seed_check"], mode == Some("--seed-check"), "{r}");
         assert_eq!(r["delivered_bytes"], 3 * (3 << 20), "{r}");
         let peers = r["per_peer"].as_array().unwrap();
         assert_eq!(peers.len(), 4);

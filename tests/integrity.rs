@@ -2,7 +2,7 @@
 //! restarted, files damaged while a peer was down, seeds that do not match.
 
 mod common;
-use common::{downloads, Spec, Swarm, P2PFT};
+use common::{downloads, Spec, Swarm, P2PFT, PEER_PROCESS};
 use rand::Rng;
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -214,6 +214,29 @@ fn a_seed_that_does_not_match_the_metadata_refuses_to_start() {
         2,
         "does not match its metadata: 1 of 25 pieces differ (first: 5)",
     );
+}
+
+#[test]
+fn a_seed_on_its_unchanged_checked_file_is_not_hashed_again() {
+    let mut swarm = Swarm::without_meta(Spec::new(2, 100_000, 4096));
+    // Older than the racy margin, as a file not written this very instant.
+    std::thread::sleep(p2pft::checked::RACY_MARGIN * 2);
+    swarm.write_meta();
+    assert!(p2pft::checked::path_for(&swarm.file_of(1001)).exists());
+    let mut seed = Command::new(PEER_PROCESS);
+    seed.env("P2PFT_LOG", "info");
+    swarm.start_with(seed, 1001);
+    swarm.start(1002);
+    swarm.finish_and_check(LIMIT);
+    let said = swarm.stderr_text(1001);
+    assert!(said.contains("not hashed again"), "{said}");
+    assert!(!said.contains("checked the seed's file"), "{said}");
+
+    // Once written, the file is hashed again, and the damage found.
+    let mut bytes = swarm.content.clone();
+    bytes[7 * 4096] ^= 1;
+    std::fs::write(swarm.file_of(1001), bytes).unwrap();
+    swarm.expect_refusal(1001, 2, "1 of 25 pieces differ (first: 7)");
 }
 
 #[test]

@@ -1,0 +1,221 @@
+//! The check record of a file: proof that a whole file matched its metadata,
+//! kept beside it as `peer_<ID>/.<FileName>.p2pft-checked`, so that a seed
+//! restarted on an unchanged file need not hash it all again (libtorrent's
+//! resume data, git's index do the same).
+//!
+//! A record names the metadata (whole-file SHA-1 and piece size) and the file
+//! as the kernel sees it: device, inode, size, modification and change times
+//! (nanoseconds). Any write to the file moves its change time, which no user
+//! program can set back, so a file that still has all of these is the file
+//! that was hashed. One race remains, the one git calls "racy": file times
+//! come from a clock that ticks every few milliseconds, so a write in the same
+//! tick as the last one before the hash would leave the times unchanged. A
+//! record is therefore only written when the file's change time is at least
+//! [`RACY_MARGIN`] older than the start of the hash, and the times did not
+//! move while it ran.
+//!
+//! What a stale record could cost is an early error, never bad data:
+//! leechers verify every piece they receive against the metadata. Owns
+//! reading and writing the record; never hashes or reads piece data.
+
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const FORMAT_VERSION: u32 = 1;
+
+/// How much older than the hash the file's last change must be for a record
+/// (ten ticks of a 1,000 Hz kernel clock, two of a 100 Hz one).
+pub const RACY_MARGIN: Duration = Duration::from_millis(20);
+
+/// The file as the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileId {
+    pub fn of(file: &File) -> io::Result<FileId> {
+        let m = file.metadata()?;
+        let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// A whole-file hash pass about to start: the file's identity and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Before {
+    id: FileId,
+    at: SystemTime,
+}
+
+impl Before {
+    pub fn take(file: &File) -> io::Result<Before> {
+        Ok(Before {
+            id: FileId::of(file)?,
+            at: SystemTime::now(),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Record {
+    format_version: u32,
+    /// The metadata's whole-file SHA-1 (lower-case hex).
+    file_sha1: String,
+    piece_size_bytes: u32,
+    file: FileId,
+}
+
+/// The record's path for the file at `path`.
+pub fn path_for(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.p2pft-checked"))
+}
+
+/// Whether the record beside `path` says that `file`, as it is now, matched
+/// the metadata with this whole-file SHA-1 and piece size.
+pub fn is_current(path: &Path, file: &File, file_sha1: &str, piece_size_bytes: u32) -> bool {
+    let Ok(text) = std::fs::read(path_for(path)) else {
+        return false;
+    };
+    let Ok(r) = serde_json::from_slice::<Record>(&text) else {
+        return false;
+    };
+    r.format_version == FORMAT_VERSION
+        && r.file_sha1 == file_sha1
+        && r.piece_size_bytes == piece_size_bytes
+        && FileId::of(file).is_ok_and(|id| id == r.file)
+}
+
+/// Why no record was written after a pass that matched.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotRecorded {
+    /// The file changed less than [`RACY_MARGIN`] before the pass.
+    Racy,
+    /// The file changed while it was being hashed.
+    Changed,
+}
+
+/// Records that `file` at `path` matched the metadata in a pass that began at
+/// `before` and has just ended. Replaces any old record atomically.
+pub fn record(
+    path: &Path,
+    file: &File,
+    before: Before,
+    file_sha1: &str,
+    piece_size_bytes: u32,
+) -> io::Result<Result<(), NotRecorded>> {
+    let now = FileId::of(file)?;
+    if now != before.id {
+        return Ok(Err(NotRecorded::Changed));
+    }
+    let changed_at =
+        UNIX_EPOCH + Duration::from_nanos(u64::try_from(now.ctime_ns.max(0)).unwrap_or(u64::MAX));
+    if changed_at + RACY_MARGIN > before.at {
+        return Ok(Err(NotRecorded::Racy));
+    }
+    let record = Record {
+        format_version: FORMAT_VERSION,
+        file_sha1: file_sha1.to_owned(),
+        piece_size_bytes,
+        file: now,
+    };
+    let target = path_for(path);
+    let tmp = target.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(&record).expect("record serializes"))?;
+    drop(f);
+    std::fs::rename(&tmp, &target)?;
+    Ok(Ok(()))
+}
+
+/// Removes the record beside `path`, if any.
+pub fn forget(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path_for(path)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn old_file() -> (tempfile::TempDir, PathBuf, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.dat");
+        std::fs::write(&path, b"some data").unwrap();
+        std::thread::sleep(RACY_MARGIN * 2);
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        (dir, path, file)
+    }
+
+    #[test]
+    fn a_record_holds_until_the_file_is_written() {
+        let (_dir, path, file) = old_file();
+        assert!(!is_current(&path, &file, SHA, 4));
+        let before = Before::take(&file).unwrap();
+        assert_eq!(record(&path, &file, before, SHA, 4).unwrap(), Ok(()));
+        assert!(is_current(&path, &file, SHA, 4));
+        // Other metadata: not this record.
+        assert!(!is_current(&path, &file, &SHA.replace('0', "f"), 4));
+        assert!(!is_current(&path, &file, SHA, 8));
+        // The same bytes written again still move the change time.
+        std::thread::sleep(RACY_MARGIN);
+        file.write_all_at(b"some", 0).unwrap();
+        assert!(!is_current(&path, &file, SHA, 4));
+    }
+
+    #[test]
+    fn no_record_for_a_file_changed_just_before_or_during_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.dat");
+        std::fs::write(&path, b"fresh").unwrap();
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let before = Before::take(&file).unwrap();
+        assert_eq!(
+            record(&path, &file, before, SHA, 4).unwrap(),
+            Err(NotRecorded::Racy)
+        );
+        assert!(!path_for(&path).exists());
+
+        let (_dir, path, file) = old_file();
+        let before = Before::take(&file).unwrap();
+        file.set_len(4).unwrap();
+        assert_eq!(
+            record(&path, &file, before, SHA, 4).unwrap(),
+            Err(NotRecorded::Changed)
+        );
+        assert!(!is_current(&path, &file, SHA, 4));
+    }
+
+    #[test]
+    fn forget_removes_the_record_and_tolerates_none() {
+        let (_dir, path, file) = old_file();
+        forget(&path).unwrap();
+        let before = Before::take(&file).unwrap();
+        record(&path, &file, before, SHA, 4).unwrap().unwrap();
+        forget(&path).unwrap();
+        assert!(!is_current(&path, &file, SHA, 4));
+    }
+}
