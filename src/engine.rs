@@ -3,10 +3,9 @@
 //! Concurrency contract
 //! - Threads: one engine thread (this module); per neighbour one reader and
 //!   one writer ([`crate::net`]); one listener plus short-lived handshake and
-//!   dial threads; [`Workers`] as many as the cores that verify (SHA-1)
-//!   received pieces, and more [`Workers`] for blocking disk work (piece
-//!   writes, which wait for the device with direct I/O, progress checkpoints,
-//!   the final flush), so a hashing thread never sleeps on the disk.
+//!   dial threads; [`Workers`] for blocking disk work (piece writes, which
+//!   wait for the device with direct I/O, progress checkpoints, the final
+//!   flush). Readers verify (SHA-1) the pieces they receive.
 //! - Channels: every producer sends [`Event`]s to the engine over one bounded
 //!   channel ([`EVENT_QUEUE`]). The engine sends to each writer over a bounded
 //!   queue with `try_send` only, so it never blocks on a slow neighbour; a
@@ -110,10 +109,20 @@ pub enum Event {
     },
     /// A dialler gave up.
     DialFailed { peer: u32, error: String },
+    /// Any frame but a piece.
     Frame {
         conn: ConnId,
         peer: u32,
         message: Message,
+    },
+    /// A piece, checked by the reader against its SHA-1 (`good` without
+    /// metadata).
+    Piece {
+        conn: ConnId,
+        peer: u32,
+        index: u32,
+        data: PieceBuf,
+        good: bool,
     },
     Closed {
         conn: ConnId,
@@ -126,8 +135,6 @@ pub enum Event {
         from: u32,
         result: io::Result<()>,
     },
-    /// A piece received from `from` did not match its SHA-1; nothing was written.
-    Bad { index: u32, from: u32 },
     /// A progress checkpoint was written (or failed).
     Checkpointed(io::Result<()>),
     /// The complete file was synced and has its full length (or not: why).
@@ -180,8 +187,6 @@ pub struct EngineSetup {
     pub log: SpecLog,
     pub counters: Arc<Counters>,
     pub rng_seed: u64,
-    /// SHA-1 verification of received pieces.
-    pub hashers: Workers,
     /// Blocking disk work: piece writes, checkpoints, the final flush.
     pub disk: Workers,
     /// How long a dialler keeps trying one peer.
@@ -205,7 +210,7 @@ pub struct Engine {
     have_count: u32,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
-    /// Pieces received and handed to the hashing threads, not yet on disk.
+    /// Pieces received, verified and handed to the disk threads, not yet on disk.
     storing: Bitfield,
     neighbours: BTreeMap<u32, Neighbour>,
     /// Peers known to have the complete file (kept after they disconnect).
@@ -217,7 +222,6 @@ pub struct Engine {
     rng: StdRng,
     log: SpecLog,
     counters: Arc<Counters>,
-    hashers: Workers,
     disk: Workers,
     connect_timeout: Duration,
     events_tx: Sender<Event>,
@@ -239,7 +243,7 @@ pub struct Engine {
     bad_pieces: BTreeMap<u32, u32>,
     banned: BTreeSet<u32>,
     buffers: Arc<BufferPool>,
-    /// Pieces handed to the hashing threads and not yet reported back.
+    /// Pieces handed to the disk threads and not yet reported back.
     storing_count: usize,
     max_storing: usize,
     /// Extensions (pipelining, early unchoke) are on: not `P2pftStrict`.
@@ -280,7 +284,6 @@ impl Engine {
             rng: StdRng::seed_from_u64(setup.rng_seed),
             log: setup.log,
             counters: setup.counters,
-            hashers: setup.hashers,
             disk: setup.disk,
             connect_timeout: setup.connect_timeout,
             events_tx: setup.events.0,
@@ -342,7 +345,8 @@ impl Engine {
         while self.storing_count > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events_rx.recv_timeout(left) {
-                Ok(event @ (Event::Stored { .. } | Event::Bad { .. })) => self.handle(event),
+                Ok(event @ Event::Stored { .. }) => self.handle(event),
+                Ok(Event::Piece { data, .. }) => self.buffers.give(data),
                 Ok(_) => {}
                 Err(_) => break,
             }
@@ -417,6 +421,19 @@ impl Engine {
                     self.on_message(peer, message);
                 }
             }
+            Event::Piece {
+                conn,
+                peer,
+                index,
+                data,
+                good,
+            } => {
+                if self.neighbours.get(&peer).is_some_and(|n| n.conn == conn) {
+                    self.on_piece(peer, index, data, good);
+                } else {
+                    self.buffers.give(data);
+                }
+            }
             Event::Closed { conn, peer, reason } => {
                 if self.neighbours.get(&peer).is_some_and(|n| n.conn == conn) {
                     match reason {
@@ -433,7 +450,6 @@ impl Engine {
                 from,
                 result,
             } => self.on_stored(index, from, result),
-            Event::Bad { index, from } => self.on_bad(index, from),
             Event::Checkpointed(result) => {
                 if let Err(e) = result {
                     self.fatal = Some(EngineError::Disk(e));
@@ -501,8 +517,11 @@ impl Engine {
             peer,
             reader_stream,
             self.limits,
-            Arc::clone(&self.buffers),
-            self.events_tx.clone(),
+            net::ReaderShared {
+                buffers: Arc::clone(&self.buffers),
+                verifier: self.verifier.clone(),
+                events: self.events_tx.clone(),
+            },
         );
         self.neighbours.insert(
             peer,
@@ -666,7 +685,10 @@ impl Engine {
                 self.after_news(peer, interested, first);
             }
             Message::Request(index) => self.on_request(peer, index),
-            Message::Piece { index, data } => self.on_piece(peer, index, data),
+            Message::Piece { data, .. } => {
+                debug_assert!(false, "readers report pieces as Event::Piece");
+                self.buffers.give(data);
+            }
         }
     }
 
@@ -705,7 +727,7 @@ impl Engine {
         self.send_out(peer, Out::Serve(index));
     }
 
-    fn on_piece(&mut self, peer: u32, index: u32, data: PieceBuf) {
+    fn on_piece(&mut self, peer: u32, index: u32, data: PieceBuf, good: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
         n.bytes_this_interval += data.len() as u64;
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
@@ -716,28 +738,25 @@ impl Engine {
             self.request_from(peer);
             return;
         }
+        if !good {
+            self.buffers.give(data);
+            self.request_from(peer);
+            self.on_bad(index, peer);
+            return;
+        }
         self.wanted.set(index, false);
         self.storing.set(index, true);
         self.storing_count += 1;
         let store = Arc::clone(&self.store);
         let events = self.events_tx.clone();
-        let verifier = self.verifier.clone();
         let buffers = Arc::clone(&self.buffers);
-        let disk = self.disk.clone();
-        self.hashers.spawn(move || {
-            if verifier.is_some_and(|v| !v.piece_ok(index, &data)) {
-                buffers.give(data);
-                let _ = events.send(Event::Bad { index, from: peer });
-                return;
-            }
-            disk.spawn(move || {
-                let result = store.write_piece(index, &data);
-                buffers.give(data);
-                let _ = events.send(Event::Stored {
-                    index,
-                    from: peer,
-                    result,
-                });
+        self.disk.spawn(move || {
+            let result = store.write_piece(index, &data);
+            buffers.give(data);
+            let _ = events.send(Event::Stored {
+                index,
+                from: peer,
+                result,
             });
         });
         self.request_from(peer);
@@ -767,8 +786,6 @@ impl Engine {
     /// A piece failed verification: free it for others, count it against the
     /// sender, and ban a sender that keeps doing it.
     fn on_bad(&mut self, index: u32, from: u32) {
-        self.storing.set(index, false);
-        self.storing_count -= 1;
         self.release(index);
         if self.banned.contains(&from) {
             // Received before the ban, verified after it: not a new strike.

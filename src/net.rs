@@ -16,6 +16,7 @@
 
 use crate::config::PeerEntry;
 use crate::engine::{CloseReason, ConnId, Event};
+use crate::meta::Verifier;
 pub use crate::piecebuf::BufferPool;
 use crate::status::Counters;
 use crate::store::Store;
@@ -331,6 +332,15 @@ pub fn spawn_listener(
         .expect("spawn listener thread");
 }
 
+/// What every reader of a peer shares.
+#[derive(Clone)]
+pub struct ReaderShared {
+    pub buffers: Arc<BufferPool>,
+    /// Piece hashes, when there is metadata.
+    pub verifier: Option<Arc<Verifier>>,
+    pub events: Sender<Event>,
+}
+
 /// Wakes a listener blocked in `accept` so it sees `stop`.
 pub fn wake_listener(addr: SocketAddr) {
     let addr = if addr.ip().is_unspecified() {
@@ -342,15 +352,22 @@ pub fn wake_listener(addr: SocketAddr) {
 }
 
 /// Reads frames from `stream` until it closes or sends something invalid,
-/// then reports why with [`Event::Closed`].
+/// then reports why with [`Event::Closed`]. A piece is checked against its
+/// SHA-1 here, on the reader, while its bytes are still in this core's cache,
+/// and reported as [`Event::Piece`]: one thread hand-off fewer per piece than
+/// with hashing threads, and two threads fewer per peer.
 pub fn spawn_reader(
     conn: ConnId,
     peer: u32,
     stream: TcpStream,
     limits: Limits,
-    buffers: Arc<BufferPool>,
-    events: Sender<Event>,
+    shared: ReaderShared,
 ) {
+    let ReaderShared {
+        buffers,
+        verifier,
+        events,
+    } = shared;
     thread::Builder::new()
         .name(format!("read-{peer}"))
         .spawn(move || {
@@ -358,14 +375,21 @@ pub fn spawn_reader(
             let reason = loop {
                 match read_frame(&mut reader, &limits, &buffers) {
                     Ok(message) => {
-                        if events
-                            .send(Event::Frame {
+                        let event = match message {
+                            Message::Piece { index, data } => Event::Piece {
+                                conn,
+                                peer,
+                                index,
+                                good: verifier.as_ref().is_none_or(|v| v.piece_ok(index, &data)),
+                                data,
+                            },
+                            message => Event::Frame {
                                 conn,
                                 peer,
                                 message,
-                            })
-                            .is_err()
-                        {
+                            },
+                        };
+                        if events.send(event).is_err() {
                             return;
                         }
                     }

@@ -247,10 +247,9 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         let checkpointer = Arc::new(Checkpointer::new(&store, verifier.is_none()));
         (store, have, Some(checkpointer))
     };
-    // Rayon was for the start-up hashing only; the running peer's per-piece
-    // jobs go to worker threads (see `workers` for why).
+    // Rayon was for the start-up hashing only: readers verify pieces, and
+    // disk jobs go to worker threads (see `workers` for why).
     drop(pool);
-    let hashers = Workers::new("hash", threads)?;
     let disk = Workers::new("disk", DISK_THREADS)?;
     let log = SpecLog::open(&config.log_path(me.id), me.id)?;
     let listener = net::bind_listener(&me).map_err(|e| {
@@ -309,7 +308,6 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         log,
         counters: Arc::clone(&counters),
         rng_seed: opts.rng_seed.unwrap_or_else(rand::random),
-        hashers,
         disk,
         connect_timeout: opts.connect_timeout,
         events,

@@ -1,6 +1,6 @@
 //! Named worker threads fed from one crossbeam channel, for the per-piece jobs
-//! of a running peer: SHA-1 verification (as many threads as cores) and
-//! blocking disk work (piece writes, checkpoints, the final flush).
+//! of a running peer: blocking disk work (piece writes, checkpoints, the final
+//! flush). (Readers verify pieces themselves: see `net::spawn_reader`.)
 //!
 //! Why not the rayon pool for these: a piece job arrives every few hundred
 //! microseconds, so a worker goes idle thousands of times a second, and an
