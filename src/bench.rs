@@ -258,10 +258,10 @@ pub fn page_cache_ceiling(path: &Path, max_bytes: u64) -> io::Result<f64> {
 /// many threads as a peer writes with, in a shuffled order, then flushes; the file is removed after.
 pub fn disk_write_ceiling(dir: &Path, max_bytes: u64, direct_io: bool) -> io::Result<f64> {
     const PIECE: u32 = 256 * 1024;
-    const THREADS: u32 = crate::peer::DISK_THREADS as u32;
+    let threads = crate::peer::disk_threads(direct_io) as u32;
     let pieces = u32::try_from(max_bytes / u64::from(PIECE))
         .unwrap_or(u32::MAX)
-        .max(THREADS);
+        .max(threads);
     let layout = Layout::new(u64::from(pieces) * u64::from(PIECE), PIECE).expect("small layout");
     let path = dir.join("disk-ceiling.tmp");
     let store = Store::open_leecher(&path, layout, direct_io)?;
@@ -272,12 +272,12 @@ pub fn disk_write_ceiling(dir: &Path, max_bytes: u64, direct_io: bool) -> io::Re
         .expect("some stride");
     let start = Instant::now();
     std::thread::scope(|scope| -> io::Result<()> {
-        let workers: Vec<_> = (0..THREADS)
+        let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let store = &store;
                 scope.spawn(move || -> io::Result<()> {
                     let buf = PieceBuf::from(vec![0x5a; PIECE as usize]);
-                    for i in (t..pieces).step_by(THREADS as usize) {
+                    for i in (t..pieces).step_by(threads as usize) {
                         let index = ((u64::from(i) * u64::from(stride)) % u64::from(pieces)) as u32;
                         store.write_piece(index, &buf)?;
                     }

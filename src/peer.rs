@@ -24,13 +24,21 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Threads for blocking disk work. A direct-I/O write sleeps until the device
-/// is done, so each thread is one write in flight: with 4 the received pieces
-/// waited for a free thread, filled the bound on pieces being stored and
-/// stopped the requests while the cores idled (bench, 1+4 peers, 512 MiB:
-/// 1.89-2.0 s with 4, 1.81-1.85 with 8, 1.54-1.75 with 16; 24 and 32 no
-/// better). A sleeping thread costs its stack's touched pages only.
-pub const DISK_THREADS: usize = 16;
+/// Threads for blocking disk work, for a store that writes with direct I/O or
+/// not. A direct write sleeps until the device is done, so each thread is one
+/// write in flight: with 4 the received pieces waited for a free thread,
+/// filled the bound on pieces being stored and stopped the requests while the
+/// cores idled (bench, 1+4 peers, 512 MiB: 1.89-2.0 s with 4, 1.81-1.85 with
+/// 8, 1.54-1.75 with 16; 24 and 32 no better). A buffered write only copies
+/// into the page cache under the file's exclusive lock: 16 such writers spent
+/// 29% of their time spinning on that lock (16 KiB pieces), so 4.
+pub fn disk_threads(direct: bool) -> usize {
+    if direct {
+        16
+    } else {
+        4
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -250,7 +258,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     // Rayon was for the start-up hashing only: readers verify pieces, and
     // disk jobs go to worker threads (see `workers` for why).
     drop(pool);
-    let disk = Workers::new("disk", DISK_THREADS)?;
+    let disk = Workers::new("disk", disk_threads(store.reads_direct()))?;
     let log = SpecLog::open(&config.log_path(me.id), me.id)?;
     let listener = net::bind_listener(&me).map_err(|e| {
         io::Error::new(
