@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,6 +69,11 @@ impl Before {
             at: SystemTime::now(),
         })
     }
+
+    /// The file's size when the pass began.
+    pub fn size(&self) -> u64 {
+        self.id.size
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,11 +87,7 @@ struct Record {
 
 /// The record's path for the file at `path`.
 pub fn path_for(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.p2pft-checked"))
+    crate::store::beside(path, "p2pft-checked")
 }
 
 /// Whether the record beside `path` says that `file`, as it is now, matched
@@ -137,12 +138,8 @@ pub fn record(
         piece_size_bytes,
         file: now,
     };
-    let target = path_for(path);
-    let tmp = target.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(&record).expect("record serializes"))?;
-    drop(f);
-    std::fs::rename(&tmp, &target)?;
+    let bytes = serde_json::to_vec(&record).expect("record serializes");
+    crate::store::replace_file(&path_for(path), &bytes, false)?;
     Ok(Ok(()))
 }
 

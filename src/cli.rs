@@ -261,7 +261,10 @@ fn run_verify(args: &VerifyArgs) -> i32 {
     };
     let size = handle.metadata().map(|m| m.len()).unwrap_or(0);
     let started = std::time::Instant::now();
-    let good = verifier.check_and_record(&file, &handle, &pool());
+    // The whole-file SHA-1 in the same pass: the file is read once.
+    let (good, whole) = crate::meta::with_whole_file_hash(&handle, || {
+        verifier.check_and_record(&file, &handle, &pool())
+    });
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{}: {} of {} pieces good ({:.1} MiB hashed in {:.3} s: {:.0} MiB/s)",
@@ -279,7 +282,7 @@ fn run_verify(args: &VerifyArgs) -> i32 {
         );
     }
     if good.is_complete() && size == verifier.layout.file_size_bytes() {
-        match crate::meta::hash_file(&handle) {
+        match whole {
             Ok(hash) if hash == verifier.file => {
                 println!("all pieces match; whole-file SHA-1 matches");
                 0

@@ -68,10 +68,10 @@ pub const MAX_BAD_PIECES: u32 = 3;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long in-flight piece writes get to land after a signal.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
-/// Bytes of received pieces waiting to be hashed and written, at most.
+/// Bytes of received, verified pieces waiting to be written, at most.
 const MAX_STORING_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Pieces of `piece_size` that may wait to be hashed and written at once (at least 2).
+/// Pieces of `piece_size` that may wait to be written at once (at least 2).
 pub fn max_storing(piece_size: u32) -> usize {
     (MAX_STORING_BYTES / u64::from(piece_size)).max(2) as usize
 }
@@ -386,6 +386,12 @@ impl Engine {
         });
     }
 
+    /// Whether `conn` is still the connection to `peer` (not one replaced or
+    /// dropped since the event was sent).
+    fn is_current(&self, peer: u32, conn: ConnId) -> bool {
+        self.neighbours.get(&peer).is_some_and(|n| n.conn == conn)
+    }
+
     fn have_complete(&self) -> bool {
         self.have_count == self.have.len()
     }
@@ -417,7 +423,7 @@ impl Engine {
                 peer,
                 message,
             } => {
-                if self.neighbours.get(&peer).is_some_and(|n| n.conn == conn) {
+                if self.is_current(peer, conn) {
                     self.on_message(peer, message);
                 }
             }
@@ -428,14 +434,14 @@ impl Engine {
                 data,
                 good,
             } => {
-                if self.neighbours.get(&peer).is_some_and(|n| n.conn == conn) {
+                if self.is_current(peer, conn) {
                     self.on_piece(peer, index, data, good);
                 } else {
                     self.buffers.give(data);
                 }
             }
             Event::Closed { conn, peer, reason } => {
-                if self.neighbours.get(&peer).is_some_and(|n| n.conn == conn) {
+                if self.is_current(peer, conn) {
                     match reason {
                         CloseReason::Eof if self.complete_peers.contains(&peer) => {}
                         reason => {

@@ -125,6 +125,20 @@ pub fn hash_pieces(file: &File, layout: &Layout, pool: &rayon::ThreadPool) -> Ve
     })
 }
 
+/// Runs `pieces` (a parallel pass over the pieces of `file`) while a thread of
+/// its own hashes the whole file: both read the same pages at about the same
+/// time, so the file is read from the disk once.
+pub fn with_whole_file_hash<T: Send>(
+    file: &File,
+    pieces: impl FnOnce() -> T + Send,
+) -> (T, io::Result<Hash>) {
+    std::thread::scope(|s| {
+        let whole = s.spawn(|| hash_file(file));
+        let pieces = pieces();
+        (pieces, whole.join().expect("hashing thread"))
+    })
+}
+
 /// SHA-1 of a whole file, read sequentially in 1 MiB blocks.
 pub fn hash_file(file: &File) -> io::Result<Hash> {
     let mut hasher = Sha1::new();
@@ -153,23 +167,19 @@ impl Meta {
     ) -> Result<Meta, MetaError> {
         let file = File::open(path).map_err(io_err(path))?;
         let before = checked::Before::take(&file).map_err(io_err(path))?;
-        let size = file.metadata().map_err(io_err(path))?.len();
+        let size = before.size();
         let layout = Layout::new(size, piece_size_bytes).ok_or_else(|| MetaError::Invalid {
             path: path.to_path_buf(),
             reason: "empty file or piece size 0".into(),
         })?;
-        let (whole, pieces) = std::thread::scope(|s| {
-            let whole = s.spawn(|| hash_file(&file));
-            let pieces = hash_pieces(&file, &layout, pool);
-            (whole.join().expect("hashing thread"), pieces)
-        });
-        let whole = whole.map_err(io_err(path))?;
+        let (pieces, whole) = with_whole_file_hash(&file, || hash_pieces(&file, &layout, pool));
+        let file_sha1 = to_hex(&whole.map_err(io_err(path))?);
         let piece_sha1 = pieces
             .into_iter()
             .map(|h| h.map(|h| to_hex(&h)))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| io_err(path)(io::Error::other("file shrank while being hashed")))?;
-        record_check(path, &file, before, &to_hex(&whole), piece_size_bytes);
+        record_check(path, &file, before, &file_sha1, piece_size_bytes);
         Ok(Meta {
             format_version: FORMAT_VERSION,
             file_name: path
@@ -178,7 +188,7 @@ impl Meta {
                 .unwrap_or_default(),
             file_size_bytes: size,
             piece_size_bytes,
-            file_sha1: to_hex(&whole),
+            file_sha1,
             piece_sha1,
         })
     }
@@ -193,10 +203,8 @@ impl Meta {
 
     /// Writes the document atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<(), MetaError> {
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).expect("metadata serializes");
-        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
+        crate::store::replace_file(path, &text, false).map_err(io_err(path))
     }
 
     /// Checks the document itself and its agreement with `Common.cfg`.
@@ -303,17 +311,17 @@ impl Verifier {
     pub fn check_and_record(&self, path: &Path, file: &File, pool: &rayon::ThreadPool) -> Bitfield {
         let before = checked::Before::take(file);
         let good = self.check_file(file, pool);
-        let full_size = file
-            .metadata()
-            .is_ok_and(|m| m.len() == self.layout.file_size_bytes());
-        if let (true, true, Ok(before)) = (good.is_complete(), full_size, before) {
-            record_check(
-                path,
-                file,
-                before,
-                &to_hex(&self.file),
-                self.layout.piece_size_bytes(),
-            );
+        match before {
+            Ok(before) if good.is_complete() && before.size() == self.layout.file_size_bytes() => {
+                record_check(
+                    path,
+                    file,
+                    before,
+                    &to_hex(&self.file),
+                    self.layout.piece_size_bytes(),
+                )
+            }
+            _ => {}
         }
         good
     }

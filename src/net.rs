@@ -5,7 +5,9 @@
 //! [`Event`]s for the engine (blocking on the bounded event channel when the
 //! engine is behind, which pushes back on the socket); a writer drains its
 //! neighbour's bounded [`Out`] queue onto the socket, sending served pieces
-//! from the store's file with `sendfile(2)` (no copy through user space). Frame validity is decided by
+//! from the store's file with `sendfile(2)` (no copy through user space), or
+//! a piece written with direct I/O by a direct read and one vectored write.
+//! Readers verify the pieces they receive. Frame validity is decided by
 //! [`crate::wire`]; nothing here parses bytes by hand.
 //!
 //! Extension negotiation (request pipelining) lives here and is built so that

@@ -139,12 +139,8 @@ fn rate_mib_s(bytes: u64, since: Instant) -> f64 {
 
 /// A seed's file must match the metadata in every piece before it is served:
 /// hashed whole, unless its check record says it matched and has not changed
-/// since (see [`crate::checked`]).
-fn check_seed(
-    store: &Store,
-    verifier: &Verifier,
-    pool: &rayon::ThreadPool,
-) -> Result<(), PeerError> {
+/// since (see [`crate::checked`]). Hashes on `threads` threads.
+fn check_seed(store: &Store, verifier: &Verifier, threads: usize) -> Result<(), PeerError> {
     if verifier.is_checked(store.path(), store.file()) {
         log::info!(
             "the seed's file is unchanged since it last matched the metadata ({}): not hashed again",
@@ -153,7 +149,7 @@ fn check_seed(
         return Ok(());
     }
     let started = Instant::now();
-    let good = verifier.check_and_record(store.path(), store.file(), pool);
+    let good = verifier.check_and_record(store.path(), store.file(), &meta::hashing_pool(threads)?);
     log::info!(
         "checked the seed's file at {:.0} MiB/s",
         rate_mib_s(store.layout().file_size_bytes(), started)
@@ -176,20 +172,21 @@ fn check_seed(
 }
 
 /// What a leecher already has: with metadata, every piece of its file that
-/// hashes right; without, what its progress record names.
+/// hashes right (on `threads` threads); without, what its progress record
+/// names.
 fn resume(
     store: &Store,
     verifier: Option<&Verifier>,
     layout: &Layout,
-    pool: &rayon::ThreadPool,
-) -> Bitfield {
+    threads: usize,
+) -> io::Result<Bitfield> {
     if !store.existed() {
-        return Bitfield::empty(layout.num_pieces());
+        return Ok(Bitfield::empty(layout.num_pieces()));
     }
     let have = match verifier {
         Some(v) => {
             let started = Instant::now();
-            let good = v.check_file(store.file(), pool);
+            let good = v.check_file(store.file(), &meta::hashing_pool(threads)?);
             log::info!(
                 "re-hashed {:.1} MiB at {:.0} MiB/s: {} of {} pieces good",
                 crate::status::mib(layout.file_size_bytes()),
@@ -205,7 +202,7 @@ fn resume(
     if !have.none() {
         log::info!("resuming with {} of {} pieces", have.count(), have.len());
     }
-    have
+    Ok(have)
 }
 
 /// First SIGINT/SIGTERM: a clean stop through the engine. Second: exit now.
@@ -238,26 +235,25 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     let layout = config.common.layout;
     let path = config.peer_file(me.id);
     let verifier = load_verifier(&config)?;
+    // Threads for a start-up hash pass, started only when one is needed.
     let threads = thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4);
-    let pool = meta::hashing_pool(threads)?;
     let (store, have, checkpointer) = if me.has_file {
         let store = Store::open_seed(&path, layout)?;
         if let Some(v) = &verifier {
-            check_seed(&store, v, &pool)?;
+            check_seed(&store, v, threads)?;
         }
         (store, Bitfield::full(layout.num_pieces()), None)
     } else {
         let store = Store::open_leecher(&path, layout, config.common.direct_io)?;
-        let have = resume(&store, verifier.as_ref(), &layout, &pool);
+        let have = resume(&store, verifier.as_ref(), &layout, threads)?;
         // With metadata, resume re-hashes the file: checkpoints only flush.
         let checkpointer = Arc::new(Checkpointer::new(&store, verifier.is_none()));
         (store, have, Some(checkpointer))
     };
-    // Rayon was for the start-up hashing only: readers verify pieces, and
-    // disk jobs go to worker threads (see `workers` for why).
-    drop(pool);
+    // Readers verify pieces, and disk jobs go to worker threads (see
+    // `workers` for why rayon is for start-up passes only).
     let disk = Workers::new("disk", disk_threads(store.reads_direct()))?;
     let log = SpecLog::open(&config.log_path(me.id), me.id)?;
     let listener = net::bind_listener(&me).map_err(|e| {

@@ -15,8 +15,7 @@ use crate::layout::Layout;
 use crate::store::Store;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 const FORMAT_VERSION: u32 = 1;
@@ -32,11 +31,7 @@ struct Record {
 
 /// The record's path for a store at `file`.
 pub fn path_for(file: &Path) -> PathBuf {
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    file.with_file_name(format!(".{name}.p2pft-progress"))
+    crate::store::beside(file, "p2pft-progress")
 }
 
 /// The pieces a record names, if there is a readable record for this layout.
@@ -60,16 +55,8 @@ fn save(path: &Path, layout: &Layout, have: &Bitfield) -> io::Result<()> {
         piece_size_bytes: layout.piece_size_bytes(),
         have: crate::meta::to_hex(have.as_wire()),
     };
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(&record).expect("record serializes"))?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let bytes = serde_json::to_vec(&record).expect("record serializes");
+    crate::store::replace_file(path, &bytes, true)
 }
 
 /// Writes records in order: a checkpoint older than the last one written is

@@ -54,6 +54,37 @@ fn with_path(path: &Path, what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
+/// `peer_<ID>/.<FileName>.<suffix>`: where a record about the file at `file`
+/// lives (progress, check).
+pub fn beside(file: &Path, suffix: &str) -> PathBuf {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    file.with_file_name(format!(".{name}.{suffix}"))
+}
+
+/// Replaces `path` with `bytes` atomically: a temporary file beside it, then
+/// a rename. `durable`: the new contents and the rename are synced first, so
+/// a crash leaves the old file or the new one, never a torn one.
+pub fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    if durable {
+        f.sync_all()?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if durable {
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// Reserves the blocks of the first `len` bytes of `file` (`fallocate`, mode
 /// 0: holes become allocated, unwritten extents that read as zeros; data
 /// already there is kept). A full disk is then an error at start, not in the
