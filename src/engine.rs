@@ -313,6 +313,10 @@ impl Engine {
         let optimistic = tick(self.config.common.optimistic_unchoking_interval);
         let checkpoint = tick(CHECKPOINT_INTERVAL);
         while !self.all_done() && self.fatal.is_none() {
+            if self.events_rx.is_empty() {
+                // Nothing left to handle: the log catches up before we wait.
+                self.log.flush();
+            }
             select! {
                 recv(self.events_rx) -> event => {
                     let event = event.expect("the engine holds a sender");

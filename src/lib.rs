@@ -19,6 +19,7 @@ pub mod peer;
 pub mod picker;
 pub mod piecebuf;
 pub mod progress;
+pub mod queue;
 pub mod speclog;
 pub mod status;
 pub mod store;

@@ -5,14 +5,15 @@
 //! Why not the rayon pool for these: a piece job arrives every few hundred
 //! microseconds, so a worker goes idle thousands of times a second, and an
 //! idle rayon worker calls `sched_yield` 33 times before it sleeps. Profiles
-//! of the 1+4 / 512 MiB bench showed those yields at about 5% of all CPU. A
-//! thread blocked on a crossbeam channel spins a few times, then parks. Bulk
-//! data-parallel work (hashing a whole file) stays on rayon.
+//! of the 1+4 / 512 MiB bench showed those yields at about 5% of all CPU. An
+//! idle worker here sleeps on a [`crate::queue`] at once. Bulk data-parallel
+//! work (hashing a whole file) stays on rayon.
 //!
 //! Owns only its threads. A job must not block on the engine; the threads end
-//! when the last handle (and every job holding one) is gone.
+//! when the last handle (and every job holding one) is gone, after running
+//! every job queued before that.
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::queue::{self, Receiver, Sender};
 use std::io;
 use std::thread;
 
@@ -29,13 +30,13 @@ impl Workers {
     pub fn new(name: &str, threads: usize) -> io::Result<Workers> {
         // Unbounded: what may be queued is bounded by the caller (the engine
         // hands out at most `max_storing` pieces at a time).
-        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        let (jobs, queue) = queue::unbounded::<Job>();
         for i in 0..threads.max(1) {
             let queue: Receiver<Job> = queue.clone();
             thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
-                    for job in queue {
+                    for job in &queue {
                         job();
                     }
                 })?;
@@ -45,8 +46,9 @@ impl Workers {
 
     /// Runs `job` on one of the threads, in arrival order.
     pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        // The threads live as long as a handle does, so this cannot fail.
-        let _ = self.jobs.send(Box::new(job));
+        // The threads live as long as a handle does, and the queue has no
+        // bound, so this cannot fail.
+        let _ = self.jobs.try_send(Box::new(job));
     }
 }
 
