@@ -3,7 +3,7 @@
 //! pure codec and policies ([`wire`], [`choke`], [`picker`]), one engine
 //! thread owning protocol state ([`engine`]), threads at the socket edges
 //! ([`net`]), positioned file I/O ([`store`]), and the launcher ([`swarm`]).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod bench;
 pub mod bitfield;
@@ -20,6 +20,7 @@ pub mod picker;
 pub mod piecebuf;
 pub mod progress;
 pub mod queue;
+pub mod sha1pair;
 pub mod speclog;
 pub mod status;
 pub mod store;

@@ -101,6 +101,13 @@ impl Verifier {
     pub fn piece_ok(&self, index: u32, data: &[u8]) -> bool {
         sha1(data) == self.pieces[index as usize]
     }
+
+    /// [`Verifier::piece_ok`] for two pieces, hashed together (see
+    /// [`crate::sha1pair`]: about 1.8 times the rate of one at a time).
+    pub fn pieces_ok(&self, (i, a): (u32, &[u8]), (j, b): (u32, &[u8])) -> (bool, bool) {
+        let (ha, hb) = crate::sha1pair::sha1_pair(a, b);
+        (ha == self.pieces[i as usize], hb == self.pieces[j as usize])
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MetaError + '_ {

@@ -357,7 +357,9 @@ pub fn wake_listener(addr: SocketAddr) {
 /// then reports why with [`Event::Closed`]. A piece is checked against its
 /// SHA-1 here, on the reader, while its bytes are still in this core's cache,
 /// and reported as [`Event::Piece`]: one thread hand-off fewer per piece than
-/// with hashing threads, and two threads fewer per peer.
+/// with hashing threads, and two threads fewer per peer. When the next piece
+/// is already whole in the socket, the two are read and hashed together
+/// ([`crate::sha1pair`]); a piece never waits for bytes that have not come.
 pub fn spawn_reader(
     conn: ConnId,
     peer: u32,
@@ -374,33 +376,82 @@ pub fn spawn_reader(
         .name(format!("read-{peer}"))
         .spawn(move || {
             let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+            let piece_frame =
+                FRAME_HEADER_LEN + PIECE_INDEX_LEN + limits.layout().piece_size_bytes() as usize;
+            let mut peek = Vec::new();
+            let piece = |index, data, good| Event::Piece {
+                conn,
+                peer,
+                index,
+                data,
+                good,
+            };
+            let frame = |message| Event::Frame {
+                conn,
+                peer,
+                message,
+            };
             let reason = loop {
-                match read_frame(&mut reader, &limits, &buffers) {
-                    Ok(message) => {
-                        let event = match message {
-                            Message::Piece { index, data } => Event::Piece {
-                                conn,
-                                peer,
-                                index,
-                                good: verifier.as_ref().is_none_or(|v| v.piece_ok(index, &data)),
-                                data,
-                            },
-                            message => Event::Frame {
-                                conn,
-                                peer,
-                                message,
-                            },
-                        };
-                        if events.send(event).is_err() {
-                            return;
+                let (first, second, end) = match read_frame(&mut reader, &limits, &buffers) {
+                    Ok(Message::Piece { index, data }) => match &verifier {
+                        None => (piece(index, data, true), None, None),
+                        Some(v) if whole_frame_waiting(&reader, piece_frame, &mut peek) => {
+                            match read_frame(&mut reader, &limits, &buffers) {
+                                Ok(Message::Piece {
+                                    index: next,
+                                    data: more,
+                                }) => {
+                                    let (good, more_good) =
+                                        v.pieces_ok((index, &data), (next, &more));
+                                    let second = piece(next, more, more_good);
+                                    (piece(index, data, good), Some(second), None)
+                                }
+                                Ok(message) => {
+                                    let good = v.piece_ok(index, &data);
+                                    (piece(index, data, good), Some(frame(message)), None)
+                                }
+                                Err(reason) => {
+                                    let good = v.piece_ok(index, &data);
+                                    (piece(index, data, good), None, Some(reason))
+                                }
+                            }
                         }
-                    }
+                        Some(v) => {
+                            let good = v.piece_ok(index, &data);
+                            (piece(index, data, good), None, None)
+                        }
+                    },
+                    Ok(message) => (frame(message), None, None),
                     Err(reason) => break reason,
+                };
+                for event in std::iter::once(first).chain(second) {
+                    if events.send(event).is_err() {
+                        return;
+                    }
+                }
+                if let Some(reason) = end {
+                    break reason;
                 }
             };
             let _ = events.send(Event::Closed { conn, peer, reason });
         })
         .expect("spawn reader thread");
+}
+
+/// Whether at least `len` bytes are waiting, in `reader`'s buffer and in its
+/// socket: asked with a peek that copies nothing (`MSG_TRUNC`), into `scratch`
+/// (grown once, never written, so never resident).
+fn whole_frame_waiting(reader: &BufReader<TcpStream>, len: usize, scratch: &mut Vec<u8>) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let Some(want) = len.checked_sub(reader.buffer().len()) else {
+        return true;
+    };
+    if scratch.len() < want {
+        *scratch = vec![0; want];
+    }
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT;
+    matches!(recv(reader.get_ref().as_raw_fd(), &mut scratch[..want], flags), Ok(n) if n >= want)
 }
 
 fn io_reason(e: io::Error) -> CloseReason {
@@ -613,4 +664,101 @@ fn write_all_vectored(out: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> i
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+    use crate::meta::{sha1, Verifier};
+
+    fn piece_frame(index: u32, body: &[u8]) -> Vec<u8> {
+        let mut frame = wire::piece_header(index, body.len() as u32).to_vec();
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    /// Pieces already waiting are read and hashed two at a time; each keeps
+    /// its own verdict, and what follows them still arrives, in order.
+    #[test]
+    fn a_reader_verifies_waiting_pieces_in_pairs_each_on_its_own() {
+        let layout = Layout::new(3 * 4096 + 100, 4096).unwrap();
+        let file: Vec<u8> = (0..layout.file_size_bytes())
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let piece = |i: u32| {
+            let start = layout.offset(i) as usize;
+            &file[start..start + layout.piece_len(i) as usize]
+        };
+        let verifier = Verifier {
+            layout,
+            pieces: (0..4).map(|i| sha1(piece(i))).collect(),
+            file: sha1(&file),
+        };
+        let mut corrupt = piece(1).to_vec();
+        corrupt[17] ^= 1;
+        let mut sent = Vec::new();
+        // A pair; a piece followed by a have; a piece with too little after
+        // it to pair; the short last piece.
+        sent.extend_from_slice(&piece_frame(0, piece(0)));
+        sent.extend_from_slice(&piece_frame(1, &corrupt));
+        sent.extend_from_slice(&piece_frame(2, piece(2)));
+        wire::encode(&Message::Have(2), &mut sent);
+        sent.extend_from_slice(&piece_frame(0, piece(0)));
+        sent.extend_from_slice(&piece_frame(3, piece(3)));
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // Everything is in the socket before the reader starts: it pairs.
+        client.write_all(&sent).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let (events, received) = crossbeam_channel::unbounded();
+        spawn_reader(
+            7,
+            1002,
+            server,
+            Limits::new(layout),
+            ReaderShared {
+                buffers: Arc::new(BufferPool::new(8)),
+                verifier: Some(Arc::new(verifier)),
+                events,
+            },
+        );
+        let mut seen = Vec::new();
+        for event in received.iter() {
+            match event {
+                Event::Piece {
+                    conn: 7,
+                    peer: 1002,
+                    index,
+                    data,
+                    good,
+                } => {
+                    assert!(!good || &data[..] == piece(index), "piece {index}'s bytes");
+                    seen.push(format!("piece {index} {good}"));
+                }
+                Event::Frame {
+                    message: Message::Have(i),
+                    ..
+                } => seen.push(format!("have {i}")),
+                Event::Closed {
+                    reason: CloseReason::Eof,
+                    ..
+                } => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "piece 0 true",
+                "piece 1 false",
+                "piece 2 true",
+                "have 2",
+                "piece 0 true",
+                "piece 3 true"
+            ]
+        );
+    }
 }
