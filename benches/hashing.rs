@@ -1,6 +1,8 @@
 //! SHA-1 of one piece at 16 KiB, 256 KiB and 1 MiB with the crate we use (it
-//! picks the SHA-NI instructions at run time where the CPU has them), against
-//! the ceiling of any one-pass digest: reading the same bytes from memory.
+//! picks the SHA-NI instructions at run time where the CPU has them), of two
+//! pieces at once as readers verify them (`sha1pair`, throughput counted for
+//! both), against the ceiling of any one-pass digest: reading the same bytes
+//! from memory.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -27,6 +29,12 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("sha1", size), |b| {
             b.iter(|| p2pft::meta::sha1(black_box(&data)))
         });
+        let other = vec![0xa5u8; size];
+        g.throughput(Throughput::Bytes(2 * size as u64));
+        g.bench_function(BenchmarkId::new("sha1_pair", size), |b| {
+            b.iter(|| p2pft::sha1pair::sha1_pair(black_box(&data), black_box(&other)))
+        });
+        g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(BenchmarkId::new("memory_read_ceiling", size), |b| {
             b.iter(|| read_once(black_box(&data)))
         });

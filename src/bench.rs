@@ -111,7 +111,11 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ceilings {
     pub loopback_one_stream_bytes_per_sec: f64,
+    /// One message at a time (the `sha1` crate).
     pub sha1_one_core_bytes_per_sec: f64,
+    /// Two messages at once, as readers verify pieces that wait together
+    /// (`sha1pair`; the same as one at a time without SHA-NI).
+    pub sha1_pairs_one_core_bytes_per_sec: f64,
     pub page_cache_read_bytes_per_sec: f64,
     /// Pieces written to the swarm directory's disk as the leechers write
     /// them (direct I/O unless `--buffered-io`), with a peer's disk threads, then flushed.
@@ -156,6 +160,7 @@ pub struct BenchRecord {
     pub ceilings: Ceilings,
     pub rate_to_loopback: f64,
     pub rate_to_sha1: f64,
+    pub rate_to_sha1_pairs: f64,
     pub rate_to_page_cache: f64,
     pub rate_to_disk_write: f64,
     pub per_peer: Vec<PeerFigures>,
@@ -227,6 +232,18 @@ pub fn sha1_ceiling(secs: f64) -> f64 {
     while start.elapsed().as_secs_f64() < secs {
         std::hint::black_box(crate::meta::sha1(&buf));
         total += buf.len() as u64;
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// SHA-1 of two in-memory buffers at once on this thread, for about `secs`.
+pub fn sha1_pairs_ceiling(secs: f64) -> f64 {
+    let (a, b) = (vec![0x5au8; 8 << 20], vec![0xa5u8; 8 << 20]);
+    let start = Instant::now();
+    let mut total = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        std::hint::black_box(crate::sha1pair::sha1_pair(&a, &b));
+        total += (a.len() + b.len()) as u64;
     }
     total as f64 / start.elapsed().as_secs_f64()
 }
@@ -421,6 +438,7 @@ fn record(
         threads_max: per_peer.iter().map(|p| p.threads).max().unwrap_or(0),
         rate_to_loopback: rate / ceilings.loopback_one_stream_bytes_per_sec,
         rate_to_sha1: rate / ceilings.sha1_one_core_bytes_per_sec,
+        rate_to_sha1_pairs: rate / ceilings.sha1_pairs_one_core_bytes_per_sec,
         rate_to_page_cache: rate / ceilings.page_cache_read_bytes_per_sec,
         rate_to_disk_write: rate / ceilings.disk_write_bytes_per_sec,
         ceilings,
@@ -472,14 +490,15 @@ fn print_table(r: &BenchRecord) {
         );
     }
     let c = &r.ceilings;
-    println!("ceilings: loopback one stream {:.0} MiB/s, SHA-1 one core {:.0} MiB/s, page-cache read {:.0} MiB/s, disk write {:.0} MiB/s",
-        c.loopback_one_stream_bytes_per_sec / MIB, c.sha1_one_core_bytes_per_sec / MIB, c.page_cache_read_bytes_per_sec / MIB, c.disk_write_bytes_per_sec / MIB);
+    println!("ceilings: loopback one stream {:.0} MiB/s, SHA-1 one core {:.0} MiB/s ({:.0} two at once), page-cache read {:.0} MiB/s, disk write {:.0} MiB/s",
+        c.loopback_one_stream_bytes_per_sec / MIB, c.sha1_one_core_bytes_per_sec / MIB, c.sha1_pairs_one_core_bytes_per_sec / MIB, c.page_cache_read_bytes_per_sec / MIB, c.disk_write_bytes_per_sec / MIB);
     println!("wall to last verified completion  {:>10.3} s", r.wall_secs);
     println!(
-        "delivered                         {:>10.1} MiB/s  ({:.2} of loopback, {:.2} of SHA-1, {:.2} of page cache, {:.2} of disk write)",
+        "delivered                         {:>10.1} MiB/s  ({:.2} of loopback, {:.2} of SHA-1 ({:.2} two at once), {:.2} of page cache, {:.2} of disk write)",
         r.delivered_bytes_per_sec / MIB,
         r.rate_to_loopback,
         r.rate_to_sha1,
+        r.rate_to_sha1_pairs,
         r.rate_to_page_cache,
         r.rate_to_disk_write
     );
@@ -508,6 +527,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
         loopback_one_stream_bytes_per_sec: loopback_ceiling(1.0)
             .map_err(|e| format!("measuring loopback: {e}"))?,
         sha1_one_core_bytes_per_sec: sha1_ceiling(0.5),
+        sha1_pairs_one_core_bytes_per_sec: sha1_pairs_ceiling(0.5),
         page_cache_read_bytes_per_sec: page_cache_ceiling(
             &dir.join("peer_1001/bench.bin"),
             1 << 30,

@@ -190,6 +190,7 @@ fn bench_runs_a_small_swarm_and_reports_a_consistent_record() {
         for c in [
             "loopback_one_stream_bytes_per_sec",
             "sha1_one_core_bytes_per_sec",
+            "sha1_pairs_one_core_bytes_per_sec",
             "page_cache_read_bytes_per_sec",
             "disk_write_bytes_per_sec",
         ] {
