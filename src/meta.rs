@@ -118,18 +118,39 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MetaError + '_ {
 }
 
 /// Hashes every piece of `file` in parallel on `pool`, reading each piece with
-/// a positioned read; `None` for pieces that cannot be read.
+/// a positioned read; `None` for pieces that cannot be read. Each task reads
+/// two neighbouring pieces and hashes them together ([`crate::sha1pair`]).
 pub fn hash_pieces(file: &File, layout: &Layout, pool: &rayon::ThreadPool) -> Vec<Option<Hash>> {
-    pool.install(|| {
-        (0..layout.num_pieces())
+    let n = layout.num_pieces();
+    let read = |buf: &mut Vec<u8>, index: u32| {
+        buf.resize(layout.piece_len(index) as usize, 0);
+        file.read_exact_at(buf, layout.offset(index)).is_ok()
+    };
+    let pairs: Vec<[Option<Hash>; 2]> = pool.install(|| {
+        (0..n.div_ceil(2))
             .into_par_iter()
-            .map_init(Vec::new, |buf, index| {
-                buf.resize(layout.piece_len(index) as usize, 0);
-                file.read_exact_at(buf, layout.offset(index)).ok()?;
-                Some(sha1(buf))
-            })
+            .map_init(
+                || (Vec::new(), Vec::new()),
+                |(a, b), pair| {
+                    let (i, j) = (2 * pair, 2 * pair + 1);
+                    let a_ok = read(a, i);
+                    let b_ok = j < n && read(b, j);
+                    match (a_ok, b_ok) {
+                        (true, true) => {
+                            let (ha, hb) = crate::sha1pair::sha1_pair(a, b);
+                            [Some(ha), Some(hb)]
+                        }
+                        (true, false) => [Some(sha1(a)), None],
+                        (false, true) => [None, Some(sha1(b))],
+                        (false, false) => [None, None],
+                    }
+                },
+            )
             .collect()
-    })
+    });
+    let mut hashes: Vec<Option<Hash>> = pairs.into_iter().flatten().collect();
+    hashes.truncate(n as usize);
+    hashes
 }
 
 /// Runs `pieces` (a parallel pass over the pieces of `file`) while a thread of
@@ -383,6 +404,28 @@ mod tests {
         let meta_path = path.with_extension("meta.json");
         meta.save(&meta_path).unwrap();
         assert_eq!(Meta::load(&meta_path).unwrap(), meta);
+    }
+
+    #[test]
+    fn pieces_hashed_in_pairs_match_one_at_a_time_and_unreadable_ones_are_none() {
+        let bytes: Vec<u8> = (0..4_500u32).map(|i| (i * 13 % 251) as u8).collect();
+        let (_dir, path) = file_with(&bytes);
+        for piece_size in [1000, 1500, 4500] {
+            let layout = Layout::new(bytes.len() as u64, piece_size).unwrap();
+            let want: Vec<Option<Hash>> = bytes
+                .chunks(piece_size as usize)
+                .map(|p| Some(sha1(p)))
+                .collect();
+            let got = hash_pieces(&File::open(&path).unwrap(), &layout, &pool());
+            assert_eq!(got, want, "piece size {piece_size}");
+        }
+        // Cut inside piece 2 (of 1000-byte pieces): 2, 3 and 4 cannot be read;
+        // 2 and 3 share a pair, 4 is alone.
+        std::fs::write(&path, &bytes[..2_500]).unwrap();
+        let layout = Layout::new(bytes.len() as u64, 1000).unwrap();
+        let got = hash_pieces(&File::open(&path).unwrap(), &layout, &pool());
+        let some = |r: std::ops::Range<usize>| Some(sha1(&bytes[r]));
+        assert_eq!(got, [some(0..1000), some(1000..2000), None, None, None]);
     }
 
     #[test]
