@@ -227,23 +227,26 @@ pub fn loopback_ceiling(secs: f64) -> io::Result<f64> {
 /// SHA-1 of an in-memory buffer on this thread, for about `secs`.
 pub fn sha1_ceiling(secs: f64) -> f64 {
     let buf = vec![0x5au8; 16 << 20];
-    let start = Instant::now();
-    let mut total = 0u64;
-    while start.elapsed().as_secs_f64() < secs {
+    rate_of(secs, buf.len(), || {
         std::hint::black_box(crate::meta::sha1(&buf));
-        total += buf.len() as u64;
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+    })
 }
 
 /// SHA-1 of two in-memory buffers at once on this thread, for about `secs`.
 pub fn sha1_pairs_ceiling(secs: f64) -> f64 {
     let (a, b) = (vec![0x5au8; 8 << 20], vec![0xa5u8; 8 << 20]);
+    rate_of(secs, a.len() + b.len(), || {
+        std::hint::black_box(crate::sha1pair::sha1_pair(&a, &b));
+    })
+}
+
+/// Bytes a second of `work`, which handles `bytes` a call, called for about `secs`.
+fn rate_of(secs: f64, bytes: usize, mut work: impl FnMut()) -> f64 {
     let start = Instant::now();
     let mut total = 0u64;
     while start.elapsed().as_secs_f64() < secs {
-        std::hint::black_box(crate::sha1pair::sha1_pair(&a, &b));
-        total += (a.len() + b.len()) as u64;
+        work();
+        total += bytes as u64;
     }
     total as f64 / start.elapsed().as_secs_f64()
 }

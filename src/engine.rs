@@ -527,6 +527,7 @@ impl Engine {
             peer,
             reader_stream,
             self.limits,
+            pipelining,
             net::ReaderShared {
                 buffers: Arc::clone(&self.buffers),
                 verifier: self.verifier.clone(),

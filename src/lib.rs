@@ -19,7 +19,6 @@ pub mod peer;
 pub mod picker;
 pub mod piecebuf;
 pub mod progress;
-pub mod queue;
 pub mod sha1pair;
 pub mod speclog;
 pub mod status;

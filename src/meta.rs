@@ -133,17 +133,12 @@ pub fn hash_pieces(file: &File, layout: &Layout, pool: &rayon::ThreadPool) -> Ve
                 || (Vec::new(), Vec::new()),
                 |(a, b), pair| {
                     let (i, j) = (2 * pair, 2 * pair + 1);
-                    let a_ok = read(a, i);
-                    let b_ok = j < n && read(b, j);
-                    match (a_ok, b_ok) {
-                        (true, true) => {
-                            let (ha, hb) = crate::sha1pair::sha1_pair(a, b);
-                            [Some(ha), Some(hb)]
-                        }
-                        (true, false) => [Some(sha1(a)), None],
-                        (false, true) => [None, Some(sha1(b))],
-                        (false, false) => [None, None],
+                    let (a_ok, b_ok) = (read(a, i), j < n && read(b, j));
+                    if a_ok && b_ok {
+                        let (ha, hb) = crate::sha1pair::sha1_pair(a, b);
+                        return [Some(ha), Some(hb)];
                     }
+                    [a_ok.then(|| sha1(a)), b_ok.then(|| sha1(b))]
                 },
             )
             .collect()

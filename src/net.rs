@@ -360,11 +360,14 @@ pub fn wake_listener(addr: SocketAddr) {
 /// with hashing threads, and two threads fewer per peer. When the next piece
 /// is already whole in the socket, the two are read and hashed together
 /// ([`crate::sha1pair`]); a piece never waits for bytes that have not come.
+/// Only a `pipelining` neighbour is looked at for that: with one request
+/// outstanding, two pieces never wait together.
 pub fn spawn_reader(
     conn: ConnId,
     peer: u32,
     stream: TcpStream,
     limits: Limits,
+    pipelining: bool,
     shared: ReaderShared,
 ) {
     let ReaderShared {
@@ -386,51 +389,49 @@ pub fn spawn_reader(
                 data,
                 good,
             };
-            let frame = |message| Event::Frame {
-                conn,
-                peer,
-                message,
-            };
+            // A frame read ahead of its turn, when it was not a piece to pair.
+            let mut held = None;
             let reason = loop {
-                let (first, second, end) = match read_frame(&mut reader, &limits, &buffers) {
-                    Ok(Message::Piece { index, data }) => match &verifier {
-                        None => (piece(index, data, true), None, None),
-                        Some(v) if whole_frame_waiting(&reader, piece_frame, &mut peek) => {
-                            match read_frame(&mut reader, &limits, &buffers) {
-                                Ok(Message::Piece {
-                                    index: next,
-                                    data: more,
-                                }) => {
-                                    let (good, more_good) =
-                                        v.pieces_ok((index, &data), (next, &more));
-                                    let second = piece(next, more, more_good);
-                                    (piece(index, data, good), Some(second), None)
-                                }
-                                Ok(message) => {
-                                    let good = v.piece_ok(index, &data);
-                                    (piece(index, data, good), Some(frame(message)), None)
-                                }
-                                Err(reason) => {
-                                    let good = v.piece_ok(index, &data);
-                                    (piece(index, data, good), None, Some(reason))
-                                }
+                let message = match held
+                    .take()
+                    .unwrap_or_else(|| read_frame(&mut reader, &limits, &buffers))
+                {
+                    Ok(message) => message,
+                    Err(reason) => break reason,
+                };
+                let mut second = None;
+                let first = match (message, &verifier) {
+                    (Message::Piece { index, data }, None) => piece(index, data, true),
+                    (Message::Piece { index, data }, Some(v)) => {
+                        let next = (pipelining
+                            && whole_frame_waiting(&reader, piece_frame, &mut peek))
+                        .then(|| read_frame(&mut reader, &limits, &buffers));
+                        match next {
+                            Some(Ok(Message::Piece {
+                                index: next,
+                                data: more,
+                            })) => {
+                                let (good, more_good) = v.pieces_ok((index, &data), (next, &more));
+                                second = Some(piece(next, more, more_good));
+                                piece(index, data, good)
+                            }
+                            next => {
+                                held = next;
+                                let good = v.piece_ok(index, &data);
+                                piece(index, data, good)
                             }
                         }
-                        Some(v) => {
-                            let good = v.piece_ok(index, &data);
-                            (piece(index, data, good), None, None)
-                        }
+                    }
+                    (message, _) => Event::Frame {
+                        conn,
+                        peer,
+                        message,
                     },
-                    Ok(message) => (frame(message), None, None),
-                    Err(reason) => break reason,
                 };
                 for event in std::iter::once(first).chain(second) {
                     if events.send(event).is_err() {
                         return;
                     }
-                }
-                if let Some(reason) = end {
-                    break reason;
                 }
             };
             let _ = events.send(Event::Closed { conn, peer, reason });
@@ -719,6 +720,7 @@ mod tests {
             1002,
             server,
             Limits::new(layout),
+            true,
             ReaderShared {
                 buffers: Arc::new(BufferPool::new(8)),
                 verifier: Some(Arc::new(verifier)),
