@@ -358,10 +358,11 @@ pub fn wake_listener(addr: SocketAddr) {
 /// SHA-1 here, on the reader, while its bytes are still in this core's cache,
 /// and reported as [`Event::Piece`]: one thread hand-off fewer per piece than
 /// with hashing threads, and two threads fewer per peer. When the next piece
-/// is already whole in the socket, the two are read and hashed together
-/// ([`crate::sha1pair`]); a piece never waits for bytes that have not come.
-/// Only a `pipelining` neighbour is looked at for that: with one request
-/// outstanding, two pieces never wait together.
+/// has begun to arrive (its header is in the socket), the reader reads it too
+/// and hashes the two together ([`crate::sha1pair`]): its sender is writing
+/// it, so the wait is the transfer of one piece. A piece never waits for a
+/// frame that has not begun. Only a `pipelining` neighbour is looked at for
+/// that: with one request outstanding, two pieces never wait together.
 pub fn spawn_reader(
     conn: ConnId,
     peer: u32,
@@ -381,7 +382,6 @@ pub fn spawn_reader(
             let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
             let piece_frame =
                 FRAME_HEADER_LEN + PIECE_INDEX_LEN + limits.layout().piece_size_bytes() as usize;
-            let mut peek = Vec::new();
             let piece = |index, data, good| Event::Piece {
                 conn,
                 peer,
@@ -403,9 +403,8 @@ pub fn spawn_reader(
                 let first = match (message, &verifier) {
                     (Message::Piece { index, data }, None) => piece(index, data, true),
                     (Message::Piece { index, data }, Some(v)) => {
-                        let next = (pipelining
-                            && whole_frame_waiting(&reader, piece_frame, &mut peek))
-                        .then(|| read_frame(&mut reader, &limits, &buffers));
+                        let next = (pipelining && piece_frame_coming(&reader, piece_frame))
+                            .then(|| read_frame(&mut reader, &limits, &buffers));
                         match next {
                             Some(Ok(Message::Piece {
                                 index: next,
@@ -439,20 +438,25 @@ pub fn spawn_reader(
         .expect("spawn reader thread");
 }
 
-/// Whether at least `len` bytes are waiting, in `reader`'s buffer and in its
-/// socket: asked with a peek that copies nothing (`MSG_TRUNC`), into `scratch`
-/// (grown once, never written, so never resident).
-fn whole_frame_waiting(reader: &BufReader<TcpStream>, len: usize, scratch: &mut Vec<u8>) -> bool {
+/// Whether the next frame is a whole-size piece that is already on its way:
+/// its header (length and kind) is in `reader`'s buffer or its socket. A
+/// sender writes a piece frame's header and body together, so the rest
+/// follows at once; asked with a peek that never blocks.
+fn piece_frame_coming(reader: &BufReader<TcpStream>, len: usize) -> bool {
     use nix::sys::socket::{recv, MsgFlags};
     use std::os::fd::AsRawFd;
-    let Some(want) = len.checked_sub(reader.buffer().len()) else {
-        return true;
-    };
-    if scratch.len() < want {
-        *scratch = vec![0; want];
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    let buffered = reader.buffer();
+    let have = buffered.len().min(FRAME_HEADER_LEN);
+    head[..have].copy_from_slice(&buffered[..have]);
+    if have < FRAME_HEADER_LEN {
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        match recv(reader.get_ref().as_raw_fd(), &mut head[have..], flags) {
+            Ok(n) if n == FRAME_HEADER_LEN - have => {}
+            _ => return false,
+        }
     }
-    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT;
-    matches!(recv(reader.get_ref().as_raw_fd(), &mut scratch[..want], flags), Ok(n) if n >= want)
+    wire::is_piece_header(&head, len)
 }
 
 fn io_reason(e: io::Error) -> CloseReason {
@@ -722,7 +726,7 @@ mod tests {
             Limits::new(layout),
             true,
             ReaderShared {
-                buffers: Arc::new(BufferPool::new(8)),
+                buffers: Arc::new(BufferPool::new(0)),
                 verifier: Some(Arc::new(verifier)),
                 events,
             },
@@ -762,5 +766,69 @@ mod tests {
                 "piece 3 true"
             ]
         );
+    }
+
+    #[test]
+    fn a_reader_waits_for_a_piece_already_begun_but_never_for_one_not_begun() {
+        let layout = Layout::new(3 * 4096, 4096).unwrap();
+        let file: Vec<u8> = (0..layout.file_size_bytes())
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let piece = |i: u32| &file[i as usize * 4096..(i as usize + 1) * 4096];
+        let verifier = Verifier {
+            layout,
+            pieces: (0..3).map(|i| sha1(piece(i))).collect(),
+            file: sha1(&file),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (events, received) = crossbeam_channel::unbounded();
+        spawn_reader(
+            7,
+            1002,
+            server,
+            Limits::new(layout),
+            true,
+            ReaderShared {
+                buffers: Arc::new(BufferPool::new(0)),
+                verifier: Some(Arc::new(verifier)),
+                events,
+            },
+        );
+        let index = |event: Event| match event {
+            Event::Piece { index, good, .. } => {
+                assert!(good, "piece {index}");
+                index
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        // Piece 0, then the first bytes of piece 1: piece 0 waits to be
+        // hashed with piece 1, so nothing is reported until piece 1 is whole.
+        let second = piece_frame(1, piece(1));
+        let mut sent = piece_frame(0, piece(0));
+        sent.extend_from_slice(&second[..100]);
+        client.write_all(&sent).unwrap();
+        let early = received.recv_timeout(Duration::from_millis(300));
+        assert!(
+            early.is_err(),
+            "reported before its pair was whole: {early:?}"
+        );
+        client.write_all(&second[100..]).unwrap();
+        let wait = Duration::from_secs(20);
+        assert_eq!(index(received.recv_timeout(wait).unwrap()), 0);
+        assert_eq!(index(received.recv_timeout(wait).unwrap()), 1);
+        // Piece 2 with nothing after it, the socket still open: reported
+        // without waiting for bytes that have not come.
+        client.write_all(&piece_frame(2, piece(2))).unwrap();
+        assert_eq!(index(received.recv_timeout(wait).unwrap()), 2);
+        drop(client);
+        assert!(matches!(
+            received.recv_timeout(wait),
+            Ok(Event::Closed {
+                reason: CloseReason::Eof,
+                ..
+            })
+        ));
     }
 }

@@ -312,6 +312,13 @@ pub fn piece_header(index: u32, data_len: u32) -> [u8; FRAME_HEADER_LEN + PIECE_
     out
 }
 
+/// Whether `header` opens a piece frame of `frame_len` bytes in all (its
+/// header included).
+pub fn is_piece_header(header: &[u8; FRAME_HEADER_LEN], frame_len: usize) -> bool {
+    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    header[4] == Kind::Piece as u8 && len + 4 == frame_len
+}
+
 /// Appends the frame of `message` to `out`.
 pub fn encode(message: &Message, out: &mut Vec<u8>) {
     let kind = message.kind() as u8;
