@@ -578,7 +578,7 @@ fn write_loop(
             Out::Serve(index) => {
                 let len = store.layout().piece_len(index);
                 pending.extend_from_slice(&wire::piece_header(index, len));
-                serve_piece(stream, store, buffers, index, &pending)?;
+                serve_piece(stream, store, buffers, index, &pending, counters)?;
                 pending.clear();
                 only_haves = true;
                 counters
@@ -591,7 +591,8 @@ fn write_loop(
 }
 
 /// Sends `head` (queued frames ending with the piece's header), then piece
-/// `index`. A piece the store wrote with direct I/O is read back the same way
+/// `index`. A piece the store wrote with direct I/O goes from its kept buffer
+/// while the pool still has it, else it is read back the same way
 /// into a pooled buffer and goes out with `head` in one vectored write; any
 /// other goes from the page cache with `sendfile`, `head` sharing its first
 /// segment, or through a buffer where the file refuses `sendfile`.
@@ -601,12 +602,21 @@ fn serve_piece(
     buffers: &BufferPool,
     index: u32,
     head: &[u8],
+    counters: &Counters,
 ) -> io::Result<()> {
     if store.reads_direct() {
+        let kept = buffers.serve_kept(index, |body| {
+            write_all_vectored(&mut stream, &mut [IoSlice::new(head), IoSlice::new(body)])
+        });
+        if let Some(sent) = kept {
+            counters.served_kept.fetch_add(1, Ordering::Relaxed);
+            return sent;
+        }
         let sent = buffers.with(|body| -> io::Result<bool> {
             if !store.read_piece_direct(index, body)? {
                 return Ok(false);
             }
+            counters.served_read_back.fetch_add(1, Ordering::Relaxed);
             write_all_vectored(&mut stream, &mut [IoSlice::new(head), IoSlice::new(body)])?;
             Ok(true)
         })?;

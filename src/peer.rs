@@ -255,6 +255,12 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     // Readers verify pieces, and disk jobs go to worker threads (see
     // `workers` for why rayon is for start-up passes only).
     let disk = Workers::new("disk", disk_threads(store.reads_direct()))?;
+    // Kept copies only spare reads that would go to the device.
+    let max_kept = if store.reads_direct() {
+        crate::engine::max_kept(layout.piece_size_bytes())
+    } else {
+        0
+    };
     let log = SpecLog::open(&config.log_path(me.id), me.id)?;
     let listener = net::bind_listener(&me).map_err(|e| {
         io::Error::new(
@@ -318,9 +324,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         stop: Arc::clone(&stop),
         verifier: verifier.map(Arc::new),
         checkpointer,
-        buffers: Arc::new(net::BufferPool::new(
-            crate::engine::max_storing(layout.piece_size_bytes()) + 8,
-        )),
+        buffers: Arc::new(net::BufferPool::new(max_kept)),
     });
     let result = engine.run();
     stop.store(true, Relaxed);

@@ -1,12 +1,25 @@
 //! Which piece to request next: a pure policy.
 //!
 //! SPEC.md: among the pieces the neighbour has, we lack and have not requested
-//! from anyone, one chosen uniformly at random. The caller keeps `wanted`
-//! (missing and not in flight) up to date; this module only chooses, with the
-//! RNG passed in so tests can pin the choice. Never touches protocol state.
+//! from anyone, one chosen uniformly at random ([`pick_random`]). A p2pft
+//! neighbour (one that negotiated the pipelining extension; never with
+//! `--strict`) is first asked for the newest piece it announced that we
+//! still want ([`pick_newest`]): it keeps its most recently written pieces in
+//! memory (see [`crate::piecebuf::BufferPool`]), so that piece goes out
+//! without a read from its disk, and a piece just announced is one the other
+//! peers are least likely to have yet. The caller keeps `wanted` (missing
+//! and not in flight) up to date; this module only chooses, with the RNG
+//! passed in so tests can pin the choice. Never touches protocol state.
 
 use crate::bitfield::Bitfield;
 use rand::Rng;
+use std::collections::VecDeque;
+
+/// The newest of `recent` (announced pieces, newest at the back) that is
+/// `wanted`, or `None`.
+pub fn pick_newest(recent: &VecDeque<u32>, wanted: &Bitfield) -> Option<u32> {
+    recent.iter().rev().copied().find(|&i| wanted.has(i))
+}
 
 /// A uniformly random piece present in both `theirs` and `wanted`, or `None`.
 /// Costs two passes over the bitfields, 64 bits at a time, no allocation.
@@ -62,6 +75,16 @@ mod tests {
             b.set(i, true);
         }
         b
+    }
+
+    #[test]
+    fn the_newest_wanted_announcement_is_picked() {
+        let wanted = field(20, &[3, 5, 9]);
+        let recent = |v: &[u32]| v.iter().copied().collect::<VecDeque<u32>>();
+        assert_eq!(pick_newest(&recent(&[3, 9, 5, 4]), &wanted), Some(5));
+        assert_eq!(pick_newest(&recent(&[9, 3, 4]), &wanted), Some(3));
+        assert_eq!(pick_newest(&recent(&[1, 4]), &wanted), None);
+        assert_eq!(pick_newest(&recent(&[]), &wanted), None);
     }
 
     #[test]

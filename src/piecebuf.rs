@@ -8,9 +8,11 @@
 //!
 //! The [`BufferPool`] hands buffers to readers and takes them back once a
 //! piece is written, so the steady state allocates (and zeroes) nothing per
-//! piece. Nothing here does I/O or knows the protocol.
+//! piece; until reused, a written piece's buffer serves that piece to
+//! neighbours. Nothing here does I/O or knows the protocol.
 
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
@@ -107,23 +109,45 @@ impl fmt::Debug for PieceBuf {
 }
 
 /// Piece buffers for reuse: readers take one for each received piece, the pool
-/// gives it back once the piece is written.
+/// gets it back once the piece is written.
+///
+/// A written piece's buffer comes back [`kept`](BufferPool::keep) with its
+/// index, and serves that piece ([`BufferPool::serve_kept`]) until it is
+/// needed again: a leecher is asked for the pieces it has just announced, and
+/// without the copy in memory each of those would be read back from the
+/// device it has just been written to. The `max_kept` most recently written
+/// pieces stay kept; an older one's buffer becomes a plain one, to be handed
+/// out again.
+///
+/// The pool frees nothing: it holds every buffer not in use, so it never
+/// holds more than the most ever in use at once (which the engine bounds)
+/// plus the kept ones. Freeing and allocating again instead let a peer's
+/// memory creep: the allocator gives a freed buffer back to the arena of the
+/// thread that allocated it, where another reader cannot reuse it (peak RSS
+/// 33.5 MB against 32.0 with a fixed allocator threshold, 2 GiB file).
 pub struct BufferPool {
-    free: Mutex<Vec<PieceBuf>>,
-    max_pooled: usize,
+    inner: Mutex<Pooled>,
+    max_kept: usize,
+}
+
+#[derive(Default)]
+struct Pooled {
+    plain: Vec<PieceBuf>,
+    /// Written pieces' buffers with their indices, the longest-kept first.
+    kept: VecDeque<(u32, PieceBuf)>,
 }
 
 impl BufferPool {
-    pub fn new(max_pooled: usize) -> BufferPool {
+    pub fn new(max_kept: usize) -> BufferPool {
         BufferPool {
-            free: Mutex::new(Vec::new()),
-            max_pooled,
+            inner: Mutex::new(Pooled::default()),
+            max_kept,
         }
     }
 
     /// A buffer of exactly `len` bytes (contents unspecified).
     pub fn take(&self, len: usize) -> PieceBuf {
-        let mut buf = self.free.lock().pop().unwrap_or_default();
+        let mut buf = self.inner.lock().plain.pop().unwrap_or_default();
         buf.resize(len);
         buf
     }
@@ -138,10 +162,32 @@ impl BufferPool {
     }
 
     pub fn give(&self, buf: PieceBuf) {
-        let mut free = self.free.lock();
-        if free.len() < self.max_pooled {
-            free.push(buf);
+        self.inner.lock().plain.push(buf);
+    }
+
+    /// Takes back `buf`, which holds piece `index` exactly as it is on disk.
+    pub fn keep(&self, index: u32, buf: PieceBuf) {
+        let mut inner = self.inner.lock();
+        inner.kept.push_back((index, buf));
+        if inner.kept.len() > self.max_kept {
+            if let Some((_, oldest)) = inner.kept.pop_front() {
+                inner.plain.push(oldest);
+            }
         }
+    }
+
+    /// Runs `f` on the kept copy of piece `index`, if the pool has one; the
+    /// copy is out of the pool (no one else can take it) while `f` runs, and
+    /// kept again, as the most recent, afterwards.
+    pub fn serve_kept<R>(&self, index: u32, f: impl FnOnce(&PieceBuf) -> R) -> Option<R> {
+        let buf = {
+            let mut inner = self.inner.lock();
+            let at = inner.kept.iter().position(|(i, _)| *i == index)?;
+            inner.kept.remove(at)?.1
+        };
+        let result = f(&buf);
+        self.keep(index, buf);
+        Some(result)
     }
 }
 
@@ -170,15 +216,41 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_reuses_a_returned_buffer_and_caps_what_it_keeps() {
-        let pool = BufferPool::new(1);
+    fn the_pool_hands_back_the_last_returned_buffer_and_frees_none() {
+        let pool = BufferPool::new(0);
         let a = pool.take(10_000);
         let address = a.as_ptr();
-        pool.give(a);
         pool.give(PieceBuf::zeroed(5));
+        pool.give(a);
         let b = pool.take(9_000);
-        assert_eq!(b.as_ptr(), address, "the first buffer back, not the second");
+        assert_eq!(b.as_ptr(), address, "the last buffer back first");
         assert_eq!(b.len(), 9_000);
-        assert!(pool.free.lock().is_empty());
+        assert_eq!(pool.inner.lock().plain.len(), 1);
+        // Written pieces are not kept with `max_kept` 0, but not lost either.
+        pool.keep(3, b);
+        assert_eq!(pool.serve_kept(3, |_| ()), None);
+        assert_eq!(pool.inner.lock().plain.len(), 2);
+    }
+
+    #[test]
+    fn the_newest_written_pieces_serve_and_older_ones_are_reused() {
+        let pool = BufferPool::new(2);
+        pool.keep(7, PieceBuf::from(vec![7; 4]));
+        pool.keep(8, PieceBuf::from(vec![8; 4]));
+        assert_eq!(pool.serve_kept(7, |b| b[0]), Some(7));
+        assert_eq!(pool.serve_kept(9, |b| b[0]), None);
+        // Kept buffers are not handed out.
+        assert_eq!(pool.take(4)[..], [0; 4]);
+        // A third kept piece pushes out 8, kept longest (7 was served since),
+        // and 8's buffer is the next one handed out.
+        pool.keep(9, PieceBuf::from(vec![9; 4]));
+        assert_eq!(pool.serve_kept(8, |_| ()), None);
+        assert_eq!(pool.serve_kept(7, |b| b[0]), Some(7));
+        assert_eq!(pool.take(4)[..], [8; 4]);
+        pool.keep(1, PieceBuf::from(vec![1; 4]));
+        pool.keep(2, PieceBuf::from(vec![2; 4]));
+        let inner = pool.inner.lock();
+        assert_eq!((inner.plain.len(), inner.kept.len()), (2, 2));
+        assert_eq!(inner.kept.iter().map(|k| k.0).collect::<Vec<_>>(), [1, 2]);
     }
 }

@@ -15,6 +15,10 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Piece bytes sent.
     pub bytes_out: AtomicU64,
+    /// Pieces sent from a buffer still holding them after their write, and
+    /// pieces read back from the device to be sent.
+    pub served_kept: AtomicU64,
+    pub served_read_back: AtomicU64,
     /// The file is complete: every piece verified (with metadata) and written,
     /// the data flushed and the length checked.
     pub complete: AtomicBool,
