@@ -314,7 +314,30 @@ pub fn disk_write_ceiling(dir: &Path, max_bytes: u64, direct_io: bool) -> io::Re
     let rate = layout.file_size_bytes() as f64 / start.elapsed().as_secs_f64();
     drop(store);
     std::fs::remove_file(&path)?;
+    sync_fs(dir)?;
     Ok(rate)
+}
+
+/// Waits until the file system holding `dir` has committed what was done to
+/// it, frees and their discards included: deleting 2 GiB of an earlier run's
+/// files on a file system mounted with `discard` has the device trimming for a
+/// while afterwards, in the middle of whatever is measured next.
+fn sync_fs(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = std::fs::File::open(dir)?;
+    nix::unistd::syncfs(handle.as_raw_fd()).map_err(io::Error::from)
+}
+
+/// Removes the leechers' files of an earlier run in `dir` and lets the file
+/// system settle, before anything of this run is measured.
+fn clear_leechers(args: &BenchArgs, dir: &Path) -> io::Result<()> {
+    for id in 1001 + args.seeds..1001 + args.peers {
+        match std::fs::remove_file(dir.join(format!("peer_{id}/bench.bin"))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    sync_fs(dir)
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
@@ -526,6 +549,7 @@ fn print_table(r: &BenchRecord) {
 
 /// Measures the ceilings, runs the swarm once in `dir` and makes its record.
 fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
+    clear_leechers(args, dir).map_err(|e| format!("clearing the last run: {e}"))?;
     let ceilings = Ceilings {
         loopback_one_stream_bytes_per_sec: loopback_ceiling(1.0)
             .map_err(|e| format!("measuring loopback: {e}"))?,
