@@ -21,9 +21,28 @@ pub fn pick_newest(recent: &VecDeque<u32>, wanted: &Bitfield) -> Option<u32> {
     recent.iter().rev().copied().find(|&i| wanted.has(i))
 }
 
+/// Random draws tried before the exact pass of [`pick_random`].
+const DRAWS: u32 = 8;
+
 /// A uniformly random piece present in both `theirs` and `wanted`, or `None`.
-/// Costs two passes over the bitfields, 64 bits at a time, no allocation.
+///
+/// First a few uniform draws over all pieces, each kept only if it is a
+/// candidate (rejection sampling: a hit is uniform over the candidates);
+/// while candidates are plenty, as for most of a download, one draw does.
+/// When every draw misses, two passes over the bitfields, 64 bits at a time,
+/// choose exactly; a mixture of uniform choices is uniform. No allocation.
+/// (At 16 KiB pieces, 32,768 of them, the two passes alone were 5% of a
+/// swarm's CPU.)
 pub fn pick_random(theirs: &Bitfield, wanted: &Bitfield, rng: &mut impl Rng) -> Option<u32> {
+    let n = theirs.len().min(wanted.len());
+    if n > 0 {
+        for _ in 0..DRAWS {
+            let i = rng.random_range(0..n);
+            if theirs.has(i) && wanted.has(i) {
+                return Some(i);
+            }
+        }
+    }
     let both = || {
         words(theirs.as_wire())
             .zip(words(wanted.as_wire()))
@@ -128,6 +147,26 @@ mod tests {
             counts.iter().all(|&c| (800..1200).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn choice_stays_uniform_when_draws_and_the_exact_pass_mix() {
+        // Few candidates (draws mostly miss) and half of them (draws mostly
+        // hit, but not always): each candidate's count within 6 sigma.
+        for (n, ones) in [(1000, vec![3, 500, 501, 999]), (8, vec![0, 2, 5, 7])] {
+            let theirs = field(n, &ones);
+            let mut rng = StdRng::seed_from_u64(5);
+            let mut counts = std::collections::BTreeMap::new();
+            for _ in 0..4000 {
+                let p = pick_random(&theirs, &Bitfield::full(n), &mut rng).unwrap();
+                *counts.entry(p).or_insert(0u32) += 1;
+            }
+            assert_eq!(counts.keys().copied().collect::<Vec<_>>(), ones);
+            assert!(
+                counts.values().all(|&c| (835..1165).contains(&c)),
+                "{counts:?}"
+            );
+        }
     }
 
     proptest::proptest! {
