@@ -736,7 +736,7 @@ mod tests {
             Limits::new(layout),
             true,
             ReaderShared {
-                buffers: Arc::new(BufferPool::new(0)),
+                buffers: Arc::new(BufferPool::new(0, 0)),
                 verifier: Some(Arc::new(verifier)),
                 events,
             },
@@ -801,7 +801,7 @@ mod tests {
             Limits::new(layout),
             true,
             ReaderShared {
-                buffers: Arc::new(BufferPool::new(0)),
+                buffers: Arc::new(BufferPool::new(0, 0)),
                 verifier: Some(Arc::new(verifier)),
                 events,
             },

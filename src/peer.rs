@@ -326,7 +326,13 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         stop: Arc::clone(&stop),
         verifier: verifier.map(Arc::new),
         checkpointer,
-        buffers: Arc::new(net::BufferPool::new(max_kept)),
+        // Room for the kept pieces and twice the pieces that may wait to be
+        // stored (requests already out when the bound is reached still
+        // come): past that, kept buffers are reused before more are made.
+        buffers: Arc::new(net::BufferPool::new(
+            max_kept,
+            max_kept + 2 * crate::engine::max_storing(layout.piece_size_bytes()),
+        )),
     });
     let result = engine.run();
     stop.store(true, Relaxed);
