@@ -1,5 +1,6 @@
 //! Bitfield operations at 1 and 100,000 pieces: wire round trip, interest
-//! test, counting, and picking a random wanted piece.
+//! test, counting, and picking a random wanted piece, among half the pieces
+//! (a draw finds one) and among 16 (the draws miss: the exact passes).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use p2pft::bitfield::Bitfield;
 use p2pft::picker::pick_random;
@@ -44,6 +45,13 @@ fn bench(c: &mut Criterion) {
         let wanted = Bitfield::full(n);
         g.bench_function(BenchmarkId::new("pick_random", n), |b| {
             b.iter(|| pick_random(black_box(&theirs), black_box(&wanted), &mut rng))
+        });
+        let mut scarce = Bitfield::empty(n);
+        for i in (0..n).step_by((n as usize / 16).max(1)) {
+            scarce.set(i, true);
+        }
+        g.bench_function(BenchmarkId::new("pick_random_of_16", n), |b| {
+            b.iter(|| pick_random(black_box(&wanted), black_box(&scarce), &mut rng))
         });
     }
     g.finish();
