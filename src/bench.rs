@@ -71,7 +71,7 @@ pub struct BenchArgs {
     /// OptimisticUnchokingInterval, seconds.
     #[arg(short, long, default_value_t = 2.0)]
     pub m: f64,
-    /// Spec-strict peers: no pipelining, no early unchoke.
+    /// Spec-strict peers: no pipelining, no early unchoke, random picks only.
     #[arg(long)]
     pub strict: bool,
     /// Requests outstanding per p2pft neighbour.

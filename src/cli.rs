@@ -26,8 +26,8 @@ pub struct PeerArgs {
     /// Seed the choking and piece-picking RNG, for reproducible runs.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Behave exactly as SPEC.md says: no request pipelining, no early unchoke
-    /// (the same as `P2pftStrict 1` in Common.cfg).
+    /// Behave exactly as SPEC.md says: no request pipelining, no early unchoke,
+    /// random picks only (the same as `P2pftStrict 1` in Common.cfg).
     #[arg(long)]
     pub strict: bool,
 }

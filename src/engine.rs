@@ -4,8 +4,8 @@
 //! - Threads: one engine thread (this module); per neighbour one reader and
 //!   one writer ([`crate::net`]); one listener plus short-lived handshake and
 //!   dial threads; [`Workers`] for blocking disk work (piece writes, which
-//!   wait for the device with direct I/O, progress checkpoints, the final
-//!   flush). Readers verify (SHA-1) the pieces they receive.
+//!   wait for the device with direct I/O, progress checkpoints or flushes,
+//!   the final flush). Readers verify (SHA-1) the pieces they receive.
 //! - Channels: every producer sends [`Event`]s to the engine over one bounded
 //!   channel ([`EVENT_QUEUE`]). The engine sends to each writer over a bounded
 //!   queue with `try_send` only, so it never blocks on a slow neighbour; a
@@ -29,7 +29,9 @@
 //! - Memory: requests outstanding are at most the pipeline depth per
 //!   neighbour (1 with a plain peer), and pieces received but not yet on disk
 //!   at most [`max_storing`]; requests stop while that many wait. Piece buffers
-//!   come from and return to one [`BufferPool`].
+//!   come from and return to one [`BufferPool`], which keeps the last
+//!   [`max_kept`] written pieces to serve them and has a budget beyond which
+//!   it reuses those rather than grow.
 //!
 //! Never blocks on socket I/O, disk I/O or hashing.
 
