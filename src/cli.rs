@@ -14,7 +14,7 @@ pub struct PeerArgs {
     /// This peer's ID, as listed in PeerInfo.cfg.
     #[arg(value_name = "PeerID")]
     pub id: u32,
-    /// Directory holding Common.cfg, PeerInfo.cfg and peer_<ID>/.
+    /// Directory holding Common.cfg, PeerInfo.cfg and `peer_<ID>/`.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Seconds to keep dialling a peer listed above this one before giving up.

@@ -44,7 +44,7 @@ pub fn disk_threads(direct: bool) -> usize {
 
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
-    /// The working directory: Common.cfg, PeerInfo.cfg, peer_<ID>/ and the log.
+    /// The working directory: Common.cfg, PeerInfo.cfg, `peer_<ID>/` and the log.
     pub dir: PathBuf,
     pub id: u32,
     /// Print JSON status lines on stdout (for `p2pft swarm`).
