@@ -972,10 +972,23 @@ impl Engine {
     /// Requests one wanted piece from `peer` (see [`picker`] for which); false
     /// when it has none.
     fn request_one(&mut self, peer: u32) -> bool {
+        // Another neighbour with the whole file unchokes us.
+        let seed_serves_us = self
+            .neighbours
+            .iter()
+            .any(|(&id, m)| id != peer && !m.they_choke_us && m.has_count == m.has.len());
         let n = self.neighbours.get_mut(&peer).expect("checked by caller");
-        let pick = if n.sent_bad.is_empty() {
-            picker::pick_newest(&n.recent, &self.wanted)
-                .or_else(|| picker::pick_random(&n.has, &self.wanted, &mut self.rng))
+        let pick = if n.sent_bad.is_empty() && n.pipelining {
+            let leecher = n.has_count < n.has.len();
+            picker::pick_from_p2pft(
+                &n.recent,
+                &n.has,
+                &self.wanted,
+                leecher && seed_serves_us,
+                &mut self.rng,
+            )
+        } else if n.sent_bad.is_empty() {
+            picker::pick_random(&n.has, &self.wanted, &mut self.rng)
         } else {
             let mut elsewhere = self.wanted.clone();
             for &i in &n.sent_bad {

@@ -7,7 +7,9 @@
 //! still want ([`pick_newest`]): it keeps its most recently written pieces in
 //! memory (see [`crate::piecebuf::BufferPool`]), so that piece goes out
 //! without a read from its disk, and a piece just announced is one the other
-//! peers are least likely to have yet. The caller keeps `wanted` (missing
+//! peers are least likely to have yet. When it announced nothing we want
+//! and a seed serves us, a p2pft leecher is not asked for an older piece at
+//! all ([`pick_from_p2pft`]). The caller keeps `wanted` (missing
 //! and not in flight) up to date; this module only chooses, with the RNG
 //! passed in so tests can pin the choice. Never touches protocol state.
 
@@ -19,6 +21,27 @@ use std::collections::VecDeque;
 /// `wanted`, or `None`.
 pub fn pick_newest(recent: &VecDeque<u32>, wanted: &Bitfield) -> Option<u32> {
     recent.iter().rev().copied().find(|&i| wanted.has(i))
+}
+
+/// The pick for a p2pft neighbour: the newest piece it announced that is
+/// `wanted`; failing that, a random one of `theirs`, unless `seed_instead`
+/// (it is a leecher and a neighbour with the whole file serves us): then
+/// none, and that older piece comes from the seed's page cache rather than
+/// from this leecher's disk. (Bench, 1+4 peers: leechers' reads of pieces to
+/// serve fell from 120-240 a run each to 2-50; wall median 1.483 -> 1.369 s
+/// and 1.527 -> 1.423 s in two rounds of 5 interleaved runs.)
+pub fn pick_from_p2pft(
+    recent: &VecDeque<u32>,
+    theirs: &Bitfield,
+    wanted: &Bitfield,
+    seed_instead: bool,
+    rng: &mut impl Rng,
+) -> Option<u32> {
+    match pick_newest(recent, wanted) {
+        Some(index) => Some(index),
+        None if seed_instead => None,
+        None => pick_random(theirs, wanted, rng),
+    }
 }
 
 /// Random draws tried before the exact pass of [`pick_random`].
@@ -104,6 +127,25 @@ mod tests {
         assert_eq!(pick_newest(&recent(&[9, 3, 4]), &wanted), Some(3));
         assert_eq!(pick_newest(&recent(&[1, 4]), &wanted), None);
         assert_eq!(pick_newest(&recent(&[]), &wanted), None);
+    }
+
+    #[test]
+    fn a_p2pft_leecher_is_asked_for_old_pieces_only_when_no_seed_serves_us() {
+        let wanted = field(20, &[3, 5, 9]);
+        let theirs = field(20, &[1, 3, 4, 9]);
+        let recent = |v: &[u32]| v.iter().copied().collect::<VecDeque<u32>>();
+        let mut rng = StdRng::seed_from_u64(2);
+        for seed_instead in [false, true] {
+            let newest =
+                pick_from_p2pft(&recent(&[9, 4]), &theirs, &wanted, seed_instead, &mut rng);
+            assert_eq!(newest, Some(9));
+        }
+        let old = pick_from_p2pft(&recent(&[4]), &theirs, &wanted, false, &mut rng);
+        assert!(matches!(old, Some(3 | 9)), "{old:?}");
+        assert_eq!(
+            pick_from_p2pft(&recent(&[4]), &theirs, &wanted, true, &mut rng),
+            None
+        );
     }
 
     #[test]
