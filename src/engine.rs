@@ -143,6 +143,11 @@ pub enum Event {
         peer: u32,
         message: Message,
     },
+    /// The bytes of piece `index` are in, its SHA-1 not yet checked: sent by
+    /// the reader of a neighbour with one request at a time, so that the next
+    /// request goes out while this piece waits to be hashed. Its
+    /// [`Event::Piece`] follows.
+    Arrived { conn: ConnId, peer: u32, index: u32 },
     /// A piece, checked by the reader against its SHA-1 (`good` without
     /// metadata).
     Piece {
@@ -473,6 +478,11 @@ impl Engine {
                     self.on_message(peer, message);
                 }
             }
+            Event::Arrived { conn, peer, index } => {
+                if self.is_current(peer, conn) {
+                    self.on_arrived(peer, index);
+                }
+            }
             Event::Piece {
                 conn,
                 peer,
@@ -785,6 +795,16 @@ impl Engine {
             return;
         }
         self.send_out(peer, Out::Serve(index));
+    }
+
+    /// A piece's bytes are in: its request is answered, so the next one may
+    /// go out (SPEC.md: only after the piece for the previous one arrived).
+    /// Until its [`Event::Piece`] the piece is neither outstanding nor
+    /// wanted, as while it is being stored.
+    fn on_arrived(&mut self, peer: u32, index: u32) {
+        let n = self.neighbours.get_mut(&peer).expect("present");
+        n.outstanding.retain(|&i| i != index);
+        self.request_from(peer);
     }
 
     fn on_piece(&mut self, peer: u32, index: u32, data: PieceBuf, good: bool) {

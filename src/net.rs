@@ -48,6 +48,9 @@ const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 /// copied twice (socket to buffer to piece); the rest of a piece is read
 /// straight into the piece's own buffer.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// How long a reader of a neighbour with one request at a time holds a piece
+/// for the next one (requested the moment this one arrived) to pair them.
+const NEXT_PIECE_WAIT: Duration = Duration::from_millis(2);
 /// How long a writer holding nothing but `have`s waits for more frames before
 /// sending: many haves then share one segment instead of one each.
 const HAVE_COALESCE: Duration = Duration::from_millis(2);
@@ -360,9 +363,13 @@ pub fn wake_listener(addr: SocketAddr) {
 /// with hashing threads, and two threads fewer per peer. When the next piece
 /// has begun to arrive (its header is in the socket), the reader reads it too
 /// and hashes the two together ([`crate::sha1pair`]): its sender is writing
-/// it, so the wait is the transfer of one piece. A piece never waits for a
-/// frame that has not begun. Only a `pipelining` neighbour is looked at for
-/// that: with one request outstanding, two pieces never wait together.
+/// it, so the wait is the transfer of one piece. From a `pipelining`
+/// neighbour a piece never waits for a frame that has not begun. A neighbour
+/// with one request at a time sends the next piece only once asked: there
+/// the reader first reports the piece's arrival ([`Event::Arrived`]), so the
+/// engine asks at once, and waits up to `NEXT_PIECE_WAIT` (2 ms) for that piece
+/// to begin before hashing this one alone (spec-strict runs: CPU 2.35 ->
+/// 1.89 s, wall 2.26 -> 2.03 s, 4 interleaved each).
 pub fn spawn_reader(
     conn: ConnId,
     peer: u32,
@@ -403,13 +410,30 @@ pub fn spawn_reader(
                 let first = match (message, &verifier) {
                     (Message::Piece { index, data }, None) => piece(index, data, true),
                     (Message::Piece { index, data }, Some(v)) => {
-                        let next = (pipelining && piece_frame_coming(&reader, piece_frame))
+                        // With one request at a time, the engine hears of the
+                        // piece before it is hashed and asks for the next one,
+                        // which is then waited for briefly to pair with this.
+                        let arrived = |index| {
+                            pipelining || events.send(Event::Arrived { conn, peer, index }).is_ok()
+                        };
+                        if !arrived(index) {
+                            return;
+                        }
+                        let wait = if pipelining {
+                            Duration::ZERO
+                        } else {
+                            NEXT_PIECE_WAIT
+                        };
+                        let next = piece_frame_coming(&reader, piece_frame, wait)
                             .then(|| read_frame(&mut reader, &limits, &buffers));
                         match next {
                             Some(Ok(Message::Piece {
                                 index: next,
                                 data: more,
                             })) => {
+                                if !arrived(next) {
+                                    return;
+                                }
                                 let (good, more_good) = v.pieces_ok((index, &data), (next, &more));
                                 second = Some(piece(next, more, more_good));
                                 piece(index, data, good)
@@ -439,17 +463,26 @@ pub fn spawn_reader(
 }
 
 /// Whether the next frame is a whole-size piece that is already on its way:
-/// its header (length and kind) is in `reader`'s buffer or its socket. A
-/// sender writes a piece frame's header and body together, so the rest
-/// follows at once; asked with a peek that never blocks.
-fn piece_frame_coming(reader: &BufReader<TcpStream>, len: usize) -> bool {
+/// its header (length and kind) is in `reader`'s buffer or its socket, now or
+/// within `wait`. A sender writes a piece frame's header and body together,
+/// so the rest follows at once.
+fn piece_frame_coming(reader: &BufReader<TcpStream>, len: usize, wait: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::socket::{recv, MsgFlags};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     let mut head = [0u8; FRAME_HEADER_LEN];
     let buffered = reader.buffer();
     let have = buffered.len().min(FRAME_HEADER_LEN);
     head[..have].copy_from_slice(&buffered[..have]);
     if have < FRAME_HEADER_LEN {
+        if have == 0 && !wait.is_zero() {
+            let socket = reader.get_ref();
+            let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+            if !matches!(poll(&mut fds, timeout), Ok(1)) {
+                return false;
+            }
+        }
         let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
         match recv(reader.get_ref().as_raw_fd(), &mut head[have..], flags) {
             Ok(n) if n == FRAME_HEADER_LEN - have => {}
@@ -840,5 +873,69 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_reader_of_one_request_at_a_time_reports_arrival_first_and_pairs_what_comes() {
+        let layout = Layout::new(3 * 4096, 4096).unwrap();
+        let file: Vec<u8> = (0..layout.file_size_bytes())
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let piece = |i: u32| &file[i as usize * 4096..(i as usize + 1) * 4096];
+        let verifier = Verifier {
+            layout,
+            pieces: (0..3).map(|i| sha1(piece(i))).collect(),
+            file: sha1(&file),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (events, received) = crossbeam_channel::unbounded();
+        spawn_reader(
+            7,
+            1002,
+            server,
+            Limits::new(layout),
+            false,
+            ReaderShared {
+                buffers: Arc::new(BufferPool::new(0, 0)),
+                verifier: Some(Arc::new(verifier)),
+                events,
+            },
+        );
+        let wait = Duration::from_secs(20);
+        let next = || match received.recv_timeout(wait).unwrap() {
+            Event::Arrived { index, .. } => format!("arrived {index}"),
+            Event::Piece { index, good, .. } => format!("piece {index} {good}"),
+            Event::Frame {
+                message: Message::Have(i),
+                ..
+            } => format!("have {i}"),
+            Event::Closed { .. } => "closed".to_string(),
+            other => panic!("unexpected {other:?}"),
+        };
+        // A piece alone, the socket left open: its arrival, then (after a
+        // short wait for a next piece that does not come) its verdict.
+        client.write_all(&piece_frame(0, piece(0))).unwrap();
+        assert_eq!([next(), next()], ["arrived 0", "piece 0 true"]);
+        // Two pieces: both arrivals before either verdict, as they are
+        // hashed together; then a have.
+        let mut sent = piece_frame(1, piece(1));
+        sent.extend_from_slice(&piece_frame(2, piece(2)));
+        wire::encode(&Message::Have(2), &mut sent);
+        client.write_all(&sent).unwrap();
+        drop(client);
+        let seen: Vec<String> = (0..6).map(|_| next()).collect();
+        assert_eq!(
+            seen,
+            [
+                "arrived 1",
+                "arrived 2",
+                "piece 1 true",
+                "piece 2 true",
+                "have 2",
+                "closed"
+            ]
+        );
     }
 }
