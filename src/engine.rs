@@ -204,6 +204,10 @@ struct Neighbour {
     pipelining: bool,
     /// Pieces we asked this neighbour for and have not received yet.
     outstanding: Vec<u32>,
+    /// Pieces whose bytes are in ([`Event::Arrived`]) and whose
+    /// [`Event::Piece`] has not come yet: released with the neighbour if it
+    /// is dropped in between, as that event will then be ignored.
+    arrived: Vec<u32>,
     /// Piece bytes received since the last preferred-neighbour selection.
     bytes_this_interval: u64,
     /// Pieces this neighbour sent that failed verification: asked elsewhere first.
@@ -600,6 +604,7 @@ impl Engine {
                 they_choke_us: true,
                 pipelining,
                 outstanding: Vec::new(),
+                arrived: Vec::new(),
                 bytes_this_interval: 0,
                 sent_bad: Vec::new(),
                 recent: VecDeque::new(),
@@ -634,7 +639,7 @@ impl Engine {
             return;
         };
         let _ = n.stream.shutdown(Shutdown::Both);
-        for index in n.outstanding {
+        for index in n.outstanding.into_iter().chain(n.arrived) {
             self.release(index);
         }
         self.unchoked.remove(&peer);
@@ -803,7 +808,11 @@ impl Engine {
     /// wanted, as while it is being stored.
     fn on_arrived(&mut self, peer: u32, index: u32) {
         let n = self.neighbours.get_mut(&peer).expect("present");
+        let before = n.outstanding.len();
         n.outstanding.retain(|&i| i != index);
+        if n.outstanding.len() < before {
+            n.arrived.push(index);
+        }
         self.request_from(peer);
     }
 
@@ -812,6 +821,7 @@ impl Engine {
         n.bytes_this_interval += data.len() as u64;
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
         n.outstanding.retain(|&i| i != index);
+        n.arrived.retain(|&i| i != index);
         if self.have.has(index) || self.storing.has(index) {
             // A duplicate (a late answer to a request we gave up on).
             self.buffers.give(data);
