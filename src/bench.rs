@@ -331,8 +331,8 @@ fn sync_fs(dir: &Path) -> io::Result<()> {
 /// Removes the leechers' files of an earlier run in `dir` and lets the file
 /// system settle, before anything of this run is measured.
 fn clear_leechers(args: &BenchArgs, dir: &Path) -> io::Result<()> {
-    for id in 1001 + args.seeds..1001 + args.peers {
-        match std::fs::remove_file(dir.join(format!("peer_{id}/bench.bin"))) {
+    for i in args.seeds..args.peers {
+        match std::fs::remove_file(peer_file(dir, i)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -380,8 +380,8 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
         );
     }
     std::fs::write(dir.join("PeerInfo.cfg"), info).map_err(io)?;
-    let first = dir.join("peer_1001/bench.bin");
-    std::fs::create_dir_all(dir.join("peer_1001")).map_err(io)?;
+    let first = peer_file(dir, 0);
+    std::fs::create_dir_all(first.parent().expect("in a peer directory")).map_err(io)?;
     write_random_file(&first, args.file_size).map_err(io)?;
     for path in seed_files(args, dir).skip(1) {
         std::fs::create_dir_all(path.parent().expect("in a peer directory")).map_err(io)?;
@@ -407,9 +407,14 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The file of the `i`-th peer (0-based: ID 1001 + `i`, seeds first).
+fn peer_file(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("peer_{}/bench.bin", 1001 + i))
+}
+
 /// The seeds' files, the first one's first.
 fn seed_files<'a>(args: &BenchArgs, dir: &'a Path) -> impl Iterator<Item = PathBuf> + 'a {
-    (0..args.seeds).map(move |i| dir.join(format!("peer_{}/bench.bin", 1001 + i)))
+    (0..args.seeds).map(move |i| peer_file(dir, i))
 }
 
 /// The figures of one run; the mode (`common`) as the peers read it.
@@ -555,11 +560,8 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
             .map_err(|e| format!("measuring loopback: {e}"))?,
         sha1_one_core_bytes_per_sec: sha1_ceiling(0.5),
         sha1_pairs_one_core_bytes_per_sec: sha1_pairs_ceiling(0.5),
-        page_cache_read_bytes_per_sec: page_cache_ceiling(
-            &dir.join("peer_1001/bench.bin"),
-            1 << 30,
-        )
-        .map_err(|e| format!("measuring page-cache reads: {e}"))?,
+        page_cache_read_bytes_per_sec: page_cache_ceiling(&peer_file(dir, 0), 1 << 30)
+            .map_err(|e| format!("measuring page-cache reads: {e}"))?,
         disk_write_bytes_per_sec: disk_write_ceiling(
             dir,
             args.file_size.min(256 << 20),

@@ -808,10 +808,8 @@ impl Engine {
     /// wanted, as while it is being stored.
     fn on_arrived(&mut self, peer: u32, index: u32) {
         let n = self.neighbours.get_mut(&peer).expect("present");
-        let before = n.outstanding.len();
-        n.outstanding.retain(|&i| i != index);
-        if n.outstanding.len() < before {
-            n.arrived.push(index);
+        if let Some(at) = n.outstanding.iter().position(|&i| i == index) {
+            n.arrived.push(n.outstanding.swap_remove(at));
         }
         self.request_from(peer);
     }
@@ -1002,21 +1000,18 @@ impl Engine {
     /// Requests one wanted piece from `peer` (see [`picker`] for which); false
     /// when it has none.
     fn request_one(&mut self, peer: u32) -> bool {
-        // Another neighbour with the whole file unchokes us.
-        let seed_serves_us = self
-            .neighbours
-            .iter()
-            .any(|(&id, m)| id != peer && !m.they_choke_us && m.has_count == m.has.len());
-        let n = self.neighbours.get_mut(&peer).expect("checked by caller");
+        let neighbours = &self.neighbours;
+        let n = &neighbours[&peer];
         let pick = if n.sent_bad.is_empty() && n.pipelining {
-            let leecher = n.has_count < n.has.len();
-            picker::pick_from_p2pft(
-                &n.recent,
-                &n.has,
-                &self.wanted,
-                leecher && seed_serves_us,
-                &mut self.rng,
-            )
+            // It is a leecher, and another neighbour with the whole file
+            // unchokes us.
+            let seed_instead = || {
+                n.has_count < n.has.len()
+                    && neighbours.iter().any(|(&id, m)| {
+                        id != peer && !m.they_choke_us && m.has_count == m.has.len()
+                    })
+            };
+            picker::pick_from_p2pft(&n.recent, &n.has, &self.wanted, seed_instead, &mut self.rng)
         } else if n.sent_bad.is_empty() {
             picker::pick_random(&n.has, &self.wanted, &mut self.rng)
         } else {
@@ -1030,6 +1025,7 @@ impl Engine {
         let Some(index) = pick else {
             return false;
         };
+        let n = self.neighbours.get_mut(&peer).expect("checked by caller");
         n.outstanding.push(index);
         self.wanted.set(index, false);
         self.send(peer, Message::Request(index));

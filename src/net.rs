@@ -726,23 +726,63 @@ mod tests {
         frame
     }
 
+    /// A file of `layout` (bytes `i * step % modulus`) and its verifier.
+    fn file_and_verifier(layout: Layout, step: u64, modulus: u64) -> (Vec<u8>, Verifier) {
+        let file: Vec<u8> = (0..layout.file_size_bytes())
+            .map(|i| (i * step % modulus) as u8)
+            .collect();
+        let verifier = Verifier {
+            layout,
+            pieces: (0..layout.num_pieces())
+                .map(|i| sha1(piece_of(&file, layout, i)))
+                .collect(),
+            file: sha1(&file),
+        };
+        (file, verifier)
+    }
+
+    fn piece_of(file: &[u8], layout: Layout, i: u32) -> &[u8] {
+        let start = layout.offset(i) as usize;
+        &file[start..start + layout.piece_len(i) as usize]
+    }
+
+    /// Both ends of a loopback connection: (client, server).
+    fn connected() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    /// A reader (connection 7, peer 1002) on `server`; its events.
+    fn start_reader(
+        server: TcpStream,
+        verifier: Verifier,
+        pipelining: bool,
+    ) -> crossbeam_channel::Receiver<Event> {
+        let (events, received) = crossbeam_channel::unbounded();
+        spawn_reader(
+            7,
+            1002,
+            server,
+            Limits::new(verifier.layout),
+            pipelining,
+            ReaderShared {
+                buffers: Arc::new(BufferPool::new(0, 0)),
+                verifier: Some(Arc::new(verifier)),
+                events,
+            },
+        );
+        received
+    }
+
     /// Pieces already waiting are read and hashed two at a time; each keeps
     /// its own verdict, and what follows them still arrives, in order.
     #[test]
     fn a_reader_verifies_waiting_pieces_in_pairs_each_on_its_own() {
         let layout = Layout::new(3 * 4096 + 100, 4096).unwrap();
-        let file: Vec<u8> = (0..layout.file_size_bytes())
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
-        let piece = |i: u32| {
-            let start = layout.offset(i) as usize;
-            &file[start..start + layout.piece_len(i) as usize]
-        };
-        let verifier = Verifier {
-            layout,
-            pieces: (0..4).map(|i| sha1(piece(i))).collect(),
-            file: sha1(&file),
-        };
+        let (file, verifier) = file_and_verifier(layout, 31, 251);
+        let piece = |i: u32| piece_of(&file, layout, i);
         let mut corrupt = piece(1).to_vec();
         corrupt[17] ^= 1;
         let mut sent = Vec::new();
@@ -755,25 +795,11 @@ mod tests {
         sent.extend_from_slice(&piece_frame(0, piece(0)));
         sent.extend_from_slice(&piece_frame(3, piece(3)));
 
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
+        let (mut client, server) = connected();
         // Everything is in the socket before the reader starts: it pairs.
         client.write_all(&sent).unwrap();
         client.shutdown(Shutdown::Write).unwrap();
-        let (events, received) = crossbeam_channel::unbounded();
-        spawn_reader(
-            7,
-            1002,
-            server,
-            Limits::new(layout),
-            true,
-            ReaderShared {
-                buffers: Arc::new(BufferPool::new(0, 0)),
-                verifier: Some(Arc::new(verifier)),
-                events,
-            },
-        );
+        let received = start_reader(server, verifier, true);
         let mut seen = Vec::new();
         for event in received.iter() {
             match event {
@@ -814,31 +840,10 @@ mod tests {
     #[test]
     fn a_reader_waits_for_a_piece_already_begun_but_never_for_one_not_begun() {
         let layout = Layout::new(3 * 4096, 4096).unwrap();
-        let file: Vec<u8> = (0..layout.file_size_bytes())
-            .map(|i| (i % 253) as u8)
-            .collect();
-        let piece = |i: u32| &file[i as usize * 4096..(i as usize + 1) * 4096];
-        let verifier = Verifier {
-            layout,
-            pieces: (0..3).map(|i| sha1(piece(i))).collect(),
-            file: sha1(&file),
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let (events, received) = crossbeam_channel::unbounded();
-        spawn_reader(
-            7,
-            1002,
-            server,
-            Limits::new(layout),
-            true,
-            ReaderShared {
-                buffers: Arc::new(BufferPool::new(0, 0)),
-                verifier: Some(Arc::new(verifier)),
-                events,
-            },
-        );
+        let (file, verifier) = file_and_verifier(layout, 1, 253);
+        let piece = |i: u32| piece_of(&file, layout, i);
+        let (mut client, server) = connected();
+        let received = start_reader(server, verifier, true);
         let index = |event: Event| match event {
             Event::Piece { index, good, .. } => {
                 assert!(good, "piece {index}");
@@ -878,31 +883,10 @@ mod tests {
     #[test]
     fn a_reader_of_one_request_at_a_time_reports_arrival_first_and_pairs_what_comes() {
         let layout = Layout::new(3 * 4096, 4096).unwrap();
-        let file: Vec<u8> = (0..layout.file_size_bytes())
-            .map(|i| (i % 241) as u8)
-            .collect();
-        let piece = |i: u32| &file[i as usize * 4096..(i as usize + 1) * 4096];
-        let verifier = Verifier {
-            layout,
-            pieces: (0..3).map(|i| sha1(piece(i))).collect(),
-            file: sha1(&file),
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let (events, received) = crossbeam_channel::unbounded();
-        spawn_reader(
-            7,
-            1002,
-            server,
-            Limits::new(layout),
-            false,
-            ReaderShared {
-                buffers: Arc::new(BufferPool::new(0, 0)),
-                verifier: Some(Arc::new(verifier)),
-                events,
-            },
-        );
+        let (file, verifier) = file_and_verifier(layout, 1, 241);
+        let piece = |i: u32| piece_of(&file, layout, i);
+        let (mut client, server) = connected();
+        let received = start_reader(server, verifier, false);
         let wait = Duration::from_secs(20);
         let next = || match received.recv_timeout(wait).unwrap() {
             Event::Arrived { index, .. } => format!("arrived {index}"),

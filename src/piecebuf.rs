@@ -159,19 +159,14 @@ impl BufferPool {
     pub fn take(&self, len: usize) -> PieceBuf {
         let mut buf = {
             let mut inner = self.inner.lock();
-            match inner.plain.pop() {
-                Some(buf) => buf,
-                None => match inner.kept.pop_front() {
-                    Some((_, buf)) if inner.made >= self.budget => buf,
-                    oldest => {
-                        if let Some(kept) = oldest {
-                            inner.kept.push_front(kept);
-                        }
-                        inner.made += 1;
-                        PieceBuf::default()
-                    }
-                },
-            }
+            let reused = match inner.plain.pop() {
+                None if inner.made >= self.budget => inner.kept.pop_front().map(|(_, buf)| buf),
+                plain => plain,
+            };
+            reused.unwrap_or_else(|| {
+                inner.made += 1;
+                PieceBuf::default()
+            })
         };
         buf.resize(len);
         buf
