@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
         });
         for (mode, direct_io) in [("direct", true), ("buffered", false)] {
             let path = dir.path().join(format!("f{size}-{mode}"));
-            let store = Store::open_leecher(&path, layout, direct_io).unwrap();
+            let store = Store::open_leecher(&path, layout, direct_io, false).unwrap();
             let pool = BufferPool::new(0, 0);
             g.throughput(Throughput::Bytes(u64::from(size)));
             let id = BenchmarkId::new(format!("decode_verify_write_{mode}"), size);

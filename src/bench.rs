@@ -284,7 +284,7 @@ pub fn disk_write_ceiling(dir: &Path, max_bytes: u64, direct_io: bool) -> io::Re
         .max(threads);
     let layout = Layout::new(u64::from(pieces) * u64::from(PIECE), PIECE).expect("small layout");
     let path = dir.join("disk-ceiling.tmp");
-    let store = Store::open_leecher(&path, layout, direct_io)?;
+    let store = Store::open_leecher(&path, layout, direct_io, false)?;
     // Pieces in a scattered order (a stride coprime with the count), as a
     // swarm delivers them.
     let stride = (pieces / 2 + 1..)

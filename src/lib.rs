@@ -10,6 +10,7 @@ pub mod bitfield;
 pub mod checked;
 pub mod choke;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod engine;
 pub mod layout;

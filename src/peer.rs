@@ -248,8 +248,11 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         }
         (store, Bitfield::full(layout.num_pieces()), None)
     } else {
-        let store = Store::open_leecher(&path, layout, config.common.direct_io)?;
+        // Strict peers pick pieces at random, which granules do not suit.
+        let gather = !config.common.strict;
+        let store = Store::open_leecher(&path, layout, config.common.direct_io, gather)?;
         let have = resume(&store, verifier.as_ref(), &layout, threads)?;
+        store.note_on_disk(&have);
         // With metadata, resume re-hashes the file: checkpoints only flush.
         let checkpointer = Arc::new(Checkpointer::new(&store, verifier.is_none()));
         (store, have, Some(checkpointer))
@@ -257,9 +260,10 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     // Readers verify pieces, and disk jobs go to worker threads (see
     // `workers` for why rayon is for start-up passes only).
     let disk = Workers::new("disk", disk_threads(store.reads_direct()))?;
+    let held_pieces = (store.max_held_bytes() / u64::from(layout.piece_size_bytes())) as usize;
     // Kept copies only spare reads that would go to the device.
     let max_kept = if store.reads_direct() {
-        crate::engine::max_kept(layout.piece_size_bytes())
+        crate::engine::max_kept(layout.piece_size_bytes(), store.max_held_bytes())
     } else {
         0
     };
@@ -326,12 +330,13 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         stop: Arc::clone(&stop),
         verifier: verifier.map(Arc::new),
         checkpointer,
-        // Room for the kept pieces and twice the pieces that may wait to be
-        // stored (requests already out when the bound is reached still
-        // come): past that, kept buffers are reused before more are made.
+        // Room for the kept pieces, those the store may hold, and twice the
+        // pieces that may wait to be stored (requests already out when the
+        // bound is reached still come): past that, kept buffers are reused
+        // before more are made.
         buffers: Arc::new(net::BufferPool::new(
             max_kept,
-            max_kept + 2 * crate::engine::max_storing(layout.piece_size_bytes()),
+            max_kept + held_pieces + 2 * crate::engine::max_storing(layout.piece_size_bytes()),
         )),
     });
     let result = engine.run();

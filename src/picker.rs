@@ -9,7 +9,11 @@
 //! without a read from its disk, and a piece just announced is one the other
 //! peers are least likely to have yet. When it announced nothing we want
 //! and a seed serves us, a p2pft leecher is not asked for an older piece at
-//! all ([`pick_from_p2pft`]). The caller keeps `wanted` (missing
+//! all ([`pick_from_p2pft`]). Otherwise, when the store gathers small pieces
+//! into granules (see [`crate::coalesce`]), a p2pft neighbour is asked for
+//! the rest of the granules already begun ([`Filling`]) before a random
+//! piece begins another: a granule completes soon and goes to the disk in
+//! one write. The caller keeps `wanted` (missing
 //! and not in flight) up to date; this module only chooses, with the RNG
 //! passed in so tests can pin the choice. Never touches protocol state.
 
@@ -24,7 +28,8 @@ pub fn pick_newest(recent: &VecDeque<u32>, wanted: &Bitfield) -> Option<u32> {
 }
 
 /// The pick for a p2pft neighbour: the newest piece it announced that is
-/// `wanted`; failing that, a random one of `theirs`, unless `seed_instead`
+/// `wanted`; failing that, one of a granule begun ([`Filling::pick`]), else
+/// a random one of `theirs`, unless `seed_instead`
 /// says so (it is a leecher and a neighbour with the whole file serves us;
 /// asked only when no announced piece is wanted): then none, and that older
 /// piece comes from the seed's page cache rather than from this leecher's
@@ -36,12 +41,84 @@ pub fn pick_from_p2pft(
     theirs: &Bitfield,
     wanted: &Bitfield,
     seed_instead: impl FnOnce() -> bool,
+    filling: Option<&mut Filling>,
     rng: &mut impl Rng,
 ) -> Option<u32> {
     match pick_newest(recent, wanted) {
         Some(index) => Some(index),
         None if seed_instead() => None,
-        None => pick_random(theirs, wanted, rng),
+        None => filling
+            .and_then(|f| f.pick(theirs, wanted))
+            .or_else(|| pick_random(theirs, wanted, rng)),
+    }
+}
+
+/// Granules begun and not yet all requested, remembered at most.
+const MAX_FILLING: usize = 16;
+
+/// The granules (runs of `per` pieces that the store writes as one) with
+/// pieces requested or stored but some still wanted, oldest first.
+#[derive(Debug)]
+pub struct Filling {
+    per: u32,
+    granules: VecDeque<u32>,
+}
+
+impl Filling {
+    pub fn new(per: u32) -> Filling {
+        Filling {
+            per: per.max(1),
+            granules: VecDeque::new(),
+        }
+    }
+
+    /// The lowest piece in `theirs` and `wanted` of the oldest granule that
+    /// has one. Granules with nothing wanted left are forgotten on the way.
+    pub fn pick(&mut self, theirs: &Bitfield, wanted: &Bitfield) -> Option<u32> {
+        let n = wanted.len().min(theirs.len());
+        let mut at = 0;
+        while at < self.granules.len() {
+            let first = self.granules[at] * self.per;
+            let mut any_wanted = false;
+            for i in first..(first + self.per).min(n) {
+                if wanted.has(i) {
+                    if theirs.has(i) {
+                        return Some(i);
+                    }
+                    any_wanted = true;
+                }
+            }
+            if any_wanted {
+                at += 1;
+            } else {
+                self.granules.remove(at);
+            }
+        }
+        None
+    }
+
+    /// Piece `index` was picked: its granule is begun (the newest, unless
+    /// it is already listed).
+    pub fn begun(&mut self, index: u32) {
+        let granule = index / self.per;
+        if !self.granules.contains(&granule) {
+            if self.granules.len() == MAX_FILLING {
+                self.granules.pop_front();
+            }
+            self.granules.push_back(granule);
+        }
+    }
+
+    /// Piece `index` is wanted again (its request will not be answered): its
+    /// granule is the first to finish.
+    pub fn reopen(&mut self, index: u32) {
+        let granule = index / self.per;
+        if let Some(at) = self.granules.iter().position(|&g| g == granule) {
+            self.granules.remove(at);
+        } else if self.granules.len() == MAX_FILLING {
+            self.granules.pop_back();
+        }
+        self.granules.push_front(granule);
     }
 }
 
@@ -142,16 +219,63 @@ mod tests {
                 &theirs,
                 &wanted,
                 || seed_instead,
+                None,
                 &mut rng,
             );
             assert_eq!(newest, Some(9));
         }
-        let old = pick_from_p2pft(&recent(&[4]), &theirs, &wanted, || false, &mut rng);
+        let old = pick_from_p2pft(&recent(&[4]), &theirs, &wanted, || false, None, &mut rng);
         assert!(matches!(old, Some(3 | 9)), "{old:?}");
         assert_eq!(
-            pick_from_p2pft(&recent(&[4]), &theirs, &wanted, || true, &mut rng),
+            pick_from_p2pft(&recent(&[4]), &theirs, &wanted, || true, None, &mut rng),
             None
         );
+    }
+
+    #[test]
+    fn begun_granules_are_filled_oldest_first_before_a_random_pick() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut wanted = Bitfield::full(40);
+        let seed = Bitfield::full(40);
+        let mut filling = Filling::new(8);
+        let none = VecDeque::new();
+        let mut pick = |filling: &mut Filling, wanted: &mut Bitfield, theirs: &Bitfield| {
+            let p = pick_from_p2pft(&none, theirs, wanted, || false, Some(filling), &mut rng);
+            if let Some(i) = p {
+                wanted.set(i, false);
+                filling.begun(i);
+            }
+            p
+        };
+        // Nothing begun: a random piece, then the rest of its granule in order.
+        let first = pick(&mut filling, &mut wanted, &seed).unwrap();
+        let g = first / 8;
+        let mut rest: Vec<u32> = (g * 8..g * 8 + 8).filter(|&i| i != first).collect();
+        for &i in &rest {
+            assert_eq!(pick(&mut filling, &mut wanted, &seed), Some(i));
+        }
+        // Granule g is all requested: the next pick begins another at random.
+        let second = pick(&mut filling, &mut wanted, &seed).unwrap();
+        assert_ne!(second / 8, g);
+        // A piece of g wanted again comes before the second granule's rest.
+        let back = rest.pop().unwrap();
+        wanted.set(back, true);
+        filling.reopen(back);
+        assert_eq!(pick(&mut filling, &mut wanted, &seed), Some(back));
+        // A neighbour without the rest of a begun granule gets a random pick
+        // it has; the begun granule stays for others.
+        let h = (0..5).find(|&h| h != g && h != second / 8).unwrap();
+        let only = field(40, &[h * 8 + 3]);
+        assert_eq!(pick(&mut filling, &mut wanted, &only), Some(h * 8 + 3));
+        let next = pick(&mut filling, &mut wanted, &seed).unwrap();
+        assert_eq!(next / 8, second / 8, "{next} {second}");
+        // At most MAX_FILLING granules are remembered, the oldest dropped.
+        let mut many = Filling::new(1);
+        for i in 0..MAX_FILLING as u32 + 3 {
+            many.begun(i);
+        }
+        assert_eq!(many.granules.len(), MAX_FILLING);
+        assert_eq!(many.granules.front(), Some(&3));
     }
 
     #[test]

@@ -113,7 +113,8 @@ mod tests {
     fn a_checkpoint_round_trips_and_old_ones_never_overwrite_new() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(10_000, 1_000).unwrap();
-        let store = Store::open_leecher(&dir.path().join("peer_2/f.dat"), layout, true).unwrap();
+        let store =
+            Store::open_leecher(&dir.path().join("peer_2/f.dat"), layout, true, true).unwrap();
         let cp = Checkpointer::new(&store, true);
         assert_eq!(cp.path(), dir.path().join("peer_2/.f.dat.p2pft-progress"));
         assert_eq!(load(cp.path(), &layout), None);

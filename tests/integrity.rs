@@ -160,6 +160,19 @@ fn pieces_written_with_direct_io_survive_a_kill_and_damage_is_fetched_again() {
     kill_damage_and_resume(Spec::new(4, 2048 * 65_536, 65_536));
 }
 
+/// The same with 16 KiB pieces, which the leechers gather into granules
+/// before writing: a piece is logged only once it is in the file, so every
+/// logged piece survives the kill.
+#[test]
+fn gathered_pieces_survive_a_kill_and_damage_is_fetched_again() {
+    kill_damage_and_resume(gathered_pieces());
+}
+
+/// 4,096 pieces of 16 KiB: gathered into 256 KiB granules.
+fn gathered_pieces() -> Spec {
+    Spec::new(4, 4096 * 16_384, 16_384)
+}
+
 fn kill_damage_and_resume(spec: Spec) {
     let piece_size = spec.piece_size as usize;
     let mut swarm = Swarm::new(spec);
@@ -200,6 +213,16 @@ fn sigterm_stops_cleanly_and_records_every_counted_piece() {
     let logged = interrupt_mid_download(&mut swarm, "-TERM", false);
     let (resumed, _) = restart_and_finish(&mut swarm);
     // Every piece logged as downloaded before the stop was recorded durably.
+    assert_eq!(resumed, logged);
+}
+
+/// With gathered pieces, those held when the signal comes are written,
+/// logged and recorded before the peer exits.
+#[test]
+fn sigterm_with_gathered_pieces_records_every_counted_piece() {
+    let mut swarm = Swarm::without_meta(gathered_pieces());
+    let logged = interrupt_mid_download(&mut swarm, "-TERM", false);
+    let (resumed, _) = restart_and_finish(&mut swarm);
     assert_eq!(resumed, logged);
 }
 
