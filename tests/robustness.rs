@@ -108,3 +108,39 @@ fn garbage_and_bad_handshakes_are_dropped_and_the_swarm_finishes() {
     swarm.check_files();
     swarm.check_logs();
 }
+
+/// A neighbour that keeps requesting but never reads fills the queue of
+/// messages to it; at the queue's limit (a `have` of every piece plus a
+/// few) it is dropped, so memory stays bounded, and the swarm goes on.
+#[test]
+fn a_neighbour_that_requests_but_never_reads_is_dropped() {
+    let mut spec = Spec::new(2, 64 * 16 * 1024, 16 * 1024);
+    spec.seeds[0] = true;
+    let mut swarm = Swarm::new(spec);
+    swarm.reconnects_allowed = true;
+    swarm.start(1001);
+    let mut s = handshake_as(&swarm, &encode_handshake(1002));
+    s.write_all(&encode_to_vec(&Message::Interested)).unwrap();
+    let mut unchoke = [0u8; 5];
+    s.read_exact(&mut unchoke).unwrap();
+    assert_eq!(
+        unchoke[..],
+        encode_to_vec(&Message::Unchoke)[..],
+        "a free slot"
+    );
+    // 2,000 requests (32 MiB of pieces) without reading a byte: far more
+    // than the socket buffers and 64 + 64 queued messages hold.
+    let requests: Vec<u8> = (0..2000u32)
+        .flat_map(|i| encode_to_vec(&Message::Request(i % 64)))
+        .collect();
+    s.write_all(&requests).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(closed_by_peer(&mut s), "a neighbour not reading was kept");
+    // The seed kept running: the real 1002 still gets the file.
+    swarm.start(1002);
+    let statuses = swarm.wait_all(Duration::from_secs(60));
+    for (id, status) in &statuses {
+        assert!(status.success(), "peer {id} exited with {status}");
+    }
+    swarm.check_files();
+}
