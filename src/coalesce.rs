@@ -8,8 +8,8 @@
 //! consecutive pieces (one vectored direct write each, see
 //! [`crate::store`]). Granules that stay incomplete are handed out all the
 //! same, the least recently added to first, once more than `max_open` are
-//! open, and all at once by [`Coalescer::drain`], so held memory is bounded
-//! and a flush can make every piece durable.
+//! open, and on [`Coalescer::drain`] (all of them, or those that got nothing
+//! since the last look), so held memory is bounded and no piece waits long.
 //!
 //! Owns only that bookkeeping. Never does I/O (the store writes the batches
 //! it is handed), never knows the protocol: a held piece is not yet stored,

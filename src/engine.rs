@@ -479,6 +479,7 @@ impl Engine {
         let events = self.events_tx.clone();
         self.disk.spawn(move || {
             if let Err(e) = store.write_held(true, &mut written) {
+                // A disk error, fatal like a failed checkpoint.
                 let _ = events.send(Event::Checkpointed(Err(e)));
             }
         });

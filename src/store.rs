@@ -22,8 +22,9 @@
 //! ([`Coalescer`]): such a piece is held in its buffer until its 256 KiB
 //! granule is complete, then the granule goes out in one vectored direct
 //! write. A held piece is not stored yet: the caller hears of it as written
-//! (and may count it, serve it, record it) only once it is in the file. A
-//! flush ([`Store::sync`]) writes whatever is held first.
+//! (and may count it, serve it, record it) only once it is in the file.
+//! Pieces also go out incomplete: when too many granules are open, on
+//! [`Store::write_held`], and when the store is dropped.
 
 use crate::bitfield::Bitfield;
 use crate::coalesce::{Batch, Coalescer, Run, MAX_OPEN};
@@ -309,7 +310,7 @@ impl Store {
         let offset = self.layout.offset(run.first);
         let what = || format!("cannot write pieces {}.. to", run.first);
         if let Some(direct) = self.direct.as_ref() {
-            if self.direct_works.load(Relaxed) {
+            if self.direct_works.load(Relaxed) && run.pieces.iter().all(PieceBuf::is_aligned) {
                 match write_all_vectored_at(direct, &run.pieces, offset) {
                     Ok(()) => {
                         self.direct_writes
