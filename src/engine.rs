@@ -206,8 +206,6 @@ pub enum EngineError {
 struct Neighbour {
     conn: ConnId,
     queue: Sender<Out>,
-    /// Messages `queue` may hold before the neighbour counts as not reading.
-    queue_limit: usize,
     stream: TcpStream,
     has: Bitfield,
     /// `has.count()`, kept as haves arrive.
@@ -268,8 +266,6 @@ pub struct Engine {
     have_count: u32,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
-    /// Pieces received, verified and handed to the disk threads, not yet on disk.
-    storing: Bitfield,
     neighbours: BTreeMap<u32, Neighbour>,
     /// Peers known to have the complete file (kept after they disconnect).
     complete_peers: BTreeSet<u32>,
@@ -303,8 +299,9 @@ pub struct Engine {
     buffers: Arc<BufferPool>,
     /// Pieces handed to the disk threads and neither stored nor held yet.
     storing_count: usize,
-    /// Each piece in `storing`: who sent it, and whether the store holds it.
-    storing_from: HashMap<u32, Storing>,
+    /// Pieces received, verified and handed to the disk threads, not yet on
+    /// disk: who sent each, and whether the store holds it.
+    storing: HashMap<u32, Storing>,
     max_storing: usize,
     /// Extensions (pipelining, early unchoke) are on: not `P2pftStrict`.
     extensions: bool,
@@ -337,7 +334,6 @@ impl Engine {
             have_count: setup.have.count(),
             have: setup.have,
             wanted,
-            storing: Bitfield::empty(n),
             neighbours: BTreeMap::new(),
             complete_peers,
             unchoked: BTreeSet::new(),
@@ -366,7 +362,7 @@ impl Engine {
             banned: BTreeSet::new(),
             buffers: setup.buffers,
             storing_count: 0,
-            storing_from: HashMap::new(),
+            storing: HashMap::new(),
             max_storing: max_storing(layout.piece_size_bytes()),
         }
     }
@@ -393,7 +389,7 @@ impl Engine {
                 recv(rechoke) -> _ => self.select_preferred(),
                 recv(optimistic) -> _ => self.select_optimistic(),
                 recv(checkpoint) -> _ => {
-                    self.write_idle_pieces();
+                    self.write_held(true);
                     self.start_checkpoint();
                 }
             }
@@ -425,19 +421,15 @@ impl Engine {
     fn land_in_flight_pieces(&mut self) {
         let deadline = Instant::now() + INTERRUPT_GRACE;
         let mut held_written = false;
-        while !self.storing_from.is_empty() {
+        while !self.storing.is_empty() {
             if self.storing_count == 0 && !held_written {
                 held_written = true;
-                let (store, mut written) = (Arc::clone(&self.store), self.written_sink());
-                self.disk.spawn(move || {
-                    if let Err(e) = store.write_held(false, &mut written) {
-                        log::error!("{e}");
-                    }
-                });
+                self.write_held(false);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events_rx.recv_timeout(left) {
                 Ok(event @ (Event::Stored { .. } | Event::Held(_))) => self.handle(event),
+                Ok(Event::Checkpointed(Err(e))) => log::error!("peer {}: {e}", self.me),
                 Ok(Event::Piece { data, .. }) => self.buffers.give(data),
                 Ok(_) => {}
                 Err(_) => break,
@@ -469,16 +461,16 @@ impl Engine {
         }
     }
 
-    /// Has a disk thread write the pieces the store has held since the last
-    /// tick while their granules got nothing new.
-    fn write_idle_pieces(&mut self) {
-        if self.filling.is_none() || self.storing_from.is_empty() {
+    /// Has a disk thread write the pieces the store holds: all, or with
+    /// `idle_only` those whose granules got nothing new since the last tick.
+    fn write_held(&mut self, idle_only: bool) {
+        if self.filling.is_none() || self.storing.is_empty() {
             return;
         }
         let (store, mut written) = (Arc::clone(&self.store), self.written_sink());
         let events = self.events_tx.clone();
         self.disk.spawn(move || {
-            if let Err(e) = store.write_held(true, &mut written) {
+            if let Err(e) = store.write_held(idle_only, &mut written) {
                 // A disk error, fatal like a failed checkpoint.
                 let _ = events.send(Event::Checkpointed(Err(e)));
             }
@@ -628,13 +620,11 @@ impl Engine {
         self.next_conn += 1;
         let conn = self.next_conn;
         let num_pieces = self.limits.layout().num_pieces();
-        // Room for a `have` of every piece plus the control messages of a
-        // few intervals: the engine's own traffic can never fill it. Not a
-        // bounded channel: that allocates all of its room up front (64 bytes
-        // a message: 8 MiB a neighbour with 131,072 pieces, where peak RSS
-        // went from 29 to 57 MB between 512 MiB and 2 GiB of 16 KiB pieces).
+        // Unbounded, with `queue_limit` checked on each send: a bounded
+        // channel allocates all of its room up front (64 bytes a message:
+        // 8 MiB a neighbour with 131,072 pieces, where peak RSS went from 29
+        // to 57 MB between 512 MiB and 2 GiB of 16 KiB pieces).
         let (queue, queue_rx) = unbounded();
-        let queue_limit = num_pieces as usize + 64;
         net::spawn_writer(
             peer,
             writer_stream,
@@ -662,7 +652,6 @@ impl Engine {
             Neighbour {
                 conn,
                 queue,
-                queue_limit,
                 stream,
                 has: Bitfield::empty(num_pieces),
                 has_count: 0,
@@ -692,12 +681,19 @@ impl Engine {
         let Some(n) = self.neighbours.get(&peer) else {
             return;
         };
-        if n.queue.len() >= n.queue_limit {
+        if n.queue.len() >= self.queue_limit() {
             log::warn!("peer {}: {peer} stopped reading; dropping it", self.me);
             self.drop_neighbour(peer);
         } else if n.queue.send(out).is_err() {
             self.drop_neighbour(peer);
         }
+    }
+
+    /// Messages a writer's queue may hold before its neighbour counts as not
+    /// reading: room for a `have` of every piece plus the control messages
+    /// of a few intervals, so the engine's own traffic can never fill it.
+    fn queue_limit(&self) -> usize {
+        self.limits.layout().num_pieces() as usize + 64
     }
 
     fn drop_neighbour(&mut self, peer: u32) {
@@ -749,7 +745,7 @@ impl Engine {
 
     /// A requested piece that will not come is free to be requested again.
     fn release(&mut self, index: u32) {
-        if !self.have.has(index) && !self.storing.has(index) {
+        if !self.have.has(index) && !self.storing.contains_key(&index) {
             self.wanted.set(index, true);
             if let Some(filling) = &mut self.filling {
                 filling.reopen(index);
@@ -889,7 +885,7 @@ impl Engine {
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
         n.outstanding.retain(|&i| i != index);
         n.arrived.retain(|&i| i != index);
-        if self.have.has(index) || self.storing.has(index) {
+        if self.have.has(index) || self.storing.contains_key(&index) {
             // A duplicate (a late answer to a request we gave up on).
             self.buffers.give(data);
             self.request_from(peer);
@@ -902,9 +898,8 @@ impl Engine {
             return;
         }
         self.wanted.set(index, false);
-        self.storing.set(index, true);
         self.storing_count += 1;
-        self.storing_from.insert(
+        self.storing.insert(
             index,
             Storing {
                 from: peer,
@@ -989,26 +984,27 @@ impl Engine {
     /// A piece is held by the store: it no longer counts against
     /// [`max_storing`] (the store bounds what it holds).
     fn on_held(&mut self, index: u32) {
-        let Some(storing) = self.storing_from.get_mut(&index) else {
+        let Some(storing) = self.storing.get_mut(&index) else {
             return; // stored already
         };
-        if !std::mem::replace(&mut storing.held, true) {
-            self.storing_count -= 1;
-            if self.storing_count + 1 >= self.max_storing {
-                self.fill_requests();
-            }
+        if !std::mem::replace(&mut storing.held, true) && self.leave_disk_queue() {
+            self.fill_requests();
         }
     }
 
+    /// One piece fewer waits for the disk threads; true when requests had
+    /// stopped for them (see [`max_storing`]).
+    fn leave_disk_queue(&mut self) -> bool {
+        let was_full = self.storing_count >= self.max_storing;
+        self.storing_count -= 1;
+        was_full
+    }
+
     fn on_stored(&mut self, index: u32, result: io::Result<()>) {
-        let Some(storing) = self.storing_from.remove(&index) else {
+        let Some(storing) = self.storing.remove(&index) else {
             return;
         };
-        self.storing.set(index, false);
-        let was_full = !storing.held && self.storing_count >= self.max_storing;
-        if !storing.held {
-            self.storing_count -= 1;
-        }
+        let was_full = !storing.held && self.leave_disk_queue();
         let from = storing.from;
         if let Err(e) = result {
             self.fatal = Some(EngineError::Disk(e));

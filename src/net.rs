@@ -20,6 +20,7 @@ use crate::config::PeerEntry;
 use crate::engine::{CloseReason, ConnId, Event};
 use crate::meta::Verifier;
 pub use crate::piecebuf::BufferPool;
+use crate::piecebuf::PieceBuf;
 use crate::status::Counters;
 use crate::store::Store;
 use crate::wire::{
@@ -638,10 +639,10 @@ fn serve_piece(
     counters: &Counters,
 ) -> io::Result<()> {
     if store.reads_direct() {
-        let kept = buffers.serve_kept(index, |body| {
+        let mut send = |body: &PieceBuf| {
             write_all_vectored(&mut stream, &mut [IoSlice::new(head), IoSlice::new(body)])
-        });
-        if let Some(sent) = kept {
+        };
+        if let Some(sent) = buffers.serve_kept(index, &mut send) {
             counters.served_kept.fetch_add(1, Ordering::Relaxed);
             return sent;
         }
@@ -650,7 +651,7 @@ fn serve_piece(
                 return Ok(false);
             }
             counters.served_read_back.fetch_add(1, Ordering::Relaxed);
-            write_all_vectored(&mut stream, &mut [IoSlice::new(head), IoSlice::new(body)])?;
+            send(body)?;
             Ok(true)
         })?;
         if sent {

@@ -253,17 +253,18 @@ impl Store {
         gather: bool,
         written: &mut dyn FnMut(u32, PieceBuf),
     ) -> io::Result<bool> {
-        let Some(c) = self.coalescer.as_ref().filter(|c| c.gathers(index)) else {
+        let gathering = self
+            .coalescer
+            .as_ref()
+            .filter(|c| gather && c.gathers(index) && self.direct_works.load(Relaxed));
+        let Some(c) = gathering else {
             self.write_piece(index, &data)?;
+            if let Some(c) = &self.coalescer {
+                c.note_written(index);
+            }
             written(index, data);
             return Ok(false);
         };
-        if !gather || !self.direct_works.load(Relaxed) {
-            self.write_piece(index, &data)?;
-            c.note_written(index);
-            written(index, data);
-            return Ok(false);
-        }
         match c.hold(index, data) {
             None => Ok(true),
             Some(batch) => {
@@ -305,7 +306,7 @@ impl Store {
     }
 
     /// Writes consecutive pieces with one vectored direct write, or one by
-    /// one through the page cache when direct I/O is refused.
+    /// one ([`Store::write_piece`]) when direct I/O is refused.
     fn write_run(&self, run: &Run) -> io::Result<()> {
         let offset = self.layout.offset(run.first);
         let what = || format!("cannot write pieces {}.. to", run.first);
@@ -322,13 +323,9 @@ impl Store {
                 }
             }
         }
-        for (index, piece) in (run.first..).zip(&run.pieces) {
-            self.buffered_writes.fetch_add(1, Relaxed);
-            self.file
-                .write_all_at(piece, self.layout.offset(index))
-                .map_err(|e| with_path(&self.path, &what(), e))?;
-        }
-        Ok(())
+        (run.first..)
+            .zip(&run.pieces)
+            .try_for_each(|(index, piece)| self.write_piece(index, piece))
     }
 
     /// Writes held pieces (see [`Store::put_piece`]), handing each to
