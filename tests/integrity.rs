@@ -199,9 +199,16 @@ fn kill_damage_and_resume(spec: Spec) {
     }
 }
 
+/// Long enough that a progress record lands well before the end even while
+/// the other tests here load the disk: with 16,384 pieces, 1003 once
+/// finished before its first record (250 ms, then a synced write) was in.
+fn sixty_five_thousand_pieces() -> Spec {
+    Spec::new(4, 65536 * 1024, 1024)
+}
+
 #[test]
 fn sigkill_without_metadata_resumes_from_the_progress_record() {
-    let mut swarm = Swarm::without_meta(sixteen_thousand_pieces());
+    let mut swarm = Swarm::without_meta(sixty_five_thousand_pieces());
     interrupt_mid_download(&mut swarm, "-KILL", true);
     let (resumed, _) = restart_and_finish(&mut swarm);
     assert!(resumed > 0, "the progress record gave nothing back");
