@@ -58,6 +58,14 @@ fn unknown_keys_only_warn() {
     swarm.run_and_check(std::time::Duration::from_secs(60));
 }
 
+/// One JSON record a line, as `--json` prints them.
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 fn p2pft(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(P2PFT)
         .args(args)
@@ -223,11 +231,7 @@ fn bench_repeats_runs_in_one_directory_and_summarises_them() {
         &[&args[..], &["--runs", "2", "--json"]].concat(),
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let records: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let records = json_lines(&o.stdout);
     assert_eq!(records.len(), 2, "one JSON line a run");
     for r in &records {
         assert_eq!(r["ok"], true, "{r}");
@@ -241,4 +245,66 @@ fn bench_repeats_runs_in_one_directory_and_summarises_them() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let o = p2pft(dir.path(), &[&args[..], &["--runs", "0"]].concat());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// `benches/compare.py` (p2pft against other BitTorrent clients) on its
+/// p2pft swarms, the ones it can run without other clients installed.
+#[test]
+fn compare_script_times_p2pft_swarms_the_way_it_times_other_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare.py");
+    let o = Command::new("python3")
+        .args([
+            script,
+            "--clients",
+            "p2pft,p2pft-strict",
+            "--file-size",
+            "2M",
+        ])
+        .args([
+            "--piece-size",
+            "64K",
+            "--runs",
+            "1",
+            "--json",
+            "--timeout",
+            "60",
+        ])
+        .arg("--p2pft")
+        .arg(P2PFT)
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let records = json_lines(&o.stdout);
+    let clients: Vec<_> = records
+        .iter()
+        .map(|r| r["client"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients, ["p2pft", "p2pft-strict"]);
+    for r in &records {
+        assert_eq!(r["files_identical"], true, "{r}");
+        assert!(r["version"].as_str().unwrap().starts_with("p2pft "), "{r}");
+        let wall = r["wall_secs"].as_f64().unwrap();
+        let done: Vec<f64> = r["leechers_complete_secs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap())
+            .collect();
+        assert_eq!(done.len(), 4, "{r}");
+        assert!(done.iter().all(|&t| t > 0.0 && t <= wall), "{r}");
+        let rate = r["delivered_mib_per_sec"].as_f64().unwrap();
+        assert!((rate * wall - 8.0).abs() < 1e-6, "4 leechers x 2 MiB: {r}");
+        let rss = r["peak_rss_mb"].as_array().unwrap();
+        assert_eq!(rss.len(), 5, "{r}");
+        assert!(rss.iter().all(|m| m.as_f64().unwrap() > 0.0), "{r}");
+        assert!(
+            r["cpu_secs_per_delivered_gib"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+    }
+    // Every swarm and the file are gone.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
