@@ -356,6 +356,7 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     let piece_size =
         u32::try_from(args.piece_size).map_err(|_| "piece size too large".to_string())?;
     std::fs::create_dir_all(dir).map_err(io)?;
+    check_free_space(args, dir)?;
     let mut common = format!(
         "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName bench.bin\nFileSize {}\nPieceSize {piece_size}\n",
         args.k, args.p, args.m, args.file_size
@@ -407,6 +408,36 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The most the disk-write ceiling writes (scattered 256 KiB pieces).
+const DISK_CEILING_BYTES: u64 = 256 << 20;
+
+/// Bytes a run writes into `dir` at most: the seed's file (further seeds'
+/// are hard links to it), every leecher's, and the disk ceiling's scratch file.
+fn space_needed(args: &BenchArgs) -> u64 {
+    let leechers = (args.peers - args.seeds) as u64;
+    args.file_size * (1 + leechers) + args.file_size.min(DISK_CEILING_BYTES)
+}
+
+/// Refuses a swarm that would fill the file system before it starts, instead
+/// of peers failing one by one half-way (and a record of figures for nothing).
+fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), String> {
+    let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
+        return Ok(()); // no figure to check against: the peers will say
+    };
+    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+    let need = space_needed(args);
+    if free < need {
+        return Err(format!(
+            "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {} leechers' and the disk ceiling's scratch file), {:.0} MiB are free; use --dir elsewhere or a smaller --file-size",
+            dir.display(),
+            mib(need),
+            args.peers - args.seeds,
+            mib(free)
+        ));
+    }
+    Ok(())
+}
+
 /// The file of the `i`-th peer (0-based: ID 1001 + `i`, seeds first).
 fn peer_file(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("peer_{}/bench.bin", 1001 + i))
@@ -424,7 +455,12 @@ fn record(
     report: &SwarmReport,
     ceilings: Ceilings,
 ) -> BenchRecord {
-    let leechers = report.peers.iter().filter(|p| !p.seed).count() as u64;
+    // Only the leechers that completed delivered anything we can count.
+    let leechers = report
+        .peers
+        .iter()
+        .filter(|p| !p.seed && p.complete_after_secs.is_some())
+        .count() as u64;
     let delivered = leechers * args.file_size;
     let wall = report
         .peers
@@ -547,7 +583,7 @@ fn print_table(r: &BenchRecord) {
         if r.ok {
             "OK (every file identical to the seed's)"
         } else {
-            "FAILED"
+            "FAILED (the figures count only the leechers that completed)"
         }
     );
 }
@@ -564,7 +600,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
             .map_err(|e| format!("measuring page-cache reads: {e}"))?,
         disk_write_bytes_per_sec: disk_write_ceiling(
             dir,
-            args.file_size.min(256 << 20),
+            args.file_size.min(DISK_CEILING_BYTES),
             !args.buffered_io,
         )
         .map_err(|e| format!("measuring disk writes: {e}"))?,

@@ -215,6 +215,33 @@ fn bench_runs_a_small_swarm_and_reports_a_consistent_record() {
 }
 
 #[test]
+fn bench_refuses_a_swarm_that_would_fill_the_disk_and_counts_only_completed_leechers() {
+    let dir = tempfile::tempdir().unwrap();
+    // A petabyte: refused before a byte is written.
+    let o = p2pft(dir.path(), &["bench", "--file-size", "1048576G"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not enough free space in"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("--dir elsewhere"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A swarm stopped at its time limit long before anyone completes: no
+    // delivered bytes are claimed for it.
+    let o = p2pft(
+        dir.path(),
+        &["bench", "--file-size", "512M", "--timeout", "0.1", "--json"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let r = &json_lines(&o.stdout)[0];
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["delivered_bytes"], 0, "{r}");
+    assert_eq!(r["delivered_bytes_per_sec"], 0.0, "{r}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn bench_repeats_runs_in_one_directory_and_summarises_them() {
     let dir = tempfile::tempdir().unwrap();
     let args = [
