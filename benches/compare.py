@@ -190,7 +190,8 @@ class Swarm:
         # A process group of its own, to stop it whole, but this script's session: with the
         # kernel's autogroups, a session per peer would share the CPU out per process
         # instead of per thread (p2pft at 16 KiB pieces: 2.0 s in one session, 3.1 s in five).
-        p = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, env=env, process_group=0)
+        group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+        p = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, env=env, **group)
         self.procs.append(p)
 
     def cmd_p2pft(self, i):
