@@ -150,7 +150,7 @@ def wait_until(what, check, timeout, procs):
     while not check():
         for p in procs:
             if exited(p):
-                raise RuntimeError("%s: a peer exited first" % what)
+                raise RuntimeError("%s: a peer exited first (exit status %s)" % (what, p.wait()))
         if time.monotonic() > deadline:
             raise RuntimeError("%s: not after %d s" % (what, timeout))
         time.sleep(0.002)
@@ -509,6 +509,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep each swarm's directory (logs and outputs, not the files)")
     ap.add_argument("--json", action="store_true", help="one JSON record a run instead of a table")
     args = ap.parse_args()
+    if args.leechers < 1 or args.runs < 1 or args.k < 1:
+        ap.error("--leechers, --runs and -k must be at least 1")
+    if not 0 < args.piece_size <= args.file_size:
+        ap.error("the piece size must be from 1 byte to the file size")
     clients = [c for c in args.clients.split(",") if c]
     for c in clients:
         if c not in CLIENTS:
@@ -569,4 +573,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RuntimeError as e:  # a swarm that failed: its peers' output is in out_<ID>.txt (--keep)
+        print("error: %s" % e, file=sys.stderr)
+        sys.exit(1)
