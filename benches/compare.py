@@ -140,17 +140,25 @@ def listening(port):
     return False
 
 
+def ended(p):
+    """How process `p` ended (a `waitid` result), or None while it runs; it is
+    not reaped, so that its rusage can be read later."""
+    return os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+
+
 def exited(p):
-    """Whether process `p` has ended, without reaping it (its rusage is read later)."""
-    return os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    return ended(p) is not None
 
 
-def wait_until(what, check, timeout, procs):
+def wait_until(what, check, timeout, procs, may_exit=False):
+    """Polls `check` until it holds; fails at `timeout` seconds, or as soon as
+    one of `procs` ends (with `may_exit`, as soon as one ends in failure)."""
     deadline = time.monotonic() + timeout
     while not check():
         for p in procs:
-            if exited(p):
-                raise RuntimeError("%s: a peer exited first (exit status %s)" % (what, p.wait()))
+            how = ended(p)
+            if how is not None and not (may_exit and how.si_code == os.CLD_EXITED and how.si_status == 0):
+                raise RuntimeError("%s: a peer ended first (exit status %s)" % (what, p.wait()))
         if time.monotonic() > deadline:
             raise RuntimeError("%s: not after %d s" % (what, timeout))
         time.sleep(0.002)
@@ -301,9 +309,9 @@ class Swarm:
                 self.sampled = time.monotonic()
             return self.poll_done()
 
-        # p2pft peers end by themselves once every peer is complete; the others seed on.
-        watch = [] if self.kind == "p2pft" else self.procs
-        wait_until("%s swarm complete" % self.client, complete, self.args.timeout, watch)
+        # p2pft peers end by themselves (exit 0) once every peer is complete; the others seed on.
+        wait_until("%s swarm complete" % self.client, complete, self.args.timeout, self.procs,
+                   may_exit=self.kind == "p2pft")
         wall = max(self.done.values()) - t0
         if self.kind == "p2pft":
             wait_until("p2pft peers exit", lambda: all(exited(p) for p in self.procs) or self.sample_rss(),
