@@ -511,7 +511,9 @@ def main():
     ap.add_argument("-k", type=int, default=4, help="p2pft's NumberOfPreferredNeighbors")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where to build the swarms (default: the system temp dir)")
-    ap.add_argument("--p2pft", default="target/release/p2pft")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--p2pft", default=os.path.join(repo, "target", "release", "p2pft"),
+                    help="the p2pft binary (default: this repository's release build)")
     ap.add_argument("--rqbit", default=shutil.which("rqbit") or "rqbit")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--keep", action="store_true", help="keep each swarm's directory (logs and outputs, not the files)")
