@@ -198,7 +198,13 @@ class Swarm:
         # A process group of its own, to stop it whole, but this script's session: with the
         # kernel's autogroups, a session per peer would share the CPU out per process
         # instead of per thread (p2pft at 16 KiB pieces: 2.0 s in one session, 3.1 s in five).
-        group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+        # --session-per-peer measures that case: each peer started from its own terminal.
+        if self.args.session_per_peer:
+            group = {"start_new_session": True}
+        elif sys.version_info >= (3, 11):
+            group = {"process_group": 0}
+        else:
+            group = {"preexec_fn": os.setpgrp}
         p = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, env=env, **group)
         self.procs.append(p)
 
@@ -516,6 +522,8 @@ def main():
                     help="the p2pft binary (default: this repository's release build)")
     ap.add_argument("--rqbit", default=shutil.which("rqbit") or "rqbit")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--session-per-peer", action="store_true",
+                    help="start each peer in a session of its own, as from its own terminal")
     ap.add_argument("--keep", action="store_true", help="keep each swarm's directory (logs and outputs, not the files)")
     ap.add_argument("--json", action="store_true", help="one JSON record a run instead of a table")
     args = ap.parse_args()
