@@ -538,6 +538,11 @@ def main():
     args.p2pft = os.path.abspath(args.p2pft)
     versions = {c: version(args, c) for c in clients}
     root = tempfile.mkdtemp(prefix="p2pft-compare-", dir=args.dir)
+    need, free = args.file_size * (args.leechers + 1), shutil.disk_usage(root).free
+    if free < need:
+        os.rmdir(root)
+        raise SystemExit("error: not enough free space in %s: a swarm writes up to %d MiB, %d MiB are free;"
+                         " use --dir elsewhere or a smaller --file-size" % (root, need >> 20, free >> 20))
     results = []
     try:
         master, info = prepare(args, root, clients)

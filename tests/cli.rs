@@ -334,4 +334,20 @@ fn compare_script_times_p2pft_swarms_the_way_it_times_other_clients() {
     }
     // Every swarm and the file are gone.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A swarm the disk cannot hold is refused before anything is written.
+    let o = Command::new("python3")
+        .args([script, "--clients", "p2pft", "--file-size", "1048576G"])
+        .arg("--p2pft")
+        .arg(P2PFT)
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not enough free space"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
