@@ -152,6 +152,13 @@ pub enum Event {
         peer: u32,
         message: Message,
     },
+    /// Several frames but pieces, in order, that were in the reader's buffer
+    /// together.
+    Frames {
+        conn: ConnId,
+        peer: u32,
+        messages: Vec<Message>,
+    },
     /// The bytes of piece `index` are in, its SHA-1 not yet checked: sent by
     /// the reader of a neighbour with one request at a time, so that the next
     /// request goes out while this piece waits to be hashed. Its
@@ -538,6 +545,18 @@ impl Engine {
             } => {
                 if self.is_current(peer, conn) {
                     self.on_message(peer, message);
+                }
+            }
+            Event::Frames {
+                conn,
+                peer,
+                messages,
+            } => {
+                for message in messages {
+                    // A message may end the connection: the rest then go.
+                    if self.is_current(peer, conn) {
+                        self.on_message(peer, message);
+                    }
                 }
             }
             Event::Arrived { conn, peer, index } => {

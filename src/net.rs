@@ -446,11 +446,31 @@ pub fn spawn_reader(
                             }
                         }
                     }
-                    (message, _) => Event::Frame {
-                        conn,
-                        peer,
-                        message,
-                    },
+                    (message, _) => {
+                        // Small frames already in the buffer go with this one
+                        // as one event: one wake-up of the engine, not one each.
+                        let mut messages = Vec::new();
+                        while held.is_none() && small_frame_buffered(reader.buffer()) {
+                            match read_frame(&mut reader, &limits, &buffers) {
+                                Ok(next) => messages.push(next),
+                                Err(reason) => held = Some(Err(reason)),
+                            }
+                        }
+                        if messages.is_empty() {
+                            Event::Frame {
+                                conn,
+                                peer,
+                                message,
+                            }
+                        } else {
+                            messages.insert(0, message);
+                            Event::Frames {
+                                conn,
+                                peer,
+                                messages,
+                            }
+                        }
+                    }
                 };
                 for event in std::iter::once(first).chain(second) {
                     if events.send(event).is_err() {
@@ -461,6 +481,16 @@ pub fn spawn_reader(
             let _ = events.send(Event::Closed { conn, peer, reason });
         })
         .expect("spawn reader thread");
+}
+
+/// Whether `buffered` starts with a whole frame that is not a piece, so that
+/// it can be read without waiting on the socket.
+fn small_frame_buffered(buffered: &[u8]) -> bool {
+    if buffered.len() < FRAME_HEADER_LEN {
+        return false;
+    }
+    let len = u32::from_be_bytes(buffered[..4].try_into().expect("4 bytes")) as usize;
+    len >= 1 && buffered[4] != Kind::Piece as u8 && buffered.len() - 4 >= len
 }
 
 /// Whether the next frame is a whole-size piece that is already on its way:
@@ -834,6 +864,60 @@ mod tests {
                 "have 2",
                 "piece 0 true",
                 "piece 3 true"
+            ]
+        );
+    }
+
+    /// Small frames that arrive together reach the engine as one event, in
+    /// order; a piece ends the batch, and a malformed frame after good ones
+    /// closes the connection only once those are delivered.
+    #[test]
+    fn a_reader_hands_small_frames_that_came_together_over_as_one_event() {
+        let layout = Layout::new(3 * 4096, 4096).unwrap();
+        let (file, verifier) = file_and_verifier(layout, 1, 239);
+        let mut sent = Vec::new();
+        for message in [
+            Message::Interested,
+            Message::Request(0),
+            Message::Request(2),
+            Message::Have(1),
+        ] {
+            wire::encode(&message, &mut sent);
+        }
+        sent.extend_from_slice(&piece_frame(1, piece_of(&file, layout, 1)));
+        wire::encode(&Message::Have(0), &mut sent);
+        wire::encode(&Message::Request(1), &mut sent);
+        sent.extend_from_slice(&[0, 0, 0, 2, 6, 0]); // a request with a 1-byte body
+        let (mut client, server) = connected();
+        client.write_all(&sent).unwrap();
+        let received = start_reader(server, verifier, true);
+        let mut seen = Vec::new();
+        for event in received.iter() {
+            match event {
+                Event::Frames {
+                    conn: 7,
+                    peer: 1002,
+                    messages,
+                } => seen.push(format!("{messages:?}")),
+                Event::Frame { message, .. } => seen.push(format!("one {message:?}")),
+                Event::Piece { index, good, .. } => seen.push(format!("piece {index} {good}")),
+                Event::Closed {
+                    reason: CloseReason::Protocol(_),
+                    ..
+                } => {
+                    seen.push("closed".into());
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "[Interested, Request(0), Request(2), Have(1)]",
+                "piece 1 true",
+                "[Have(0), Request(1)]",
+                "closed"
             ]
         );
     }
