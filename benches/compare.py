@@ -34,12 +34,14 @@ BitTorrent clients", for the commands.
 """
 
 import argparse
+import filecmp
 import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -305,7 +307,7 @@ class Swarm:
         self.start(0)
         wait_until("%s seed ready" % self.client, self.seed_ready, 120, self.procs)
         t0 = time.time()
-        cpu = -cpu_secs(self.procs[0].pid)  # what the seed spent getting ready (rqbit hashes its file) is not counted
+        ready_cpu = cpu_secs(self.procs[0].pid)  # the seed getting ready (rqbit hashes its file): not counted
         for i in range(1, len(self.ports)):
             self.start(i)
 
@@ -333,7 +335,7 @@ class Swarm:
         for p in self.procs:
             _, p.returncode, usage = os.wait4(p.pid, 0)
             per_peer.append(usage.ru_utime + usage.ru_stime)
-        per_peer[0] += cpu
+        per_peer[0] -= ready_cpu
         cpu = sum(per_peer)
         rss = [self.rss.get(p.pid, 0) / 1024 for p in self.procs]
         s0 = time.monotonic()
@@ -406,13 +408,7 @@ def read_time(path):
 
 def files_equal(a, b):
     try:
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while True:
-                x, y = fa.read(1 << 22), fb.read(1 << 22)
-                if x != y:
-                    return False
-                if not x:
-                    return True
+        return filecmp.cmp(a, b, shallow=False)
     except FileNotFoundError:
         return False
 
@@ -501,11 +497,6 @@ def version(args, client):
     return out.splitlines()[0].strip()
 
 
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
-
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--lt-peer":
         return lt_peer(*sys.argv[2:8])
@@ -588,10 +579,9 @@ def main():
         print("medians:")
         for client in clients:
             rs = [r for r in results if r["client"] == client]
-            print("%-15s      %8.3f %9.1f %8.3f %10.2f %8.1f" % (
-                client, median([r["wall_secs"] for r in rs]), median([r["delivered_mib_per_sec"] for r in rs]),
-                median([r["sync_secs"] for r in rs]), median([r["cpu_secs_per_delivered_gib"] for r in rs]),
-                median([r["peak_rss_mb_max"] for r in rs])))
+            keys = ["wall_secs", "delivered_mib_per_sec", "sync_secs", "cpu_secs_per_delivered_gib", "peak_rss_mb_max"]
+            print("%-15s      %8.3f %9.1f %8.3f %10.2f %8.1f"
+                  % (client, *(statistics.median(r[k] for r in rs) for k in keys)))
     return 0 if all(r["files_identical"] for r in results) else 1
 
 

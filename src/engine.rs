@@ -186,6 +186,8 @@ pub enum Event {
     Held(u32),
     /// A progress checkpoint was written (or failed).
     Checkpointed(io::Result<()>),
+    /// Held pieces could not be written (see [`Store::write_held`]).
+    WriteFailed(io::Error),
     /// The complete file was synced and has its full length (or not: why).
     Finished(Result<(), String>),
     /// SIGINT or SIGTERM: stop cleanly.
@@ -436,7 +438,7 @@ impl Engine {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events_rx.recv_timeout(left) {
                 Ok(event @ (Event::Stored { .. } | Event::Held(_))) => self.handle(event),
-                Ok(Event::Checkpointed(Err(e))) => log::error!("peer {}: {e}", self.me),
+                Ok(Event::WriteFailed(e)) => log::error!("peer {}: {e}", self.me),
                 Ok(Event::Piece { data, .. }) => self.buffers.give(data),
                 Ok(_) => {}
                 Err(_) => break,
@@ -478,8 +480,7 @@ impl Engine {
         let events = self.events_tx.clone();
         self.disk.spawn(move || {
             if let Err(e) = store.write_held(idle_only, &mut written) {
-                // A disk error, fatal like a failed checkpoint.
-                let _ = events.send(Event::Checkpointed(Err(e)));
+                let _ = events.send(Event::WriteFailed(e));
             }
         });
     }
@@ -595,6 +596,7 @@ impl Engine {
                     self.fatal = Some(EngineError::Disk(e));
                 }
             }
+            Event::WriteFailed(e) => self.fatal = Some(EngineError::Disk(e)),
             Event::Finished(result) => self.on_finished(result),
             Event::Interrupt(signal) => {
                 self.stop.store(true, Relaxed);

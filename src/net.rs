@@ -450,10 +450,13 @@ pub fn spawn_reader(
                         // Small frames already in the buffer go with this one
                         // as one event: one wake-up of the engine, not one each.
                         let mut messages = Vec::new();
-                        while held.is_none() && small_frame_buffered(reader.buffer()) {
+                        while small_frame_buffered(reader.buffer(), &limits) {
                             match read_frame(&mut reader, &limits, &buffers) {
                                 Ok(next) => messages.push(next),
-                                Err(reason) => held = Some(Err(reason)),
+                                Err(reason) => {
+                                    held = Some(Err(reason));
+                                    break;
+                                }
                             }
                         }
                         if messages.is_empty() {
@@ -483,14 +486,15 @@ pub fn spawn_reader(
         .expect("spawn reader thread");
 }
 
-/// Whether `buffered` starts with a whole frame that is not a piece, so that
-/// it can be read without waiting on the socket.
-fn small_frame_buffered(buffered: &[u8]) -> bool {
-    if buffered.len() < FRAME_HEADER_LEN {
+/// Whether `buffered` starts with a whole, well-formed frame that is not a
+/// piece, so that it can be read without waiting on the socket. (A malformed
+/// one is left to the next [`read_frame`], which says what is wrong.)
+fn small_frame_buffered(buffered: &[u8], limits: &Limits) -> bool {
+    let Some(header) = buffered.first_chunk::<FRAME_HEADER_LEN>() else {
         return false;
-    }
-    let len = u32::from_be_bytes(buffered[..4].try_into().expect("4 bytes")) as usize;
-    len >= 1 && buffered[4] != Kind::Piece as u8 && buffered.len() - 4 >= len
+    };
+    matches!(limits.check_header(header),
+        Ok((kind, body)) if kind != Kind::Piece && buffered.len() >= FRAME_HEADER_LEN + body)
 }
 
 /// Whether the next frame is a whole-size piece that is already on its way:

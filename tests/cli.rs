@@ -279,30 +279,30 @@ fn bench_repeats_runs_in_one_directory_and_summarises_them() {
 #[test]
 fn compare_script_times_p2pft_swarms_the_way_it_times_other_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare.py");
-    let o = Command::new("python3")
-        .args([
-            script,
-            "--clients",
-            "p2pft,p2pft-strict",
-            "--file-size",
-            "2M",
-        ])
-        .args([
-            "--piece-size",
-            "64K",
-            "--runs",
-            "1",
-            "--json",
-            "--timeout",
-            "60",
-        ])
-        .arg("--p2pft")
-        .arg(P2PFT)
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let compare = |args: &[&str]| {
+        Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare.py"))
+            .args(args)
+            .arg("--p2pft")
+            .arg(P2PFT)
+            .arg("--dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let o = compare(&[
+        "--clients",
+        "p2pft,p2pft-strict",
+        "--file-size",
+        "2M",
+        "--piece-size",
+        "64K",
+        "--runs",
+        "1",
+        "--json",
+        "--timeout",
+        "60",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let records = json_lines(&o.stdout);
     let clients: Vec<_> = records
@@ -335,14 +335,7 @@ fn compare_script_times_p2pft_swarms_the_way_it_times_other_clients() {
     // Every swarm and the file are gone.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // A swarm the disk cannot hold is refused before anything is written.
-    let o = Command::new("python3")
-        .args([script, "--clients", "p2pft", "--file-size", "1048576G"])
-        .arg("--p2pft")
-        .arg(P2PFT)
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let o = compare(&["--clients", "p2pft", "--file-size", "1048576G"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("not enough free space"),

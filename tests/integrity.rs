@@ -216,18 +216,20 @@ fn sigkill_without_metadata_resumes_from_the_progress_record() {
 
 #[test]
 fn sigterm_stops_cleanly_and_records_every_counted_piece() {
-    let mut swarm = Swarm::without_meta(sixteen_thousand_pieces());
-    let logged = interrupt_mid_download(&mut swarm, "-TERM", false);
-    let (resumed, _) = restart_and_finish(&mut swarm);
-    // Every piece logged as downloaded before the stop was recorded durably.
-    assert_eq!(resumed, logged);
+    sigterm_and_resume_every_logged_piece(sixteen_thousand_pieces());
 }
 
 /// With gathered pieces, those held when the signal comes are written,
 /// logged and recorded before the peer exits.
 #[test]
 fn sigterm_with_gathered_pieces_records_every_counted_piece() {
-    let mut swarm = Swarm::without_meta(gathered_pieces());
+    sigterm_and_resume_every_logged_piece(gathered_pieces());
+}
+
+/// Stops a downloading peer with SIGTERM and restarts it: every piece it
+/// logged as downloaded before the stop was recorded durably.
+fn sigterm_and_resume_every_logged_piece(spec: Spec) {
+    let mut swarm = Swarm::without_meta(spec);
     let logged = interrupt_mid_download(&mut swarm, "-TERM", false);
     let (resumed, _) = restart_and_finish(&mut swarm);
     assert_eq!(resumed, logged);
