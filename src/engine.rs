@@ -11,7 +11,9 @@
 //!   that never blocks it (unbounded, with a limit it checks itself), so a
 //!   slow neighbour cannot stall it; a queue that reaches its limit (the
 //!   neighbour stopped reading) ends that connection.
-//!   The choke timers are crossbeam `tick` channels in the same `select!`.
+//!   The choke timers are crossbeam `tick` channels in the same `select!`;
+//!   in strict mode they restart when the first round comes early (see
+//!   `check_neighbourhood_whole`).
 //! - State: bitfields, interest, choke sets, outstanding requests and piece
 //!   states live here and nowhere else; other threads see only the read-only
 //!   store and the status [`Counters`].
@@ -234,6 +236,8 @@ struct Neighbour {
     arrived: Vec<u32>,
     /// Piece bytes received since the last preferred-neighbour selection.
     bytes_this_interval: u64,
+    /// It has told us whether it is interested (either message).
+    declared: bool,
     /// Pieces this neighbour sent that failed verification: asked elsewhere first.
     sent_bad: Vec<u32>,
     /// The pieces it announced last (`have`), newest at the back; kept only
@@ -314,6 +318,12 @@ pub struct Engine {
     max_storing: usize,
     /// Extensions (pipelining, early unchoke) are on: not `P2pftStrict`.
     extensions: bool,
+    /// The choking rounds have begun: the first unchoking tick came, or every
+    /// neighbour was connected and had declared its interest before it.
+    rounds_begun: bool,
+    /// Set when the neighbourhood became whole before the first tick: the
+    /// run loop begins the rounds now and restarts the timers from here.
+    begin_rounds: bool,
     /// Granules begun, when the store gathers small pieces into them.
     filling: Option<picker::Filling>,
 }
@@ -336,6 +346,8 @@ impl Engine {
             me: setup.me,
             limits: Limits::new(layout),
             extensions: !setup.config.common.strict,
+            rounds_begun: false,
+            begin_rounds: false,
             config: setup.config,
             filling: setup.store.granule_pieces().map(picker::Filling::new),
             store: setup.store,
@@ -378,8 +390,8 @@ impl Engine {
 
     /// Runs until every peer has the file (Ok) or a fatal error.
     pub fn run(mut self) -> Result<(), EngineError> {
-        let rechoke = tick(self.config.common.unchoking_interval);
-        let optimistic = tick(self.config.common.optimistic_unchoking_interval);
+        let mut rechoke = tick(self.config.common.unchoking_interval);
+        let mut optimistic = tick(self.config.common.optimistic_unchoking_interval);
         let checkpoint = tick(if self.verifier.is_some() {
             FLUSH_INTERVAL
         } else {
@@ -394,8 +406,18 @@ impl Engine {
                 recv(self.events_rx) -> event => {
                     let event = event.expect("the engine holds a sender");
                     self.handle(event);
+                    if self.begin_rounds {
+                        self.begin_rounds = false;
+                        self.select_preferred();
+                        self.select_optimistic();
+                        rechoke = tick(self.config.common.unchoking_interval);
+                        optimistic = tick(self.config.common.optimistic_unchoking_interval);
+                    }
                 }
-                recv(rechoke) -> _ => self.select_preferred(),
+                recv(rechoke) -> _ => {
+                    self.rounds_begun = true;
+                    self.select_preferred();
+                }
                 recv(optimistic) -> _ => self.select_optimistic(),
                 recv(checkpoint) -> _ => {
                     self.write_held(true);
@@ -684,6 +706,7 @@ impl Engine {
                 outstanding: Vec::new(),
                 arrived: Vec::new(),
                 bytes_this_interval: 0,
+                declared: false,
                 sent_bad: Vec::new(),
                 recent: VecDeque::new(),
             },
@@ -802,20 +825,20 @@ impl Engine {
             }
             Message::Interested => {
                 self.log.received_interested(peer);
-                self.neighbours
-                    .get_mut(&peer)
-                    .expect("present")
-                    .they_are_interested = true;
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                n.they_are_interested = true;
+                n.declared = true;
                 if self.extensions {
                     self.offer_free_slot(peer);
                 }
+                self.check_neighbourhood_whole();
             }
             Message::NotInterested => {
                 self.log.received_not_interested(peer);
-                self.neighbours
-                    .get_mut(&peer)
-                    .expect("present")
-                    .they_are_interested = false;
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                n.they_are_interested = false;
+                n.declared = true;
+                self.check_neighbourhood_whole();
             }
             Message::Have(index) => {
                 self.log.received_have(peer, index);
@@ -858,9 +881,11 @@ impl Engine {
     /// interest even when it did not change (the answer to a bitfield).
     fn after_news(&mut self, peer: u32, interested: bool, always_tell: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
-        if n.has_count == n.has.len() {
-            self.complete_peers.insert(peer);
+        let complete = n.has_count == n.has.len();
+        if complete && self.complete_peers.insert(peer) {
+            self.check_neighbourhood_whole();
         }
+        let n = self.neighbours.get_mut(&peer).expect("present");
         let changed = interested != n.we_are_interested;
         n.we_are_interested = interested;
         if changed || always_tell {
@@ -966,6 +991,24 @@ impl Engine {
             return;
         }
         self.apply_choking();
+    }
+
+    /// With the early unchoke off (`--strict`), the first choking round need
+    /// not wait for the first tick: once every other peer of PeerInfo.cfg is
+    /// connected and has either said whether it is interested or has the
+    /// whole file (so never will be), the run loop selects at once and
+    /// restarts both timers, so rounds still come every p (and m) seconds,
+    /// from here. SPEC.md fixes the period, not the phase.
+    fn check_neighbourhood_whole(&mut self) {
+        if self.extensions || self.rounds_begun {
+            return;
+        }
+        let others = self.config.peers.len() - 1;
+        let settled = |(id, n): (&u32, &Neighbour)| n.declared || self.complete_peers.contains(id);
+        if self.neighbours.len() == others && self.neighbours.iter().all(settled) {
+            self.rounds_begun = true;
+            self.begin_rounds = true;
+        }
     }
 
     /// A piece failed verification: free it for others, count it against the

@@ -92,3 +92,32 @@ fn a_plain_peer_that_hangs_up_on_reserved_bytes_still_completes() {
         );
     }
 }
+
+#[test]
+fn strict_peers_begin_choking_once_every_neighbour_has_spoken_not_at_the_first_tick() {
+    // With p = m = 600 s a strict seed that waited for its first tick would
+    // unchoke nobody for ten minutes; SPEC.md fixes the period of the rounds,
+    // not their phase, so the first round comes as soon as every neighbour
+    // is connected and has said whether it is interested.
+    let mut spec = Spec::new(4, 1 << 20, 16 * 1024);
+    spec.k = 3;
+    spec.p = "600";
+    spec.m = "600";
+    let mut swarm = Swarm::new(spec);
+    for id in swarm.ids.clone() {
+        swarm.start_with(ours(true), id);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    swarm.finish_and_check(LIMIT);
+    let text = std::fs::read_to_string(swarm.log_of(1001)).unwrap();
+    let seed = common::LogCheck::parse(1001, &text, swarm.spec.num_pieces(), false);
+    assert_eq!(
+        seed.preferred,
+        [vec![1002, 1003, 1004]],
+        "one round, all three"
+    );
+    assert!(
+        seed.optimistic.is_empty(),
+        "nobody left to unchoke optimistically"
+    );
+}
