@@ -38,6 +38,7 @@ import filecmp
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -78,14 +79,43 @@ def bencode(v):
     raise TypeError(type(v))
 
 
+HANDED_OUT = set()  # ports given to a swarm by this run of the script
+
+
+def ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """`n` distinct ports free on 127.0.0.1, below the ephemeral range, never
+    one handed out before in this run. A port the kernel picks with bind(0) is
+    one it may also give a peer's outgoing connection before the program that
+    is to listen on it binds it: once, in a 32-peer swarm, an rqbit leecher
+    could not bind its HTTP API ("Address already in use"). And a port used by
+    an earlier swarm may still be in TIME_WAIT."""
+    low = ephemeral_low()
+    first = 10000 if low > 12000 else 1024
+    ports = []
+    for _ in range(100 * n + 1000):
+        if len(ports) == n:
+            return ports
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", random.randrange(first, low) if low > first else 0))  # 0: any
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port in HANDED_OUT:
+            continue
+        HANDED_OUT.add(port)
+        ports.append(port)
+    if len(ports) == n:
+        return ports
+    raise RuntimeError("no %d free ports on 127.0.0.1 below %d" % (n, low))
 
 
 class Tracker:

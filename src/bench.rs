@@ -188,10 +188,40 @@ fn write_random_file(path: &Path, size: u64) -> io::Result<()> {
     f.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
+/// `n` distinct ports free on 127.0.0.1, below the kernel's ephemeral range:
+/// a port picked with bind(0) is one the kernel may also give an earlier
+/// peer's outgoing connection before the peer that is to listen on it binds
+/// it (a 32-peer swarm makes about 500 connections while it starts).
 fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()?;
+    use rand::Rng;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let first = if low > 12_000 { 10_000 } else { 1024 };
+    let mut rng = rand::rng();
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(n);
+    for _ in 0..100 * n + 1000 {
+        if listeners.len() == n {
+            break;
+        }
+        // Held until all are chosen, so none is picked twice. No room below
+        // the ephemeral range: any free port.
+        let port = if low > first {
+            rng.random_range(first..low)
+        } else {
+            0
+        };
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
+    if listeners.len() < n {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("no {n} free ports on 127.0.0.1 below {low}"),
+        ));
+    }
     listeners
         .iter()
         .map(|l| Ok(l.local_addr()?.port()))
