@@ -1126,7 +1126,7 @@ impl Engine {
                     self.me
                 );
                 self.complete_peers.insert(self.me);
-                self.counters.complete.store(true, Relaxed);
+                self.counters.set_complete();
                 self.log.complete();
                 self.start_checkpoint();
             }

@@ -100,14 +100,15 @@ impl PeerError {
     }
 }
 
-/// Prints status lines every 200 ms until `stop`, so a launcher can draw progress.
+/// Prints status lines every 200 ms until `stop`, so a launcher can draw
+/// progress, and one at once when the file becomes complete.
 fn spawn_status_printer(id: u32, num_pieces: u32, counters: Arc<Counters>, stop: Arc<AtomicBool>) {
     thread::Builder::new()
         .name("status".into())
         .spawn(move || {
             while !stop.load(Relaxed) {
                 print_status(&counters.snapshot(Phase::Progress, id, num_pieces));
-                thread::sleep(Duration::from_millis(200));
+                counters.wait_for_news(Duration::from_millis(200));
             }
         })
         .expect("spawn status thread");
