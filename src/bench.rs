@@ -327,6 +327,27 @@ pub fn disk_write_ceiling(
     let paths: Vec<PathBuf> = (0..files)
         .map(|f| dir.join(format!("disk-ceiling-{f}.tmp")))
         .collect();
+    let rate = write_files(&paths, layout, direct_io, threads);
+    // Removed whatever happened, as far as they were made.
+    for path in &paths {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    let rate = rate?;
+    sync_fs(dir)?;
+    Ok(rate)
+}
+
+/// The disk ceiling's timed part: `paths` made and filled at once.
+fn write_files(
+    paths: &[PathBuf],
+    layout: Layout,
+    direct_io: bool,
+    threads: u32,
+) -> io::Result<f64> {
+    let (pieces, piece_size) = (layout.num_pieces(), layout.piece_size_bytes() as usize);
     let stores = paths
         .iter()
         .map(|path| Store::open_leecher(path, layout, direct_io, false))
@@ -341,7 +362,7 @@ pub fn disk_write_ceiling(
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
                     scope.spawn(move || -> io::Result<()> {
-                        let buf = PieceBuf::from(vec![0x5a; PIECE as usize]);
+                        let buf = PieceBuf::from(vec![0x5a; piece_size]);
                         for i in (t..pieces).step_by(threads as usize) {
                             let index =
                                 ((u64::from(i) * u64::from(stride)) % u64::from(pieces)) as u32;
@@ -369,13 +390,7 @@ pub fn disk_write_ceiling(
         }
         Ok(())
     })?;
-    let rate = (layout.file_size_bytes() * u64::from(files)) as f64 / start.elapsed().as_secs_f64();
-    drop(stores);
-    for path in &paths {
-        std::fs::remove_file(path)?;
-    }
-    sync_fs(dir)?;
-    Ok(rate)
+    Ok((layout.file_size_bytes() * stores.len() as u64) as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Waits until the file system holding `dir` has committed what was done to
@@ -818,5 +833,9 @@ mod tests {
             let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
             assert!(left.is_empty(), "{files} files: {left:?}");
         }
+        // The second file cannot be made: the first is removed all the same.
+        std::fs::create_dir(dir.path().join("disk-ceiling-1.tmp")).unwrap();
+        assert!(disk_write_ceiling(dir.path(), 12 << 20, true, 3).is_err());
+        assert!(!dir.path().join("disk-ceiling-0.tmp").exists());
     }
 }
