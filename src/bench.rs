@@ -490,11 +490,19 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
 /// same way, read 1,762-1,879.
 const DISK_CEILING_BYTES: u64 = 2 << 30;
 
+fn leechers(args: &BenchArgs) -> u64 {
+    (args.peers - args.seeds) as u64
+}
+
+/// What the disk ceiling writes: the leechers' load, up to [`DISK_CEILING_BYTES`].
+fn disk_ceiling_bytes(args: &BenchArgs) -> u64 {
+    (args.file_size * leechers(args)).min(DISK_CEILING_BYTES)
+}
+
 /// Bytes a run writes into `dir` at most: the seed's file (further seeds'
-/// are hard links to it), every leecher's, and the disk ceiling's scratch file.
+/// are hard links to it), every leecher's, and the disk ceiling's scratch files.
 fn space_needed(args: &BenchArgs) -> u64 {
-    let leechers = (args.peers - args.seeds) as u64;
-    args.file_size * (1 + leechers) + (args.file_size * leechers).min(DISK_CEILING_BYTES)
+    args.file_size * (1 + leechers(args)) + disk_ceiling_bytes(args)
 }
 
 /// Refuses a swarm that would fill the file system before it starts, instead
@@ -510,7 +518,7 @@ fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), String> {
             "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {} leechers' and the disk ceiling's scratch files), {:.0} MiB are free; use --dir elsewhere or a smaller --file-size",
             dir.display(),
             mib(need),
-            args.peers - args.seeds,
+            leechers(args),
             mib(free)
         ));
     }
@@ -679,9 +687,9 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
             .map_err(|e| format!("measuring page-cache reads: {e}"))?,
         disk_write_bytes_per_sec: disk_write_ceiling(
             dir,
-            (args.file_size * (args.peers - args.seeds) as u64).min(DISK_CEILING_BYTES),
+            disk_ceiling_bytes(args),
             !args.buffered_io,
-            (args.peers - args.seeds) as u32,
+            leechers(args) as u32,
         )
         .map_err(|e| format!("measuring disk writes: {e}"))?,
     };

@@ -269,6 +269,16 @@ pub struct EngineSetup {
     pub buffers: Arc<BufferPool>,
 }
 
+/// The choking rounds: waiting for the first (the first tick, or in strict
+/// mode a whole neighbourhood before it), due at once, or running on the
+/// timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounds {
+    AwaitingFirst,
+    Due,
+    Running,
+}
+
 pub struct Engine {
     me: u32,
     config: Config,
@@ -318,12 +328,8 @@ pub struct Engine {
     max_storing: usize,
     /// Extensions (pipelining, early unchoke) are on: not `P2pftStrict`.
     extensions: bool,
-    /// The choking rounds have begun: the first unchoking tick came, or every
-    /// neighbour was connected and had declared its interest before it.
-    rounds_begun: bool,
-    /// Set when the neighbourhood became whole before the first tick: the
-    /// run loop begins the rounds now and restarts the timers from here.
-    begin_rounds: bool,
+    /// Where the choking rounds are (see `check_neighbourhood_whole`).
+    rounds: Rounds,
     /// Granules begun, when the store gathers small pieces into them.
     filling: Option<picker::Filling>,
 }
@@ -346,8 +352,7 @@ impl Engine {
             me: setup.me,
             limits: Limits::new(layout),
             extensions: !setup.config.common.strict,
-            rounds_begun: false,
-            begin_rounds: false,
+            rounds: Rounds::AwaitingFirst,
             config: setup.config,
             filling: setup.store.granule_pieces().map(picker::Filling::new),
             store: setup.store,
@@ -406,8 +411,8 @@ impl Engine {
                 recv(self.events_rx) -> event => {
                     let event = event.expect("the engine holds a sender");
                     self.handle(event);
-                    if self.begin_rounds {
-                        self.begin_rounds = false;
+                    if self.rounds == Rounds::Due {
+                        self.rounds = Rounds::Running;
                         self.select_preferred();
                         self.select_optimistic();
                         rechoke = tick(self.config.common.unchoking_interval);
@@ -415,7 +420,7 @@ impl Engine {
                     }
                 }
                 recv(rechoke) -> _ => {
-                    self.rounds_begun = true;
+                    self.rounds = Rounds::Running;
                     self.select_preferred();
                 }
                 recv(optimistic) -> _ => self.select_optimistic(),
@@ -882,10 +887,6 @@ impl Engine {
     fn after_news(&mut self, peer: u32, interested: bool, always_tell: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
         let complete = n.has_count == n.has.len();
-        if complete && self.complete_peers.insert(peer) {
-            self.check_neighbourhood_whole();
-        }
-        let n = self.neighbours.get_mut(&peer).expect("present");
         let changed = interested != n.we_are_interested;
         n.we_are_interested = interested;
         if changed || always_tell {
@@ -895,6 +896,9 @@ impl Engine {
                 Message::NotInterested
             };
             self.send(peer, message);
+        }
+        if complete && self.complete_peers.insert(peer) {
+            self.check_neighbourhood_whole();
         }
         self.request_from(peer);
     }
@@ -1000,14 +1004,13 @@ impl Engine {
     /// restarts both timers, so rounds still come every p (and m) seconds,
     /// from here. SPEC.md fixes the period, not the phase.
     fn check_neighbourhood_whole(&mut self) {
-        if self.extensions || self.rounds_begun {
+        if self.extensions || self.rounds != Rounds::AwaitingFirst {
             return;
         }
         let others = self.config.peers.len() - 1;
         let settled = |(id, n): (&u32, &Neighbour)| n.declared || self.complete_peers.contains(id);
         if self.neighbours.len() == others && self.neighbours.iter().all(settled) {
-            self.rounds_begun = true;
-            self.begin_rounds = true;
+            self.rounds = Rounds::Due;
         }
     }
 

@@ -106,9 +106,15 @@ fn spawn_status_printer(id: u32, num_pieces: u32, counters: Arc<Counters>, stop:
     thread::Builder::new()
         .name("status".into())
         .spawn(move || {
+            let period = Duration::from_millis(200);
             while !stop.load(Relaxed) {
-                print_status(&counters.snapshot(Phase::Progress, id, num_pieces));
-                counters.wait_for_news(Duration::from_millis(200));
+                let status = counters.snapshot(Phase::Progress, id, num_pieces);
+                print_status(&status);
+                if status.phase == Phase::Complete {
+                    thread::sleep(period); // reported: nothing left to wake for
+                } else {
+                    counters.wait_unless_complete(period);
+                }
             }
         })
         .expect("spawn status thread");

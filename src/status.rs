@@ -26,9 +26,10 @@ pub struct Counters {
     pub complete: AtomicBool,
     /// Most threads seen in this process.
     pub max_threads: AtomicU32,
-    /// News for the status printer (the file became complete) and its bell.
-    news: Mutex<bool>,
-    bell: Condvar,
+    /// Rung when the file becomes complete, for a status printer waiting in
+    /// [`Counters::wait_unless_complete`]; the mutex closes the gap between
+    /// its look at `complete` and its wait.
+    bell: (Mutex<()>, Condvar),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,23 +100,23 @@ pub fn process_stats() -> (f64, u64, u32) {
 
 impl Counters {
     /// Marks the file complete and wakes a status printer waiting in
-    /// [`Counters::wait_for_news`], so a launcher hears of it at once instead
-    /// of at the next periodic line (up to 200 ms late: `p2pft bench` times
-    /// completions by these lines). Never blocks on the printer.
+    /// [`Counters::wait_unless_complete`], so a launcher hears of it at once
+    /// instead of at the next periodic line (up to 200 ms late: `p2pft bench`
+    /// times completions by these lines). Never blocks on the printer.
     pub fn set_complete(&self) {
+        let (lock, bell) = &self.bell;
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.complete.store(true, Relaxed);
-        *self.news.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        self.bell.notify_all();
+        bell.notify_all();
     }
 
-    /// Waits up to `timeout`, less if there is news (which it consumes).
-    pub fn wait_for_news(&self, timeout: Duration) {
-        let news = self.news.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut news, _) = self
-            .bell
-            .wait_timeout_while(news, timeout, |news| !*news)
+    /// Waits up to `timeout`, less if the file is or becomes complete.
+    pub fn wait_unless_complete(&self, timeout: Duration) {
+        let (lock, bell) = &self.bell;
+        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = bell
+            .wait_timeout_while(guard, timeout, |_| !self.complete.load(Relaxed))
             .unwrap_or_else(PoisonError::into_inner);
-        *news = false;
     }
 
     /// The status now; `phase` is raised to `Complete` once the file is.
@@ -176,7 +177,7 @@ mod tests {
             let c = std::sync::Arc::clone(&c);
             std::thread::spawn(move || {
                 let t = std::time::Instant::now();
-                c.wait_for_news(Duration::from_secs(600));
+                c.wait_unless_complete(Duration::from_secs(600));
                 t.elapsed()
             })
         };
@@ -187,10 +188,10 @@ mod tests {
         let waited = waiter.join().unwrap();
         assert!(waited < Duration::from_secs(600), "{waited:?}");
         assert!(c.complete.load(Relaxed));
-        // The news was consumed: the next wait runs to its timeout.
+        // Once complete, a wait does not wait.
         let t = std::time::Instant::now();
-        c.wait_for_news(Duration::from_millis(30));
-        assert!(t.elapsed() >= Duration::from_millis(30));
+        c.wait_unless_complete(Duration::from_secs(600));
+        assert!(t.elapsed() < Duration::from_secs(600));
     }
 
     #[test]
