@@ -126,8 +126,25 @@ pub fn init_diagnostics(prefix: String) {
             ))
         })
         .level(level)
-        .chain(std::io::stderr())
+        .chain(fern::Output::writer(Box::new(Stderr), "\n"))
         .apply();
+}
+
+/// Standard error, dropping what cannot be written: with nobody reading it
+/// any more (a launcher gone, `2>&1 | head`), fern would panic the thread
+/// that logs, where a diagnostic must never stop anything.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 /// Runs a peer and returns the process exit code.

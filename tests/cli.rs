@@ -58,6 +58,26 @@ fn unknown_keys_only_warn() {
     swarm.run_and_check(std::time::Duration::from_secs(60));
 }
 
+#[test]
+fn a_peer_whose_stderr_nobody_reads_carries_on() {
+    // Its diagnostics go nowhere (as when its launcher is gone), which must
+    // not end it: here a warning, then the refusal of an unknown ID, exit 2
+    // (a logger that panics on a closed pipe made it 101).
+    let swarm = small();
+    let text = std::fs::read_to_string(swarm.path().join("Common.cfg")).unwrap();
+    swarm.write_common(&format!("{text}SomeOtherTeamsKey 7\n"));
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(common::PEER_PROCESS)
+        .arg("999")
+        .current_dir(swarm.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+}
+
 /// One JSON record a line, as `--json` prints them.
 fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)
