@@ -183,6 +183,9 @@ fn write_random_file(path: &Path, size: u64) -> io::Result<()> {
         let n = left.min(block.len() as u64) as usize;
         f.write_all(&block[..n])?;
         left -= n as u64;
+        if let Some(signal) = swarm::interrupted() {
+            return Err(io::Error::other(format!("stopped by signal {signal}")));
+        }
     }
     // Written back now, so that its writeback does not run during the swarm.
     f.into_inner().map_err(|e| e.into_error())?.sync_all()
@@ -676,22 +679,37 @@ fn print_table(r: &BenchRecord) {
 }
 
 /// Measures the ceilings, runs the swarm once in `dir` and makes its record.
+/// An error once a signal asked the bench to stop (see [`swarm::catch_interrupts`]).
+fn go_on() -> Result<(), String> {
+    match swarm::interrupted() {
+        Some(signal) => Err(format!("stopped by signal {signal}")),
+        None => Ok(()),
+    }
+}
+
 fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
     clear_leechers(args, dir).map_err(|e| format!("clearing the last run: {e}"))?;
+    let loopback = loopback_ceiling(1.0).map_err(|e| format!("measuring loopback: {e}"))?;
+    go_on()?;
+    let (sha1, sha1_pairs) = (sha1_ceiling(0.5), sha1_pairs_ceiling(0.5));
+    go_on()?;
+    let page_cache = page_cache_ceiling(&peer_file(dir, 0), 1 << 30)
+        .map_err(|e| format!("measuring page-cache reads: {e}"))?;
+    go_on()?;
+    let disk_write = disk_write_ceiling(
+        dir,
+        disk_ceiling_bytes(args),
+        !args.buffered_io,
+        leechers(args) as u32,
+    )
+    .map_err(|e| format!("measuring disk writes: {e}"))?;
+    go_on()?;
     let ceilings = Ceilings {
-        loopback_one_stream_bytes_per_sec: loopback_ceiling(1.0)
-            .map_err(|e| format!("measuring loopback: {e}"))?,
-        sha1_one_core_bytes_per_sec: sha1_ceiling(0.5),
-        sha1_pairs_one_core_bytes_per_sec: sha1_pairs_ceiling(0.5),
-        page_cache_read_bytes_per_sec: page_cache_ceiling(&peer_file(dir, 0), 1 << 30)
-            .map_err(|e| format!("measuring page-cache reads: {e}"))?,
-        disk_write_bytes_per_sec: disk_write_ceiling(
-            dir,
-            disk_ceiling_bytes(args),
-            !args.buffered_io,
-            leechers(args) as u32,
-        )
-        .map_err(|e| format!("measuring disk writes: {e}"))?,
+        loopback_one_stream_bytes_per_sec: loopback,
+        sha1_one_core_bytes_per_sec: sha1,
+        sha1_pairs_one_core_bytes_per_sec: sha1_pairs,
+        page_cache_read_bytes_per_sec: page_cache,
+        disk_write_bytes_per_sec: disk_write,
     };
     if args.seed_check {
         for path in seed_files(args, dir) {
@@ -707,6 +725,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
         connect_timeout: 30.0,
     };
     let report = swarm::run(&swarm_args).map_err(|e| e.to_string())?;
+    go_on()?;
     let common = Config::load(dir).map_err(|e| e.to_string())?.common;
     for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
         eprintln!("--- peer {} said:\n{}", p.id, p.stderr_tail.join("\n"));
@@ -763,16 +782,27 @@ fn print_summary(records: &[BenchRecord]) {
 }
 
 /// `p2pft bench`: 0 when every run finished and every file matched, 1 if
-/// not, 2 for bad arguments.
+/// not, 2 for bad arguments, 128 + the signal when SIGINT, SIGTERM or SIGHUP
+/// stopped it (its peers stopped and, unless `--keep`, its directory removed
+/// like after any run).
 pub fn run_cli(args: &BenchArgs) -> i32 {
     crate::cli::init_diagnostics("bench".into());
+    if let Err(e) = swarm::catch_interrupts() {
+        eprintln!("error: cannot catch signals: {e}");
+        return 1;
+    }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("p2pft-bench-{}", std::process::id()));
+    // A directory the setup could not complete goes, even with `--keep`.
+    let mut scratch = Scratch {
+        dir: dir.clone(),
+        keep: false,
+    };
     if let Err(e) = setup(args, &dir) {
         eprintln!("error: {e}");
-        let _ = std::fs::remove_dir_all(&dir);
-        return 2;
+        return swarm::interrupted().map_or(2, |signal| 128 + signal);
     }
+    scratch.keep = args.keep;
     let mut records = Vec::new();
     let mut code = 0;
     for run in 1..=args.runs {
@@ -793,7 +823,7 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                code = 1;
+                code = swarm::interrupted().map_or(1, |signal| 128 + signal);
                 break;
             }
         }
@@ -801,12 +831,25 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
     if records.len() > 1 && !args.json {
         print_summary(&records);
     }
-    if args.keep {
+    if scratch.keep {
         eprintln!("swarm directory kept: {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
     }
     code
+}
+
+/// The bench's directory, removed (unless kept) however the bench ends,
+/// a panic included (printing to a terminal that hung up panics).
+struct Scratch {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 #[cfg(test)]

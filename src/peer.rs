@@ -101,15 +101,30 @@ impl PeerError {
 }
 
 /// Prints status lines every 200 ms until `stop`, so a launcher can draw
-/// progress, and one at once when the file becomes complete.
-fn spawn_status_printer(id: u32, num_pieces: u32, counters: Arc<Counters>, stop: Arc<AtomicBool>) {
+/// progress, and one at once when the file becomes complete. When nobody
+/// reads them any more (the pipe is closed: the launcher is gone, however
+/// it went), the peer stops as on SIGHUP, cleanly, its progress recorded,
+/// instead of running on unseen.
+fn spawn_status_printer(
+    id: u32,
+    num_pieces: u32,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    events: crossbeam_channel::Sender<Event>,
+) {
     thread::Builder::new()
         .name("status".into())
         .spawn(move || {
             let period = Duration::from_millis(200);
             while !stop.load(Relaxed) {
                 let status = counters.snapshot(Phase::Progress, id, num_pieces);
-                print_status(&status);
+                if let Err(e) = print_status(&status) {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        let _ = events.send(Event::Interrupt(signal_hook::consts::SIGHUP));
+                        log::warn!("nobody reads the status lines any more: stopping");
+                        return;
+                    }
+                }
                 if status.phase == Phase::Complete {
                     thread::sleep(period); // reported: nothing left to wake for
                 } else {
@@ -120,10 +135,10 @@ fn spawn_status_printer(id: u32, num_pieces: u32, counters: Arc<Counters>, stop:
         .expect("spawn status thread");
 }
 
-fn print_status(s: &crate::status::Status) {
+fn print_status(s: &crate::status::Status) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{}", s.to_line());
-    let _ = out.flush();
+    writeln!(out, "{}", s.to_line())?;
+    out.flush()
 }
 
 /// The metadata beside the configs, checked against Common.cfg; `None` (with
@@ -305,12 +320,13 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         Arc::clone(&stop),
     );
     if opts.status {
-        print_status(&counters.snapshot(Phase::Listening, me.id, layout.num_pieces()));
+        let _ = print_status(&counters.snapshot(Phase::Listening, me.id, layout.num_pieces()));
         spawn_status_printer(
             me.id,
             layout.num_pieces(),
             Arc::clone(&counters),
             Arc::clone(&stop),
+            events.0.clone(),
         );
     }
     for above in &config.peers[..position] {
@@ -351,7 +367,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     net::wake_listener(listen_addr);
     result?;
     if opts.status {
-        print_status(&counters.snapshot(Phase::Done, me.id, layout.num_pieces()));
+        let _ = print_status(&counters.snapshot(Phase::Done, me.id, layout.num_pieces()));
     }
     Ok(())
 }

@@ -5,6 +5,15 @@
 //! Owns the children (killed by PID on failure or timeout, never by name) and
 //! the preparation of a fresh run. Talks to peers only through their `--status`
 //! JSON lines and exit codes; never speaks the wire protocol itself.
+//!
+//! Stopping: each peer runs in a process group of its own, so a terminal's
+//! Ctrl-C reaches the launcher alone, and the launcher passes the first
+//! SIGINT, SIGTERM or SIGHUP it catches ([`catch_interrupts`]) on to every
+//! peer still running, by PID, exactly once: the peers stop cleanly (their
+//! progress recorded) and the launcher reports and exits with 128 + the
+//! signal. A second signal ends the launcher at once. A peer whose launcher
+//! is gone however it went (even `kill -9`) finds its status pipe closed and
+//! stops cleanly by itself (see `peer`).
 
 use crate::config::{Config, ConfigError, PeerEntry};
 use crate::status::mib;
@@ -16,9 +25,11 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::net::{IpAddr, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -80,9 +91,58 @@ pub struct PeerReport {
 pub struct SwarmReport {
     pub ok: bool,
     pub timed_out: bool,
+    /// The signal that stopped the launcher (and, through it, the peers).
+    pub interrupted: Option<i32>,
     pub wall_secs: f64,
     pub file_size_bytes: u64,
     pub peers: Vec<PeerReport>,
+}
+
+/// The first SIGINT, SIGTERM or SIGHUP caught since [`catch_interrupts`]; 0 for none.
+static INTERRUPT: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// Makes SIGINT, SIGTERM and SIGHUP a request to stop, read with
+/// [`interrupted`], for a launcher that must stop its peers and clean up
+/// before it exits; a second such signal exits at once (128 + the signal).
+pub fn catch_interrupts() -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::flag;
+    if INTERRUPT.get().is_some() {
+        return Ok(());
+    }
+    let signal = Arc::clone(INTERRUPT.get_or_init(|| Arc::new(AtomicUsize::new(0))));
+    let caught = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        // Registered first, so it sees `caught` as the earlier signal left it.
+        flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&caught))?;
+        flag::register(sig, Arc::clone(&caught))?;
+        flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
+    }
+    Ok(())
+}
+
+/// The signal [`catch_interrupts`] caught, if any.
+pub fn interrupted() -> Option<i32> {
+    let signal = INTERRUPT.get()?.load(Ordering::SeqCst);
+    (signal != 0).then_some(signal as i32)
+}
+
+/// How long peers asked to stop may take (they let pieces in flight land
+/// for at most 1 s and record their progress) before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Passes `signal` on to every peer still running, by PID; SIGHUP goes as
+/// SIGTERM (peers stop cleanly on SIGINT and SIGTERM).
+fn pass_on(peers: &[Running], signal: i32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let signal = match Signal::try_from(signal) {
+        Ok(Signal::SIGINT) => Signal::SIGINT,
+        _ => Signal::SIGTERM,
+    };
+    for child in peers.iter().filter_map(|p| p.child.as_ref()) {
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+    }
 }
 
 /// Whether `host` names this machine: a loopback or local address, or our hostname.
@@ -190,6 +250,8 @@ fn spawn_peer(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Signals reach peers through the launcher only (see the module header).
+        .process_group(0)
         .spawn()
 }
 
@@ -264,6 +326,9 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let mut peers: Vec<Running> = Vec::new();
     let mut failed_to_start = false;
     for entry in &local {
+        if interrupted().is_some() {
+            break;
+        }
         let i = peers.len();
         let bar = bars.add(ProgressBar::new(u64::from(num_pieces)));
         bar.set_style(style.clone());
@@ -296,20 +361,28 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
                         break false;
                     }
                 }
-                Err(_) if Instant::now() > deadline => break false,
+                Err(_) if Instant::now() > deadline || interrupted().is_some() => break false,
                 Err(_) => {}
             }
         };
         if !listening {
-            failed_to_start = true;
+            failed_to_start = interrupted().is_none();
             break;
         }
     }
 
     let mut timed_out = false;
+    // When a signal was passed on to the peers.
+    let mut stopping: Option<Instant> = None;
     while peers.iter().any(|p| p.child.is_some()) {
-        if failed_to_start || Instant::now() > deadline {
-            timed_out = !failed_to_start;
+        if let (None, Some(signal)) = (stopping, interrupted()) {
+            pass_on(&peers, signal);
+            stopping = Some(Instant::now());
+        }
+        let give_up = failed_to_start
+            || stopping.map_or(Instant::now() > deadline, |t| t.elapsed() > STOP_GRACE);
+        if give_up {
+            timed_out = !failed_to_start && stopping.is_none();
             for p in &mut peers {
                 if let Some(mut c) = p.child.take() {
                     let _ = c.kill();
@@ -392,8 +465,10 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             threads: 0,
         });
     }
+    let interrupted = interrupted();
     let ok = !timed_out
         && !failed_to_start
+        && interrupted.is_none()
         && reports
             .iter()
             .filter(|r| r.local)
@@ -402,6 +477,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     Ok(SwarmReport {
         ok,
         timed_out,
+        interrupted,
         wall_secs: wall.as_secs_f64(),
         file_size_bytes: config.common.file_size_bytes,
         peers: reports,
@@ -508,6 +584,8 @@ fn print_table(report: &SwarmReport) {
         mib(delivered) / report.wall_secs.max(1e-9),
         if report.ok {
             "OK".to_string()
+        } else if let Some(signal) = report.interrupted {
+            format!("STOPPED by signal {signal} (peers stopped, progress recorded)")
         } else if report.timed_out {
             "FAILED (time limit reached)".to_string()
         } else {
@@ -526,6 +604,10 @@ fn print_table(report: &SwarmReport) {
 /// ran out, 2 bad configuration).
 pub fn run_cli(args: &SwarmArgs) -> i32 {
     crate::cli::init_diagnostics("swarm".into());
+    if let Err(e) = catch_interrupts() {
+        eprintln!("error: cannot catch signals: {e}");
+        return 1;
+    }
     match run(args) {
         Ok(report) => {
             if args.json {
@@ -533,10 +615,10 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
             } else {
                 print_table(&report);
             }
-            if report.ok {
-                0
-            } else {
-                1
+            match report.interrupted {
+                Some(signal) => 128 + signal,
+                None if report.ok => 0,
+                None => 1,
             }
         }
         Err(e @ (SwarmError::Config(_) | SwarmError::Meta(_))) => {
