@@ -502,10 +502,35 @@ fn disk_ceiling_bytes(args: &BenchArgs) -> u64 {
     (args.file_size * leechers(args)).min(DISK_CEILING_BYTES)
 }
 
+/// Bytes of spec log a peer writes at most for each piece and peer of the
+/// swarm: every neighbour's `have` of it is a line (about 90 bytes, "... Peer
+/// 1002 received the 'have' message from 1003 for the piece 12345."), and so
+/// is its download. (A 1+4 swarm of 32,768 pieces wrote 12-13 MB a log.)
+const LOG_BYTES_PER_PIECE_AND_PEER: u64 = 96;
+
+/// Bytes of metadata a piece (its SHA-1 in hex, quoted, and a separator).
+const META_BYTES_PER_PIECE: u64 = 48;
+
+/// Bytes of logs and metadata a run writes at most: they grow with the
+/// pieces, and with the square of the peers.
+fn records_space(args: &BenchArgs) -> u64 {
+    let pieces = args.file_size.div_ceil(args.piece_size.max(1));
+    let peers = args.peers as u64;
+    let per_piece = peers
+        .saturating_mul(peers)
+        .saturating_mul(LOG_BYTES_PER_PIECE_AND_PEER)
+        .saturating_add(META_BYTES_PER_PIECE);
+    pieces.saturating_mul(per_piece)
+}
+
 /// Bytes a run writes into `dir` at most: the seed's file (further seeds'
-/// are hard links to it), every leecher's, and the disk ceiling's scratch files.
+/// are hard links to it), every leecher's, the disk ceiling's scratch
+/// files, the logs and the metadata.
 fn space_needed(args: &BenchArgs) -> u64 {
-    args.file_size * (1 + leechers(args)) + disk_ceiling_bytes(args)
+    args.file_size
+        .saturating_mul(1 + leechers(args))
+        .saturating_add(disk_ceiling_bytes(args))
+        .saturating_add(records_space(args))
 }
 
 /// Refuses a swarm that would fill the file system before it starts, instead
@@ -518,10 +543,11 @@ fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     let need = space_needed(args);
     if free < need {
         return Err(format!(
-            "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {} leechers' and the disk ceiling's scratch files), {:.0} MiB are free; use --dir elsewhere or a smaller --file-size",
+            "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {} leechers' and the disk ceiling's scratch files, and {:.0} MiB of logs and metadata, a log line a piece and peer), {:.0} MiB are free; use --dir elsewhere, a smaller --file-size or a larger --piece-size",
             dir.display(),
             mib(need),
             leechers(args),
+            mib(records_space(args)),
             mib(free)
         ));
     }
