@@ -433,7 +433,7 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     }
     let piece_size =
         u32::try_from(args.piece_size).map_err(|_| "piece size too large".to_string())?;
-    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     check_free_space(args, dir)?;
     let mut common = format!(
         "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName bench.bin\nFileSize {}\nPieceSize {piece_size}\n",
@@ -459,6 +459,13 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
         );
     }
     std::fs::write(dir.join("PeerInfo.cfg"), info).map_err(io)?;
+    // The peers' own rules judge the options, before the file is written.
+    Config::load(dir).map_err(|e| {
+        format!(
+            "{} (the options become Common.cfg keys: -k NumberOfPreferredNeighbors, -p UnchokingInterval, -m OptimisticUnchokingInterval, --piece-size PieceSize, --pipeline-depth P2pftPipelineDepth)",
+            e.message
+        )
+    })?;
     let first = peer_file(dir, 0);
     std::fs::create_dir_all(first.parent().expect("in a peer directory")).map_err(io)?;
     write_random_file(&first, args.file_size).map_err(io)?;

@@ -247,6 +247,16 @@ fn bench_refuses_a_swarm_that_would_fill_the_disk_and_counts_only_completed_leec
     );
     assert!(stderr(&o).contains("--dir elsewhere"), "{}", stderr(&o));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Options the peers would refuse, refused as such, before any writing.
+    let o = p2pft(dir.path(), &["bench", "-k", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("NumberOfPreferredNeighbors must be at least 1, found 0")
+            && stderr(&o).contains("-k NumberOfPreferredNeighbors"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // Pieces of one byte: a small file, but some 1.3 TB of logs.
     let o = p2pft(dir.path(), &["bench", "--piece-size", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
