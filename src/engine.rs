@@ -87,7 +87,7 @@ const RECENT_HAVES: usize = 16;
 /// Bytes of received, verified pieces waiting to be written, at most. 16
 /// pieces of 256 KiB keep the device busy (about 60 writes in flight for four
 /// leechers); 8 MiB was no faster and its memory is better spent on
-/// [`KEPT_BYTES`].
+/// `KEPT_BYTES`.
 const MAX_STORING_BYTES: u64 = 4 * 1024 * 1024;
 /// Bytes of written pieces kept in memory to serve them (see
 /// [`crate::piecebuf::BufferPool`]). A piece is asked for some 30-60 writes
@@ -101,7 +101,7 @@ const KEPT_BYTES: u64 = 14 * 1024 * 1024;
 
 /// Written pieces of `piece_size` kept in memory to be served, when the
 /// store may also hold up to `held_bytes` of pieces not yet written (see
-/// [`crate::coalesce`]): both together within [`KEPT_BYTES`]. (Bench, 16 KiB
+/// [`crate::coalesce`]): both together within `KEPT_BYTES`. (Bench, 16 KiB
 /// pieces, 3 runs each: with 4 MiB kept, wall 1.98 s and peak RSS 25 MB;
 /// 8 MiB, 1.87-2.21 s and 28-30 MB; 14 MiB, 1.95-1.99 s and 36-38 MB; 2 MiB,
 /// 2.1-2.2 s. Leechers read back 3,700 pieces to serve with 14 MiB, 12,000
