@@ -150,6 +150,9 @@ impl std::io::Write for Stderr {
 /// Runs a peer and returns the process exit code.
 pub fn run_peer(args: &PeerArgs) -> i32 {
     init_diagnostics(format!("peer {}", args.id));
+    if let Err(e) = crate::sched::batch() {
+        log::debug!("cannot run as batch work: {e}");
+    }
     match peer::run(&args.options()) {
         Ok(()) => 0,
         Err(e) => {

@@ -20,6 +20,7 @@ pub mod peer;
 pub mod picker;
 pub mod piecebuf;
 pub mod progress;
+pub mod sched;
 pub mod sha1pair;
 pub mod speclog;
 pub mod status;

@@ -5,8 +5,8 @@
 //! messages interleaved keep the unit busy: 256 KiB pieces hash at about
 //! 3,800 MiB/s in pairs against 2,090 MiB/s one at a time (the `sha1`
 //! crate) on this project's 2-core development machine. Verifying every
-//! piece is the largest single cost of a leecher, so this is worth the only
-//! `unsafe` in the crate.
+//! piece is the largest single cost of a leecher, so this is worth `unsafe`
+//! (the crate's only other is one system call in [`crate::sched`]).
 //!
 //! [`sha1_pair`] gives exactly the digests of [`crate::meta::sha1`] for any
 //! two inputs; it falls back to it when the CPU lacks the instructions or the
