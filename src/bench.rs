@@ -183,9 +183,7 @@ fn write_random_file(path: &Path, size: u64) -> io::Result<()> {
         let n = left.min(block.len() as u64) as usize;
         f.write_all(&block[..n])?;
         left -= n as u64;
-        if let Some(signal) = swarm::interrupted() {
-            return Err(io::Error::other(format!("stopped by signal {signal}")));
-        }
+        go_on().map_err(io::Error::other)?;
     }
     // Written back now, so that its writeback does not run during the swarm.
     f.into_inner().map_err(|e| e.into_error())?.sync_all()
@@ -711,7 +709,6 @@ fn print_table(r: &BenchRecord) {
     );
 }
 
-/// Measures the ceilings, runs the swarm once in `dir` and makes its record.
 /// An error once a signal asked the bench to stop (see [`swarm::catch_interrupts`]).
 fn go_on() -> Result<(), String> {
     match swarm::interrupted() {
@@ -720,6 +717,7 @@ fn go_on() -> Result<(), String> {
     }
 }
 
+/// Measures the ceilings, runs the swarm once in `dir` and makes its record.
 fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
     clear_leechers(args, dir).map_err(|e| format!("clearing the last run: {e}"))?;
     let loopback = loopback_ceiling(1.0).map_err(|e| format!("measuring loopback: {e}"))?;
