@@ -709,6 +709,15 @@ fn print_table(r: &BenchRecord) {
     );
 }
 
+/// Says what the bench is doing, on a terminal only (a run is quiet for
+/// several seconds: a 2 GiB one for some 15 s); the figures go to stdout.
+fn phase(what: std::fmt::Arguments) {
+    use std::io::IsTerminal;
+    if io::stderr().is_terminal() {
+        let _ = writeln!(io::stderr(), "bench: {what}");
+    }
+}
+
 /// An error once a signal asked the bench to stop (see [`swarm::catch_interrupts`]).
 fn go_on() -> Result<(), String> {
     match swarm::interrupted() {
@@ -720,6 +729,10 @@ fn go_on() -> Result<(), String> {
 /// Measures the ceilings, runs the swarm once in `dir` and makes its record.
 fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
     clear_leechers(args, dir).map_err(|e| format!("clearing the last run: {e}"))?;
+    phase(format_args!(
+        "measuring the ceilings (loopback, SHA-1, page cache, {:.0} MiB to disk)",
+        mib(disk_ceiling_bytes(args))
+    ));
     let loopback = loopback_ceiling(1.0).map_err(|e| format!("measuring loopback: {e}"))?;
     go_on()?;
     let (sha1, sha1_pairs) = (sha1_ceiling(0.5), sha1_pairs_ceiling(0.5));
@@ -747,6 +760,12 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
             crate::checked::forget(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
+    phase(format_args!(
+        "running the swarm: {} peers, {:.0} MiB to each of {} leechers",
+        args.peers,
+        mib(args.file_size),
+        leechers(args)
+    ));
     let swarm_args = SwarmArgs {
         dir: dir.to_path_buf(),
         timeout: args.timeout,
@@ -829,6 +848,16 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
         dir: dir.clone(),
         keep: false,
     };
+    phase(format_args!(
+        "making the seed's {:.0} MiB file{} in {}",
+        mib(args.file_size),
+        if args.no_verify {
+            ""
+        } else {
+            " and its metadata"
+        },
+        dir.display()
+    ));
     if let Err(e) = setup(args, &dir) {
         eprintln!("error: {e}");
         return swarm::interrupted().map_or(2, |signal| 128 + signal);
