@@ -634,8 +634,10 @@ fn record(
     }
 }
 
-fn print_table(r: &BenchRecord) {
-    println!(
+/// The table of one run.
+fn write_table(out: &mut impl std::fmt::Write, r: &BenchRecord) -> std::fmt::Result {
+    writeln!(
+        out,
         "swarm: {} peers ({} seed{}), {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}, {}, {}",
         r.peers,
         r.seeds,
@@ -660,13 +662,15 @@ fn print_table(r: &BenchRecord) {
         } else {
             "buffered I/O"
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:>6}  {:>7}  {:>11}  {:>8}  {:>8}  {:>7}",
         "peer", "role", "complete s", "CPU s", "RSS MB", "threads"
-    );
+    )?;
     for p in &r.per_peer {
-        println!(
+        writeln!(
+            out,
             "{:>6}  {:>7}  {:>11}  {:>8.2}  {:>8.1}  {:>7}",
             p.id,
             if p.seed { "seed" } else { "leecher" },
@@ -675,13 +679,17 @@ fn print_table(r: &BenchRecord) {
             p.cpu_secs,
             p.peak_rss_mb,
             p.threads
-        );
+        )?;
     }
     let c = &r.ceilings;
-    println!("ceilings: loopback one stream {:.0} MiB/s, SHA-1 one core {:.0} MiB/s ({:.0} two at once), page-cache read {:.0} MiB/s, disk write {:.0} MiB/s",
-        c.loopback_one_stream_bytes_per_sec / MIB, c.sha1_one_core_bytes_per_sec / MIB, c.sha1_pairs_one_core_bytes_per_sec / MIB, c.page_cache_read_bytes_per_sec / MIB, c.disk_write_bytes_per_sec / MIB);
-    println!("wall to last verified completion  {:>10.3} s", r.wall_secs);
-    println!(
+    writeln!(out, "ceilings: loopback one stream {:.0} MiB/s, SHA-1 one core {:.0} MiB/s ({:.0} two at once), page-cache read {:.0} MiB/s, disk write {:.0} MiB/s",
+        c.loopback_one_stream_bytes_per_sec / MIB, c.sha1_one_core_bytes_per_sec / MIB, c.sha1_pairs_one_core_bytes_per_sec / MIB, c.page_cache_read_bytes_per_sec / MIB, c.disk_write_bytes_per_sec / MIB)?;
+    writeln!(
+        out,
+        "wall to last verified completion  {:>10.3} s",
+        r.wall_secs
+    )?;
+    writeln!(out,
         "delivered                         {:>10.1} MiB/s  ({:.2} of loopback, {:.2} of SHA-1 ({:.2} two at once), {:.2} of page cache, {:.2} of disk write)",
         r.delivered_bytes_per_sec / MIB,
         r.rate_to_loopback,
@@ -689,24 +697,32 @@ fn print_table(r: &BenchRecord) {
         r.rate_to_sha1_pairs,
         r.rate_to_page_cache,
         r.rate_to_disk_write
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "CPU per delivered GiB             {:>10.2} s   ({:.2} s in all)",
         r.cpu_secs_per_delivered_gib, r.cpu_secs_total
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "peak RSS, largest peer            {:>10.1} MB",
         r.peak_rss_mb_max
-    );
-    println!("threads, most in one peer         {:>10}", r.threads_max);
-    println!(
+    )?;
+    writeln!(
+        out,
+        "threads, most in one peer         {:>10}",
+        r.threads_max
+    )?;
+    writeln!(
+        out,
         "result: {}",
         if r.ok {
             "OK (every file identical to the seed's)"
         } else {
             "FAILED (the figures count only the leechers that completed)"
         }
-    );
+    )?;
+    Ok(())
 }
 
 /// Says what the bench is doing, on a terminal only (a run is quiet for
@@ -787,7 +803,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
 type Figure = dyn Fn(&BenchRecord) -> f64;
 
 /// Median, least and most of each figure over several runs.
-fn print_summary(records: &[BenchRecord]) {
+fn write_summary(out: &mut impl std::fmt::Write, records: &[BenchRecord]) -> std::fmt::Result {
     let spread = |f: &Figure| {
         let mut v: Vec<f64> = records.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -800,10 +816,11 @@ fn print_summary(records: &[BenchRecord]) {
         (median, v[0], v[v.len() - 1])
     };
     let ok = records.iter().filter(|r| r.ok).count();
-    println!(
+    writeln!(
+        out,
         "summary of {} runs ({ok} OK): median (least-most)",
         records.len()
-    );
+    )?;
     let rows: [(&str, &Figure, &str); 6] = [
         ("wall to last verified completion", &|r| r.wall_secs, "s"),
         ("delivered", &|r| r.delivered_bytes_per_sec / MIB, "MiB/s"),
@@ -827,8 +844,12 @@ fn print_summary(records: &[BenchRecord]) {
         } else {
             format!(" {unit}")
         };
-        println!("  {name:<34}{median:>9.2} ({least:.2}-{most:.2}){unit}");
+        writeln!(
+            out,
+            "  {name:<34}{median:>9.2} ({least:.2}-{most:.2}){unit}"
+        )?;
     }
+    Ok(())
 }
 
 /// `p2pft bench`: 0 when every run finished and every file matched, 1 if
@@ -865,21 +886,34 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
     scratch.keep = args.keep;
     let mut records = Vec::new();
     let mut code = 0;
+    // Nobody reads the figures any more (`--json | head -1`): no more runs,
+    // and the exit status of a program that SIGPIPE ended.
+    const STDOUT_CLOSED: i32 = 128 + 13;
     for run in 1..=args.runs {
-        if args.runs > 1 && !args.json {
-            println!("run {run} of {}", args.runs);
+        if args.runs > 1
+            && !args.json
+            && !crate::cli::emit(&format!("run {run} of {}\n", args.runs))
+        {
+            code = STDOUT_CLOSED;
+            break;
         }
         match run_once(args, &dir) {
             Ok(r) => {
                 if !r.ok {
                     code = 1;
                 }
-                if args.json {
-                    println!("{}", serde_json::to_string(&r).expect("serializes"));
+                let text = if args.json {
+                    serde_json::to_string(&r).expect("serializes") + "\n"
                 } else {
-                    print_table(&r);
-                }
+                    let mut text = String::new();
+                    write_table(&mut text, &r).expect("a String takes any text");
+                    text
+                };
                 records.push(r);
+                if !crate::cli::emit(&text) {
+                    code = STDOUT_CLOSED;
+                    break;
+                }
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -888,8 +922,12 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
             }
         }
     }
-    if records.len() > 1 && !args.json {
-        print_summary(&records);
+    if records.len() > 1 && !args.json && code != STDOUT_CLOSED {
+        let mut text = String::new();
+        write_summary(&mut text, &records).expect("a String takes any text");
+        if !crate::cli::emit(&text) {
+            code = STDOUT_CLOSED;
+        }
     }
     if scratch.keep {
         eprintln!("swarm directory kept: {}", dir.display());
@@ -898,7 +936,7 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
 }
 
 /// The bench's directory, removed (unless kept) however the bench ends,
-/// a panic included (printing to a terminal that hung up panics).
+/// a panic included.
 struct Scratch {
     dir: PathBuf,
     keep: bool,

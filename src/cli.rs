@@ -147,6 +147,16 @@ impl std::io::Write for Stderr {
     }
 }
 
+/// Writes `text` to stdout; false when it cannot be written (nobody reads
+/// it any more), where `print!` would panic.
+pub fn emit(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
 /// Runs a peer and returns the process exit code.
 pub fn run_peer(args: &PeerArgs) -> i32 {
     init_diagnostics(format!("peer {}", args.id));

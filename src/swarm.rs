@@ -544,11 +544,12 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn print_table(report: &SwarmReport) {
-    println!(
+fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt::Result {
+    writeln!(
+        out,
         "{:>10}  {:>7}  {:>6}  {:>11}  {:>10}  {:>10}  file",
         "peer", "role", "exit", "complete s", "MiB in", "MiB out"
-    );
+    )?;
     for p in &report.peers {
         let exit = match (p.local, p.exit_code) {
             (false, _) => "remote".to_string(),
@@ -558,7 +559,8 @@ fn print_table(report: &SwarmReport) {
         let complete = p
             .complete_after_secs
             .map_or("-".to_string(), |s| format!("{s:.2}"));
-        println!(
+        writeln!(
+            out,
             "{:>10}  {:>7}  {:>6}  {:>11}  {:>10.2}  {:>10.2}  {}",
             p.id,
             if p.seed { "seed" } else { "leecher" },
@@ -573,10 +575,11 @@ fn print_table(report: &SwarmReport) {
             } else {
                 "DIFFERS or missing"
             }
-        );
+        )?;
     }
     let delivered: u64 = report.peers.iter().map(|p| p.bytes_in).sum();
-    println!(
+    writeln!(
+        out,
         "{} peers, {:.2} MiB file, {:.2} s wall, {:.1} MiB/s delivered in aggregate: {}",
         report.peers.len(),
         mib(report.file_size_bytes),
@@ -591,13 +594,14 @@ fn print_table(report: &SwarmReport) {
         } else {
             "FAILED".to_string()
         }
-    );
+    )?;
     for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
-        println!("--- last diagnostics of peer {}:", p.id);
+        writeln!(out, "--- last diagnostics of peer {}:", p.id)?;
         for line in &p.stderr_tail {
-            println!("    {line}");
+            writeln!(out, "    {line}")?;
         }
     }
+    Ok(())
 }
 
 /// `p2pft swarm`: returns the exit code (0 all good, 1 a peer failed or time
@@ -610,11 +614,15 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
     }
     match run(args) {
         Ok(report) => {
-            if args.json {
-                println!("{}", serde_json::to_string(&report).expect("serializes"));
+            let text = if args.json {
+                serde_json::to_string(&report).expect("serializes") + "\n"
             } else {
-                print_table(&report);
-            }
+                let mut text = String::new();
+                write_table(&mut text, &report).expect("a String takes any text");
+                text
+            };
+            // Everything is over by now: a closed stdout changes nothing.
+            crate::cli::emit(&text);
             match report.interrupted {
                 Some(signal) => 128 + signal,
                 None if report.ok => 0,

@@ -281,6 +281,34 @@ fn bench_refuses_a_swarm_that_would_fill_the_disk_and_counts_only_completed_leec
 }
 
 #[test]
+fn bench_stops_when_nobody_reads_its_figures() {
+    // `p2pft bench --runs 3 --json | head -1`, with `head` gone before the
+    // first record: no more runs, no panic, the directory removed, and the
+    // status of a program that SIGPIPE ended.
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(P2PFT)
+        .args([
+            "bench",
+            "--runs",
+            "3",
+            "--json",
+            "--file-size",
+            "2M",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(141), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn bench_repeats_runs_in_one_directory_and_summarises_them() {
     let dir = tempfile::tempdir().unwrap();
     let args = [
