@@ -66,7 +66,7 @@ fn a_peer_whose_stderr_nobody_reads_carries_on() {
     let swarm = small();
     let text = std::fs::read_to_string(swarm.path().join("Common.cfg")).unwrap();
     swarm.write_common(&format!("{text}SomeOtherTeamsKey 7\n"));
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = nix::unistd::pipe().unwrap();
     drop(reader);
     let status = Command::new(common::PEER_PROCESS)
         .arg("999")
@@ -286,7 +286,7 @@ fn bench_stops_when_nobody_reads_its_figures() {
     // first record: no more runs, no panic, the directory removed, and the
     // status of a program that SIGPIPE ended.
     let dir = tempfile::tempdir().unwrap();
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = nix::unistd::pipe().unwrap();
     drop(reader);
     let o = Command::new(P2PFT)
         .args([
