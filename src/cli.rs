@@ -75,9 +75,10 @@ pub enum Command {
 pub struct MetaArgs {
     /// The file to describe (usually a seed's `peer_<ID>/<FileName>`).
     pub file: PathBuf,
-    /// Bytes a piece; default: PieceSize of Common.cfg in --dir.
-    #[arg(long, value_name = "N")]
-    pub piece_size: Option<u32>,
+    /// Bytes a piece (K, M suffixes are powers of 1024); default: PieceSize
+    /// of Common.cfg in --dir.
+    #[arg(long, value_name = "N", value_parser = crate::bench::parse_size)]
+    pub piece_size: Option<u64>,
     /// Directory holding Common.cfg; the metadata is written there.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
@@ -194,9 +195,15 @@ fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
 }
 
 fn run_meta(args: &MetaArgs) -> i32 {
+    if let Err(e) = std::fs::metadata(&args.file) {
+        return fail(2, format!("{}: {e}", args.file.display()));
+    }
+    let max = crate::config::MAX_PIECE_SIZE_BYTES;
     let piece_size = match args.piece_size {
-        Some(0) => return fail(2, "--piece-size must be at least 1"),
-        Some(n) => n,
+        Some(n) => match u32::try_from(n).ok().filter(|&n| n <= max) {
+            Some(n) => n,
+            None => return fail(2, format!("--piece-size must be at most {max} bytes")),
+        },
         None => match crate::config::Config::load(&args.dir) {
             Ok(c) => {
                 let name = args
@@ -269,7 +276,10 @@ fn run_verify(args: &VerifyArgs) -> i32 {
     let config = crate::config::Config::load(&args.dir);
     let (file, common) = match (&args.file, args.peer, &config) {
         (Some(f), _, c) => (f.clone(), c.as_ref().ok().map(|c| c.common.clone())),
-        (None, Some(id), Ok(c)) => (c.peer_file(id), Some(c.common.clone())),
+        (None, Some(id), Ok(c)) => match c.listed(id) {
+            Ok(_) => (c.peer_file(id), Some(c.common.clone())),
+            Err(e) => return fail(2, e),
+        },
         (None, Some(_), Err(e)) => return fail(2, e),
         (None, None, _) => return fail(2, "say which file to check: --peer ID or --file PATH"),
     };
@@ -279,6 +289,16 @@ fn run_verify(args: &VerifyArgs) -> i32 {
         (None, None) => return fail(2, format!("{} is not a file", file.display())),
     };
     let meta_path = crate::meta::default_path(&args.dir, &name);
+    if !meta_path.exists() {
+        return fail(
+            2,
+            format!(
+                "no metadata at {}: make it from a complete copy of the file with `p2pft meta <file> --dir {}`",
+                meta_path.display(),
+                args.dir.display()
+            ),
+        );
+    }
     let verifier = match crate::meta::Meta::load(&meta_path)
         .and_then(|m| m.verifier(&meta_path, common.as_ref()))
     {

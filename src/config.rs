@@ -441,17 +441,22 @@ impl Config {
         self.dir.join(format!("log_peer_{id}.log"))
     }
 
-    /// Checks that `id` may start here: it is listed, and if it is a seed its
-    /// file exists with exactly FileSize bytes.
-    pub fn check_local_peer(&self, id: u32) -> Result<&PeerEntry, ConfigError> {
-        let entry = self.peer(id).ok_or_else(|| {
+    /// The entry of `id`, or an error naming the IDs that are listed.
+    pub fn listed(&self, id: u32) -> Result<&PeerEntry, ConfigError> {
+        self.peer(id).ok_or_else(|| {
             let known: Vec<String> = self.peers.iter().map(|p| p.id.to_string()).collect();
             err(
                 &self.peer_info_path(),
                 None,
                 format!("peer {id} is not listed (listed: {})", known.join(", ")),
             )
-        })?;
+        })
+    }
+
+    /// Checks that `id` may start here: it is listed, and if it is a seed its
+    /// file exists with exactly FileSize bytes.
+    pub fn check_local_peer(&self, id: u32) -> Result<&PeerEntry, ConfigError> {
+        let entry = self.listed(id)?;
         if entry.has_file {
             let file = self.peer_file(id);
             let want = self.common.file_size_bytes;

@@ -287,6 +287,33 @@ fn metadata_that_disagrees_with_common_cfg_is_refused() {
 fn meta_and_verify_on_the_command_line() {
     let swarm = Swarm::without_meta(Spec::new(2, 100_000, 4096));
     let dir = swarm.path().to_str().unwrap();
+    let verify = |id: &str| {
+        Command::new(P2PFT)
+            .args(["verify", "--peer", id, "--dir", dir])
+            .output()
+            .unwrap()
+    };
+    // Before there is metadata, and for a peer that is not listed: what to do.
+    for (id, needle) in [
+        ("1001", "no metadata at"),
+        ("1001", "p2pft meta <file>"),
+        ("9999", "peer 9999 is not listed (listed: 1001, 1002)"),
+    ] {
+        let o = verify(id);
+        assert_eq!(o.status.code(), Some(2), "{id}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    // A piece size with a unit, elsewhere than the default place.
+    let other = swarm.path().join("other.meta.json");
+    let o = Command::new(P2PFT)
+        .args(["meta", swarm.file_of(1001).to_str().unwrap(), "--dir", dir])
+        .args(["--piece-size", "8K", "--out", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("(13 pieces of 8192 bytes)"), "{out}");
     let o = Command::new(P2PFT)
         .args(["meta", swarm.file_of(1001).to_str().unwrap(), "--dir", dir])
         .output()
@@ -302,12 +329,6 @@ fn meta_and_verify_on_the_command_line() {
     assert_eq!(meta["piece_sha1"].as_array().unwrap().len(), 25);
     assert_eq!(meta["file_size_bytes"], 100_000);
 
-    let verify = |id: &str| {
-        Command::new(P2PFT)
-            .args(["verify", "--peer", id, "--dir", dir])
-            .output()
-            .unwrap()
-    };
     let o = verify("1001");
     assert_eq!(o.status.code(), Some(0));
     let out = String::from_utf8_lossy(&o.stdout);
