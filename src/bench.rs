@@ -881,7 +881,7 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
     ));
     if let Err(e) = setup(args, &dir) {
         eprintln!("error: {e}");
-        return swarm::interrupted().map_or(2, |signal| 128 + signal);
+        return swarm::unless_interrupted(2);
     }
     scratch.keep = args.keep;
     let mut records = Vec::new();
@@ -902,13 +902,7 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
                 if !r.ok {
                     code = 1;
                 }
-                let text = if args.json {
-                    serde_json::to_string(&r).expect("serializes") + "\n"
-                } else {
-                    let mut text = String::new();
-                    write_table(&mut text, &r).expect("a String takes any text");
-                    text
-                };
+                let text = crate::cli::render(args.json, &r, write_table);
                 records.push(r);
                 if !crate::cli::emit(&text) {
                     code = STDOUT_CLOSED;
@@ -917,7 +911,7 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                code = swarm::interrupted().map_or(1, |signal| 128 + signal);
+                code = swarm::unless_interrupted(1);
                 break;
             }
         }

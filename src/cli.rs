@@ -148,6 +148,42 @@ impl std::io::Write for Stderr {
     }
 }
 
+/// The first of `signals` calls `first` (from a thread of its own, named
+/// "signals"); any later one ends the process at once with 128 + it. The
+/// policy of a peer (SIGINT, SIGTERM: a clean stop through its engine) and
+/// of a launcher (SIGHUP too: pass it on to the peers, then clean up).
+pub fn on_signals(signals: &[i32], first: impl Fn(i32) + Send + 'static) -> std::io::Result<()> {
+    let mut caught = signal_hook::iterator::Signals::new(signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in caught.forever() {
+                seen += 1;
+                if seen > 1 {
+                    std::process::exit(128 + signal);
+                }
+                first(signal);
+            }
+        })?;
+    Ok(())
+}
+
+/// What a launcher prints of `value`: one line of JSON, or its table.
+pub fn render<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce(&mut String, &T) -> std::fmt::Result,
+) -> String {
+    if json {
+        serde_json::to_string(value).expect("serializes") + "\n"
+    } else {
+        let mut text = String::new();
+        table(&mut text, value).expect("a String takes any text");
+        text
+    }
+}
+
 /// Writes `text` to stdout; false when it cannot be written (nobody reads
 /// it any more), where `print!` would panic.
 pub fn emit(text: &str) -> bool {

@@ -229,25 +229,6 @@ fn resume(
     Ok(have)
 }
 
-/// First SIGINT/SIGTERM: a clean stop through the engine. Second: exit now.
-fn install_signal_handler(events: crossbeam_channel::Sender<Event>) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for signal in signals.forever() {
-                seen += 1;
-                if seen > 1 {
-                    std::process::exit(128 + signal);
-                }
-                let _ = events.send(Event::Interrupt(signal));
-            }
-        })?;
-    Ok(())
-}
-
 pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     let mut config = Config::load(&opts.dir)?;
     for warning in &config.warnings {
@@ -307,7 +288,12 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     let stop = Arc::new(AtomicBool::new(false));
     let events = crossbeam_channel::bounded(EVENT_QUEUE);
     if opts.handle_signals {
-        install_signal_handler(events.0.clone())?;
+        // First SIGINT/SIGTERM: a clean stop through the engine. Second: exit now.
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let events = events.0.clone();
+        crate::cli::on_signals(&[SIGINT, SIGTERM], move |signal| {
+            let _ = events.send(Event::Interrupt(signal));
+        })?;
     }
     let position = config.position(me.id).expect("checked above");
     let below: Vec<u32> = config.peers[position + 1..].iter().map(|p| p.id).collect();

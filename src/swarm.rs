@@ -28,8 +28,8 @@ use std::net::{IpAddr, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -99,32 +99,28 @@ pub struct SwarmReport {
 }
 
 /// The first SIGINT, SIGTERM or SIGHUP caught since [`catch_interrupts`]; 0 for none.
-static INTERRUPT: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+static INTERRUPT: AtomicI32 = AtomicI32::new(0);
 
 /// Makes SIGINT, SIGTERM and SIGHUP a request to stop, read with
 /// [`interrupted`], for a launcher that must stop its peers and clean up
 /// before it exits; a second such signal exits at once (128 + the signal).
+/// Call it once.
 pub fn catch_interrupts() -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    use signal_hook::flag;
-    if INTERRUPT.get().is_some() {
-        return Ok(());
-    }
-    let signal = Arc::clone(INTERRUPT.get_or_init(|| Arc::new(AtomicUsize::new(0))));
-    let caught = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        // Registered first, so it sees `caught` as the earlier signal left it.
-        flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&caught))?;
-        flag::register(sig, Arc::clone(&caught))?;
-        flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
-    }
-    Ok(())
+    crate::cli::on_signals(&[SIGINT, SIGTERM, SIGHUP], |signal| {
+        INTERRUPT.store(signal, Ordering::SeqCst);
+    })
 }
 
 /// The signal [`catch_interrupts`] caught, if any.
 pub fn interrupted() -> Option<i32> {
-    let signal = INTERRUPT.get()?.load(Ordering::SeqCst);
-    (signal != 0).then_some(signal as i32)
+    let signal = INTERRUPT.load(Ordering::SeqCst);
+    (signal != 0).then_some(signal)
+}
+
+/// `code`, or 128 + the signal when one stopped the launcher.
+pub fn unless_interrupted(code: i32) -> i32 {
+    interrupted().map_or(code, |signal| 128 + signal)
 }
 
 /// How long peers asked to stop may take (they let pieces in flight land
@@ -614,15 +610,8 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
     }
     match run(args) {
         Ok(report) => {
-            let text = if args.json {
-                serde_json::to_string(&report).expect("serializes") + "\n"
-            } else {
-                let mut text = String::new();
-                write_table(&mut text, &report).expect("a String takes any text");
-                text
-            };
             // Everything is over by now: a closed stdout changes nothing.
-            crate::cli::emit(&text);
+            crate::cli::emit(&crate::cli::render(args.json, &report, write_table));
             match report.interrupted {
                 Some(signal) => 128 + signal,
                 None if report.ok => 0,

@@ -237,35 +237,33 @@ fn bench_runs_a_small_swarm_and_reports_a_consistent_record() {
 #[test]
 fn bench_refuses_a_swarm_that_would_fill_the_disk_and_counts_only_completed_leechers() {
     let dir = tempfile::tempdir().unwrap();
-    // A petabyte: refused before a byte is written.
-    let o = p2pft(dir.path(), &["bench", "--file-size", "1048576G"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("not enough free space in"),
-        "{}",
-        stderr(&o)
+    // Refused before a byte is written: exit 2, saying each of `needles`.
+    let refused = |args: &[&str], needles: &[&str]| {
+        let o = p2pft(dir.path(), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        for needle in needles {
+            assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    };
+    // A petabyte.
+    refused(
+        &["bench", "--file-size", "1048576G"],
+        &["not enough free space in", "--dir elsewhere"],
     );
-    assert!(stderr(&o).contains("--dir elsewhere"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    // Options the peers would refuse, refused as such, before any writing.
-    let o = p2pft(dir.path(), &["bench", "-k", "0"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("NumberOfPreferredNeighbors must be at least 1, found 0")
-            && stderr(&o).contains("-k NumberOfPreferredNeighbors"),
-        "{}",
-        stderr(&o)
+    // Options the peers would refuse, refused as such.
+    refused(
+        &["bench", "-k", "0"],
+        &[
+            "NumberOfPreferredNeighbors must be at least 1, found 0",
+            "-k NumberOfPreferredNeighbors",
+        ],
     );
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // Pieces of one byte: a small file, but some 1.3 TB of logs.
-    let o = p2pft(dir.path(), &["bench", "--piece-size", "1"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("MiB of logs and metadata"),
-        "{}",
-        stderr(&o)
+    refused(
+        &["bench", "--piece-size", "1"],
+        &["MiB of logs and metadata"],
     );
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // A swarm stopped at its time limit long before anyone completes: no
     // delivered bytes are claimed for it.
     let o = p2pft(
