@@ -476,9 +476,11 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
         // file) also leaves the seed's check record, as `p2pft meta` does.
         std::thread::sleep(crate::checked::RACY_MARGIN * 2);
         let pool = crate::meta::hashing_pool(0).map_err(io)?;
-        crate::meta::Meta::create(&first, piece_size, &pool)
-            .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))
-            .map_err(|e| e.to_string())?;
+        crate::meta::Meta::create_until(&first, piece_size, &pool, &|| {
+            swarm::interrupted().is_some()
+        })
+        .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))
+        .map_err(|e| e.to_string())?;
         // The other seeds' files are hard links, the same file: the record
         // holds for them too.
         let record = crate::checked::path_for(&first);
@@ -507,25 +509,14 @@ fn disk_ceiling_bytes(args: &BenchArgs) -> u64 {
     (args.file_size * leechers(args)).min(DISK_CEILING_BYTES)
 }
 
-/// Bytes of spec log a peer writes at most for each piece and peer of the
-/// swarm: every neighbour's `have` of it is a line (about 90 bytes, "... Peer
-/// 1002 received the 'have' message from 1003 for the piece 12345."), and so
-/// is its download. (A 1+4 swarm of 32,768 pieces wrote 12-13 MB a log.)
-const LOG_BYTES_PER_PIECE_AND_PEER: u64 = 96;
-
-/// Bytes of metadata a piece (its SHA-1 in hex, quoted, and a separator).
-const META_BYTES_PER_PIECE: u64 = 48;
-
 /// Bytes of logs and metadata a run writes at most: they grow with the
 /// pieces, and with the square of the peers.
 fn records_space(args: &BenchArgs) -> u64 {
     let pieces = args.file_size.div_ceil(args.piece_size.max(1));
     let peers = args.peers as u64;
-    let per_piece = peers
+    crate::speclog::max_bytes(pieces, peers)
         .saturating_mul(peers)
-        .saturating_mul(LOG_BYTES_PER_PIECE_AND_PEER)
-        .saturating_add(META_BYTES_PER_PIECE);
-    pieces.saturating_mul(per_piece)
+        .saturating_add(pieces.saturating_mul(crate::meta::BYTES_PER_PIECE))
 }
 
 /// Bytes a run writes into `dir` at most: the seed's file (further seeds'
@@ -541,10 +532,9 @@ fn space_needed(args: &BenchArgs) -> u64 {
 /// Refuses a swarm that would fill the file system before it starts, instead
 /// of peers failing one by one half-way (and a record of figures for nothing).
 fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), String> {
-    let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
+    let Some(free) = swarm::free_space(dir) else {
         return Ok(()); // no figure to check against: the peers will say
     };
-    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
     let need = space_needed(args);
     if free < need {
         return Err(format!(

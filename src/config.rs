@@ -384,6 +384,25 @@ pub fn parse_peer_info(path: &Path, text: &str) -> Result<Vec<PeerEntry>, Config
     Ok(peers)
 }
 
+/// Logs smaller than this are never worth a warning, whatever the file size.
+const LOG_WARN_BYTES: u64 = 1 << 20;
+
+/// `bytes` in the largest binary unit that leaves at least 1: "7.0 KiB".
+fn size_text(bytes: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
 impl Config {
     /// Reads `Common.cfg` and `PeerInfo.cfg` from `dir`.
     pub fn load(dir: &Path) -> Result<Config, ConfigError> {
@@ -403,6 +422,16 @@ impl Config {
             warnings.push(format!(
                 "{}: no peer has HasFile 1; the swarm can only finish if the leechers' files together hold every piece",
                 info_path.display()
+            ));
+        }
+        let pieces = u64::from(common.layout.num_pieces());
+        let log = crate::speclog::max_bytes(pieces, peers.len() as u64);
+        if log > common.file_size_bytes.max(LOG_WARN_BYTES) {
+            warnings.push(format!(
+                "{}: PieceSize {} makes {pieces} pieces: each peer's log may grow to {} (a line a piece and neighbour), more than the file; a larger PieceSize keeps the logs small and the transfer fast",
+                common_path.display(),
+                common.piece_size_bytes,
+                size_text(log)
             ));
         }
         Ok(Config {
@@ -714,5 +743,38 @@ mod tests {
         );
         std::fs::write(config.peer_file(1001), [0u8; 100]).unwrap();
         assert!(config.check_local_peer(1001).is_ok());
+    }
+
+    #[test]
+    fn sizes_read_in_their_largest_unit() {
+        assert_eq!(size_text(0), "0 bytes");
+        assert_eq!(size_text(1023), "1023 bytes");
+        assert_eq!(size_text(7200), "7.0 KiB");
+        assert_eq!(size_text(3_623_992_320), "3.4 GiB");
+        assert_eq!(size_text(u64::MAX), "16777216.0 TiB");
+    }
+
+    #[test]
+    fn pieces_so_small_that_logs_outgrow_the_file_warn() {
+        // 1 MB in 4-byte pieces among 3 peers: 250,000 pieces, a log of up
+        // to 250,000 x 3 x 96 bytes, 72 times the file.
+        let peer_info = "1001 localhost 6008 1\n1002 localhost 6009 0\n1003 localhost 6010 0\n";
+        let dir = swarm_dir(peer_info);
+        let common = std::fs::read_to_string(dir.path().join(COMMON_CFG)).unwrap();
+        let with = |file_size: u64, piece_size: u32| {
+            let text = common
+                .replace("FileSize 100\n", &format!("FileSize {file_size}\n"))
+                .replace("PieceSize 32768", &format!("PieceSize {piece_size}"));
+            std::fs::write(dir.path().join(COMMON_CFG), text).unwrap();
+            Config::load(dir.path()).unwrap().warnings
+        };
+        let warnings = with(1_000_000, 4);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let w = &warnings[0];
+        assert!(w.contains("PieceSize 4 makes 250000 pieces"), "{w}");
+        assert!(w.contains("may grow to 68.7 MiB"), "{w}");
+        // Logs under 1 MiB never warn, even when larger than a tiny file.
+        assert!(with(100, 4).is_empty());
+        assert!(with(1_000_000, 4096).is_empty());
     }
 }

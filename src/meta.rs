@@ -73,6 +73,8 @@ pub enum MetaError {
     Io { path: PathBuf, source: io::Error },
     #[error("{}: not valid metadata: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
+    #[error("{}: hashing stopped before the end", path.display())]
+    Stopped { path: PathBuf },
     #[error("{}: {what} is {meta} in the metadata but {config} in Common.cfg", path.display())]
     Disagrees {
         path: PathBuf,
@@ -81,6 +83,9 @@ pub enum MetaError {
         config: String,
     },
 }
+
+/// Bytes of metadata a piece takes (its SHA-1 in hex, quoted, and a separator).
+pub const BYTES_PER_PIECE: u64 = 48;
 
 pub fn sha1(data: &[u8]) -> Hash {
     Sha1::digest(data).into()
@@ -151,7 +156,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MetaError + '_ {
 /// Hashes every piece of `file` in parallel on `pool`, reading each piece with
 /// a positioned read; `None` for pieces that cannot be read. Each task reads
 /// two neighbouring pieces and hashes them together ([`crate::sha1pair`]).
-pub fn hash_pieces(file: &File, layout: &Layout, pool: &rayon::ThreadPool) -> Vec<Option<Hash>> {
+/// Once `stop()` holds, the pieces not yet read are left `None`.
+pub fn hash_pieces(
+    file: &File,
+    layout: &Layout,
+    pool: &rayon::ThreadPool,
+    stop: &Stop,
+) -> Vec<Option<Hash>> {
     let n = layout.num_pieces();
     let read = |buf: &mut Vec<u8>, index: u32| {
         buf.resize(layout.piece_len(index) as usize, 0);
@@ -163,6 +174,9 @@ pub fn hash_pieces(file: &File, layout: &Layout, pool: &rayon::ThreadPool) -> Ve
             .map_init(
                 || (Vec::new(), Vec::new()),
                 |(a, b), pair| {
+                    if stop() {
+                        return [None, None];
+                    }
                     let (i, j) = (2 * pair, 2 * pair + 1);
                     let (a_ok, b_ok) = (read(a, i), j < n && read(b, j));
                     if a_ok && b_ok {
@@ -179,22 +193,33 @@ pub fn hash_pieces(file: &File, layout: &Layout, pool: &rayon::ThreadPool) -> Ve
     hashes
 }
 
+/// Asked between pieces (and 1 MiB blocks) of a long hash pass: true ends
+/// it early. A launcher passes "a signal came"; everyone else [`never`].
+pub type Stop = dyn Fn() -> bool + Sync;
+
+/// A hash pass that runs to its end.
+pub fn never() -> bool {
+    false
+}
+
 /// Runs `pieces` (a parallel pass over the pieces of `file`) while a thread of
 /// its own hashes the whole file: both read the same pages at about the same
 /// time, so the file is read from the disk once.
 pub fn with_whole_file_hash<T: Send>(
     file: &File,
+    stop: &Stop,
     pieces: impl FnOnce() -> T + Send,
 ) -> (T, io::Result<Hash>) {
     std::thread::scope(|s| {
-        let whole = s.spawn(|| hash_file(file));
+        let whole = s.spawn(|| hash_file(file, stop));
         let pieces = pieces();
         (pieces, whole.join().expect("hashing thread"))
     })
 }
 
-/// SHA-1 of a whole file, read sequentially in 1 MiB blocks.
-pub fn hash_file(file: &File) -> io::Result<Hash> {
+/// SHA-1 of a whole file, read sequentially in 1 MiB blocks; an
+/// `Interrupted` error once `stop()` holds.
+pub fn hash_file(file: &File, stop: &Stop) -> io::Result<Hash> {
     let mut hasher = Sha1::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
@@ -205,6 +230,9 @@ pub fn hash_file(file: &File) -> io::Result<Hash> {
         }
         hasher.update(&buf[..n]);
         offset += n as u64;
+        if stop() {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
     }
 }
 
@@ -219,6 +247,17 @@ impl Meta {
         piece_size_bytes: u32,
         pool: &rayon::ThreadPool,
     ) -> Result<Meta, MetaError> {
+        Self::create_until(path, piece_size_bytes, pool, &never)
+    }
+
+    /// [`Meta::create`], given up with [`MetaError::Stopped`] soon after
+    /// `stop()` holds (a launcher asked to stop while it hashes a large file).
+    pub fn create_until(
+        path: &Path,
+        piece_size_bytes: u32,
+        pool: &rayon::ThreadPool,
+        stop: &Stop,
+    ) -> Result<Meta, MetaError> {
         let file = File::open(path).map_err(io_err(path))?;
         let before = checked::Before::take(&file).map_err(io_err(path))?;
         let size = before.size();
@@ -226,7 +265,13 @@ impl Meta {
             path: path.to_path_buf(),
             reason: "empty file or piece size 0".into(),
         })?;
-        let (pieces, whole) = with_whole_file_hash(&file, || hash_pieces(&file, &layout, pool));
+        let (pieces, whole) =
+            with_whole_file_hash(&file, stop, || hash_pieces(&file, &layout, pool, stop));
+        if stop() {
+            return Err(MetaError::Stopped {
+                path: path.to_path_buf(),
+            });
+        }
         let file_sha1 = to_hex(&whole.map_err(io_err(path))?);
         let piece_sha1 = pieces
             .into_iter()
@@ -378,7 +423,7 @@ impl Verifier {
     /// Which pieces of `file` match, hashed in parallel on `pool`.
     pub fn check_file(&self, file: &File, pool: &rayon::ThreadPool) -> Bitfield {
         let mut good = Bitfield::empty(self.layout.num_pieces());
-        for (i, h) in hash_pieces(file, &self.layout, pool)
+        for (i, h) in hash_pieces(file, &self.layout, pool, &never)
             .into_iter()
             .enumerate()
         {
@@ -437,14 +482,14 @@ mod tests {
                 .chunks(piece_size as usize)
                 .map(|p| Some(sha1(p)))
                 .collect();
-            let got = hash_pieces(&File::open(&path).unwrap(), &layout, &pool());
+            let got = hash_pieces(&File::open(&path).unwrap(), &layout, &pool(), &never);
             assert_eq!(got, want, "piece size {piece_size}");
         }
         // Cut inside piece 2 (of 1000-byte pieces): 2, 3 and 4 cannot be read;
         // 2 and 3 share a pair, 4 is alone.
         std::fs::write(&path, &bytes[..2_500]).unwrap();
         let layout = Layout::new(bytes.len() as u64, 1000).unwrap();
-        let got = hash_pieces(&File::open(&path).unwrap(), &layout, &pool());
+        let got = hash_pieces(&File::open(&path).unwrap(), &layout, &pool(), &never);
         let some = |r: std::ops::Range<usize>| Some(sha1(&bytes[r]));
         assert_eq!(got, [some(0..1000), some(1000..2000), None, None, None]);
     }

@@ -63,6 +63,9 @@ pub enum SwarmError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Meta(#[from] crate::meta::MetaError),
+    /// Refused before anything was written (not enough space).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What happened to one peer.
@@ -156,6 +159,57 @@ pub fn is_local_host(host: &str) -> bool {
     } || std::net::UdpSocket::bind((a.ip(), 0)).is_ok())
 }
 
+/// Bytes free to us in the file system holding `dir`, when it says.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
+}
+
+/// Refuses a swarm whose files, logs and metadata would not fit in the file
+/// system of its directory, before anything is written: with tiny pieces the
+/// logs alone can take gigabytes (a line a piece and neighbour), and peers
+/// that run out of space half-way fail one by one.
+fn check_space(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
+    let Some(free) = free_space(&config.dir) else {
+        return Ok(()); // no figure to check against: the peers will say
+    };
+    let size = config.common.file_size_bytes;
+    let pieces = u64::from(config.common.layout.num_pieces());
+    // A seed's file is written only when it is copied in from `data/`; the
+    // blocks a leecher's file already has count for it, kept or replaced.
+    let to_write = |p: &PeerEntry| match std::fs::metadata(config.peer_file(p.id)) {
+        Ok(_) if p.has_file => 0,
+        Ok(m) => {
+            use std::os::unix::fs::MetadataExt;
+            size.saturating_sub(m.blocks() * 512)
+        }
+        Err(_) => size,
+    };
+    let files: u64 = local.iter().map(to_write).sum();
+    let logs = crate::speclog::max_bytes(pieces, config.peers.len() as u64)
+        .saturating_mul(local.len() as u64);
+    let meta_path = crate::meta::default_path(&config.dir, &config.common.file_name);
+    let meta = if meta_path.exists() {
+        0
+    } else {
+        pieces.saturating_mul(crate::meta::BYTES_PER_PIECE)
+    };
+    let records = logs.saturating_add(meta);
+    let need = files.saturating_add(records);
+    if free < need {
+        return Err(SwarmError::Refused(format!(
+            "not enough free space in {}: this swarm writes up to {:.0} MiB ({:.0} MiB of peers' files and {:.0} MiB of logs and metadata, a log line a piece and peer, {} pieces), {:.0} MiB are free; free some space, or use a larger PieceSize for smaller logs",
+            config.dir.display(),
+            mib(need),
+            mib(files),
+            mib(records),
+            pieces,
+            mib(free)
+        )));
+    }
+    Ok(())
+}
+
 /// Creates peer directories, puts the seeds' file in place from `data/` when it
 /// is missing, and (unless `keep`) removes leecher files and logs of earlier runs.
 pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), SwarmError> {
@@ -198,10 +252,11 @@ fn ensure_meta(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
     };
     let pool = crate::meta::hashing_pool(0)?;
     let started = Instant::now();
-    let meta = crate::meta::Meta::create(
+    let meta = crate::meta::Meta::create_until(
         &config.peer_file(seed.id),
         config.common.piece_size_bytes,
         &pool,
+        &|| interrupted().is_some(),
     )?;
     meta.save(&path)?;
     eprintln!(
@@ -301,6 +356,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             p.id, p.host, p.id
         );
     }
+    check_space(&config, &local)?;
     prepare(&config, &local, args.keep)?;
     let exe = std::env::current_exe()?;
     let num_pieces = config.common.layout.num_pieces();
@@ -618,13 +674,15 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
                 None => 1,
             }
         }
-        Err(e @ (SwarmError::Config(_) | SwarmError::Meta(_))) => {
+        Err(e) => {
             eprintln!("error: {e}");
-            2
-        }
-        Err(SwarmError::Io(e)) => {
-            eprintln!("error: {e}");
-            1
+            if let Some(signal) = interrupted() {
+                eprintln!("stopped by signal {signal} before any peer started");
+            }
+            unless_interrupted(match e {
+                SwarmError::Config(_) | SwarmError::Meta(_) | SwarmError::Refused(_) => 2,
+                SwarmError::Io(_) => 1,
+            })
         }
     }
 }

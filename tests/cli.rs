@@ -409,3 +409,24 @@ fn compare_script_times_p2pft_swarms_the_way_it_times_other_clients() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn swarm_launcher_refuses_a_swarm_the_disk_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    // A petabyte: the seed's copy from data/ and two leechers' files.
+    let common = "NumberOfPreferredNeighbors 1\nUnchokingInterval 1\nOptimisticUnchokingInterval 2\nFileName f.dat\nFileSize 1125899906842624\nPieceSize 67108864\n";
+    std::fs::write(dir.path().join("Common.cfg"), common).unwrap();
+    let peers = "1001 127.0.0.1 7000 1\n1002 127.0.0.1 7001 0\n1003 127.0.0.1 7002 0\n";
+    std::fs::write(dir.path().join("PeerInfo.cfg"), peers).unwrap();
+    let o = p2pft(dir.path(), &["swarm", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for needle in [
+        "not enough free space in",
+        "3221225472 MiB of peers' files",
+        "a larger PieceSize",
+    ] {
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
+    // Refused before anything was written: no peer directory, metadata or log.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}

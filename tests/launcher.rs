@@ -1,13 +1,14 @@
 //! Launchers stopped from outside. `p2pft swarm` and `p2pft bench` pass a
 //! SIGINT or SIGTERM on to their peers, which stop cleanly, and exit with
 //! 128 + the signal; an interrupted bench leaves no directory behind; peers
-//! whose launcher was killed outright stop by themselves.
+//! whose launcher was killed outright stop by themselves; a launcher stopped
+//! while it hashes a large file stops then, not once the hashing is done.
 //!
 //! A test binary of its own: one test makes this process the subreaper of
 //! orphaned peers, so that it can collect their exit codes.
 
 mod common;
-use common::{Spec, Swarm, P2PFT};
+use common::{free_ports, Spec, Swarm, P2PFT};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -196,4 +197,61 @@ fn a_bench_stopped_by_a_signal_stops_its_peers_and_leaves_no_directory() {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{pid} left");
     }
     reap.0.clear();
+}
+
+#[test]
+fn a_swarm_launcher_stopped_while_it_makes_the_metadata_stops_then() {
+    // A 64 GiB seed file (sparse: no disk space, but every byte hashed) and
+    // no metadata, which the launcher makes before it starts any peer:
+    // dozens of seconds of hashing on two cores.
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 64 << 30;
+    let common = format!(
+        "NumberOfPreferredNeighbors 1\nUnchokingInterval 1\nOptimisticUnchokingInterval 2\nFileName big.dat\nFileSize {size}\nPieceSize 1048576\n"
+    );
+    std::fs::write(dir.path().join("Common.cfg"), common).unwrap();
+    let port = free_ports("127.0.0.1", 1)[0];
+    std::fs::write(
+        dir.path().join("PeerInfo.cfg"),
+        format!("1001 127.0.0.1 {port} 1\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("peer_1001")).unwrap();
+    let file = std::fs::File::create(dir.path().join("peer_1001/big.dat")).unwrap();
+    file.set_len(size).unwrap();
+    drop(file);
+
+    let mut launcher = launch(&["swarm", "--json"], dir.path());
+    let reap = Reap(vec![launcher.id()]);
+    // Hashing has begun once the hashing threads are there (beside the
+    // main thread and the one that catches signals).
+    let deadline = Instant::now() + LIMIT;
+    while std::fs::read_dir(format!("/proc/{}/task", launcher.id()))
+        .map_or(0, |tasks| tasks.count())
+        < 3
+    {
+        assert!(Instant::now() < deadline, "no hashing threads");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kill(Pid::from_raw(launcher.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_bounded(&mut launcher);
+    let (out, err) = output(&mut launcher);
+    assert_eq!(status.code(), Some(130), "{out}{err}");
+    assert!(
+        err.contains("stopped by signal 2 before any peer started"),
+        "{err}"
+    );
+    // Given up, not finished: no metadata, no check record, no peer's log.
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["Common.cfg", "PeerInfo.cfg", "peer_1001"]);
+    let seed_dir: Vec<_> = std::fs::read_dir(dir.path().join("peer_1001"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(seed_dir, ["big.dat"]);
+    drop(reap);
 }
