@@ -194,7 +194,7 @@ pub fn hash_pieces(
 }
 
 /// Asked between pieces (and 1 MiB blocks) of a long hash pass: true ends
-/// it early. A launcher passes "a signal came"; everyone else [`never`].
+/// it early. A launcher passes "a signal came"; everyone else [`never()`].
 pub type Stop = dyn Fn() -> bool + Sync;
 
 /// A hash pass that runs to its end.
