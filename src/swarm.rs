@@ -640,7 +640,11 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
         if report.ok {
             "OK".to_string()
         } else if let Some(signal) = report.interrupted {
-            format!("STOPPED by signal {signal} (peers stopped, progress recorded)")
+            if report.peers.iter().any(|p| p.local) {
+                format!("STOPPED by signal {signal} (peers stopped, progress recorded)")
+            } else {
+                format!("STOPPED by signal {signal} before any peer started")
+            }
         } else if report.timed_out {
             "FAILED (time limit reached)".to_string()
         } else {
