@@ -564,6 +564,9 @@ impl Engine {
             Event::DialFailed { peer, error } => {
                 if !self.complete_peers.contains(&peer) {
                     self.fatal = Some(EngineError::Unreachable(error));
+                } else if !self.have_complete() {
+                    // Others may still have what we need: carry on.
+                    log::warn!("peer {}: {error}", self.me);
                 }
             }
             Event::Frame {
@@ -608,7 +611,10 @@ impl Engine {
             Event::Closed { conn, peer, reason } => {
                 if self.is_current(peer, conn) {
                     match reason {
-                        CloseReason::Eof if self.complete_peers.contains(&peer) => {}
+                        // The usual end: a peer with the file leaves once
+                        // it knows everyone has it, us included.
+                        CloseReason::Eof
+                            if self.complete_peers.contains(&peer) && self.have_complete() => {}
                         reason => {
                             log::warn!("peer {}: connection to {peer} ended: {reason}", self.me)
                         }
@@ -762,10 +768,13 @@ impl Engine {
         self.fill_requests();
     }
 
-    /// A peer we dial that went away before it had the file is dialled again
-    /// (it may have been restarted); one that dials us will dial again itself.
+    /// A peer we dial that went away before the swarm was done is dialled
+    /// again (it may have been restarted): one without the file, or one with
+    /// it while we still lack pieces (a seed that crashed and came back
+    /// dials nobody: no one else would ever reach it). One that dials us
+    /// will dial again itself.
     fn maybe_redial(&mut self, peer: u32) {
-        if self.complete_peers.contains(&peer)
+        if (self.complete_peers.contains(&peer) && self.have_complete())
             || self.banned.contains(&peer)
             || self.stop.load(Relaxed)
         {

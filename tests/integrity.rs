@@ -148,6 +148,47 @@ fn sigkill_mid_download_resumes_from_verified_pieces() {
     assert!(resumed > 0 && resumed < swarm.spec.num_pieces());
 }
 
+/// The only seed dies half way and is started again. It dials nobody (it
+/// is listed first), so the leechers must dial it again, and all finish.
+#[test]
+fn a_seed_that_crashed_and_came_back_is_dialled_again() {
+    let mut swarm = Swarm::new(Spec::new(3, 16384 * 1024, 1024));
+    swarm.reconnects_allowed = true;
+    swarm.start_all();
+    let n = swarm.spec.num_pieces();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while swarm.pieces_logged(1002) < n / 10 {
+        assert!(std::time::Instant::now() < deadline, "1002 stalled");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut seed = swarm.children.remove(&1001).unwrap();
+    seed.kill().unwrap(); // SIGKILL: no goodbye
+    seed.wait().unwrap();
+    for id in [1002, 1003] {
+        assert!(
+            swarm.pieces_logged(id) < n,
+            "{id} finished before the seed died: use a larger file"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    swarm.start(1001);
+    swarm.finish_and_check_except(LIMIT, &[1001]);
+    for id in [1002, 1003] {
+        let stderr = swarm.stderr_text(id);
+        assert!(
+            stderr.contains("connection to 1001 ended"),
+            "{id} said nothing of the seed's end:\n{stderr}"
+        );
+        let log = std::fs::read_to_string(swarm.log_of(id)).unwrap();
+        assert_eq!(
+            log.matches(&format!("Peer {id} makes a connection to Peer 1001."))
+                .count(),
+            2,
+            "{id}: one connection to the seed, and one to it come back"
+        );
+    }
+}
+
 #[test]
 fn pieces_damaged_while_down_are_fetched_again() {
     kill_damage_and_resume(four_thousand_pieces());
