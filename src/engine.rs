@@ -51,7 +51,7 @@ use crate::progress::Checkpointer;
 use crate::speclog::SpecLog;
 use crate::status::Counters;
 use crate::store::Store;
-use crate::wire::{Limits, Message, WireError};
+use crate::wire::{Kind, Limits, Message, WireError};
 use crate::workers::Workers;
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 use rand::rngs::StdRng;
@@ -130,6 +130,16 @@ impl std::fmt::Display for CloseReason {
         match self {
             CloseReason::Eof => f.write_str("connection closed"),
             CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::Protocol(
+                e @ (WireError::BadLength {
+                    kind: Kind::Bitfield,
+                    ..
+                }
+                | WireError::IndexOutOfRange { .. }),
+            ) => write!(
+                f,
+                "protocol violation: {e} (is its Common.cfg's FileSize or PieceSize another?)"
+            ),
             CloseReason::Protocol(e) => write!(f, "protocol violation: {e}"),
         }
     }
@@ -610,7 +620,7 @@ impl Engine {
             }
             Event::Closed { conn, peer, reason } => {
                 if self.is_current(peer, conn) {
-                    match reason {
+                    match &reason {
                         // The usual end: a peer with the file leaves once
                         // it knows everyone has it, us included.
                         CloseReason::Eof
@@ -619,7 +629,9 @@ impl Engine {
                             log::warn!("peer {}: connection to {peer} ended: {reason}", self.me)
                         }
                     }
-                    self.drop_neighbour(peer);
+                    // One that broke the protocol would break it again.
+                    let redial = !matches!(reason, CloseReason::Protocol(_));
+                    self.drop_neighbour(peer, redial);
                 }
             }
             Event::Stored { index, result } => self.on_stored(index, result),
@@ -738,9 +750,9 @@ impl Engine {
         };
         if n.queue.len() >= self.queue_limit() {
             log::warn!("peer {}: {peer} stopped reading; dropping it", self.me);
-            self.drop_neighbour(peer);
+            self.drop_neighbour(peer, true);
         } else if n.queue.send(out).is_err() {
-            self.drop_neighbour(peer);
+            self.drop_neighbour(peer, true);
         }
     }
 
@@ -751,7 +763,9 @@ impl Engine {
         self.limits.layout().num_pieces() as usize + 64
     }
 
-    fn drop_neighbour(&mut self, peer: u32) {
+    /// Forgets `peer`'s connection; with `redial`, dials it again when
+    /// [`Engine::maybe_redial`] says so.
+    fn drop_neighbour(&mut self, peer: u32, redial: bool) {
         let Some(n) = self.neighbours.remove(&peer) else {
             return;
         };
@@ -764,7 +778,9 @@ impl Engine {
         if self.optimistic == Some(peer) {
             self.optimistic = None;
         }
-        self.maybe_redial(peer);
+        if redial {
+            self.maybe_redial(peer);
+        }
         self.fill_requests();
     }
 
@@ -1052,7 +1068,7 @@ impl Engine {
                 "peer {}: disconnecting peer {from} for the rest of this run: {count} bad pieces",
                 self.me
             );
-            self.drop_neighbour(from);
+            self.drop_neighbour(from, false);
         }
         self.fill_requests();
     }

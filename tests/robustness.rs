@@ -144,3 +144,44 @@ fn a_neighbour_that_requests_but_never_reads_is_dropped() {
     }
     swarm.check_files();
 }
+
+#[test]
+fn a_seed_with_another_file_size_is_named_as_such_and_not_dialled_again() {
+    // 1001 is a socket here that answers 1002's handshake with a bitfield
+    // one byte short, as a seed with a smaller FileSize would.
+    let mut swarm = Swarm::new(Spec::new(2, 300 * 1024, 16 * 1024));
+    let listener = std::net::TcpListener::bind(swarm.addr(1001)).unwrap();
+    swarm.start(1002);
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut theirs = [0u8; 32];
+    s.read_exact(&mut theirs).unwrap();
+    s.write_all(&encode_handshake(1001)).unwrap();
+    let n = swarm.spec.num_pieces(); // 19 pieces: 3 bytes of bitfield
+    let mut short = encode_to_vec(&Message::Bitfield(p2pft::bitfield::Bitfield::full(n)));
+    short.pop();
+    short[3] -= 1; // the frame's length
+    s.write_all(&short).unwrap();
+    assert!(closed_by_peer(&mut s), "a short bitfield was not dropped");
+    // It would break the protocol again: no second dial (a redial would
+    // come within 50 ms).
+    listener.set_nonblocking(true).unwrap();
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        match listener.accept() {
+            Ok(_) => panic!("1002 dialled the broken seed again"),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    swarm.kill_all();
+    let stderr = swarm.stderr_text(1002);
+    assert!(
+        stderr.contains(
+            "bitfield frame of length 3, expected 4 (is its Common.cfg's FileSize or PieceSize another?)"
+        ),
+        "{stderr}"
+    );
+}
