@@ -82,6 +82,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 const FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
 /// How long in-flight piece writes get to land after a signal.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+/// How long a leecher goes without a new piece before it says why it waits.
+const STALL_NOTICE: Duration = Duration::from_secs(10);
 /// Announced pieces remembered per p2pft neighbour, to ask for the newest.
 const RECENT_HAVES: usize = 16;
 /// Bytes of received, verified pieces waiting to be written, at most. 16
@@ -297,6 +299,10 @@ pub struct Engine {
     have: Bitfield,
     /// `have.count()`, kept so that a stored piece costs no scan of the bitfield.
     have_count: u32,
+    /// `have_count` when it last changed (or we started), and whether the
+    /// stall since then was told ([`Engine::note_stall`]).
+    progress_at: (u32, Instant),
+    stall_told: bool,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
     neighbours: BTreeMap<u32, Neighbour>,
@@ -368,6 +374,8 @@ impl Engine {
             store: setup.store,
             finishing: setup.have.is_complete(),
             have_count: setup.have.count(),
+            progress_at: (setup.have.count(), Instant::now()),
+            stall_told: false,
             have: setup.have,
             wanted,
             neighbours: BTreeMap::new(),
@@ -432,6 +440,7 @@ impl Engine {
                 recv(rechoke) -> _ => {
                     self.rounds = Rounds::Running;
                     self.select_preferred();
+                    self.note_stall();
                 }
                 recv(optimistic) -> _ => self.select_optimistic(),
                 recv(checkpoint) -> _ => {
@@ -1268,6 +1277,43 @@ impl Engine {
             self.logged_preferred = self.preferred.clone();
         }
         self.apply_choking();
+    }
+
+    /// Says once, when a leecher has gone [`STALL_NOTICE`] without a new
+    /// piece, what it waits for: which neighbours are connected and whether
+    /// any has a piece it lacks (none: a seed gone, or the swarm without
+    /// one). Said again after pieces came in between.
+    fn note_stall(&mut self) {
+        if self.have_count != self.progress_at.0 {
+            self.progress_at = (self.have_count, Instant::now());
+            self.stall_told = false;
+            return;
+        }
+        let stalled = self.progress_at.1.elapsed();
+        if self.have_complete() || self.stall_told || stalled < STALL_NOTICE {
+            return;
+        }
+        self.stall_told = true;
+        let neighbours: Vec<String> = self
+            .neighbours
+            .iter()
+            .map(|(id, n)| {
+                let some = n.has.has_any_missing_from(&self.have);
+                format!("{id} ({})", if some { "has some" } else { "has none" })
+            })
+            .collect();
+        log::warn!(
+            "peer {}: no new piece for {} s, {} of {} missing; {}",
+            self.me,
+            stalled.as_secs(),
+            self.have.len() - self.have_count,
+            self.have.len(),
+            if neighbours.is_empty() {
+                "no neighbour is connected".to_string()
+            } else {
+                format!("neighbours: {}", neighbours.join(", "))
+            }
+        );
     }
 
     fn select_optimistic(&mut self) {

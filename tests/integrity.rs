@@ -148,8 +148,10 @@ fn sigkill_mid_download_resumes_from_verified_pieces() {
     assert!(resumed > 0 && resumed < swarm.spec.num_pieces());
 }
 
-/// The only seed dies half way and is started again. It dials nobody (it
-/// is listed first), so the leechers must dial it again, and all finish.
+/// The only seed dies half way. The leechers, once they have traded what
+/// they have, say they are stalled and that no neighbour has what they
+/// lack. The seed is started again; it dials nobody (it is listed first),
+/// so the leechers must dial it again, and all finish.
 #[test]
 fn a_seed_that_crashed_and_came_back_is_dialled_again() {
     let mut swarm = Swarm::new(Spec::new(3, 16384 * 1024, 1024));
@@ -170,7 +172,19 @@ fn a_seed_that_crashed_and_came_back_is_dialled_again() {
             "{id} finished before the seed died: use a larger file"
         );
     }
-    std::thread::sleep(Duration::from_millis(300));
+    for id in [1002, 1003] {
+        let told = "no new piece for 10 s";
+        while !swarm.stderr_text(id).contains(told) {
+            assert!(std::time::Instant::now() < deadline, "{id}: {told}?");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stderr = swarm.stderr_text(id);
+        let other = 2005 - id;
+        assert!(
+            stderr.contains(&format!("missing; neighbours: {other} (has none)")),
+            "{stderr}"
+        );
+    }
     swarm.start(1001);
     swarm.finish_and_check_except(LIMIT, &[1001]);
     for id in [1002, 1003] {
