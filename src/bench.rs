@@ -429,6 +429,7 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     if args.peers < 2 || args.seeds == 0 || args.seeds >= args.peers {
         return Err("need at least 2 peers and from 1 to peers-1 seeds".into());
     }
+    swarm::check_threads(args.peers as u64, args.peers as u64)?;
     let piece_size =
         u32::try_from(args.piece_size).map_err(|_| "piece size too large".to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -220,6 +220,8 @@ pub enum EngineError {
     Disk(io::Error),
     #[error("{0}")]
     Unreachable(String),
+    #[error("cannot start the threads for neighbour {0}: {1} (more peers on this machine than its thread limit allows?)")]
+    Threads(u32, io::Error),
     #[error("the finished file could not be made complete: {0}")]
     Integrity(String),
     #[error("stopped by signal {0}; progress saved")]
@@ -700,7 +702,7 @@ impl Engine {
         // 8 MiB a neighbour with 131,072 pieces, where peak RSS went from 29
         // to 57 MB between 512 MiB and 2 GiB of 16 KiB pieces).
         let (queue, queue_rx) = unbounded();
-        net::spawn_writer(
+        let started = net::spawn_writer(
             peer,
             writer_stream,
             queue_rx,
@@ -708,20 +710,28 @@ impl Engine {
             Arc::clone(&self.buffers),
             Arc::clone(&self.counters),
             self.writers_done_tx.clone(),
-        );
-        self.writers_running += 1;
-        net::spawn_reader(
-            conn,
-            peer,
-            reader_stream,
-            self.limits,
-            pipelining,
-            net::ReaderShared {
-                buffers: Arc::clone(&self.buffers),
-                verifier: self.verifier.clone(),
-                events: self.events_tx.clone(),
-            },
-        );
+        )
+        .and_then(|()| {
+            self.writers_running += 1;
+            net::spawn_reader(
+                conn,
+                peer,
+                reader_stream,
+                self.limits,
+                pipelining,
+                net::ReaderShared {
+                    buffers: Arc::clone(&self.buffers),
+                    verifier: self.verifier.clone(),
+                    events: self.events_tx.clone(),
+                },
+            )
+        });
+        if let Err(e) = started {
+            // Without a neighbour's threads the swarm cannot finish here.
+            let _ = stream.shutdown(Shutdown::Both);
+            self.fatal = Some(EngineError::Threads(peer, e));
+            return;
+        }
         self.neighbours.insert(
             peer,
             Neighbour {

@@ -378,7 +378,7 @@ pub fn spawn_reader(
     limits: Limits,
     pipelining: bool,
     shared: ReaderShared,
-) {
+) -> io::Result<()> {
     let ReaderShared {
         buffers,
         verifier,
@@ -483,7 +483,7 @@ pub fn spawn_reader(
             };
             let _ = events.send(Event::Closed { conn, peer, reason });
         })
-        .expect("spawn reader thread");
+        .map(drop)
 }
 
 /// Whether `buffered` starts with a whole, well-formed frame that is not a
@@ -583,7 +583,7 @@ pub fn spawn_writer(
     buffers: Arc<BufferPool>,
     counters: Arc<Counters>,
     finished: Sender<u32>,
-) {
+) -> io::Result<()> {
     thread::Builder::new()
         .name(format!("write-{peer}"))
         .spawn(move || {
@@ -593,7 +593,7 @@ pub fn spawn_writer(
             let _ = stream.shutdown(Shutdown::Write);
             let _ = finished.send(peer);
         })
-        .expect("spawn writer thread");
+        .map(drop)
 }
 
 fn write_loop(
@@ -807,7 +807,8 @@ mod tests {
                 verifier: Some(Arc::new(verifier)),
                 events,
             },
-        );
+        )
+        .unwrap();
         received
     }
 

@@ -165,6 +165,63 @@ pub fn free_space(dir: &Path) -> Option<u64> {
     Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 
+/// Threads a peer runs beside its neighbours' readers and writers (engine,
+/// listener, disk and status threads, a dialler or two): 20 in a swarm of
+/// 5 peers, 74 in one of 32, 138 in one of 64.
+const THREADS_PER_PEER: u64 = 12;
+
+/// Threads `local` peers of a swarm of `peers` run at most: a reader and a
+/// writer per neighbour each, and [`THREADS_PER_PEER`], with room for
+/// handshakes in progress.
+pub fn threads_needed(local: u64, peers: u64) -> u64 {
+    local.saturating_mul(2 * peers.saturating_sub(1) + THREADS_PER_PEER + 4)
+}
+
+/// How many more threads this machine lets us start, and the limit that
+/// says so: the least of kernel.pid_max and kernel.threads-max (and, for a
+/// user other than root, RLIMIT_NPROC), less the threads running now.
+fn threads_available() -> Option<(u64, String)> {
+    let read =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let mut limits = vec![
+        (read("/proc/sys/kernel/pid_max")?, "kernel.pid_max"),
+        (read("/proc/sys/kernel/threads-max")?, "kernel.threads-max"),
+    ];
+    if !nix::unistd::geteuid().is_root() {
+        if let Ok((soft, _)) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
+        {
+            limits.push((soft, "ulimit -u"));
+        }
+    }
+    let (limit, name) = limits.into_iter().min()?;
+    // /proc/loadavg's fourth field: running/total threads.
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let in_use: u64 = loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split('/')
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((
+        limit.saturating_sub(in_use),
+        format!("{name} is {limit}, {in_use} threads run now"),
+    ))
+}
+
+/// Refuses a swarm whose peers would run out of threads half-way (each
+/// then fails to take a neighbour): the message says how many it needs.
+pub fn check_threads(local: u64, peers: u64) -> Result<(), String> {
+    let need = threads_needed(local, peers);
+    match threads_available() {
+        Some((free, why)) if free < need => Err(format!(
+            "{local} peers of a swarm of {peers} need about {need} threads (a reader and a writer for each neighbour), more than this machine allows ({why}); run fewer peers on this machine"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a swarm whose files, logs and metadata would not fit in the file
 /// system of its directory, before anything is written: with tiny pieces the
 /// logs alone can take gigabytes (a line a piece and neighbour), and peers
@@ -357,6 +414,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         );
     }
     check_space(&config, &local)?;
+    check_threads(local.len() as u64, config.peers.len() as u64).map_err(SwarmError::Refused)?;
     prepare(&config, &local, args.keep)?;
     let exe = std::env::current_exe()?;
     let num_pieces = config.common.layout.num_pieces();

@@ -259,6 +259,12 @@ fn bench_refuses_a_swarm_that_would_fill_the_disk_and_counts_only_completed_leec
             "-k NumberOfPreferredNeighbors",
         ],
     );
+    // 5,000 peers: 50 million threads, past any kernel's pid_max (at most
+    // 4,194,304).
+    refused(
+        &["bench", "--peers", "5000", "--file-size", "1M"],
+        &["need about 50070000 threads", "run fewer peers"],
+    );
     // Pieces of one byte: a small file, but some 1.3 TB of logs.
     refused(
         &["bench", "--piece-size", "1"],
