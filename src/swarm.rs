@@ -173,7 +173,7 @@ const THREADS_PER_PEER: u64 = 12;
 /// Threads `local` peers of a swarm of `peers` run at most: a reader and a
 /// writer per neighbour each, and [`THREADS_PER_PEER`], with room for
 /// handshakes in progress.
-pub fn threads_needed(local: u64, peers: u64) -> u64 {
+fn threads_needed(local: u64, peers: u64) -> u64 {
     local.saturating_mul(2 * peers.saturating_sub(1) + THREADS_PER_PEER + 4)
 }
 
