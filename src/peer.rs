@@ -231,7 +231,8 @@ fn resume(
 
 pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     let mut config = Config::load(&opts.dir)?;
-    for warning in &config.warnings {
+    // A launcher (`--status`) has said these once for all its peers.
+    for warning in config.warnings.iter().filter(|_| !opts.status) {
         log::warn!("{warning}");
     }
     config.common.strict |= opts.strict;

@@ -363,9 +363,18 @@ fn spawn_peer(
         .spawn()
 }
 
-fn keep_tail(stream: impl Read + Send + 'static, tail: Arc<parking_lot::Mutex<VecDeque<String>>>) {
+/// Keeps the last lines a peer writes on stderr for the summary, and shows
+/// each as it comes above the progress bars (`bars.println` does nothing
+/// when they are hidden: `--quiet`, no terminal, the bench), so that a
+/// warning such as a stalled leecher's is seen when it happens.
+fn keep_tail(
+    stream: impl Read + Send + 'static,
+    tail: Arc<parking_lot::Mutex<VecDeque<String>>>,
+    bars: MultiProgress,
+) {
     thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let _ = bars.println(&line);
             let mut t = tail.lock();
             if t.len() == 20 {
                 t.pop_front();
@@ -446,7 +455,11 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
         let mut child = spawn_peer(&exe, &config, entry, args)?;
         forward_status(i, child.stdout.take().expect("piped"), tx.clone());
-        keep_tail(child.stderr.take().expect("piped"), Arc::clone(&stderr));
+        keep_tail(
+            child.stderr.take().expect("piped"),
+            Arc::clone(&stderr),
+            bars.clone(),
+        );
         peers.push(Running {
             entry: entry.clone(),
             child: Some(child),
