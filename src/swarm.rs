@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::net::{IpAddr, ToSocketAddrs};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -520,7 +520,8 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         for p in &mut peers {
             if let Some(c) = &mut p.child {
                 if let Ok(Some(status)) = c.try_wait() {
-                    p.exit_code = status.code().or(Some(-1));
+                    // Ended by a signal: 128 + it, as a shell reports.
+                    p.exit_code = status.code().or(status.signal().map(|s| 128 + s));
                     p.child = None;
                     p.bar.finish();
                     if !show_bars && !args.json {
