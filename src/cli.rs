@@ -114,11 +114,22 @@ pub struct PeerProcessCli {
 
 /// Diagnostics (not the spec log) go to stderr, prefixed so they cannot be
 /// mistaken for spec lines. `P2PFT_LOG=debug` shows more.
+/// The log target of notes worth showing by default although they are no
+/// warning: long start-up passes (a seed checking its file, a leecher
+/// re-hashing what it has to resume), said as they begin and end.
+pub const NOTE: &str = "p2pft::note";
+
 pub fn init_diagnostics(prefix: String) {
     let level = std::env::var("P2PFT_LOG")
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(log::LevelFilter::Warn);
+    // Notes show at the default level; `P2PFT_LOG=error` (or `off`) hides them.
+    let note_level = if level >= log::LevelFilter::Warn {
+        level.max(log::LevelFilter::Info)
+    } else {
+        level
+    };
     let _ = fern::Dispatch::new()
         .format(move |out, message, record| {
             out.finish(format_args!(
@@ -127,6 +138,7 @@ pub fn init_diagnostics(prefix: String) {
             ))
         })
         .level(level)
+        .level_for(NOTE, note_level)
         .chain(fern::Output::writer(Box::new(Stderr), "\n"))
         .apply();
 }

@@ -173,8 +173,14 @@ fn check_seed(store: &Store, verifier: &Verifier, threads: usize) -> Result<(), 
         return Ok(());
     }
     let started = Instant::now();
+    log::info!(
+        target: crate::cli::NOTE,
+        "checking the seed's file against the metadata ({:.1} MiB) before serving it",
+        crate::status::mib(store.layout().file_size_bytes())
+    );
     let good = verifier.check_and_record(store.path(), store.file(), &meta::hashing_pool(threads)?);
     log::info!(
+        target: crate::cli::NOTE,
         "checked the seed's file at {:.0} MiB/s",
         rate_mib_s(store.layout().file_size_bytes(), started)
     );
@@ -210,8 +216,14 @@ fn resume(
     let have = match verifier {
         Some(v) => {
             let started = Instant::now();
+            log::info!(
+                target: crate::cli::NOTE,
+                "re-hashing its file ({:.1} MiB) to resume with the pieces it has",
+                crate::status::mib(layout.file_size_bytes())
+            );
             let good = v.check_file(store.file(), &meta::hashing_pool(threads)?);
             log::info!(
+                target: crate::cli::NOTE,
                 "re-hashed {:.1} MiB at {:.0} MiB/s: {} of {} pieces good",
                 crate::status::mib(layout.file_size_bytes()),
                 rate_mib_s(layout.file_size_bytes(), started),
@@ -224,7 +236,7 @@ fn resume(
             .unwrap_or_else(|| Bitfield::empty(layout.num_pieces())),
     };
     if !have.none() {
-        log::info!("resuming with {} of {} pieces", have.count(), have.len());
+        log::info!(target: crate::cli::NOTE, "resuming with {} of {} pieces", have.count(), have.len());
     }
     Ok(have)
 }

@@ -124,6 +124,13 @@ fn restart_and_finish(swarm: &mut Swarm) -> (u32, Vec<u32>) {
     }
     assert_eq!(second.len() as u32 + resumed, n);
     assert_eq!(log.matches("has downloaded the complete file").count(), 1);
+    // Said by default, not only with P2PFT_LOG=info: a resume of a large
+    // file is a long pass.
+    if resumed > 0 {
+        let stderr = swarm.stderr_text(1003);
+        let said = format!("info: resuming with {resumed} of {n} pieces");
+        assert!(stderr.contains(&said), "{said}:\n{stderr}");
+    }
     (resumed, second.iter().map(|&(p, _)| p).collect())
 }
 
