@@ -477,11 +477,9 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
         // file) also leaves the seed's check record, as `p2pft meta` does.
         std::thread::sleep(crate::checked::RACY_MARGIN * 2);
         let pool = crate::meta::hashing_pool(0).map_err(io)?;
-        crate::meta::Meta::create_until(&first, piece_size, &pool, &|| {
-            swarm::interrupted().is_some()
-        })
-        .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))
-        .map_err(|e| e.to_string())?;
+        crate::meta::Meta::create_until(&first, piece_size, &pool, &swarm::stop_requested)
+            .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))
+            .map_err(|e| e.to_string())?;
         // The other seeds' files are hard links, the same file: the record
         // holds for them too.
         let record = crate::checked::path_for(&first);
@@ -515,9 +513,7 @@ fn disk_ceiling_bytes(args: &BenchArgs) -> u64 {
 fn records_space(args: &BenchArgs) -> u64 {
     let pieces = args.file_size.div_ceil(args.piece_size.max(1));
     let peers = args.peers as u64;
-    crate::speclog::max_bytes(pieces, peers)
-        .saturating_mul(peers)
-        .saturating_add(pieces.saturating_mul(crate::meta::BYTES_PER_PIECE))
+    swarm::records_bytes(pieces, peers, peers, true)
 }
 
 /// Bytes a run writes into `dir` at most: the seed's file (further seeds'

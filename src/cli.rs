@@ -112,13 +112,13 @@ pub struct PeerProcessCli {
     pub peer: PeerArgs,
 }
 
-/// Diagnostics (not the spec log) go to stderr, prefixed so they cannot be
-/// mistaken for spec lines. `P2PFT_LOG=debug` shows more.
 /// The log target of notes worth showing by default although they are no
 /// warning: long start-up passes (a seed checking its file, a leecher
 /// re-hashing what it has to resume), said as they begin and end.
 pub const NOTE: &str = "p2pft::note";
 
+/// Diagnostics (not the spec log) go to stderr, prefixed so they cannot be
+/// mistaken for spec lines. `P2PFT_LOG=debug` shows more.
 pub fn init_diagnostics(prefix: String) {
     let level = std::env::var("P2PFT_LOG")
         .ok()

@@ -565,6 +565,13 @@ impl Engine {
         self.have_count == self.have.len()
     }
 
+    /// Whether `peer` leaving is the usual end: a peer with the file leaves
+    /// once it knows everyone has it, us included. Any other departure is
+    /// worth a warning, and (from a peer above us) a redial.
+    fn left_as_done(&self, peer: u32) -> bool {
+        self.complete_peers.contains(&peer) && self.have_complete()
+    }
+
     fn all_done(&self) -> bool {
         self.have_complete()
             && self
@@ -632,10 +639,7 @@ impl Engine {
             Event::Closed { conn, peer, reason } => {
                 if self.is_current(peer, conn) {
                     match &reason {
-                        // The usual end: a peer with the file leaves once
-                        // it knows everyone has it, us included.
-                        CloseReason::Eof
-                            if self.complete_peers.contains(&peer) && self.have_complete() => {}
+                        CloseReason::Eof if self.left_as_done(peer) => {}
                         reason => {
                             log::warn!("peer {}: connection to {peer} ended: {reason}", self.me)
                         }
@@ -809,10 +813,7 @@ impl Engine {
     /// dials nobody: no one else would ever reach it). One that dials us
     /// will dial again itself.
     fn maybe_redial(&mut self, peer: u32) {
-        if (self.complete_peers.contains(&peer) && self.have_complete())
-            || self.banned.contains(&peer)
-            || self.stop.load(Relaxed)
-        {
+        if self.left_as_done(peer) || self.banned.contains(&peer) || self.stop.load(Relaxed) {
             return;
         }
         let me = self.config.position(self.me);

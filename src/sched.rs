@@ -42,17 +42,8 @@ mod tests {
         // A thread of its own, so the test harness's threads keep their class.
         std::thread::spawn(|| {
             super::batch().unwrap();
-            let policy = || {
-                let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-                // After the command name in parentheses, `policy` is field 41.
-                let after = &stat[stat.rfind(')').unwrap() + 2..];
-                after
-                    .split(' ')
-                    .nth(41 - 3)
-                    .unwrap()
-                    .parse::<i32>()
-                    .unwrap()
-            };
+            // `policy` is field 41 of the thread's stat.
+            let policy = || crate::status::stat_fields("/proc/thread-self/stat")[41 - 3] as i32;
             assert_eq!(policy(), libc::SCHED_BATCH);
             assert_eq!(
                 std::thread::spawn(policy).join().unwrap(),

@@ -82,14 +82,20 @@ fn cpu_secs() -> Option<f64> {
     Some(secs(usage.user_time()) + secs(usage.system_time()))
 }
 
-/// Fields of /proc/self/stat after the command name (state is index 0).
-fn proc_stat() -> Vec<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// Fields of a /proc `stat` file after the command name, as numbers (state,
+/// field 3, is index 0 and reads 0): field N is index N - 3.
+pub(crate) fn stat_fields(path: &str) -> Vec<u64> {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| {
         rest.split_whitespace()
             .map(|f| f.parse().unwrap_or(0))
             .collect()
     })
+}
+
+/// [`stat_fields`] of this process.
+fn proc_stat() -> Vec<u64> {
+    stat_fields("/proc/self/stat")
 }
 
 /// CPU seconds as /proc says, in whole ticks (USER_HZ is 100 on every

@@ -121,6 +121,12 @@ pub fn interrupted() -> Option<i32> {
     (signal != 0).then_some(signal)
 }
 
+/// Whether a signal asked the launcher to stop: the [`crate::meta::Stop`]
+/// of its hash passes.
+pub fn stop_requested() -> bool {
+    interrupted().is_some()
+}
+
 /// `code`, or 128 + the signal when one stopped the launcher.
 pub fn unless_interrupted(code: i32) -> i32 {
     interrupted().map_or(code, |signal| 128 + signal)
@@ -222,6 +228,21 @@ pub fn check_threads(local: u64, peers: u64) -> Result<(), String> {
     }
 }
 
+/// Bytes of spec logs and metadata a swarm of `peers` sharing `pieces`
+/// writes at most: `logging` of them log a line a piece and peer, and the
+/// metadata, when it is still to be made, takes
+/// [`crate::meta::BYTES_PER_PIECE`] a piece.
+pub fn records_bytes(pieces: u64, peers: u64, logging: u64, with_meta: bool) -> u64 {
+    let meta = if with_meta {
+        pieces.saturating_mul(crate::meta::BYTES_PER_PIECE)
+    } else {
+        0
+    };
+    crate::speclog::max_bytes(pieces, peers)
+        .saturating_mul(logging)
+        .saturating_add(meta)
+}
+
 /// Refuses a swarm whose files, logs and metadata would not fit in the file
 /// system of its directory, before anything is written: with tiny pieces the
 /// logs alone can take gigabytes (a line a piece and neighbour), and peers
@@ -243,15 +264,13 @@ fn check_space(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
         Err(_) => size,
     };
     let files: u64 = local.iter().map(to_write).sum();
-    let logs = crate::speclog::max_bytes(pieces, config.peers.len() as u64)
-        .saturating_mul(local.len() as u64);
     let meta_path = crate::meta::default_path(&config.dir, &config.common.file_name);
-    let meta = if meta_path.exists() {
-        0
-    } else {
-        pieces.saturating_mul(crate::meta::BYTES_PER_PIECE)
-    };
-    let records = logs.saturating_add(meta);
+    let records = records_bytes(
+        pieces,
+        config.peers.len() as u64,
+        local.len() as u64,
+        !meta_path.exists(),
+    );
     let need = files.saturating_add(records);
     if free < need {
         return Err(SwarmError::Refused(format!(
@@ -313,7 +332,7 @@ fn ensure_meta(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
         &config.peer_file(seed.id),
         config.common.piece_size_bytes,
         &pool,
-        &|| interrupted().is_some(),
+        &stop_requested,
     )?;
     meta.save(&path)?;
     eprintln!(
@@ -445,7 +464,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let mut peers: Vec<Running> = Vec::new();
     let mut failed_to_start = false;
     for entry in &local {
-        if interrupted().is_some() {
+        if stop_requested() {
             break;
         }
         let i = peers.len();
@@ -484,7 +503,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
                         break false;
                     }
                 }
-                Err(_) if Instant::now() > deadline || interrupted().is_some() => break false,
+                Err(_) if Instant::now() > deadline || stop_requested() => break false,
                 Err(_) => {}
             }
         };
@@ -638,7 +657,6 @@ fn apply(peers: &mut [Running], update: Update, start: Instant) {
     }
 }
 
-/// Compares two files in 1 MiB blocks, without holding either in memory.
 /// Files compared with `seed` at once: leechers wrote theirs with direct
 /// I/O, so they are read back from the device, which reads several streams
 /// faster than one (2 GiB for the bench's four leechers took 3.4 s one file
@@ -661,9 +679,17 @@ fn all_same_as(seed: &Path, files: &[PathBuf]) -> Vec<bool> {
     same
 }
 
+/// Compares two files in 1 MiB blocks, without holding either in memory. A
+/// file is the same as itself (a seed's, or another seed's hard link to it)
+/// without reading it twice.
 fn same_contents(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
     let (fa, fb) = (File::open(a)?, File::open(b)?);
-    if fa.metadata()?.len() != fb.metadata()?.len() {
+    let (ma, mb) = (fa.metadata()?, fb.metadata()?);
+    if (ma.dev(), ma.ino()) == (mb.dev(), mb.ino()) {
+        return Ok(true);
+    }
+    if ma.len() != mb.len() {
         return Ok(false);
     }
     let (mut ra, mut rb) = (BufReader::new(fa), BufReader::new(fb));
