@@ -2,7 +2,7 @@
 //! restarted, files damaged while a peer was down, seeds that do not match.
 
 mod common;
-use common::{downloads, Spec, Swarm, P2PFT, PEER_PROCESS};
+use common::{downloads, wait_until, Spec, Swarm, P2PFT, PEER_PROCESS};
 use rand::Rng;
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -165,11 +165,7 @@ fn a_seed_that_crashed_and_came_back_is_dialled_again() {
     swarm.reconnects_allowed = true;
     swarm.start_all();
     let n = swarm.spec.num_pieces();
-    let deadline = std::time::Instant::now() + LIMIT;
-    while swarm.pieces_logged(1002) < n / 10 {
-        assert!(std::time::Instant::now() < deadline, "1002 stalled");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    swarm.wait_for_pieces(1002, n / 10, LIMIT);
     let mut seed = swarm.children.remove(&1001).unwrap();
     seed.kill().unwrap(); // SIGKILL: no goodbye
     seed.wait().unwrap();
@@ -181,10 +177,9 @@ fn a_seed_that_crashed_and_came_back_is_dialled_again() {
     }
     for id in [1002, 1003] {
         let told = "no new piece for 10 s";
-        while !swarm.stderr_text(id).contains(told) {
-            assert!(std::time::Instant::now() < deadline, "{id}: {told}?");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(LIMIT, &format!("'{told}' from {id}"), || {
+            swarm.stderr_text(id).contains(told)
+        });
         let stderr = swarm.stderr_text(id);
         let other = 2005 - id;
         assert!(

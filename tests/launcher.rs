@@ -8,11 +8,10 @@
 //! orphaned peers, so that it can collect their exit codes.
 
 mod common;
-use common::{free_ports, Spec, Swarm, P2PFT};
+use common::{free_ports, wait_until, Spec, Swarm, P2PFT};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -87,21 +86,10 @@ fn launch(args: &[&str], dir: &Path) -> Child {
         .unwrap()
 }
 
-fn output(child: &mut Child) -> (String, String) {
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (out, err)
+fn output(child: Child) -> (String, String) {
+    let o = child.wait_with_output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (text(o.stdout), text(o.stderr))
 }
 
 #[test]
@@ -119,7 +107,7 @@ fn a_swarm_launcher_passes_a_signal_on_to_its_peers_and_exits_with_it() {
         // of their own: the signal reaches the launcher alone.
         kill(Pid::from_raw(launcher.id() as i32), signal).unwrap();
         let status = wait_bounded(&mut launcher);
-        let (out, err) = output(&mut launcher);
+        let (out, err) = output(launcher);
         assert_eq!(status.code(), Some(code), "{signal}: {err}");
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(report["interrupted"], signal as i32, "{report}");
@@ -188,7 +176,7 @@ fn a_bench_stopped_by_a_signal_stops_its_peers_and_leaves_no_directory() {
     reap.0.extend(peers_of(bench.id(), 1));
     kill(Pid::from_raw(bench.id() as i32), Signal::SIGTERM).unwrap();
     let status = wait_bounded(&mut bench);
-    let (_, err) = output(&mut bench);
+    let (_, err) = output(bench);
     assert_eq!(status.code(), Some(143), "{err}");
     assert!(err.contains("stopped by signal 15"), "{err}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
@@ -225,17 +213,13 @@ fn a_swarm_launcher_stopped_while_it_makes_the_metadata_stops_then() {
     let reap = Reap(vec![launcher.id()]);
     // Hashing has begun once the hashing threads are there (beside the
     // main thread and the one that catches signals).
-    let deadline = Instant::now() + LIMIT;
-    while std::fs::read_dir(format!("/proc/{}/task", launcher.id()))
-        .map_or(0, |tasks| tasks.count())
-        < 3
-    {
-        assert!(Instant::now() < deadline, "no hashing threads");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let tasks = format!("/proc/{}/task", launcher.id());
+    wait_until(LIMIT, "hashing threads", || {
+        std::fs::read_dir(&tasks).map_or(0, |tasks| tasks.count()) >= 3
+    });
     kill(Pid::from_raw(launcher.id() as i32), Signal::SIGINT).unwrap();
     let status = wait_bounded(&mut launcher);
-    let (out, err) = output(&mut launcher);
+    let (out, err) = output(launcher);
     assert_eq!(status.code(), Some(130), "{out}{err}");
     assert!(
         err.contains("stopped by signal 2 before any peer started"),

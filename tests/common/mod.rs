@@ -79,6 +79,16 @@ pub fn free_ports(host: &str, n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Polls `done` every 2 ms until it holds; fails the test, naming `what`,
+/// once `limit` has passed.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "no {what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 pub fn content(len: u64, seed: u64) -> Vec<u8> {
     use rand::{RngCore, SeedableRng};
     let mut bytes = vec![0u8; len as usize];
@@ -322,14 +332,9 @@ impl Swarm {
 
     /// Polls until `id` has logged at least `count` pieces.
     pub fn wait_for_pieces(&self, id: u32, count: u32, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.pieces_logged(id) < count {
-            assert!(
-                Instant::now() < deadline,
-                "peer {id} never reached {count} pieces"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until(limit, &format!("peer {id} reaching {count} pieces"), || {
+            self.pieces_logged(id) >= count
+        });
     }
 
     pub fn kill_all(&mut self) {
