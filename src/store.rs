@@ -77,19 +77,27 @@ pub fn beside(file: &Path, suffix: &str) -> PathBuf {
     file.with_file_name(format!(".{name}.{suffix}"))
 }
 
-/// Replaces `path` with `bytes` atomically: a temporary file beside it, then
-/// a rename. `durable`: the new contents and the rename are synced first, so
-/// a crash leaves the old file or the new one, never a torn one.
+/// Replaces `path` with `bytes` atomically: a temporary file beside it (its
+/// name with `.tmp` added, so records of one file never share one), then a
+/// rename. `durable`: the new contents and the rename are synced first, so
+/// a crash leaves the old file or the new one, never a torn one. A failure (a
+/// full disk) leaves the old file and no temporary one.
 pub fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    if durable {
-        f.sync_all()?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        Ok(())
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    drop(f);
-    std::fs::rename(&tmp, path)?;
     if durable {
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
@@ -500,6 +508,31 @@ mod tests {
         assert_eq!(&buf[..], b"efgh");
         store.read_piece(2, &mut buf).unwrap();
         assert_eq!(&buf[..], b"yz");
+    }
+
+    #[test]
+    fn a_record_is_replaced_whole_and_a_failed_replace_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.dat");
+        let (progress, checked) = (
+            beside(&file, "p2pft-progress"),
+            beside(&file, "p2pft-checked"),
+        );
+        replace_file(&progress, b"one", true).unwrap();
+        replace_file(&checked, b"two", false).unwrap();
+        assert_eq!(std::fs::read(&progress).unwrap(), b"one");
+        assert_eq!(std::fs::read(&checked).unwrap(), b"two");
+        // A path the rename cannot replace: a directory with something in it.
+        std::fs::remove_file(&progress).unwrap();
+        std::fs::create_dir(&progress).unwrap();
+        std::fs::write(progress.join("x"), b"").unwrap();
+        assert!(replace_file(&progress, b"three", true).is_err());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        assert_eq!(std::fs::read(&checked).unwrap(), b"two");
     }
 
     #[test]
