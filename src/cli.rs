@@ -130,11 +130,16 @@ pub fn init_diagnostics(prefix: String) {
     } else {
         level
     };
+    // The engine names its peer in what it says, as several peers may share
+    // a process; where the prefix names it already, it is said once.
+    let named = format!("{prefix}: ");
     let _ = fern::Dispatch::new()
         .format(move |out, message, record| {
+            let text = message.to_string();
             out.finish(format_args!(
-                "{prefix}: {}: {message}",
-                record.level().as_str().to_lowercase()
+                "{prefix}: {}: {}",
+                record.level().as_str().to_lowercase(),
+                text.strip_prefix(&named).unwrap_or(&text)
             ))
         })
         .level(level)
