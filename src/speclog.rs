@@ -59,12 +59,32 @@ impl Stamp {
 /// Gathered bytes that make the log write at once.
 pub const FLUSH_BYTES: usize = 64 * 1024;
 
+/// Bytes of lines kept while the log cannot be written (a full disk), to be
+/// written once it can; lines beyond are dropped and counted.
+pub const BACKLOG_BYTES: usize = 1024 * 1024;
+
 pub struct SpecLog {
     me: u32,
     sink: Box<dyn log::Log>,
     /// Where fern puts formatted lines; shared with the sink.
     pending: Pending,
     file: File,
+    path: std::path::PathBuf,
+    trouble: Mutex<Trouble>,
+}
+
+/// What a failing log write left behind.
+#[derive(Default)]
+struct Trouble {
+    /// Bytes not yet written, oldest first (at most [`BACKLOG_BYTES`] once a
+    /// flush is over).
+    backlog: Vec<u8>,
+    /// The last write failed; said once until a write succeeds again.
+    failing: bool,
+    /// Lines dropped since the failure began.
+    lost: u64,
+    /// The file ends in the middle of a line (a write that stopped short).
+    mid_line: bool,
 }
 
 /// fern's output: it flushes after every line, so `flush` here does nothing
@@ -115,6 +135,8 @@ impl SpecLog {
             sink,
             pending,
             file,
+            path: path.to_path_buf(),
+            trouble: Mutex::default(),
         })
     }
 
@@ -132,15 +154,57 @@ impl SpecLog {
     }
 
     /// Writes every gathered line to the file (one write call). A failing
-    /// log write is a diagnostic, never the end of the peer.
+    /// log write is a diagnostic, never the end of the peer: it is said once,
+    /// the lines are kept (up to [`BACKLOG_BYTES`]) and written by a later
+    /// flush that succeeds, which says how many were lost meanwhile.
     pub fn flush(&self) {
-        let bytes = std::mem::take(&mut *self.pending.lock());
+        let fresh = std::mem::take(&mut *self.pending.lock());
+        let mut trouble = self.trouble.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bytes = std::mem::take(&mut trouble.backlog);
+        if bytes.is_empty() {
+            bytes = fresh;
+        } else {
+            bytes.extend_from_slice(&fresh);
+        }
         if bytes.is_empty() {
             return;
         }
-        if let Err(e) = (&self.file).write_all(&bytes) {
-            log::warn!("peer {}: spec log write failed: {e}", self.me);
+        let (written, error) = write_some(&self.file, &bytes);
+        if written > 0 {
+            trouble.mid_line = bytes[written - 1] != b'\n';
         }
+        let Some(e) = error else {
+            if std::mem::take(&mut trouble.failing) {
+                let lost = std::mem::take(&mut trouble.lost);
+                log::warn!(
+                    "peer {}: {} written again; {lost} lines were lost meanwhile",
+                    self.me,
+                    self.path.display()
+                );
+            }
+            return;
+        };
+        if !trouble.failing {
+            trouble.failing = true;
+            log::warn!(
+                "peer {}: cannot write {}: {e}; keeping up to {} KiB of lines until it can be written",
+                self.me,
+                self.path.display(),
+                BACKLOG_BYTES / 1024
+            );
+        }
+        let mut rest = &bytes[written..];
+        if rest.len() > BACKLOG_BYTES {
+            // Keep the end of a line begun in the file, so it is not torn.
+            let keep = if trouble.mid_line {
+                rest.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)
+            } else {
+                0
+            };
+            trouble.lost += rest[keep..].iter().filter(|&&b| b == b'\n').count() as u64;
+            rest = &rest[..keep];
+        }
+        trouble.backlog = rest.to_vec();
     }
 
     pub fn makes_connection(&self, to: u32) {
@@ -217,9 +281,34 @@ impl SpecLog {
     }
 }
 
+/// Writes as much of `bytes` as the file takes: how much, and the error that
+/// stopped it, if any.
+fn write_some(mut file: &File, bytes: &[u8]) -> (usize, Option<io::Error>) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match file.write(&bytes[written..]) {
+            Ok(0) => return (written, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Some(e)),
+        }
+    }
+    (written, None)
+}
+
 impl Drop for SpecLog {
     fn drop(&mut self) {
         self.flush();
+        let trouble = self.trouble.lock().unwrap_or_else(PoisonError::into_inner);
+        let unwritten = trouble.backlog.iter().filter(|&&b| b == b'\n').count() as u64;
+        if unwritten + trouble.lost > 0 {
+            log::warn!(
+                "peer {}: {} lines of {} could not be written",
+                self.me,
+                unwritten + trouble.lost,
+                self.path.display()
+            );
+        }
     }
 }
 
@@ -304,5 +393,106 @@ mod tests {
         assert_eq!(lines[0], "earlier run");
         assert!(lines[1].ends_with("Peer 7 received the 'have' message from 8 for the piece 1000."));
         assert!(lines[logged + 1].ends_with("Peer 7 has downloaded the complete file."));
+    }
+
+    /// A pipe whose write end fails once 64 KiB wait unread (`WouldBlock`,
+    /// after a short write), as a full disk would, until the test reads.
+    fn pipe() -> (File, File) {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        (File::from(read), File::from(write))
+    }
+
+    fn drain(mut read: &File, into: &mut Vec<u8>) {
+        use std::io::Read;
+        let mut buf = [0; 65536];
+        loop {
+            match read.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => into.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Reads and flushes until the log has nothing left to write.
+    fn flush_through(log: &SpecLog, read: &File, out: &mut Vec<u8>) {
+        for _ in 0..100 {
+            drain(read, out);
+            log.flush();
+            if !log.trouble.lock().unwrap().failing {
+                return drain(read, out);
+            }
+        }
+        panic!("still failing after 100 reads of the pipe");
+    }
+
+    /// Every line whole and time-stamped, and the piece numbers they carry.
+    fn pieces(text: &[u8]) -> Vec<u32> {
+        let line = regex::Regex::new(
+            r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}: Peer 7 received the 'have' message from 8 for the piece (\d+)\.$",
+        )
+        .unwrap();
+        let text = std::str::from_utf8(text).unwrap();
+        assert!(text.ends_with('\n'));
+        text.lines()
+            .map(|l| {
+                line.captures(l).unwrap_or_else(|| panic!("torn: {l:?}"))[1]
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_written_keeps_its_lines_until_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SpecLog::open(&dir.path().join("log_peer_7.log"), 7).unwrap();
+        let (read, write) = pipe();
+        log.file = write;
+        for i in 0..1500 {
+            log.received_have(8, i);
+        }
+        log.flush();
+        let trouble = log.trouble.lock().unwrap();
+        assert!(trouble.failing && !trouble.backlog.is_empty());
+        assert!(trouble.mid_line, "a short write: the pipe holds 64 KiB");
+        drop(trouble);
+        let mut out = Vec::new();
+        drain(&read, &mut out);
+        for i in 1500..1600 {
+            log.received_have(8, i);
+        }
+        flush_through(&log, &read, &mut out);
+        let trouble = log.trouble.lock().unwrap();
+        assert!(!trouble.failing && trouble.backlog.is_empty() && trouble.lost == 0);
+        drop(trouble);
+        assert_eq!(pieces(&out), (0..1600).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn lines_beyond_the_backlog_are_lost_whole_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SpecLog::open(&dir.path().join("log_peer_7.log"), 7).unwrap();
+        let (read, write) = pipe();
+        log.file = write;
+        let logged = 3 * BACKLOG_BYTES as u32 / 80;
+        for i in 0..logged {
+            log.received_have(8, i);
+        }
+        log.flush();
+        let trouble = log.trouble.lock().unwrap();
+        let (lost, kept) = (trouble.lost, trouble.backlog.len());
+        drop(trouble);
+        assert!(
+            lost > 0 && kept <= BACKLOG_BYTES,
+            "lost {lost}, kept {kept}"
+        );
+        let mut out = Vec::new();
+        flush_through(&log, &read, &mut out);
+        let got = pieces(&out);
+        assert_eq!(got.len() as u64 + lost, u64::from(logged));
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order");
+        assert_eq!(log.trouble.lock().unwrap().lost, 0, "counted until said");
     }
 }

@@ -51,3 +51,25 @@ fn a_full_disk_ends_the_peer_with_exit_1() {
 fn a_read_only_directory_ends_the_peer_with_exit_1() {
     leecher_on_tmpfs_fails_cleanly("ro", "Read-only file system");
 }
+
+/// A spec log that cannot be written (here `/dev/full`, which fails every
+/// write with "No space left on device") never stops a peer: it completes,
+/// says so once and counts the lines lost, and says nothing twice.
+#[test]
+fn a_log_that_cannot_be_written_is_said_once_and_the_peer_completes() {
+    let mut swarm = Swarm::new(Spec::new(2, 1 << 20, 16 * 1024));
+    std::os::unix::fs::symlink("/dev/full", swarm.log_of(1002)).unwrap();
+    swarm.start_all();
+    swarm.finish_and_check_except(Duration::from_secs(60), &[1002]);
+    let stderr = swarm.stderr_text(1002);
+    let said = |needle: &str| stderr.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(said("cannot write"), 1, "{stderr}");
+    assert_eq!(said("No space left on device"), 1, "{stderr}");
+    assert_eq!(said("lines of"), 1, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .all(|l| !l.contains("peer 1002: warn: peer 1002")),
+        "{stderr}"
+    );
+}
