@@ -780,9 +780,6 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
     let report = swarm::run(&swarm_args).map_err(|e| e.to_string())?;
     go_on()?;
     let common = Config::load(dir).map_err(|e| e.to_string())?.common;
-    for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
-        eprintln!("--- peer {} said:\n{}", p.id, p.stderr_tail.join("\n"));
-    }
     Ok(record(args, &common, &report, ceilings))
 }
 

@@ -23,7 +23,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{IpAddr, ToSocketAddrs};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -383,9 +383,10 @@ fn spawn_peer(
 }
 
 /// Keeps the last lines a peer writes on stderr for the summary, and shows
-/// each as it comes above the progress bars (`bars.println` does nothing
-/// when they are hidden: `--quiet`, no terminal, the bench), so that a
-/// warning such as a stalled leecher's is seen when it happens.
+/// each on the launcher's stderr as it comes (above the progress bars when
+/// they are drawn), so that a warning such as a stalled leecher's is seen
+/// when it happens, and a script that keeps stderr gets every one, from
+/// peers that end well too.
 fn keep_tail(
     stream: impl Read + Send + 'static,
     tail: Arc<parking_lot::Mutex<VecDeque<String>>>,
@@ -393,7 +394,12 @@ fn keep_tail(
 ) {
     thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            let _ = bars.println(&line);
+            if bars.is_hidden() {
+                // Nobody reading stderr any more must not stop the launcher.
+                let _ = writeln!(io::stderr().lock(), "{line}");
+            } else {
+                let _ = bars.println(&line);
+            }
             let mut t = tail.lock();
             if t.len() == 20 {
                 t.pop_front();

@@ -119,6 +119,25 @@ fn swarm_launcher_runs_checks_and_summarises() {
     swarm.check_logs();
 }
 
+/// A script that keeps the launcher's stderr gets every peer's warnings,
+/// from peers that end well too (here: a leecher whose spec log is
+/// `/dev/full`, kept by `--keep`).
+#[test]
+fn swarm_launcher_passes_on_the_warnings_of_peers_that_end_well() {
+    let swarm = small();
+    std::os::unix::fs::symlink("/dev/full", swarm.log_of(1002)).unwrap();
+    let o = p2pft(swarm.path(), &["swarm", "--keep", "--timeout", "120"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for needle in [
+        "peer 1002: warn: cannot write",
+        "No space left on device",
+        "lines of",
+    ] {
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
+    swarm.check_files();
+}
+
 #[test]
 fn swarm_launcher_refuses_bad_input_with_exit_2() {
     let swarm = small();
