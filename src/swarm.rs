@@ -273,13 +273,18 @@ fn check_space(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
     );
     let need = files.saturating_add(records);
     if free < need {
+        // Advice on PieceSize only where the logs are a good part of it.
+        let smaller_logs = if records > files / 8 {
+            format!(", or use a larger PieceSize: the logs hold a line a piece and peer, and there are {pieces} pieces")
+        } else {
+            String::new()
+        };
         return Err(SwarmError::Refused(format!(
-            "not enough free space in {}: this swarm writes up to {:.0} MiB ({:.0} MiB of peers' files and {:.0} MiB of logs and metadata, a log line a piece and peer, {} pieces), {:.0} MiB are free; free some space, or use a larger PieceSize for smaller logs",
+            "not enough free space in {}: this swarm writes up to {:.0} MiB ({:.0} MiB of peers' files and {:.0} MiB of logs and metadata), {:.0} MiB are free; free some space{smaller_logs}",
             config.dir.display(),
             mib(need),
             mib(files),
             mib(records),
-            pieces,
             mib(free)
         )));
     }

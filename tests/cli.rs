@@ -445,13 +445,24 @@ fn swarm_launcher_refuses_a_swarm_the_disk_cannot_hold() {
     std::fs::write(dir.path().join("PeerInfo.cfg"), peers).unwrap();
     let o = p2pft(dir.path(), &["swarm", "--quiet"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    for needle in [
-        "not enough free space in",
-        "3221225472 MiB of peers' files",
-        "a larger PieceSize",
-    ] {
+    for needle in ["not enough free space in", "3221225472 MiB of peers' files"] {
         assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
     }
+    // Logs are no part of that: no advice about them.
+    assert!(!stderr(&o).contains("PieceSize"), "{}", stderr(&o));
     // Refused before anything was written: no peer directory, metadata or log.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    // 1 GiB in 1-byte pieces: the logs are most of it.
+    let common = common.replace("1125899906842624", "1073741824");
+    std::fs::write(
+        dir.path().join("Common.cfg"),
+        common.replace("67108864", "1"),
+    )
+    .unwrap();
+    let o = p2pft(dir.path(), &["swarm", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for needle in ["not enough free space in", "use a larger PieceSize"] {
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
