@@ -305,6 +305,10 @@ pub struct Engine {
     /// stall since then was told ([`Engine::note_stall`]).
     progress_at: (u32, Instant),
     stall_told: bool,
+    /// Peers without the file and not connected, and since when they are
+    /// those; whether that wait was told ([`Engine::note_waiting`]).
+    waiting_for: (Vec<u32>, Instant),
+    waiting_told: bool,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
     neighbours: BTreeMap<u32, Neighbour>,
@@ -378,6 +382,8 @@ impl Engine {
             have_count: setup.have.count(),
             progress_at: (setup.have.count(), Instant::now()),
             stall_told: false,
+            waiting_for: (Vec::new(), Instant::now()),
+            waiting_told: false,
             have: setup.have,
             wanted,
             neighbours: BTreeMap::new(),
@@ -443,6 +449,7 @@ impl Engine {
                     self.rounds = Rounds::Running;
                     self.select_preferred();
                     self.note_stall();
+                    self.note_waiting();
                 }
                 recv(optimistic) -> _ => self.select_optimistic(),
                 recv(checkpoint) -> _ => {
@@ -1324,6 +1331,46 @@ impl Engine {
             } else {
                 format!("neighbours: {}", neighbours.join(", "))
             }
+        );
+    }
+
+    /// Says once, when a peer with the whole file has waited [`STALL_NOTICE`]
+    /// for peers that are not connected (not started, most likely), which
+    /// they are: it may end only once every peer has the file. Said again
+    /// when that set changes and stays. Connected peers still downloading
+    /// are no cause for it (a stalled one says so itself).
+    fn note_waiting(&mut self) {
+        if !self.have_complete() {
+            return;
+        }
+        let absent: Vec<u32> = self
+            .config
+            .peers
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| {
+                *id != self.me
+                    && !self.complete_peers.contains(id)
+                    && !self.neighbours.contains_key(id)
+            })
+            .collect();
+        if absent != self.waiting_for.0 {
+            self.waiting_for = (absent, Instant::now());
+            self.waiting_told = false;
+            return;
+        }
+        let waited = self.waiting_for.1.elapsed();
+        if absent.is_empty() || self.waiting_told || waited < STALL_NOTICE {
+            return;
+        }
+        self.waiting_told = true;
+        let ids: Vec<String> = absent.iter().map(u32::to_string).collect();
+        log::info!(
+            target: crate::cli::NOTE,
+            "peer {}: has the whole file, and has waited {} s for peers that are not connected: {} (every peer must have the file before any ends)",
+            self.me,
+            waited.as_secs(),
+            ids.join(", ")
         );
     }
 

@@ -205,6 +205,24 @@ fn a_seed_that_crashed_and_came_back_is_dialled_again() {
     }
 }
 
+/// Peers with the whole file wait for every peer to have it (SPEC.md); one
+/// never started keeps them waiting. After 10 s each says whom it waits for,
+/// and once that peer comes all end.
+#[test]
+fn peers_with_the_file_say_whom_they_wait_for() {
+    let mut swarm = Swarm::new(Spec::new(3, 64 * 1024, 1024));
+    swarm.start(1001);
+    swarm.start(1002);
+    for id in [1001, 1002] {
+        let told = "has the whole file, and has waited 10 s for peers that are not connected: 1003 (every peer";
+        wait_until(LIMIT, &format!("'{told}' from {id}"), || {
+            swarm.stderr_text(id).contains(told)
+        });
+    }
+    swarm.start(1003);
+    swarm.finish_and_check(LIMIT);
+}
+
 #[test]
 fn pieces_damaged_while_down_are_fetched_again() {
     kill_damage_and_resume(four_thousand_pieces());
