@@ -288,7 +288,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         io::Error::new(
             e.kind(),
             format!(
-                "peer {} cannot listen on {}:{}: {e}",
+                "peer {}: cannot listen on {}:{}: {e}",
                 me.id, me.host, me.port
             ),
         )

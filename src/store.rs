@@ -61,6 +61,9 @@ pub struct Store {
     /// A leecher's file was already there (with data) when opened: there may
     /// be something to resume.
     existed: bool,
+    /// A leecher's exclusive lock on its file ([`lock_exclusive`]), held
+    /// while the store lives.
+    _lock: Option<nix::fcntl::Flock<File>>,
 }
 
 fn with_path(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -75,6 +78,32 @@ pub fn beside(file: &Path, suffix: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     file.with_file_name(format!(".{name}.{suffix}"))
+}
+
+/// Takes an exclusive lock (`flock`) on the file at `path` before anything
+/// is written to it or read back to resume: a second process of the same
+/// leecher (started twice by hand, or by two launchers) is refused at once
+/// with a message, instead of re-hashing and writing into the file the first
+/// is downloading into, and failing only later at its port. `None` where
+/// the file system has no such locks.
+fn lock_exclusive(path: &Path) -> io::Result<Option<nix::fcntl::Flock<File>>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg};
+    let file = File::open(path).map_err(|e| with_path(path, "cannot open", e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is in use by another process (is this peer running already?)",
+                path.display()
+            ),
+        )),
+        Err((_, e)) => {
+            log::debug!("no lock on {}: {e}", path.display());
+            Ok(None)
+        }
+    }
 }
 
 /// Replaces `path` with `bytes` atomically: a temporary file beside it (its
@@ -164,6 +193,7 @@ impl Store {
             layout,
             writable: false,
             existed: true,
+            _lock: None,
         })
     }
 
@@ -190,6 +220,7 @@ impl Store {
             .truncate(false)
             .open(path)
             .map_err(|e| with_path(path, "cannot open for writing", e))?;
+        let lock = lock_exclusive(path)?;
         file.set_len(layout.file_size_bytes())
             .map_err(|e| with_path(path, "cannot size", e))?;
         preallocate(&file, layout.file_size_bytes())
@@ -220,6 +251,7 @@ impl Store {
             layout,
             writable: true,
             existed,
+            _lock: lock,
         })
     }
 
@@ -533,6 +565,36 @@ mod tests {
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
         assert_eq!(std::fs::read(&checked).unwrap(), b"two");
+    }
+
+    #[test]
+    fn a_leechers_file_is_opened_by_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer_2/f.dat");
+        let layout = Layout::new(1 << 20, 1 << 16).unwrap();
+        let first = Store::open_leecher(&path, layout, true, true).unwrap();
+        first.write_piece(3, &[7; 1 << 16]).unwrap();
+        first.sync().unwrap();
+        let Err(e) = Store::open_leecher(&path, layout, true, true) else {
+            panic!("opened twice");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(
+            e.to_string()
+                .contains("peer_2/f.dat is in use by another process"),
+            "{e}"
+        );
+        // A seed only reads: no lock.
+        drop(Store::open_seed(&path, layout).unwrap());
+        drop(first);
+        let again = Store::open_leecher(&path, layout, true, true).unwrap();
+        let mut buf = crate::piecebuf::PieceBuf::default();
+        again.read_piece(3, &mut buf).unwrap();
+        assert_eq!(
+            &buf[..],
+            &[7; 1 << 16][..],
+            "the refused open changed nothing"
+        );
     }
 
     #[test]

@@ -43,6 +43,23 @@ fn an_unknown_id_or_a_missing_seed_file_exits_2() {
     swarm.expect_refusal(1001, 2, "has 5 bytes where FileSize is 50000");
 }
 
+/// The same leecher started twice: the second is refused at once (exit 1)
+/// without touching the file, and the first goes on to the end.
+#[test]
+fn a_leecher_started_twice_is_refused_the_second_time() {
+    let mut swarm = small();
+    swarm.start(1001);
+    swarm.start(1002);
+    swarm.wait_for_pieces(1002, 1, std::time::Duration::from_secs(60));
+    swarm.expect_refusal(
+        1002,
+        1,
+        "peer_1002/TheFile.dat is in use by another process (is this peer running already?)",
+    );
+    swarm.start(1003);
+    swarm.finish_and_check(std::time::Duration::from_secs(60));
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let swarm = small();
