@@ -121,3 +121,100 @@ fn strict_peers_begin_choking_once_every_neighbour_has_spoken_not_at_the_first_t
         "nobody left to unchoke optimistically"
     );
 }
+
+/// A fake leecher on a raw socket, `as_id`, that has handshaken with the
+/// seed (1001) and read its bitfield.
+fn fake_leecher(swarm: &Swarm, as_id: u32) -> std::net::TcpStream {
+    use p2pft::wire::{encode_handshake, encode_to_vec, Message};
+    use std::io::{Read, Write};
+    let mut s = swarm.connect(1001);
+    s.write_all(&encode_handshake(as_id)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut theirs = [0u8; 32];
+    s.read_exact(&mut theirs).unwrap();
+    let full = p2pft::bitfield::Bitfield::full(swarm.spec.num_pieces());
+    let mut bitfield = vec![0u8; encode_to_vec(&Message::Bitfield(full)).len()];
+    s.read_exact(&mut bitfield).unwrap();
+    s
+}
+
+fn send(s: &mut std::net::TcpStream, message: p2pft::wire::Message) {
+    use std::io::Write;
+    s.write_all(&p2pft::wire::encode_to_vec(&message)).unwrap();
+}
+
+/// The type of the next message on `s` within `wait`, if one comes.
+fn next_kind(s: &mut std::net::TcpStream, wait: Duration) -> Option<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut header = [0u8; 5];
+    match s.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return None
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let len = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len - 1];
+    s.read_exact(&mut rest).unwrap();
+    Some(header[4])
+}
+
+/// Outside strict mode, a neighbour that gives up interest, or its
+/// connection, gives up its upload slot at once to an interested neighbour
+/// left choked, not at the next round (here never: p = m = 600 s).
+#[test]
+fn a_slot_given_up_goes_at_once_to_a_neighbour_left_waiting() {
+    use p2pft::wire::Message;
+    const UNCHOKE: u8 = 1;
+    const CHOKE: u8 = 0;
+    let mut spec = Spec::new(5, 1 << 20, 16 * 1024);
+    spec.k = 1;
+    spec.p = "600";
+    spec.m = "600";
+    let mut swarm = Swarm::new(spec);
+    swarm.reconnects_allowed = true;
+    swarm.start(1001);
+    let wait = Duration::from_secs(10);
+    let mut s2 = fake_leecher(&swarm, 1002);
+    send(&mut s2, Message::Interested);
+    assert_eq!(
+        next_kind(&mut s2, wait),
+        Some(UNCHOKE),
+        "the preferred slot"
+    );
+    let mut s3 = fake_leecher(&swarm, 1003);
+    send(&mut s3, Message::Interested);
+    assert_eq!(
+        next_kind(&mut s3, wait),
+        Some(UNCHOKE),
+        "the optimistic slot"
+    );
+    let mut s4 = fake_leecher(&swarm, 1004);
+    send(&mut s4, Message::Interested);
+    let short = Duration::from_millis(300);
+    assert_eq!(next_kind(&mut s4, short), None, "no slot is free");
+    send(&mut s2, Message::NotInterested);
+    assert_eq!(
+        next_kind(&mut s2, wait),
+        Some(CHOKE),
+        "1002 gives its slot up"
+    );
+    assert_eq!(next_kind(&mut s4, wait), Some(UNCHOKE), "and 1004 gets it");
+    let mut s5 = fake_leecher(&swarm, 1005);
+    send(&mut s5, Message::Interested);
+    assert_eq!(next_kind(&mut s5, short), None, "no slot is free");
+    drop(s3);
+    assert_eq!(
+        next_kind(&mut s5, wait),
+        Some(UNCHOKE),
+        "1003's slot, as it left"
+    );
+    swarm.kill_all();
+}
