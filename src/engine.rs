@@ -294,6 +294,39 @@ enum Rounds {
     Running,
 }
 
+/// A value watched for a notice: how long it has stayed the same, said
+/// once when that reaches a threshold, and again only after it changes.
+struct Unchanged<K> {
+    value: K,
+    since: Instant,
+    told: bool,
+}
+
+impl<K: PartialEq> Unchanged<K> {
+    fn new(value: K) -> Unchanged<K> {
+        Unchanged {
+            value,
+            since: Instant::now(),
+            told: false,
+        }
+    }
+
+    /// How long `value` has stayed as it is, once, when that reaches
+    /// `after`; `None` otherwise. A new value starts the clock again.
+    fn due(&mut self, value: K, after: Duration) -> Option<Duration> {
+        if value != self.value {
+            *self = Unchanged::new(value);
+            return None;
+        }
+        let unchanged = self.since.elapsed();
+        if self.told || unchanged < after {
+            return None;
+        }
+        self.told = true;
+        Some(unchanged)
+    }
+}
+
 pub struct Engine {
     me: u32,
     config: Config,
@@ -302,14 +335,11 @@ pub struct Engine {
     have: Bitfield,
     /// `have.count()`, kept so that a stored piece costs no scan of the bitfield.
     have_count: u32,
-    /// `have_count` when it last changed (or we started), and whether the
-    /// stall since then was told ([`Engine::note_stall`]).
-    progress_at: (u32, Instant),
-    stall_told: bool,
+    /// `have_count`, and since when it is what it is ([`Engine::note_stall`]).
+    progress: Unchanged<u32>,
     /// Peers without the file and not connected, and since when they are
-    /// those; whether that wait was told ([`Engine::note_waiting`]).
-    waiting_for: (Vec<u32>, Instant),
-    waiting_told: bool,
+    /// those ([`Engine::note_waiting`]).
+    absent: Unchanged<Vec<u32>>,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
     neighbours: BTreeMap<u32, Neighbour>,
@@ -381,10 +411,8 @@ impl Engine {
             store: setup.store,
             finishing: setup.have.is_complete(),
             have_count: setup.have.count(),
-            progress_at: (setup.have.count(), Instant::now()),
-            stall_told: false,
-            waiting_for: (Vec::new(), Instant::now()),
-            waiting_told: false,
+            progress: Unchanged::new(setup.have.count()),
+            absent: Unchanged::new(Vec::new()),
             have: setup.have,
             wanted,
             neighbours: BTreeMap::new(),
@@ -1349,16 +1377,12 @@ impl Engine {
     /// any has a piece it lacks (none: a seed gone, or the swarm without
     /// one). Said again after pieces came in between.
     fn note_stall(&mut self) {
-        if self.have_count != self.progress_at.0 {
-            self.progress_at = (self.have_count, Instant::now());
-            self.stall_told = false;
+        let Some(stalled) = self.progress.due(self.have_count, STALL_NOTICE) else {
+            return;
+        };
+        if self.have_complete() {
             return;
         }
-        let stalled = self.progress_at.1.elapsed();
-        if self.have_complete() || self.stall_told || stalled < STALL_NOTICE {
-            return;
-        }
-        self.stall_told = true;
         let neighbours: Vec<String> = self
             .neighbours
             .iter()
@@ -1401,16 +1425,12 @@ impl Engine {
                     && !self.neighbours.contains_key(id)
             })
             .collect();
-        if absent != self.waiting_for.0 {
-            self.waiting_for = (absent, Instant::now());
-            self.waiting_told = false;
+        let Some(waited) = self.absent.due(absent.clone(), STALL_NOTICE) else {
+            return;
+        };
+        if absent.is_empty() {
             return;
         }
-        let waited = self.waiting_for.1.elapsed();
-        if absent.is_empty() || self.waiting_told || waited < STALL_NOTICE {
-            return;
-        }
-        self.waiting_told = true;
         let ids: Vec<String> = absent.iter().map(u32::to_string).collect();
         log::info!(
             target: crate::cli::NOTE,

@@ -395,11 +395,15 @@ mod tests {
         assert!(lines[logged + 1].ends_with("Peer 7 has downloaded the complete file."));
     }
 
-    /// A pipe whose write end fails once 64 KiB wait unread (`WouldBlock`,
-    /// after a short write), as a full disk would, until the test reads.
-    fn pipe() -> (File, File) {
+    /// Peer 7's log writing into a pipe that fails once 64 KiB wait unread
+    /// (`WouldBlock`, after a short write), as a full disk would, until the
+    /// test reads; and the pipe's read end.
+    fn piped_log() -> (tempfile::TempDir, SpecLog, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SpecLog::open(&dir.path().join("log_peer_7.log"), 7).unwrap();
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
-        (File::from(read), File::from(write))
+        log.file = File::from(write);
+        (dir, log, File::from(read))
     }
 
     fn drain(mut read: &File, into: &mut Vec<u8>) {
@@ -446,10 +450,7 @@ mod tests {
 
     #[test]
     fn a_log_that_cannot_be_written_keeps_its_lines_until_it_can() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = SpecLog::open(&dir.path().join("log_peer_7.log"), 7).unwrap();
-        let (read, write) = pipe();
-        log.file = write;
+        let (_dir, log, read) = piped_log();
         for i in 0..1500 {
             log.received_have(8, i);
         }
@@ -472,10 +473,7 @@ mod tests {
 
     #[test]
     fn lines_beyond_the_backlog_are_lost_whole_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = SpecLog::open(&dir.path().join("log_peer_7.log"), 7).unwrap();
-        let (read, write) = pipe();
-        log.file = write;
+        let (_dir, log, read) = piped_log();
         let logged = 3 * BACKLOG_BYTES as u32 / 80;
         for i in 0..logged {
             log.received_have(8, i);

@@ -138,6 +138,13 @@ fn fake_leecher(swarm: &Swarm, as_id: u32) -> std::net::TcpStream {
     s
 }
 
+/// A fake leecher (see [`fake_leecher`]) that has said it is interested.
+fn interested(swarm: &Swarm, as_id: u32) -> std::net::TcpStream {
+    let mut s = fake_leecher(swarm, as_id);
+    send(&mut s, p2pft::wire::Message::Interested);
+    s
+}
+
 fn send(s: &mut std::net::TcpStream, message: p2pft::wire::Message) {
     use std::io::Write;
     s.write_all(&p2pft::wire::encode_to_vec(&message)).unwrap();
@@ -182,22 +189,14 @@ fn a_slot_given_up_goes_at_once_to_a_neighbour_left_waiting() {
     swarm.reconnects_allowed = true;
     swarm.start(1001);
     let wait = Duration::from_secs(10);
-    let mut s2 = fake_leecher(&swarm, 1002);
-    send(&mut s2, Message::Interested);
-    assert_eq!(
-        next_kind(&mut s2, wait),
-        Some(UNCHOKE),
-        "the preferred slot"
-    );
-    let mut s3 = fake_leecher(&swarm, 1003);
-    send(&mut s3, Message::Interested);
-    assert_eq!(
-        next_kind(&mut s3, wait),
-        Some(UNCHOKE),
-        "the optimistic slot"
-    );
-    let mut s4 = fake_leecher(&swarm, 1004);
-    send(&mut s4, Message::Interested);
+    // One at a time, so that the seed hears them in this order.
+    let [mut s2, s3] =
+        [(1002, "the preferred slot"), (1003, "the optimistic slot")].map(|(id, slot)| {
+            let mut s = interested(&swarm, id);
+            assert_eq!(next_kind(&mut s, wait), Some(UNCHOKE), "{slot}");
+            s
+        });
+    let mut s4 = interested(&swarm, 1004);
     let short = Duration::from_millis(300);
     assert_eq!(next_kind(&mut s4, short), None, "no slot is free");
     send(&mut s2, Message::NotInterested);
@@ -207,8 +206,7 @@ fn a_slot_given_up_goes_at_once_to_a_neighbour_left_waiting() {
         "1002 gives its slot up"
     );
     assert_eq!(next_kind(&mut s4, wait), Some(UNCHOKE), "and 1004 gets it");
-    let mut s5 = fake_leecher(&swarm, 1005);
-    send(&mut s5, Message::Interested);
+    let mut s5 = interested(&swarm, 1005);
     assert_eq!(next_kind(&mut s5, short), None, "no slot is free");
     drop(s3);
     assert_eq!(
