@@ -775,7 +775,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
         keep: false,
         quiet: true,
         json: true,
-        connect_timeout: 30.0,
+        connect_timeout: Some(30.0),
     };
     let report = swarm::run(&swarm_args).map_err(|e| e.to_string())?;
     go_on()?;

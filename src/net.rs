@@ -188,11 +188,14 @@ pub fn spawn_dialer(
     thread::Builder::new()
         .name(format!("dial-{}", target.id))
         .spawn(move || {
-            let deadline = Instant::now() + give_up_after;
+            let started = Instant::now();
+            let deadline = started + give_up_after;
             let mut backoff = Duration::from_millis(50);
             let mut last_error = String::from("no attempt made");
             let mut offer = extensions;
+            let mut attempts = 0;
             while !stop.load(Ordering::Relaxed) {
+                attempts += 1;
                 match dial_once(me, &target, offer) {
                     Ok((stream, pipelining)) => {
                         let _ = events.send(Event::Connected {
@@ -229,8 +232,12 @@ pub fn spawn_dialer(
                 let _ = events.send(Event::DialFailed {
                     peer: target.id,
                     error: format!(
-                        "could not connect to peer {} at {}:{}: {last_error}",
-                        target.id, target.host, target.port
+                        "could not connect to peer {} at {}:{} ({attempts} attempts in {:.1} s; --connect-timeout {}): {last_error}",
+                        target.id,
+                        target.host,
+                        target.port,
+                        started.elapsed().as_secs_f64(),
+                        give_up_after.as_secs_f64()
                     ),
                 });
             }

@@ -50,9 +50,20 @@ pub struct SwarmArgs {
     /// Print the summary as one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Seconds each peer keeps dialling a peer listed above it.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    pub connect_timeout: f64,
+    /// Seconds each peer keeps dialling a peer listed above it [default: 30,
+    /// or --timeout when some peer runs on another host, started by hand]
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<f64>,
+}
+
+impl SwarmArgs {
+    /// `--connect-timeout`, or its default: peers started here dial peers
+    /// this launcher started before them, up within seconds; a peer on
+    /// another host may be started minutes later.
+    fn connect_timeout(&self, remote_peers: bool) -> f64 {
+        self.connect_timeout
+            .unwrap_or(if remote_peers { self.timeout } else { 30.0 })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -396,7 +407,7 @@ fn spawn_peer(
     exe: &Path,
     config: &Config,
     entry: &PeerEntry,
-    args: &SwarmArgs,
+    connect_timeout: f64,
 ) -> io::Result<Child> {
     Command::new(exe)
         .arg("peer")
@@ -405,7 +416,7 @@ fn spawn_peer(
         .arg(&config.dir)
         .arg("--status")
         .arg("--connect-timeout")
-        .arg(args.connect_timeout.to_string())
+        .arg(connect_timeout.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -483,6 +494,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     check_threads(local.len() as u64, config.peers.len() as u64).map_err(SwarmError::Refused)?;
     prepare(&config, &local, args.keep)?;
     let exe = std::env::current_exe()?;
+    let connect_timeout = args.connect_timeout(!remote.is_empty());
     let num_pieces = config.common.layout.num_pieces();
     let show_bars = !args.quiet && io::stderr().is_terminal();
     let bars = MultiProgress::with_draw_target(if show_bars {
@@ -510,7 +522,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         bar.set_style(style.clone());
         bar.set_prefix(format!("peer {}", entry.id));
         let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
-        let mut child = spawn_peer(&exe, &config, entry, args)?;
+        let mut child = spawn_peer(&exe, &config, entry, connect_timeout)?;
         forward_status(i, child.stdout.take().expect("piped"), tx.clone());
         keep_tail(
             child.stderr.take().expect("piped"),
@@ -870,5 +882,25 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
                 SwarmError::Io(_) => 1,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_wait_for_peers_on_other_hosts_as_long_as_the_swarm_may_run() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            swarm: SwarmArgs,
+        }
+        let args = |a: &[&str]| Cli::parse_from([&["swarm"], a].concat()).swarm;
+        assert_eq!(args(&[]).connect_timeout(false), 30.0);
+        assert_eq!(args(&[]).connect_timeout(true), 600.0);
+        assert_eq!(args(&["--timeout", "90"]).connect_timeout(true), 90.0);
+        assert_eq!(args(&["--connect-timeout", "5"]).connect_timeout(true), 5.0);
     }
 }

@@ -186,6 +186,35 @@ fn swarm_launcher_without_the_seed_file_says_where_it_belongs() {
     );
 }
 
+/// A seed on another host that never comes: the local leechers dial it for
+/// --connect-timeout, then say how long they tried.
+#[test]
+fn leechers_give_up_on_a_seed_elsewhere_and_say_how_long_they_tried() {
+    let swarm = small();
+    let path = swarm.path().join("PeerInfo.cfg");
+    let info = std::fs::read_to_string(&path).unwrap();
+    let rest: String = info.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, format!("1001 192.0.2.1 7000 1\n{rest}")).unwrap();
+    let o = p2pft(
+        swarm.path(),
+        &[
+            "swarm",
+            "--json",
+            "--connect-timeout",
+            "1",
+            "--timeout",
+            "60",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for needle in [
+        "could not connect to peer 1001 at 192.0.2.1:7000 (",
+        "; --connect-timeout 1): ",
+    ] {
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn swarm_launcher_fails_at_its_time_limit_and_kills_the_peers() {
     let swarm = small();
