@@ -225,8 +225,9 @@ pub enum EngineError {
     Threads(u32, io::Error),
     #[error("the finished file could not be made complete: {0}")]
     Integrity(String),
-    #[error("stopped by signal {0}; progress saved")]
-    Interrupted(i32),
+    /// The signal, and for a leecher what it recorded.
+    #[error("stopped by signal {0}{1}")]
+    Interrupted(i32, String),
 }
 
 struct Neighbour {
@@ -488,9 +489,22 @@ impl Engine {
             }
         }
         match self.fatal {
-            Some(EngineError::Interrupted(_)) => {
+            Some(EngineError::Interrupted(signal, _)) => {
                 self.land_in_flight_pieces();
                 self.final_checkpoint();
+                let seed = self
+                    .config
+                    .peers
+                    .iter()
+                    .any(|p| p.id == self.me && p.has_file);
+                if !seed && matches!(self.fatal, Some(EngineError::Interrupted(..))) {
+                    let recorded = format!(
+                        "; progress recorded: {} of {} pieces, kept for the next run",
+                        self.have_count,
+                        self.have.len()
+                    );
+                    self.fatal = Some(EngineError::Interrupted(signal, recorded));
+                }
             }
             None => self.final_checkpoint(),
             Some(_) => {}
@@ -696,7 +710,7 @@ impl Engine {
             Event::Finished(result) => self.on_finished(result),
             Event::Interrupt(signal) => {
                 self.stop.store(true, Relaxed);
-                self.fatal = Some(EngineError::Interrupted(signal));
+                self.fatal = Some(EngineError::Interrupted(signal, String::new()));
             }
         }
     }

@@ -94,7 +94,7 @@ impl PeerError {
     pub fn exit_code(&self) -> i32 {
         match self {
             PeerError::Config(_) | PeerError::Meta(_) | PeerError::SeedMismatch(_) => 2,
-            PeerError::Engine(EngineError::Interrupted(signal)) => 128 + signal,
+            PeerError::Engine(EngineError::Interrupted(signal, _)) => 128 + signal,
             _ => 1,
         }
     }

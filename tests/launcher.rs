@@ -115,8 +115,14 @@ fn a_swarm_launcher_passes_a_signal_on_to_its_peers_and_exits_with_it() {
         assert_eq!(report["timed_out"], false);
         let peers = report["peers"].as_array().unwrap();
         assert_eq!(peers.len(), 4);
-        let said = format!("stopped by signal {}; progress saved", signal as i32);
         for p in &peers[..3] {
+            let said = match p["seed"].as_bool().unwrap() {
+                true => format!("stopped by signal {}\"", signal as i32),
+                false => format!(
+                    "stopped by signal {}; progress recorded: 49 of 49 pieces, kept for the next run",
+                    signal as i32
+                ),
+            };
             // Each stopped cleanly on the signal passed on, exactly once: a
             // second one ends a peer at once, with the same code but without
             // that last diagnostic (kept in the report, which is not OK).
