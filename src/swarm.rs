@@ -395,7 +395,8 @@ struct Running {
     complete_after: Option<Duration>,
     exit_code: Option<i32>,
     stderr: Arc<parking_lot::Mutex<VecDeque<String>>>,
-    rate: (Instant, u64),
+    /// When the rate was last shown, and bytes in and pieces then.
+    rate: (Instant, u64, u32),
 }
 
 enum Update {
@@ -537,7 +538,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             complete_after: None,
             exit_code: None,
             stderr,
-            rate: (Instant::now(), 0),
+            rate: (Instant::now(), 0, 0),
         });
         // The next peer dials this one: wait until it listens (or dies).
         let listening = loop {
@@ -686,27 +687,53 @@ fn apply(peers: &mut [Running], update: Update, start: Instant) {
         Update::Status(i, s) => {
             let p = &mut peers[i];
             p.bar.set_position(u64::from(s.pieces));
-            let (since, bytes) = p.rate;
-            let dt = since.elapsed().as_secs_f64();
-            if dt >= 0.5 {
-                let rate = mib(s.bytes_in.saturating_sub(bytes)) / dt;
-                p.bar.set_message(format!(
-                    "{rate:7.1} MiB/s in, {:.1} MiB out",
-                    mib(s.bytes_out)
-                ));
-                p.rate = (Instant::now(), s.bytes_in);
-            }
             let verified = matches!(s.phase, Phase::Complete | Phase::Done);
-            if verified && p.complete_after.is_none() {
+            let newly_complete = verified && p.complete_after.is_none();
+            if newly_complete {
                 p.complete_after = Some(if p.entry.has_file {
                     Duration::ZERO
                 } else {
                     start.elapsed()
                 });
             }
+            let (since, bytes, pieces) = p.rate;
+            let dt = since.elapsed().as_secs_f64();
+            if dt >= 0.5 || newly_complete {
+                let out = mib(s.bytes_out);
+                p.bar.set_message(match p.complete_after {
+                    Some(_) if p.entry.has_file => format!("seed, {out:.1} MiB out"),
+                    Some(after) => format!(
+                        "complete after {}, {out:.1} MiB out",
+                        secs_text(after.as_secs_f64())
+                    ),
+                    None => {
+                        let rate = mib(s.bytes_in.saturating_sub(bytes)) / dt;
+                        let per_sec = f64::from(s.pieces.saturating_sub(pieces)) / dt;
+                        let left = f64::from(s.num_pieces.saturating_sub(s.pieces)) / per_sec;
+                        let eta = if left.is_finite() {
+                            format!(", about {} left", secs_text(left))
+                        } else {
+                            String::new()
+                        };
+                        format!("{rate:7.1} MiB/s in, {out:.1} MiB out{eta}")
+                    }
+                });
+                p.rate = (Instant::now(), s.bytes_in, s.pieces);
+            }
             p.last = Some(s);
         }
         Update::Closed(_) => {}
+    }
+}
+
+/// Seconds as a person reads them: `0.4 s`, `42 s`, `7 min 05 s`, `3 h 02 min`.
+fn secs_text(secs: f64) -> String {
+    let whole = secs.round() as u64;
+    match whole {
+        _ if secs < 10.0 => format!("{secs:.1} s"),
+        0..60 => format!("{whole} s"),
+        60..3600 => format!("{} min {:02} s", whole / 60, whole % 60),
+        _ => format!("{} h {:02} min", whole / 3600, whole % 3600 / 60),
     }
 }
 
@@ -902,5 +929,29 @@ mod tests {
         assert_eq!(args(&[]).connect_timeout(true), 600.0);
         assert_eq!(args(&["--timeout", "90"]).connect_timeout(true), 90.0);
         assert_eq!(args(&["--connect-timeout", "5"]).connect_timeout(true), 5.0);
+    }
+
+    #[test]
+    fn times_left_read_as_a_person_says_them() {
+        let said: Vec<String> = [
+            0.04, 9.96, 10.0, 59.4, 59.6, 425.0, 3599.4, 3600.0, 10_930.0,
+        ]
+        .into_iter()
+        .map(secs_text)
+        .collect();
+        assert_eq!(
+            said,
+            [
+                "0.0 s",
+                "10.0 s",
+                "10 s",
+                "59 s",
+                "1 min 00 s",
+                "7 min 05 s",
+                "59 min 59 s",
+                "1 h 00 min",
+                "3 h 02 min"
+            ]
+        );
     }
 }
