@@ -504,10 +504,29 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         ProgressDrawTarget::hidden()
     });
     let style = ProgressStyle::with_template(
-        "{prefix:>10} [{bar:32.cyan/blue}] {pos:>6}/{len} pieces {msg}",
+        // About 40 columns before the message, which is cut at the
+        // terminal's width (wide_msg): a line that wrapped would throw
+        // indicatif's redrawing out.
+        "{prefix:>9} [{bar:20.cyan/blue}] {pos:>6}/{len:<6} {wide_msg}",
     )
     .expect("valid template")
     .progress_chars("=> ");
+    // A bar each while they fit on the terminal (indicatif draws no more
+    // lines than it has rows), else one for all the leechers.
+    let rows = console::Term::stderr()
+        .size_checked()
+        .map_or(24, |(rows, _)| rows);
+    let mut total = (local.len() + 2 > usize::from(rows)).then(|| {
+        let leechers = local.iter().filter(|p| !p.has_file).count() as u64;
+        let bar = bars.add(ProgressBar::new(leechers * u64::from(num_pieces)));
+        bar.set_style(style.clone());
+        bar.set_prefix("all");
+        Total {
+            bar,
+            leechers,
+            rate: (Instant::now(), 0, 0),
+        }
+    });
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.timeout.max(0.0));
@@ -519,9 +538,12 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             break;
         }
         let i = peers.len();
-        let bar = bars.add(ProgressBar::new(u64::from(num_pieces)));
+        let bar = match total {
+            Some(_) => ProgressBar::hidden(),
+            None => bars.add(ProgressBar::new(u64::from(num_pieces))),
+        };
         bar.set_style(style.clone());
-        bar.set_prefix(format!("peer {}", entry.id));
+        bar.set_prefix(entry.id.to_string());
         let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
         let mut child = spawn_peer(&exe, &config, entry, connect_timeout)?;
         forward_status(i, child.stdout.take().expect("piped"), tx.clone());
@@ -546,7 +568,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
                 Ok(update) => {
                     let is_me = matches!(&update, Update::Status(j, s) if *j == i && s.phase == Phase::Listening);
                     let closed = matches!(update, Update::Closed(j) if j == i);
-                    apply(&mut peers, update, start);
+                    apply(&mut peers, &mut total, update, start);
                     if is_me {
                         break true;
                     }
@@ -585,7 +607,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             break;
         }
         while let Ok(update) = rx.recv_timeout(Duration::from_millis(50)) {
-            apply(&mut peers, update, start);
+            apply(&mut peers, &mut total, update, start);
         }
         for p in &mut peers {
             if let Some(c) = &mut p.child {
@@ -607,7 +629,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         }
     }
     while let Ok(update) = rx.try_recv() {
-        apply(&mut peers, update, start);
+        apply(&mut peers, &mut total, update, start);
     }
     let wall = start.elapsed();
     bars.clear().ok();
@@ -682,48 +704,102 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     })
 }
 
-fn apply(peers: &mut [Running], update: Update, start: Instant) {
-    match update {
-        Update::Status(i, s) => {
-            let p = &mut peers[i];
-            p.bar.set_position(u64::from(s.pieces));
-            let verified = matches!(s.phase, Phase::Complete | Phase::Done);
-            let newly_complete = verified && p.complete_after.is_none();
-            if newly_complete {
-                p.complete_after = Some(if p.entry.has_file {
-                    Duration::ZERO
-                } else {
-                    start.elapsed()
-                });
+/// One bar for all the leechers, where a bar each would not fit.
+struct Total {
+    bar: ProgressBar,
+    /// Leechers started here (the bar counts their pieces together).
+    leechers: u64,
+    /// When its message was last set, and the leechers' bytes in and pieces then.
+    rate: (Instant, u64, u64),
+}
+
+impl Total {
+    /// Shows the leechers' pieces together; every 0.5 s, how many are
+    /// complete, their rate, the time left, and the one furthest behind.
+    fn show(&mut self, peers: &[Running]) {
+        let (mut pieces, mut bytes_in, mut complete) = (0u64, 0u64, 0);
+        let mut behind: Option<(u32, u32)> = None;
+        for p in peers.iter().filter(|p| !p.entry.has_file) {
+            let (has, got) = p.last.as_ref().map_or((0, 0), |s| (s.pieces, s.bytes_in));
+            pieces += u64::from(has);
+            bytes_in += got;
+            if p.complete_after.is_some() {
+                complete += 1;
+            } else if behind.is_none_or(|(_, least)| has < least) {
+                behind = Some((p.entry.id, has));
             }
-            let (since, bytes, pieces) = p.rate;
-            let dt = since.elapsed().as_secs_f64();
-            if dt >= 0.5 || newly_complete {
-                let out = mib(s.bytes_out);
-                p.bar.set_message(match p.complete_after {
-                    Some(_) if p.entry.has_file => format!("seed, {out:.1} MiB out"),
-                    Some(after) => format!(
-                        "complete after {}, {out:.1} MiB out",
-                        secs_text(after.as_secs_f64())
-                    ),
-                    None => {
-                        let rate = mib(s.bytes_in.saturating_sub(bytes)) / dt;
-                        let per_sec = f64::from(s.pieces.saturating_sub(pieces)) / dt;
-                        let left = f64::from(s.num_pieces.saturating_sub(s.pieces)) / per_sec;
-                        let eta = if left.is_finite() {
-                            format!(", about {} left", secs_text(left))
-                        } else {
-                            String::new()
-                        };
-                        format!("{rate:7.1} MiB/s in, {out:.1} MiB out{eta}")
-                    }
-                });
-                p.rate = (Instant::now(), s.bytes_in, s.pieces);
-            }
-            p.last = Some(s);
         }
-        Update::Closed(_) => {}
+        self.bar.set_position(pieces);
+        let (since, bytes, then) = self.rate;
+        let dt = since.elapsed().as_secs_f64();
+        if dt < 0.5 {
+            return;
+        }
+        let rate = mib(bytes_in.saturating_sub(bytes)) / dt;
+        let left = self.bar.length().unwrap_or(0).saturating_sub(pieces);
+        let eta = eta_text(left as f64, pieces.saturating_sub(then) as f64 / dt);
+        let behind = behind.map_or(String::new(), |(id, has)| format!("; slowest {id} ({has})"));
+        self.bar.set_message(format!(
+            "{complete}/{} done, {rate:.0} MiB/s{eta}{behind}",
+            self.leechers
+        ));
+        self.rate = (Instant::now(), bytes_in, pieces);
     }
+}
+
+/// `, 12 s left` at `per_sec` pieces a second; empty when nothing moves.
+fn eta_text(pieces_left: f64, per_sec: f64) -> String {
+    let left = pieces_left / per_sec;
+    if left.is_finite() {
+        format!(", {} left", secs_text(left))
+    } else {
+        String::new()
+    }
+}
+
+fn apply(peers: &mut [Running], total: &mut Option<Total>, update: Update, start: Instant) {
+    if let Update::Status(i, s) = update {
+        show_status(&mut peers[i], s, start);
+        if let Some(total) = total {
+            total.show(peers);
+        }
+    }
+}
+
+/// Takes peer `p`'s status line in: its bar, and when it completed.
+fn show_status(p: &mut Running, s: Status, start: Instant) {
+    p.bar.set_position(u64::from(s.pieces));
+    let verified = matches!(s.phase, Phase::Complete | Phase::Done);
+    let newly_complete = verified && p.complete_after.is_none();
+    if newly_complete {
+        p.complete_after = Some(if p.entry.has_file {
+            Duration::ZERO
+        } else {
+            start.elapsed()
+        });
+    }
+    let (since, bytes, pieces) = p.rate;
+    let dt = since.elapsed().as_secs_f64();
+    if dt >= 0.5 || newly_complete {
+        let out = mib(s.bytes_out);
+        p.bar.set_message(match p.complete_after {
+            Some(_) if p.entry.has_file => format!("seed, {out:.0} MiB out"),
+            Some(after) => format!(
+                "done at {}, {out:.0} MiB out",
+                secs_text(after.as_secs_f64())
+            ),
+            None => {
+                let rate = mib(s.bytes_in.saturating_sub(bytes)) / dt;
+                let eta = eta_text(
+                    f64::from(s.num_pieces.saturating_sub(s.pieces)),
+                    f64::from(s.pieces.saturating_sub(pieces)) / dt,
+                );
+                format!("{rate:.0} MiB/s in{eta}, {out:.0} MiB out")
+            }
+        });
+        p.rate = (Instant::now(), s.bytes_in, s.pieces);
+    }
+    p.last = Some(s);
 }
 
 /// Seconds as a person reads them: `0.4 s`, `42 s`, `7 min 05 s`, `3 h 02 min`.
@@ -826,7 +902,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt::Result {
     writeln!(
         out,
-        "{:>10}  {:>7}  {:>6}  {:>11}  {:>10}  {:>10}  file",
+        // At most 80 columns, the longest file check included.
+        "{:>6}  {:>7}  {:>6}  {:>10}  {:>9}  {:>9}  file",
         "peer", "role", "exit", "complete s", "MiB in", "MiB out"
     )?;
     for p in &report.peers {
@@ -840,7 +917,7 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
             .map_or("-".to_string(), |s| format!("{s:.2}"));
         writeln!(
             out,
-            "{:>10}  {:>7}  {:>6}  {:>11}  {:>10.2}  {:>10.2}  {}",
+            "{:>6}  {:>7}  {:>6}  {:>10}  {:>9.2}  {:>9.2}  {}",
             p.id,
             if p.seed { "seed" } else { "leecher" },
             exit,
