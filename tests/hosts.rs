@@ -9,7 +9,7 @@
 mod common;
 use common::{content, wait_until};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -65,22 +65,10 @@ impl Hosts {
 
     /// `p2pft swarm --json` on host `i` (1-based) in `dir`.
     fn launch(&self, i: usize, dir: &Path) -> Child {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.names[i],
-                common::P2PFT,
-                "swarm",
-                "--json",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        let mut cmd = Command::new("ip");
+        let netns = ["netns", "exec", &self.names[i]];
+        cmd.args(netns).args([common::P2PFT, "swarm", "--json"]);
+        common::spawn_with_dir(cmd, dir)
     }
 }
 

@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -75,15 +75,9 @@ fn wait_bounded(child: &mut Child) -> ExitStatus {
 }
 
 fn launch(args: &[&str], dir: &Path) -> Child {
-    Command::new(P2PFT)
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let mut cmd = Command::new(P2PFT);
+    cmd.args(args);
+    common::spawn_with_dir(cmd, dir)
 }
 
 fn output(child: Child) -> (String, String) {

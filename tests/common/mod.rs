@@ -79,6 +79,17 @@ pub fn free_ports(host: &str, n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Starts `cmd` with `--dir dir` added, no stdin, and its output piped.
+pub fn spawn_with_dir(mut cmd: Command, dir: &Path) -> Child {
+    cmd.arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Polls `done` every 2 ms until it holds; fails the test, naming `what`,
 /// once `limit` has passed.
 pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
