@@ -120,9 +120,15 @@ pub fn hashing_pool(threads: usize) -> io::Result<rayon::ThreadPool> {
         .map_err(|e| io::Error::other(format!("cannot start the hashing threads: {e}")))
 }
 
-/// `<FileName>.meta.json` in `dir`.
+/// `<FileName>.meta.json` in `dir` (in messages `TheFile.dat.meta.json`, not
+/// `./TheFile.dat.meta.json`, for the working directory).
 pub fn default_path(dir: &Path, file_name: &str) -> PathBuf {
-    dir.join(format!("{file_name}.meta.json"))
+    let name = format!("{file_name}.meta.json");
+    if dir == Path::new(".") {
+        PathBuf::from(name)
+    } else {
+        dir.join(name)
+    }
 }
 
 /// Metadata checked and decoded for use: piece hashes as bytes.
