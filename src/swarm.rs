@@ -27,7 +27,7 @@ use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{IpAddr, ToSocketAddrs};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -86,6 +86,9 @@ pub struct PeerReport {
     pub seed: bool,
     /// False when the peer runs on another host and was not started here.
     pub local: bool,
+    /// A local peer the launcher started (false: it stopped before this
+    /// one's turn, as an earlier peer failed to start or a signal came).
+    pub started: bool,
     pub exit_code: Option<i32>,
     /// Seconds from the swarm's start until the peer had every piece.
     pub complete_after_secs: Option<f64>,
@@ -600,8 +603,15 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             timed_out = !failed_to_start && stopping.is_none();
             for p in &mut peers {
                 if let Some(mut c) = p.child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
+                    // One that ended by itself (the peer that failed to
+                    // start) keeps its own exit code.
+                    match c.try_wait() {
+                        Ok(Some(status)) => p.exit_code = exit_code_of(status),
+                        _ => {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                        }
+                    }
                 }
             }
             break;
@@ -612,8 +622,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         for p in &mut peers {
             if let Some(c) = &mut p.child {
                 if let Ok(Some(status)) = c.try_wait() {
-                    // Ended by a signal: 128 + it, as a shell reports.
-                    p.exit_code = status.code().or(status.signal().map(|s| 128 + s));
+                    p.exit_code = exit_code_of(status);
                     p.child = None;
                     p.bar.finish();
                     if !show_bars && !args.json {
@@ -652,6 +661,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             id: p.entry.id,
             seed: p.entry.has_file,
             local: true,
+            started: true,
             exit_code: p.exit_code,
             complete_after_secs: p.complete_after.map(|d| d.as_secs_f64()),
             bytes_in: last.as_ref().map_or(0, |s| s.bytes_in),
@@ -668,11 +678,13 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             threads: last.as_ref().map_or(0, |s| s.threads),
         });
     }
-    for p in &remote {
+    let not_started = local[peers.len()..].iter().map(|p| (p, true));
+    for (p, local) in not_started.chain(remote.iter().map(|p| (p, false))) {
         reports.push(PeerReport {
             id: p.id,
             seed: p.has_file,
-            local: false,
+            local,
+            started: false,
             exit_code: None,
             complete_after_secs: None,
             bytes_in: 0,
@@ -692,8 +704,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         && reports
             .iter()
             .filter(|r| r.local)
-            .all(|r| r.exit_code == Some(0) && r.file_check != FileCheck::Differs)
-        && reports.len() == config.peers.len();
+            .all(|r| r.started && r.exit_code == Some(0) && r.file_check != FileCheck::Differs);
     Ok(SwarmReport {
         ok,
         timed_out,
@@ -702,6 +713,11 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         file_size_bytes: config.common.file_size_bytes,
         peers: reports,
     })
+}
+
+/// A child's exit code as a shell reports it: 128 + the signal that ended it.
+fn exit_code_of(status: ExitStatus) -> Option<i32> {
+    status.code().or(status.signal().map(|s| 128 + s))
 }
 
 /// One bar for all the leechers, where a bar each would not fit.
@@ -907,10 +923,11 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
         "peer", "role", "exit", "complete s", "MiB in", "MiB out"
     )?;
     for p in &report.peers {
-        let exit = match (p.local, p.exit_code) {
-            (false, _) => "remote".to_string(),
-            (true, Some(c)) => c.to_string(),
-            (true, None) => "killed".to_string(),
+        let exit = match (p.local, p.started, p.exit_code) {
+            (false, _, _) => "remote".to_string(),
+            (true, false, _) => "-".to_string(),
+            (true, true, Some(c)) => c.to_string(),
+            (true, true, None) => "killed".to_string(),
         };
         let complete = p
             .complete_after_secs

@@ -215,6 +215,35 @@ fn leechers_give_up_on_a_seed_elsewhere_and_say_how_long_they_tried() {
     }
 }
 
+/// A peer that cannot start (its port taken) stops the launch: it keeps its
+/// own exit code, the peers started before it are killed, and those after
+/// it are reported as never started.
+#[test]
+fn a_peer_that_cannot_start_ends_the_launch_and_says_who_never_started() {
+    let swarm = small();
+    let (host, port) = swarm.addr(1002);
+    let _taken = std::net::TcpListener::bind((host.as_str(), port)).unwrap();
+    let o = p2pft(swarm.path(), &["swarm", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let peers = report["peers"].as_array().unwrap();
+    let field = |i: usize, key: &str| peers[i][key].clone();
+    assert_eq!(peers.len(), 3, "{report}");
+    assert_eq!(
+        (field(0, "started"), field(0, "exit_code")),
+        (true.into(), serde_json::Value::Null)
+    );
+    assert_eq!(
+        (field(1, "started"), field(1, "exit_code")),
+        (true.into(), 1.into())
+    );
+    assert_eq!(
+        (field(2, "started"), field(2, "local")),
+        (false.into(), true.into())
+    );
+    assert!(stderr(&o).contains("cannot listen on"), "{}", stderr(&o));
+}
+
 #[test]
 fn swarm_launcher_fails_at_its_time_limit_and_kills_the_peers() {
     let swarm = small();
