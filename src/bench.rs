@@ -156,6 +156,11 @@ pub struct BenchRecord {
     pub delivered_bytes_per_sec: f64,
     pub cpu_secs_total: f64,
     pub cpu_secs_per_delivered_gib: f64,
+    /// The peers' CPU seconds over what this machine's cores had in the
+    /// wall time: near 1, the CPU set the pace; with the disk-write ratio
+    /// near 1, the disk did.
+    pub cpu_busy: f64,
+    pub cores: usize,
     pub peak_rss_mb_max: f64,
     pub threads_max: u32,
     pub ceilings: Ceilings,
@@ -577,6 +582,7 @@ fn record(
         .fold(0.0, f64::max);
     let wall = if report.ok { wall } else { report.wall_secs };
     let cpu: f64 = report.peers.iter().map(|p| p.cpu_secs).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rate = delivered as f64 / wall.max(1e-9);
     let per_peer: Vec<PeerFigures> = report
         .peers
@@ -609,6 +615,8 @@ fn record(
         delivered_bytes_per_sec: rate,
         cpu_secs_total: cpu,
         cpu_secs_per_delivered_gib: cpu / (delivered as f64 / GIB).max(1e-12),
+        cpu_busy: cpu / (wall.max(1e-9) * cores as f64),
+        cores,
         peak_rss_mb_max: per_peer.iter().map(|p| p.peak_rss_mb).fold(0.0, f64::max),
         threads_max: per_peer.iter().map(|p| p.threads).max().unwrap_or(0),
         rate_to_loopback: rate / ceilings.loopback_one_stream_bytes_per_sec,
@@ -689,6 +697,11 @@ fn write_table(out: &mut impl std::fmt::Write, r: &BenchRecord) -> std::fmt::Res
         out,
         "CPU per delivered GiB             {:>10.2} s   ({:.2} s in all)",
         r.cpu_secs_per_delivered_gib, r.cpu_secs_total
+    )?;
+    writeln!(
+        out,
+        "busy: CPU                         {:>10.2}     of {} cores over the wall time (disk writes: {:.2} of the disk's ceiling)",
+        r.cpu_busy, r.cores, r.rate_to_disk_write
     )?;
     writeln!(
         out,
@@ -805,7 +818,7 @@ fn write_summary(out: &mut impl std::fmt::Write, records: &[BenchRecord]) -> std
         "summary of {} runs ({ok} OK): median (least-most)",
         records.len()
     )?;
-    let rows: [(&str, &Figure, &str); 6] = [
+    let rows: [(&str, &Figure, &str); 7] = [
         ("wall to last verified completion", &|r| r.wall_secs, "s"),
         ("delivered", &|r| r.delivered_bytes_per_sec / MIB, "MiB/s"),
         ("delivered / loopback ceiling", &|r| r.rate_to_loopback, ""),
@@ -819,6 +832,7 @@ fn write_summary(out: &mut impl std::fmt::Write, records: &[BenchRecord]) -> std
             &|r| r.cpu_secs_per_delivered_gib,
             "s",
         ),
+        ("busy: CPU, of all cores", &|r| r.cpu_busy, ""),
         ("peak RSS, largest peer", &|r| r.peak_rss_mb_max, "MB"),
     ];
     for (name, f, unit) in rows {

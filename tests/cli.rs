@@ -323,6 +323,13 @@ fn bench_runs_a_small_swarm_and_reports_a_consistent_record() {
         let ratio = r["rate_to_disk_write"].as_f64().unwrap();
         let disk = r["ceilings"]["disk_write_bytes_per_sec"].as_f64().unwrap();
         assert!((ratio * disk - rate).abs() <= rate * 1e-9, "{r}");
+        let (cpu, cores) = (
+            r["cpu_secs_total"].as_f64().unwrap(),
+            r["cores"].as_f64().unwrap(),
+        );
+        let busy = r["cpu_busy"].as_f64().unwrap();
+        assert!(cpu > 0.0 && cores >= 1.0, "{r}");
+        assert!((busy * wall * cores - cpu).abs() <= cpu * 1e-9, "{r}");
         // The swarm directory (and the ceiling's scratch file) are gone.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
