@@ -66,6 +66,9 @@ pub struct CommonConfig {
     /// `P2pftPipelineDepth N`: requests outstanding at once to a p2pft
     /// neighbour (default: [`default_pipeline_depth`] of the piece size).
     pub pipeline_depth: u32,
+    /// No `P2pftPipelineDepth` was given: each neighbour's depth may grow
+    /// past the default where its link needs more (see [`crate::pacing`]).
+    pub pipeline_adaptive: bool,
     /// `P2pftDirectIo 0` turns off writing received pieces with direct I/O
     /// (on by default; it falls back by itself where the file system refuses).
     pub direct_io: bool,
@@ -286,6 +289,7 @@ impl CommonConfig {
                 layout,
                 strict,
                 pipeline_depth,
+                pipeline_adaptive: !raw.contains_key("P2pftPipelineDepth"),
                 direct_io,
             },
             warnings,

@@ -45,6 +45,7 @@ use crate::choke::{self, NeighbourStats};
 use crate::config::{Config, PeerEntry};
 use crate::meta::Verifier;
 use crate::net::{self, BufferPool, Out};
+use crate::pacing::Pacing;
 use crate::picker;
 use crate::piecebuf::PieceBuf;
 use crate::progress::Checkpointer;
@@ -112,6 +113,11 @@ const KEPT_BYTES: u64 = 14 * 1024 * 1024;
 pub fn max_kept(piece_size: u32, held_bytes: u64) -> usize {
     (KEPT_BYTES.saturating_sub(held_bytes) / u64::from(piece_size)) as usize
 }
+
+/// Bytes of pieces asked for from all neighbours together past which none is
+/// asked for more than the configured depth: what may arrive at once beyond
+/// [`max_storing`] when links are long and the disk slow.
+pub const MAX_IN_FLIGHT_BYTES: u64 = 8 << 20;
 
 /// Pieces of `piece_size` that may wait to be written at once (at least 2).
 pub fn max_storing(piece_size: u32) -> usize {
@@ -246,6 +252,8 @@ struct Neighbour {
     pipelining: bool,
     /// Pieces we asked this neighbour for and have not received yet.
     outstanding: Vec<u32>,
+    /// How many requests its link needs outstanding.
+    pacing: Pacing,
     /// Pieces whose bytes are in ([`Event::Arrived`]) and whose
     /// [`Event::Piece`] has not come yet: released with the neighbour if it
     /// is dropped in between, as that event will then be ignored.
@@ -786,6 +794,12 @@ impl Engine {
             self.fatal = Some(EngineError::Threads(peer, e));
             return;
         }
+        // A neighbour on this host: its request-to-piece times measure our
+        // CPUs, not a link (32 peers on 2 cores: up to 78 ms).
+        let same_host = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(theirs), Ok(ours)) => theirs.ip().is_loopback() || theirs.ip() == ours.ip(),
+            _ => true,
+        };
         self.neighbours.insert(
             peer,
             Neighbour {
@@ -800,6 +814,12 @@ impl Engine {
                 they_choke_us: true,
                 pipelining,
                 outstanding: Vec::new(),
+                pacing: Pacing::new(
+                    self.config.common.pipeline_depth,
+                    u64::from(self.config.common.layout.piece_size_bytes()),
+                    !same_host && self.config.common.pipeline_adaptive,
+                    Instant::now(),
+                ),
                 arrived: Vec::new(),
                 bytes_this_interval: 0,
                 declared: false,
@@ -842,6 +862,9 @@ impl Engine {
         let Some(n) = self.neighbours.remove(&peer) else {
             return;
         };
+        if n.pipelining {
+            log::debug!("peer {}: {peer}: {}", self.me, n.pacing.summary());
+        }
         let _ = n.stream.shutdown(Shutdown::Both);
         for index in n.outstanding.into_iter().chain(n.arrived) {
             self.release(index);
@@ -914,6 +937,7 @@ impl Engine {
                 let n = self.neighbours.get_mut(&peer).expect("present");
                 n.they_choke_us = true;
                 let lost = std::mem::take(&mut n.outstanding);
+                n.pacing.forget();
                 if !lost.is_empty() {
                     for index in lost {
                         self.release(index);
@@ -1036,6 +1060,11 @@ impl Engine {
     fn on_piece(&mut self, peer: u32, index: u32, data: PieceBuf, good: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
         n.bytes_this_interval += data.len() as u64;
+        // (Only a pipelining neighbour has a depth to pace; its pieces come
+        // hashed, without an `Arrived` first.)
+        if n.pipelining {
+            n.pacing.arrived(index, Instant::now());
+        }
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
         n.outstanding.retain(|&i| i != index);
         n.arrived.retain(|&i| i != index);
@@ -1279,17 +1308,29 @@ impl Engine {
     }
 
     /// Requests random wanted pieces from `peer` while it unchokes us, up to
-    /// the pipeline depth (1 with a plain peer, as SPEC.md says), and while
-    /// fewer than [`max_storing`] pieces wait for the disk.
+    /// the pipeline depth (1 with a plain peer, as SPEC.md says; more where
+    /// its link needs more, see [`crate::pacing`], while all neighbours
+    /// together have less than [`MAX_IN_FLIGHT_BYTES`] of pieces asked for),
+    /// and while fewer than [`max_storing`] pieces wait for the disk.
     fn request_from(&mut self, peer: u32) {
         let depth = self.config.common.pipeline_depth as usize;
+        let piece = u64::from(self.config.common.layout.piece_size_bytes());
         loop {
             let Some(n) = self.neighbours.get(&peer) else {
                 return;
             };
-            let limit = if n.pipelining { depth } else { 1 };
+            let limit = if n.pipelining {
+                n.pacing.depth() as usize
+            } else {
+                1
+            };
+            let in_flight = || {
+                let asked: usize = self.neighbours.values().map(|m| m.outstanding.len()).sum();
+                asked as u64 * piece
+            };
             if n.they_choke_us
                 || n.outstanding.len() >= limit
+                || (n.outstanding.len() >= depth && in_flight() >= MAX_IN_FLIGHT_BYTES)
                 || self.storing_count >= self.max_storing
                 || self.stop.load(Relaxed)
                 || !self.request_one(peer)
@@ -1339,6 +1380,7 @@ impl Engine {
         }
         let n = self.neighbours.get_mut(&peer).expect("checked by caller");
         n.outstanding.push(index);
+        n.pacing.requested(index, Instant::now());
         self.wanted.set(index, false);
         self.send(peer, Message::Request(index));
         true
@@ -1482,7 +1524,10 @@ impl Engine {
         self.stop.store(true, Relaxed);
         let neighbours = std::mem::take(&mut self.neighbours);
         let mut streams = Vec::new();
-        for (_, n) in neighbours {
+        for (peer, n) in neighbours {
+            if n.pipelining {
+                log::debug!("peer {}: {peer}: {}", self.me, n.pacing.summary());
+            }
             drop(n.queue); // the writer flushes what is queued, then half-closes
             streams.push(n.stream);
         }

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod layout;
 pub mod meta;
 pub mod net;
+pub mod pacing;
 pub mod peer;
 pub mod picker;
 pub mod piecebuf;
