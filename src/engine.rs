@@ -30,7 +30,9 @@
 //!   construction; `p2pft verify` re-hashes it on demand.
 //!
 //! - Memory: requests outstanding are at most the pipeline depth per
-//!   neighbour (1 with a plain peer), and pieces received but not yet on disk
+//!   neighbour (1 with a plain peer; past the configured depth, on a long
+//!   link, at most [`crate::pacing::MAX_DEPTH_BYTES`] of pieces a neighbour
+//!   and [`MAX_IN_FLIGHT_BYTES`] for all), and pieces received but not yet on disk
 //!   at most [`max_storing`]; requests stop while that many wait. Pieces the
 //!   store holds to write them with their granule ([`Event::Held`]) no
 //!   longer count: the store bounds them itself. Piece buffers
