@@ -478,9 +478,8 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
         std::fs::hard_link(&first, &path).map_err(io)?;
     }
     if !args.no_verify {
-        // Past the racy margin, so that making the metadata (which hashes the
-        // file) also leaves the seed's check record, as `p2pft meta` does.
-        std::thread::sleep(crate::checked::RACY_MARGIN * 2);
+        // Making the metadata hashes the file, which leaves the seed's check
+        // record, as `p2pft meta` does.
         let pool = crate::meta::hashing_pool(0).map_err(io)?;
         crate::meta::Meta::create_until(&first, piece_size, &pool, &swarm::stop_requested)
             .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))

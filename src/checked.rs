@@ -11,8 +11,9 @@
 //! come from a clock that ticks every few milliseconds, so a write in the same
 //! tick as the last one before the hash would leave the times unchanged. A
 //! record is therefore only written when the file's change time is at least
-//! [`RACY_MARGIN`] older than the start of the hash, and the times did not
-//! move while it ran.
+//! [`RACY_MARGIN`] older than the start of the hash (a pass over a file
+//! changed a moment ago waits that long first), and the times did not move
+//! while it ran.
 //!
 //! What a stale record could cost is an early error, never bad data:
 //! leechers verify every piece they receive against the metadata. Owns
@@ -53,6 +54,11 @@ impl FileId {
             ctime_ns: ns(m.ctime(), m.ctime_nsec()),
         })
     }
+
+    /// The file's last change (of data or of its inode).
+    fn changed_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(u64::try_from(self.ctime_ns.max(0)).unwrap_or(u64::MAX))
+    }
 }
 
 /// A whole-file hash pass about to start: the file's identity and the time.
@@ -63,9 +69,20 @@ pub struct Before {
 }
 
 impl Before {
+    /// The file's identity and the time the pass begins. A file changed less
+    /// than [`RACY_MARGIN`] ago (a launcher's fresh copy of the seed's file)
+    /// is first waited for, that long at most, so that the pass can leave a
+    /// record: otherwise the next start would hash the whole file again.
     pub fn take(file: &File) -> io::Result<Before> {
+        let id = FileId::of(file)?;
+        let age = SystemTime::now()
+            .duration_since(id.changed_at())
+            .unwrap_or(Duration::ZERO);
+        if let Some(wait) = RACY_MARGIN.checked_sub(age) {
+            std::thread::sleep(wait);
+        }
         Ok(Before {
-            id: FileId::of(file)?,
+            id,
             at: SystemTime::now(),
         })
     }
@@ -127,9 +144,7 @@ pub fn record(
     if now != before.id {
         return Ok(Err(NotRecorded::Changed));
     }
-    let changed_at =
-        UNIX_EPOCH + Duration::from_nanos(u64::try_from(now.ctime_ns.max(0)).unwrap_or(u64::MAX));
-    if changed_at + RACY_MARGIN > before.at {
+    if now.changed_at() + RACY_MARGIN > before.at {
         return Ok(Err(NotRecorded::Racy));
     }
     let record = Record {
@@ -183,13 +198,30 @@ mod tests {
         assert!(!is_current(&path, &file, SHA, 4));
     }
 
+    /// A launcher copies the seed's file and hashes it at once: the pass
+    /// waits out the margin instead of leaving no record.
     #[test]
-    fn no_record_for_a_file_changed_just_before_or_during_the_pass() {
+    fn a_file_written_a_moment_ago_is_waited_for_and_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.dat");
         std::fs::write(&path, b"fresh").unwrap();
-        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let file = File::open(&path).unwrap();
         let before = Before::take(&file).unwrap();
+        assert!(before.at >= FileId::of(&file).unwrap().changed_at() + RACY_MARGIN);
+        assert_eq!(record(&path, &file, before, SHA, 4).unwrap(), Ok(()));
+        assert!(is_current(&path, &file, SHA, 4));
+    }
+
+    #[test]
+    fn no_record_for_a_file_changed_just_before_or_during_the_pass() {
+        // A change time within the margin of the pass's start (a clock
+        // that went back while the pass waited).
+        let (_dir, path, file) = old_file();
+        let id = FileId::of(&file).unwrap();
+        let before = Before {
+            id,
+            at: id.changed_at() + RACY_MARGIN / 2,
+        };
         assert_eq!(
             record(&path, &file, before, SHA, 4).unwrap(),
             Err(NotRecorded::Racy)

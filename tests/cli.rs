@@ -155,6 +155,35 @@ fn swarm_launcher_passes_on_the_warnings_of_peers_that_end_well() {
     swarm.check_files();
 }
 
+/// A fresh clone: the launcher copies the seed's file from `data/`, makes
+/// the metadata from it a moment later, and the seed then serves without
+/// hashing the file again, on this run and the next (the copy was too new
+/// for a check record, so each of those runs hashed it once more).
+#[test]
+fn swarm_launcher_hashes_a_seed_file_just_copied_from_data_once() {
+    let swarm = Swarm::without_meta(Spec::new(3, 300_001, 16_384));
+    let data = swarm.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::rename(swarm.file_of(1001), data.join("TheFile.dat")).unwrap();
+    for run in 1..=2 {
+        let mut cmd = Command::new(P2PFT);
+        cmd.args(["swarm", "--quiet", "--timeout", "120", "--dir"])
+            .arg(swarm.path())
+            .env("P2PFT_LOG", "info");
+        let o = cmd.output().unwrap();
+        let said = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "run {run}: {said}");
+        assert_eq!(said.contains("created "), run == 1, "run {run}: {said}");
+        assert!(said.contains("not hashed again"), "run {run}: {said}");
+        assert!(
+            !said.contains("checked the seed's file"),
+            "run {run}: {said}"
+        );
+        assert!(p2pft::checked::path_for(&swarm.file_of(1001)).exists());
+    }
+    swarm.check_files();
+}
+
 #[test]
 fn swarm_launcher_refuses_bad_input_with_exit_2() {
     let swarm = small();
