@@ -332,10 +332,38 @@ fn check_space(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
     Ok(())
 }
 
+/// Bytes past which a step of the preparation is said before it begins: a
+/// second or more of silence otherwise (on a file system mounted with
+/// `discard`, removing a written file takes some 0.7 s a GiB).
+const SAY_BYTES: u64 = 1 << 30;
+
+/// Says on stderr what is about to be done, when it handles `bytes` or more
+/// than [`SAY_BYTES`].
+fn say_before(bytes: u64, what: impl FnOnce() -> String) {
+    if bytes >= SAY_BYTES {
+        eprintln!("{} ({:.1} GiB)", what(), mib(bytes) / 1024.0);
+    }
+}
+
 /// Creates peer directories, puts the seeds' file in place from `data/` when it
 /// is missing, and (unless `keep`) removes leecher files and logs of earlier runs.
 pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), SwarmError> {
     let size = config.common.file_size_bytes;
+    if !keep {
+        let old: Vec<u64> = local
+            .iter()
+            .filter(|p| !p.has_file)
+            .filter_map(|p| std::fs::metadata(config.peer_file(p.id)).ok())
+            .map(|m| m.len())
+            .collect();
+        say_before(old.iter().sum(), || {
+            format!(
+                "removing {} leecher file{} of the last run",
+                old.len(),
+                if old.len() == 1 { "" } else { "s" }
+            )
+        });
+    }
     for p in local {
         let dir = config.peer_dir(p.id);
         std::fs::create_dir_all(&dir)?;
@@ -344,6 +372,9 @@ pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), S
             let present = std::fs::metadata(&file).is_ok_and(|m| m.len() == size);
             let source = config.dir.join("data").join(&config.common.file_name);
             if !present && std::fs::metadata(&source).is_ok_and(|m| m.len() == size) {
+                say_before(size, || {
+                    format!("copying {} to {}", source.display(), file.display())
+                });
                 std::fs::copy(&source, &file)?;
             }
         } else if !keep {
@@ -373,6 +404,9 @@ fn ensure_meta(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
         return Ok(());
     };
     let pool = crate::meta::hashing_pool(0)?;
+    say_before(config.common.file_size_bytes, || {
+        format!("hashing peer {}'s file into {}", seed.id, path.display())
+    });
     let started = Instant::now();
     let meta = crate::meta::Meta::create_until(
         &config.peer_file(seed.id),

@@ -184,6 +184,29 @@ fn swarm_launcher_hashes_a_seed_file_just_copied_from_data_once() {
     swarm.check_files();
 }
 
+/// Removing large files of an earlier run can take seconds (some 0.7 s a
+/// GiB where the file system discards freed blocks): the launcher says so
+/// before it begins, and stays quiet for small ones.
+#[test]
+fn swarm_launcher_says_when_it_removes_large_files_of_the_last_run() {
+    let swarm = small();
+    let o = p2pft(swarm.path(), &["swarm", "--quiet", "--timeout", "120"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("removing"), "{}", stderr(&o));
+    // A leecher's file as large as an earlier run with another Common.cfg
+    // left it (sparse: nothing to write or discard here).
+    let old = std::fs::File::create(swarm.file_of(1002)).unwrap();
+    old.set_len(2 << 30).unwrap();
+    let o = p2pft(swarm.path(), &["swarm", "--quiet", "--timeout", "120"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("removing 2 leecher files of the last run (2.0 GiB)"),
+        "{}",
+        stderr(&o)
+    );
+    swarm.check_files();
+}
+
 #[test]
 fn swarm_launcher_refuses_bad_input_with_exit_2() {
     let swarm = small();
