@@ -2,7 +2,7 @@
 //! input, and `p2pft swarm` running a swarm to a verified end.
 
 mod common;
-use common::{Spec, Swarm, P2PFT};
+use common::{p2pft_without_network, Spec, Swarm, P2PFT};
 use std::process::{Command, Output};
 
 fn stderr(o: &Output) -> String {
@@ -247,17 +247,19 @@ fn leechers_give_up_on_a_seed_elsewhere_and_say_how_long_they_tried() {
     let info = std::fs::read_to_string(&path).unwrap();
     let rest: String = info.lines().skip(1).map(|l| format!("{l}\n")).collect();
     std::fs::write(&path, format!("1001 192.0.2.1 7000 1\n{rest}")).unwrap();
-    let o = p2pft(
-        swarm.path(),
-        &[
-            "swarm",
-            "--json",
-            "--connect-timeout",
-            "1",
-            "--timeout",
-            "60",
-        ],
-    );
+    // Dialled from a namespace with loopback alone: no packet leaves.
+    let o = p2pft_without_network(&[
+        "swarm",
+        "--json",
+        "--connect-timeout",
+        "1",
+        "--timeout",
+        "60",
+        "--dir",
+    ])
+    .arg(swarm.path())
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     for needle in [
         "could not connect to peer 1001 at 192.0.2.1:7000 (",

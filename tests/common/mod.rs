@@ -79,6 +79,23 @@ pub fn free_ports(host: &str, n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// `p2pft` with `args` in a network namespace of its own whose only link is
+/// loopback (`unshare -n`, root as CI is): a peer listed on another host is
+/// dialled there without a packet leaving this machine (no route: "Network
+/// is unreachable"), and host names resolve from /etc/hosts alone.
+pub fn p2pft_without_network(args: &[&str]) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-n",
+        "sh",
+        "-c",
+        "ip link set lo up && exec \"$0\" \"$@\"",
+        P2PFT,
+    ])
+    .args(args);
+    cmd
+}
+
 /// Starts `cmd` with `--dir dir` added, no stdin, and its output piped.
 pub fn spawn_with_dir(mut cmd: Command, dir: &Path) -> Child {
     cmd.arg("--dir")
