@@ -171,6 +171,8 @@ enum DialError {
     Handshake(String),
     /// Someone answered who is not the peer we dial: retrying will not help.
     Wire(wire::WireError),
+    /// The host name did not resolve (a typo, or a name server not up yet).
+    Lookup(io::Error),
 }
 
 /// Dials `target` until its handshake succeeds, retrying refused or failed
@@ -194,6 +196,7 @@ pub fn spawn_dialer(
             let mut last_error = String::from("no attempt made");
             let mut offer = extensions;
             let mut attempts = 0;
+            let mut told_lookup = false;
             while !stop.load(Ordering::Relaxed) {
                 attempts += 1;
                 match dial_once(me, &target, offer) {
@@ -221,6 +224,19 @@ pub fn spawn_dialer(
                     }
                     Err(DialError::Handshake(e)) => last_error = e,
                     Err(DialError::Connect(e)) => last_error = e.to_string(),
+                    // Said at once: otherwise a misspelt host in
+                    // PeerInfo.cfg shows only after --connect-timeout.
+                    Err(DialError::Lookup(e)) => {
+                        if !std::mem::replace(&mut told_lookup, true) {
+                            log::warn!(
+                                "peer {me}: cannot look up {}, the host of peer {} in PeerInfo.cfg ({e}); trying again for up to {:.0} s",
+                                target.host,
+                                target.id,
+                                give_up_after.as_secs_f64()
+                            );
+                        }
+                        last_error = e.to_string();
+                    }
                 }
                 if Instant::now() + backoff > deadline {
                     break;
@@ -246,7 +262,7 @@ pub fn spawn_dialer(
 }
 
 fn dial_once(me: u32, target: &PeerEntry, offer: bool) -> Result<(TcpStream, bool), DialError> {
-    let addrs = resolve(&target.host, target.port).map_err(DialError::Connect)?;
+    let addrs = resolve(&target.host, target.port).map_err(DialError::Lookup)?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host has no address");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {

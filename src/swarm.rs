@@ -523,6 +523,15 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         .cloned()
         .partition(|p| is_local_host(&p.host));
     for p in &remote {
+        // A name that does not resolve is taken for another machine's; most
+        // often it is a typo, which the peers would report only after
+        // --connect-timeout (by default as long as the swarm may run).
+        if let Err(e) = (p.host.as_str(), p.port).to_socket_addrs() {
+            eprintln!(
+                "warning: peer {}'s host {} does not resolve here ({e}): is it misspelt in PeerInfo.cfg?",
+                p.id, p.host
+            );
+        }
         eprintln!(
             "note: peer {} runs on {}; start it there (`peerProcess {}`): this swarm waits for it",
             p.id, p.host, p.id

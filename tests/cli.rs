@@ -3,7 +3,7 @@
 
 mod common;
 use common::{p2pft_without_network, Spec, Swarm, P2PFT};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -267,6 +267,56 @@ fn leechers_give_up_on_a_seed_elsewhere_and_say_how_long_they_tried() {
     ] {
         assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
     }
+}
+
+/// A misspelt host in PeerInfo.cfg resolves nowhere: the launcher says so
+/// before it starts the peers, and a peer that must dial it says so at its
+/// first attempt, not once its --connect-timeout (here 60 s) has passed.
+#[test]
+fn a_host_that_does_not_resolve_is_said_at_once() {
+    let swarm = small();
+    let path = swarm.path().join("PeerInfo.cfg");
+    let info = std::fs::read_to_string(&path).unwrap();
+    let rest: String = info.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, format!("1001 locahost.invalid 7000 1\n{rest}")).unwrap();
+    let mut launcher = p2pft_without_network(&["swarm", "--quiet", "--timeout", "60", "--dir"]);
+    launcher.arg(swarm.path()).env("P2PFT_LOG", "warn");
+    let mut child = launcher
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Lines as they come, so the test needs no more than the first attempts.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr_pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr_pipe)) {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let mut said = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let wanted = [
+        "warning: peer 1001's host locahost.invalid does not resolve here (",
+        "peer 1002: warn: cannot look up locahost.invalid, the host of peer 1001 in PeerInfo.cfg (",
+        "peer 1003: warn: cannot look up locahost.invalid",
+    ];
+    while !wanted.iter().all(|w| said.contains(w)) && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            said += &line;
+            said.push('\n');
+        }
+    }
+    // The launcher passes SIGTERM on to its peers and waits for them.
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    for w in wanted {
+        assert!(said.contains(w), "{w}: {said}");
+    }
+    assert!(said.contains("trying again for up to 60 s"), "{said}");
+    assert_eq!(status.code(), Some(143), "{said}");
 }
 
 /// A peer that cannot start (its port taken) stops the launch: it keeps its
