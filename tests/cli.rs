@@ -13,6 +13,16 @@ fn small() -> Swarm {
     Swarm::new(Spec::new(3, 50_000, 4_096))
 }
 
+/// [`small`] with its seed, 1001, listed on `host` (port 7000).
+fn small_with_seed_on(host: &str) -> Swarm {
+    let swarm = small();
+    let path = swarm.path().join("PeerInfo.cfg");
+    let info = std::fs::read_to_string(&path).unwrap();
+    let rest: String = info.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, format!("1001 {host} 7000 1\n{rest}")).unwrap();
+    swarm
+}
+
 #[test]
 fn a_bad_common_cfg_names_file_and_line_and_exits_2() {
     let swarm = small();
@@ -242,11 +252,7 @@ fn swarm_launcher_without_the_seed_file_says_where_it_belongs() {
 /// --connect-timeout, then say how long they tried.
 #[test]
 fn leechers_give_up_on_a_seed_elsewhere_and_say_how_long_they_tried() {
-    let swarm = small();
-    let path = swarm.path().join("PeerInfo.cfg");
-    let info = std::fs::read_to_string(&path).unwrap();
-    let rest: String = info.lines().skip(1).map(|l| format!("{l}\n")).collect();
-    std::fs::write(&path, format!("1001 192.0.2.1 7000 1\n{rest}")).unwrap();
+    let swarm = small_with_seed_on("192.0.2.1");
     // Dialled from a namespace with loopback alone: no packet leaves.
     let o = p2pft_without_network(&[
         "swarm",
@@ -274,11 +280,7 @@ fn leechers_give_up_on_a_seed_elsewhere_and_say_how_long_they_tried() {
 /// first attempt, not once its --connect-timeout (here 60 s) has passed.
 #[test]
 fn a_host_that_does_not_resolve_is_said_at_once() {
-    let swarm = small();
-    let path = swarm.path().join("PeerInfo.cfg");
-    let info = std::fs::read_to_string(&path).unwrap();
-    let rest: String = info.lines().skip(1).map(|l| format!("{l}\n")).collect();
-    std::fs::write(&path, format!("1001 locahost.invalid 7000 1\n{rest}")).unwrap();
+    let swarm = small_with_seed_on("locahost.invalid");
     let mut launcher = p2pft_without_network(&["swarm", "--quiet", "--timeout", "60", "--dir"]);
     launcher.arg(swarm.path()).env("P2PFT_LOG", "warn");
     let mut child = launcher
