@@ -77,6 +77,10 @@ pub enum SwarmError {
     /// Refused before anything was written (not enough space).
     #[error("{0}")]
     Refused(String),
+    /// Refused before anything was removed: a peer of this swarm is running
+    /// already, under another launcher or started by hand.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// What happened to one peer.
@@ -332,6 +336,55 @@ fn check_space(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
     Ok(())
 }
 
+/// Holds `peer_<ID>/` of every local peer (`flock`, released when dropped)
+/// for this launcher's run: a second `swarm` in the same directory on this
+/// machine would otherwise remove the files and logs that this one's peers
+/// are writing. Launchers on other hosts that share the directory (the
+/// course project's NFS home) run other peers and hold other directories.
+/// Where the file system has no such locks, none is held.
+fn hold_peer_dirs(
+    config: &Config,
+    local: &[PeerEntry],
+) -> Result<Vec<nix::fcntl::Flock<File>>, SwarmError> {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg};
+    let mut held = Vec::new();
+    for p in local {
+        let dir = config.peer_dir(p.id);
+        std::fs::create_dir_all(&dir)?;
+        match Flock::lock(File::open(&dir)?, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => held.push(lock),
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(SwarmError::Busy(format!(
+                    "{} is held by another p2pft swarm on this machine, running this swarm already: nothing was removed or started",
+                    dir.display()
+                )))
+            }
+            Err((_, e)) => log::debug!("no lock on {}: {e}", dir.display()),
+        }
+    }
+    Ok(held)
+}
+
+/// Refuses, before a fresh run removes anything, when a local peer's port
+/// is taken: most often by that peer, started by hand and running, whose
+/// log and file the run would remove. (Other reasons not to listen, such as
+/// a port below 1024, are the peer's to report.)
+fn check_not_running(local: &[PeerEntry]) -> Result<(), SwarmError> {
+    for p in local {
+        match crate::net::bind_listener(p) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(SwarmError::Busy(format!(
+                    "peer {} cannot listen on {}:{} ({e}): is it running already (`peerProcess {}`)? Nothing was removed or started",
+                    p.id, p.host, p.port, p.id
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Bytes past which a step of the preparation is said before it begins: a
 /// second or more of silence otherwise (on a file system mounted with
 /// `discard`, removing a written file takes some 0.7 s a GiB).
@@ -539,6 +592,8 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     }
     check_space(&config, &local)?;
     check_threads(local.len() as u64, config.peers.len() as u64).map_err(SwarmError::Refused)?;
+    let _held = hold_peer_dirs(&config, &local)?;
+    check_not_running(&local)?;
     prepare(&config, &local, args.keep)?;
     let exe = std::env::current_exe()?;
     let connect_timeout = args.connect_timeout(!remote.is_empty());
@@ -1043,7 +1098,7 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
             }
             unless_interrupted(match e {
                 SwarmError::Config(_) | SwarmError::Meta(_) | SwarmError::Refused(_) => 2,
-                SwarmError::Io(_) => 1,
+                SwarmError::Io(_) | SwarmError::Busy(_) => 1,
             })
         }
     }

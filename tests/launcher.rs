@@ -2,7 +2,9 @@
 //! SIGINT or SIGTERM on to their peers, which stop cleanly, and exit with
 //! 128 + the signal; an interrupted bench leaves no directory behind; peers
 //! whose launcher was killed outright stop by themselves; a launcher stopped
-//! while it hashes a large file stops then, not once the hashing is done.
+//! while it hashes a large file stops then, not once the hashing is done; a
+//! launcher started beside a running swarm (another launcher, or a peer
+//! started by hand) is refused before it removes anything.
 //!
 //! A test binary of its own: one test makes this process the subreaper of
 //! orphaned peers, so that it can collect their exit codes.
@@ -80,6 +82,20 @@ fn launch(args: &[&str], dir: &Path) -> Child {
     common::spawn_with_dir(cmd, dir)
 }
 
+/// An [`endless`] swarm under `p2pft swarm --json`, once its leechers have
+/// every piece; the PIDs to reap are the launcher's, then its peers'.
+fn endless_launched() -> (Swarm, Child, Reap) {
+    let swarm = endless();
+    let launcher = launch(&["swarm", "--json", "--timeout", "300"], swarm.path());
+    let mut reap = Reap(vec![launcher.id()]);
+    reap.0.extend(peers_of(launcher.id(), 3));
+    let pieces = swarm.spec.num_pieces();
+    for id in [1002, 1003] {
+        swarm.wait_for_pieces(id, pieces, LIMIT);
+    }
+    (swarm, launcher, reap)
+}
+
 fn output(child: Child) -> (String, String) {
     let o = child.wait_with_output().unwrap();
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
@@ -89,14 +105,7 @@ fn output(child: Child) -> (String, String) {
 #[test]
 fn a_swarm_launcher_passes_a_signal_on_to_its_peers_and_exits_with_it() {
     for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
-        let swarm = endless();
-        let mut launcher = launch(&["swarm", "--json", "--timeout", "300"], swarm.path());
-        let mut reap = Reap(vec![launcher.id()]);
-        reap.0.extend(peers_of(launcher.id(), 3));
-        let pieces = swarm.spec.num_pieces();
-        for id in [1002, 1003] {
-            swarm.wait_for_pieces(id, pieces, LIMIT);
-        }
+        let (_swarm, mut launcher, mut reap) = endless_launched();
         // What a terminal's Ctrl-C does now that peers have process groups
         // of their own: the signal reaches the launcher alone.
         kill(Pid::from_raw(launcher.id() as i32), signal).unwrap();
@@ -134,15 +143,8 @@ fn a_swarm_launcher_passes_a_signal_on_to_its_peers_and_exits_with_it() {
 #[test]
 fn peers_whose_launcher_was_killed_outright_stop_by_themselves() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let swarm = endless();
-    let mut launcher = launch(&["swarm", "--json", "--timeout", "300"], swarm.path());
-    let mut reap = Reap(vec![launcher.id()]);
-    let peers = peers_of(launcher.id(), 3);
-    reap.0.extend(&peers);
-    let pieces = swarm.spec.num_pieces();
-    for id in [1002, 1003] {
-        swarm.wait_for_pieces(id, pieces, LIMIT);
-    }
+    let (_swarm, mut launcher, mut reap) = endless_launched();
+    let peers = reap.0[1..].to_vec();
     kill(Pid::from_raw(launcher.id() as i32), Signal::SIGKILL).unwrap();
     wait_bounded(&mut launcher);
     // Orphaned, the peers are now this process's children. Each finds its
@@ -238,4 +240,62 @@ fn a_swarm_launcher_stopped_while_it_makes_the_metadata_stops_then() {
         .collect();
     assert_eq!(seed_dir, ["big.dat"]);
     drop(reap);
+}
+
+/// A second launcher in the directory of a running swarm used to remove the
+/// first one's leecher files and logs (its fresh-run cleanup), failing only
+/// later at the seed's port: the first swarm then ended with every leecher
+/// file missing. It is now refused before it removes or starts anything.
+#[test]
+fn a_second_launcher_in_a_running_swarm_is_refused_and_removes_nothing() {
+    let (swarm, mut first, mut reap) = endless_launched();
+    let mut second = launch(&["swarm", "--json", "--timeout", "300"], swarm.path());
+    reap.0.push(second.id());
+    let status = wait_bounded(&mut second);
+    let (_, err) = output(second);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("peer_1001 is held by another p2pft swarm on this machine"),
+        "{err}"
+    );
+    kill(Pid::from_raw(first.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_bounded(&mut first);
+    let (out, err) = output(first);
+    assert_eq!(status.code(), Some(143), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for p in &report["peers"].as_array().unwrap()[..3] {
+        assert_eq!(p["file_ok"], true, "{p}");
+    }
+    for id in [1001, 1002, 1003] {
+        assert!(swarm.log_of(id).exists(), "log of {id} removed");
+    }
+    reap.0.clear();
+}
+
+/// A peer started by hand holds its port: a launcher in its directory says
+/// so and leaves its log (which a fresh run would remove) alone.
+#[test]
+fn a_launcher_beside_a_peer_started_by_hand_is_refused_and_removes_nothing() {
+    let mut swarm = endless();
+    swarm.start(1001);
+    let (host, port) = swarm.addr(1001);
+    wait_until(LIMIT, "the seed listening", || {
+        std::net::TcpListener::bind((host.as_str(), port)).is_err()
+    });
+    let o = Command::new(P2PFT)
+        .args(["swarm", "--quiet", "--dir"])
+        .arg(swarm.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is it running already (`peerProcess 1001`)? Nothing was removed"),
+        "{err}"
+    );
+    assert!(
+        swarm.log_of(1001).exists(),
+        "the running seed's log was removed"
+    );
+    swarm.kill_all();
 }
