@@ -321,15 +321,18 @@ fn a_host_that_does_not_resolve_is_said_at_once() {
     assert_eq!(status.code(), Some(143), "{said}");
 }
 
-/// A peer that cannot start (its port taken) stops the launch: it keeps its
-/// own exit code, the peers started before it are killed, and those after
-/// it are reported as never started.
+/// A peer that cannot start (its file locked by another process, kept with
+/// `--keep`; a port taken beforehand is refused by the launcher itself)
+/// stops the launch: it keeps its own exit code, the peers started before
+/// it are killed, and those after it are reported as never started.
 #[test]
 fn a_peer_that_cannot_start_ends_the_launch_and_says_who_never_started() {
     let swarm = small();
-    let (host, port) = swarm.addr(1002);
-    let _taken = std::net::TcpListener::bind((host.as_str(), port)).unwrap();
-    let o = p2pft(swarm.path(), &["swarm", "--json"]);
+    std::fs::create_dir_all(swarm.file_of(1002).parent().unwrap()).unwrap();
+    let file = std::fs::File::create(swarm.file_of(1002)).unwrap();
+    let _locked =
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let o = p2pft(swarm.path(), &["swarm", "--json", "--keep"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let peers = report["peers"].as_array().unwrap();
@@ -347,7 +350,11 @@ fn a_peer_that_cannot_start_ends_the_launch_and_says_who_never_started() {
         (field(2, "started"), field(2, "local")),
         (false.into(), true.into())
     );
-    assert!(stderr(&o).contains("cannot listen on"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is in use by another process"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
