@@ -634,6 +634,8 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut peers: Vec<Running> = Vec::new();
     let mut failed_to_start = false;
+    // The peer that failed to start closed its status pipe: it is exiting.
+    let mut exiting: Option<usize> = None;
     for entry in &local {
         if stop_requested() {
             break;
@@ -674,6 +676,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
                         break true;
                     }
                     if closed {
+                        exiting = Some(i);
                         break false;
                     }
                 }
@@ -699,6 +702,14 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             || stopping.map_or(Instant::now() > deadline, |t| t.elapsed() > STOP_GRACE);
         if give_up {
             timed_out = !failed_to_start && stopping.is_none();
+            // Its pipe closes as it exits, a moment before it can be
+            // reaped: killed now, it would lose its own exit code.
+            if let Some(c) = exiting.and_then(|i| peers[i].child.as_mut()) {
+                let until = Instant::now() + Duration::from_secs(2);
+                while matches!(c.try_wait(), Ok(None)) && Instant::now() < until {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
             for p in &mut peers {
                 if let Some(mut c) = p.child.take() {
                     // One that ended by itself (the peer that failed to
