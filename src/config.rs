@@ -149,11 +149,18 @@ impl CommonConfig {
         let mut warnings = Vec::new();
         for (line, fields) in content_lines(text) {
             if fields.len() != 2 {
+                // Values are split on white space, as every implementation
+                // of this format reads them: a name cannot hold a space.
+                let hint = if fields.len() > 2 && fields[0].eq_ignore_ascii_case("FileName") {
+                    " (a file name with spaces cannot be shared: rename the file)"
+                } else {
+                    ""
+                };
                 return Err(err(
                     path,
                     Some(line),
                     format!(
-                        "expected `Key Value` (two fields), found {} field(s): `{}`",
+                        "expected `Key Value` (two fields), found {} field(s): `{}`{hint}",
                         fields.len(),
                         fields.join(" ")
                     ),

@@ -35,6 +35,8 @@ fn a_bad_common_cfg_names_file_and_line_and_exits_2() {
          "Common.cfg:4: FileName must be a bare file name"),
         ("NumberOfPreferredNeighbors 2\nUnchokingInterval 1\nOptimisticUnchokingInterval 1\nFileName f\nFileSize 10\n",
          "Common.cfg: missing key PieceSize"),
+        ("NumberOfPreferredNeighbors 2\nUnchokingInterval 1\nOptimisticUnchokingInterval 1\nFileName My Movie.dat\nFileSize 10\nPieceSize 5\n",
+         "Common.cfg:4: expected `Key Value` (two fields), found 3 field(s): `FileName My Movie.dat` (a file name with spaces cannot be shared: rename the file)"),
     ] {
         swarm.write_common(text);
         let o = swarm.peer_process(&["1002"]);
