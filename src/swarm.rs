@@ -336,6 +336,16 @@ fn check_space(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
     Ok(())
 }
 
+/// An I/O error that names what was being done, and to which path.
+fn at<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> SwarmError + 'a {
+    move |e| {
+        SwarmError::Io(io::Error::new(
+            e.kind(),
+            format!("{what} {}: {e}", path.display()),
+        ))
+    }
+}
+
 /// Holds `peer_<ID>/` of every local peer (`flock`, released when dropped)
 /// for this launcher's run: a second `swarm` in the same directory on this
 /// machine would otherwise remove the files and logs that this one's peers
@@ -351,8 +361,9 @@ fn hold_peer_dirs(
     let mut held = Vec::new();
     for p in local {
         let dir = config.peer_dir(p.id);
-        std::fs::create_dir_all(&dir)?;
-        match Flock::lock(File::open(&dir)?, FlockArg::LockExclusiveNonblock) {
+        std::fs::create_dir_all(&dir).map_err(at("cannot create the directory", &dir))?;
+        let handle = File::open(&dir).map_err(at("cannot open", &dir))?;
+        match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => held.push(lock),
             Err((_, Errno::EWOULDBLOCK)) => {
                 return Err(SwarmError::Busy(format!(
@@ -419,7 +430,7 @@ pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), S
     }
     for p in local {
         let dir = config.peer_dir(p.id);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(at("cannot create the directory", &dir))?;
         let file = config.peer_file(p.id);
         if p.has_file {
             let present = std::fs::metadata(&file).is_ok_and(|m| m.len() == size);
@@ -428,11 +439,14 @@ pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), S
                 say_before(size, || {
                     format!("copying {} to {}", source.display(), file.display())
                 });
-                std::fs::copy(&source, &file)?;
+                std::fs::copy(&source, &file)
+                    .map_err(at("cannot copy the seed's file to", &file))?;
             }
         } else if !keep {
             match std::fs::remove_file(&file) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(at("cannot remove the last run's", &file)(e))
+                }
                 _ => {}
             }
         }

@@ -219,6 +219,21 @@ fn swarm_launcher_says_when_it_removes_large_files_of_the_last_run() {
     swarm.check_files();
 }
 
+/// Whatever is in the way of a peer's directory or file is named: the
+/// launcher used to say only `error: File exists (os error 17)`.
+#[test]
+fn swarm_launcher_names_the_path_in_its_way() {
+    let swarm = small();
+    std::fs::write(swarm.path().join("peer_1002"), b"").unwrap();
+    let o = p2pft(swarm.path(), &["swarm", "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let needle = format!(
+        "cannot create the directory {}: File exists",
+        swarm.path().join("peer_1002").display()
+    );
+    assert!(stderr(&o).contains(&needle), "{}", stderr(&o));
+}
+
 #[test]
 fn swarm_launcher_refuses_bad_input_with_exit_2() {
     let swarm = small();
