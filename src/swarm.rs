@@ -14,6 +14,11 @@
 //! signal. A second signal ends the launcher at once. A peer whose launcher
 //! is gone however it went (even `kill -9`) finds its status pipe closed and
 //! stops cleanly by itself (see `peer`).
+//!
+//! Sharing a directory: a launcher holds each local peer's `peer_<ID>/`
+//! (`flock`) for its whole run and checks that no local peer's port is
+//! taken, both before it removes or starts anything; it never removes the
+//! files of a peer that another launcher, or a hand-started process, runs.
 
 use crate::config::{Config, ConfigError, PeerEntry};
 use crate::status::mib;
