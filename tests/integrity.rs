@@ -164,6 +164,15 @@ fn a_seed_that_crashed_and_came_back_is_dialled_again() {
     let mut swarm = Swarm::new(Spec::new(3, 16384 * 1024, 1024));
     swarm.reconnects_allowed = true;
     swarm.start_all();
+    // Both leechers must be the seed's neighbours when it dies: a seed that
+    // starts from its check record can serve a tenth of the file to 1002
+    // before 1003 has dialled it.
+    for id in [1002, 1003] {
+        let dialled = format!("Peer {id} makes a connection to Peer 1001.");
+        wait_until(LIMIT, &dialled.clone(), || {
+            std::fs::read_to_string(swarm.log_of(id)).is_ok_and(|log| log.contains(&dialled))
+        });
+    }
     let n = swarm.spec.num_pieces();
     swarm.wait_for_pieces(1002, n / 10, LIMIT);
     let mut seed = swarm.children.remove(&1001).unwrap();
