@@ -66,7 +66,8 @@ pub struct Store {
     _lock: Option<nix::fcntl::Flock<File>>,
 }
 
-fn with_path(path: &Path, what: &str, e: io::Error) -> io::Error {
+/// `e`, saying what was being done (`what`) to which path.
+pub fn with_path(path: &Path, what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
@@ -87,18 +88,28 @@ pub fn beside(file: &Path, suffix: &str) -> PathBuf {
 /// is downloading into, and failing only later at its port. `None` where
 /// the file system has no such locks.
 fn lock_exclusive(path: &Path) -> io::Result<Option<nix::fcntl::Flock<File>>> {
+    try_lock(path).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => io::Error::new(
+            e.kind(),
+            format!(
+                "{} is in use by another process (is this peer running already?)",
+                path.display()
+            ),
+        ),
+        _ => e,
+    })
+}
+
+/// An exclusive `flock` on the file or directory at `path`, if nobody holds
+/// one (else an error of kind `WouldBlock`); `None` where the file system
+/// has no such locks.
+pub fn try_lock(path: &Path) -> io::Result<Option<nix::fcntl::Flock<File>>> {
     use nix::errno::Errno;
     use nix::fcntl::{Flock, FlockArg};
     let file = File::open(path).map_err(|e| with_path(path, "cannot open", e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
-        Err((_, Errno::EWOULDBLOCK)) => Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!(
-                "{} is in use by another process (is this peer running already?)",
-                path.display()
-            ),
-        )),
+        Err((_, Errno::EWOULDBLOCK)) => Err(io::ErrorKind::WouldBlock.into()),
         Err((_, e)) => {
             log::debug!("no lock on {}: {e}", path.display());
             Ok(None)

@@ -23,6 +23,7 @@
 use crate::config::{Config, ConfigError, PeerEntry};
 use crate::status::mib;
 use crate::status::{Phase, Status};
+use crate::store::with_path;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -341,16 +342,6 @@ fn check_space(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
     Ok(())
 }
 
-/// An I/O error that names what was being done, and to which path.
-fn at<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> SwarmError + 'a {
-    move |e| {
-        SwarmError::Io(io::Error::new(
-            e.kind(),
-            format!("{what} {}: {e}", path.display()),
-        ))
-    }
-}
-
 /// Holds `peer_<ID>/` of every local peer (`flock`, released when dropped)
 /// for this launcher's run: a second `swarm` in the same directory on this
 /// machine would otherwise remove the files and logs that this one's peers
@@ -361,22 +352,20 @@ fn hold_peer_dirs(
     config: &Config,
     local: &[PeerEntry],
 ) -> Result<Vec<nix::fcntl::Flock<File>>, SwarmError> {
-    use nix::errno::Errno;
-    use nix::fcntl::{Flock, FlockArg};
     let mut held = Vec::new();
     for p in local {
         let dir = config.peer_dir(p.id);
-        std::fs::create_dir_all(&dir).map_err(at("cannot create the directory", &dir))?;
-        let handle = File::open(&dir).map_err(at("cannot open", &dir))?;
-        match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => held.push(lock),
-            Err((_, Errno::EWOULDBLOCK)) => {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| with_path(&dir, "cannot create the directory", e))?;
+        match crate::store::try_lock(&dir) {
+            Ok(lock) => held.extend(lock),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Err(SwarmError::Busy(format!(
                     "{} is held by another p2pft swarm on this machine, running this swarm already: nothing was removed or started",
                     dir.display()
                 )))
             }
-            Err((_, e)) => log::debug!("no lock on {}: {e}", dir.display()),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(held)
@@ -414,9 +403,10 @@ fn say_before(bytes: u64, what: impl FnOnce() -> String) {
     }
 }
 
-/// Creates peer directories, puts the seeds' file in place from `data/` when it
-/// is missing, and (unless `keep`) removes leecher files and logs of earlier runs.
-pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), SwarmError> {
+/// In the peer directories [`hold_peer_dirs`] made: puts the seeds' file in
+/// place from `data/` when it is missing, and (unless `keep`) removes
+/// leecher files and logs of earlier runs.
+fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), SwarmError> {
     let size = config.common.file_size_bytes;
     if !keep {
         let old: Vec<u64> = local
@@ -434,8 +424,6 @@ pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), S
         });
     }
     for p in local {
-        let dir = config.peer_dir(p.id);
-        std::fs::create_dir_all(&dir).map_err(at("cannot create the directory", &dir))?;
         let file = config.peer_file(p.id);
         if p.has_file {
             let present = std::fs::metadata(&file).is_ok_and(|m| m.len() == size);
@@ -445,12 +433,12 @@ pub fn prepare(config: &Config, local: &[PeerEntry], keep: bool) -> Result<(), S
                     format!("copying {} to {}", source.display(), file.display())
                 });
                 std::fs::copy(&source, &file)
-                    .map_err(at("cannot copy the seed's file to", &file))?;
+                    .map_err(|e| with_path(&file, "cannot copy the seed's file to", e))?;
             }
         } else if !keep {
             match std::fs::remove_file(&file) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(at("cannot remove the last run's", &file)(e))
+                    return Err(with_path(&file, "cannot remove the last run's", e).into())
                 }
                 _ => {}
             }
