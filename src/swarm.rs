@@ -201,19 +201,18 @@ fn pass_on(peers: &[Running], signal: i32) {
     }
 }
 
-/// Whether `host` names this machine: a loopback or local address, or our hostname.
-pub fn is_local_host(host: &str) -> bool {
+/// Whether `host` names this machine: a loopback or local address, or our
+/// hostname. A name that does not resolve is an error, for the caller to
+/// treat as another machine's and to report (most often it is a typo).
+pub fn is_local_host(host: &str) -> io::Result<bool> {
     let own = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     if host.eq_ignore_ascii_case(own.trim()) || host.eq_ignore_ascii_case("localhost") {
-        return true;
+        return Ok(true);
     }
-    let Ok(addrs) = (host, 0).to_socket_addrs() else {
-        return false;
-    };
-    addrs.into_iter().any(|a| match a.ip() {
+    Ok((host, 0).to_socket_addrs()?.any(|a| match a.ip() {
         IpAddr::V4(ip) => ip.is_loopback() || ip.is_unspecified(),
         IpAddr::V6(ip) => ip.is_loopback() || ip.is_unspecified(),
-    } || std::net::UdpSocket::bind((a.ip(), 0)).is_ok())
+    } || std::net::UdpSocket::bind((a.ip(), 0)).is_ok()))
 }
 
 /// Bytes free to us in the file system holding `dir`, when it says.
@@ -577,25 +576,27 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         dir: std::fs::canonicalize(Path::new(".").join(&config.dir))?,
         ..config
     };
-    let (local, remote): (Vec<PeerEntry>, Vec<PeerEntry>) = config
-        .peers
-        .iter()
-        .cloned()
-        .partition(|p| is_local_host(&p.host));
-    for p in &remote {
-        // A name that does not resolve is taken for another machine's; most
-        // often it is a typo, which the peers would report only after
-        // --connect-timeout (by default as long as the swarm may run).
-        if let Err(e) = (p.host.as_str(), p.port).to_socket_addrs() {
-            eprintln!(
-                "warning: peer {}'s host {} does not resolve here ({e}): is it misspelt in PeerInfo.cfg?",
-                p.id, p.host
-            );
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for p in &config.peers {
+        match is_local_host(&p.host) {
+            Ok(true) => local.push(p.clone()),
+            elsewhere => {
+                // Said now: the peers that dial it would report a typo only
+                // after --connect-timeout (by default as long as the swarm
+                // may run).
+                if let Err(e) = elsewhere {
+                    eprintln!(
+                        "warning: peer {}'s host {} does not resolve here ({e}): is it misspelt in PeerInfo.cfg?",
+                        p.id, p.host
+                    );
+                }
+                eprintln!(
+                    "note: peer {} runs on {}; start it there (`peerProcess {}`): this swarm waits for it",
+                    p.id, p.host, p.id
+                );
+                remote.push(p.clone());
+            }
         }
-        eprintln!(
-            "note: peer {} runs on {}; start it there (`peerProcess {}`): this swarm waits for it",
-            p.id, p.host, p.id
-        );
     }
     check_space(&config, &local)?;
     check_threads(local.len() as u64, config.peers.len() as u64).map_err(SwarmError::Refused)?;

@@ -169,7 +169,7 @@ fn a_seed_that_crashed_and_came_back_is_dialled_again() {
     // before 1003 has dialled it.
     for id in [1002, 1003] {
         let dialled = format!("Peer {id} makes a connection to Peer 1001.");
-        wait_until(LIMIT, &dialled.clone(), || {
+        wait_until(LIMIT, &dialled, || {
             std::fs::read_to_string(swarm.log_of(id)).is_ok_and(|log| log.contains(&dialled))
         });
     }
