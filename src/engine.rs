@@ -75,6 +75,17 @@ const FLUSH_GRACE: Duration = Duration::from_secs(5);
 const MAX_REDIALS: u32 = 5;
 /// Pieces failing verification from one neighbour before it is banned.
 pub const MAX_BAD_PIECES: u32 = 3;
+/// Pieces a connection may send that were never requested on it (or were
+/// answered already) before it is closed: each is dropped unseen, but each
+/// also cost a SHA-1 pass and a piece's worth of reading.
+pub const MAX_UNREQUESTED_PIECES: u32 = 4;
+/// Frames other than pieces a connection may send, besides four a piece
+/// (a have, a request, and interest both ways: more than an honest peer
+/// sends over a whole run) and [`FRAME_RATE`] a second: past that it is
+/// flooding, and its connection is closed.
+const FRAME_ALLOWANCE: u64 = 10_000;
+/// Frames other than pieces a second that any connection may send.
+const FRAME_RATE: u64 = 2_000;
 /// How often a leecher without metadata records its progress durably.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a leecher with metadata flushes its file: it resumes by
@@ -254,6 +265,15 @@ struct Neighbour {
     pipelining: bool,
     /// Pieces we asked this neighbour for and have not received yet.
     outstanding: Vec<u32>,
+    /// Every piece requested on this connection and not answered yet, those
+    /// given up after a choke included: a `piece` is taken only as an answer.
+    asked: Bitfield,
+    /// Pieces it sent that were not answers (see [`MAX_UNREQUESTED_PIECES`]).
+    unrequested: u32,
+    /// Frames other than pieces it sent, and when it connected (see
+    /// [`FRAME_ALLOWANCE`]).
+    frames: u64,
+    since: Instant,
     /// How many requests its link needs outstanding.
     pacing: Pacing,
     /// Pieces whose bytes are in ([`Event::Arrived`]) and whose
@@ -293,6 +313,8 @@ pub struct EngineSetup {
     /// Records progress durably; `None` for a seed.
     pub checkpointer: Option<Arc<Checkpointer>>,
     pub buffers: Arc<BufferPool>,
+    /// How this peer greets the peers it dials again.
+    pub greeting: net::Greeting,
 }
 
 /// The choking rounds: waiting for the first (the first tick, or in strict
@@ -392,6 +414,8 @@ pub struct Engine {
     max_storing: usize,
     /// Extensions (pipelining, early unchoke) are on: not `P2pftStrict`.
     extensions: bool,
+    /// How redials greet (and, with a secret, authenticate).
+    greeting: net::Greeting,
     /// Where the choking rounds are (see `check_neighbourhood_whole`).
     rounds: Rounds,
     /// Granules begun, when the store gathers small pieces into them.
@@ -416,6 +440,7 @@ impl Engine {
             me: setup.me,
             limits: Limits::new(layout),
             extensions: !setup.config.common.strict,
+            greeting: setup.greeting,
             rounds: Rounds::AwaitingFirst,
             config: setup.config,
             filling: setup.store.granule_pieces().map(picker::Filling::new),
@@ -726,20 +751,18 @@ impl Engine {
     }
 
     fn on_connected(&mut self, peer: u32, stream: TcpStream, dialled: bool, pipelining: bool) {
-        let refusal = if self.banned.contains(&peer) {
-            Some("banned for sending bad pieces")
-        } else if self.neighbours.contains_key(&peer) {
-            Some("already connected")
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
+        if self.neighbours.contains_key(&peer) {
+            // SPEC.md section 2: the newer connection wins. A peer that
+            // crashed, or whose link died without a FIN, dials again before
+            // its old connection is noticed dead, and a silent stranger
+            // holding the ID must not lock the real peer out. That the peer
+            // has the whole file stays known: a real peer that finished
+            // would not come back to say it again.
             log::warn!(
-                "peer {}: refused a connection from peer {peer}: {why}",
+                "peer {}: a new connection from peer {peer} replaces the one it had",
                 self.me
             );
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
+            self.drop_neighbour(peer, false);
         }
         let (reader_stream, writer_stream) = match (stream.try_clone(), stream.try_clone()) {
             (Ok(r), Ok(w)) => (r, w),
@@ -816,6 +839,10 @@ impl Engine {
                 they_choke_us: true,
                 pipelining,
                 outstanding: Vec::new(),
+                asked: Bitfield::empty(num_pieces),
+                unrequested: 0,
+                frames: 0,
+                since: Instant::now(),
                 pacing: Pacing::new(
                     self.config.common.pipeline_depth,
                     u64::from(self.config.common.layout.piece_size_bytes()),
@@ -894,7 +921,7 @@ impl Engine {
     /// dials nobody: no one else would ever reach it). One that dials us
     /// will dial again itself.
     fn maybe_redial(&mut self, peer: u32) {
-        if self.left_as_done(peer) || self.banned.contains(&peer) || self.stop.load(Relaxed) {
+        if self.left_as_done(peer) || self.stop.load(Relaxed) {
             return;
         }
         let me = self.config.position(self.me);
@@ -907,10 +934,9 @@ impl Engine {
                 *count += 1;
                 let entry: PeerEntry = self.config.peers[pos].clone();
                 net::spawn_dialer(
-                    self.me,
+                    self.greeting.clone(),
                     entry,
                     self.connect_timeout,
-                    self.extensions,
                     self.events_tx.clone(),
                     Arc::clone(&self.stop),
                 );
@@ -929,6 +955,9 @@ impl Engine {
     }
 
     fn on_message(&mut self, peer: u32, message: Message) {
+        if self.flooding(peer) {
+            return;
+        }
         let first = {
             let n = self.neighbours.get_mut(&peer).expect("checked by caller");
             !std::mem::replace(&mut n.heard, true)
@@ -1011,6 +1040,30 @@ impl Engine {
         }
     }
 
+    /// Counts a frame of `peer`'s; true (and the connection closed) when it
+    /// has sent more than [`FRAME_ALLOWANCE`] allows.
+    fn flooding(&mut self, peer: u32) -> bool {
+        let pieces = u64::from(self.limits.layout().num_pieces());
+        let n = self.neighbours.get_mut(&peer).expect("checked by caller");
+        n.frames += 1;
+        let fixed = FRAME_ALLOWANCE + 4 * pieces;
+        if n.frames <= fixed {
+            return false;
+        }
+        let secs = n.since.elapsed().as_secs();
+        if n.frames <= fixed + FRAME_RATE * secs {
+            return false;
+        }
+        self.counters.violations.fetch_add(1, Relaxed);
+        log::warn!(
+            "peer {}: protocol violation: peer {peer} sent {} frames other than pieces in {secs} s, a flood; closing the connection",
+            self.me,
+            n.frames
+        );
+        self.drop_neighbour(peer, false);
+        true
+    }
+
     /// After a bitfield or a have: completeness, our `interested` state, and
     /// a request if the neighbour unchoked us. `always_tell` sends our
     /// interest even when it did not change (the answer to a bitfield).
@@ -1061,6 +1114,27 @@ impl Engine {
 
     fn on_piece(&mut self, peer: u32, index: u32, data: PieceBuf, good: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
+        if !n.asked.has(index) {
+            // Never requested on this connection, or answered already: a
+            // piece nobody asked for is never stored, counted or announced.
+            self.buffers.give(data);
+            n.unrequested += 1;
+            let count = n.unrequested;
+            self.counters.violations.fetch_add(1, Relaxed);
+            log::warn!(
+                "peer {}: protocol violation: peer {peer} sent piece {index}, which was not requested on this connection ({count} of {MAX_UNREQUESTED_PIECES} allowed); dropped",
+                self.me
+            );
+            if count >= MAX_UNREQUESTED_PIECES {
+                log::warn!(
+                    "peer {}: closing the connection to peer {peer}: {count} unrequested pieces",
+                    self.me
+                );
+                self.drop_neighbour(peer, false);
+            }
+            return;
+        }
+        n.asked.set(index, false);
         n.bytes_this_interval += data.len() as u64;
         // (Only a pipelining neighbour has a depth to pace; its pieces come
         // hashed, without an `Arrived` first.)
@@ -1212,7 +1286,7 @@ impl Engine {
         if count >= MAX_BAD_PIECES {
             self.banned.insert(from);
             log::warn!(
-                "peer {}: disconnecting peer {from} for the rest of this run: {count} bad pieces",
+                "peer {}: disconnecting peer {from}: {count} bad pieces; it is asked for no piece again this run",
                 self.me
             );
             self.drop_neighbour(from, false);
@@ -1321,6 +1395,9 @@ impl Engine {
             let Some(n) = self.neighbours.get(&peer) else {
                 return;
             };
+            if self.banned.contains(&peer) {
+                return; // its pieces are not worth a request any more
+            }
             let limit = if n.pipelining {
                 n.pacing.depth() as usize
             } else {
@@ -1382,6 +1459,7 @@ impl Engine {
         }
         let n = self.neighbours.get_mut(&peer).expect("checked by caller");
         n.outstanding.push(index);
+        n.asked.set(index, true);
         n.pacing.requested(index, Instant::now());
         self.wanted.set(index, false);
         self.send(peer, Message::Request(index));

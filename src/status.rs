@@ -26,6 +26,9 @@ pub struct Counters {
     pub complete: AtomicBool,
     /// Most threads seen in this process.
     pub max_threads: AtomicU32,
+    /// Protocol violations by neighbours (pieces nobody asked for, failed
+    /// authentication): each dropped, the worst closing their connection.
+    pub violations: AtomicU64,
     /// Rung when the file becomes complete, for a status printer waiting in
     /// [`Counters::wait_unless_complete`]; the mutex closes the gap between
     /// its look at `complete` and its wait.
@@ -62,6 +65,9 @@ pub struct Status {
     /// Most threads the peer process had at once.
     #[serde(default)]
     pub threads: u32,
+    /// Protocol violations by neighbours so far (see [`Counters::violations`]).
+    #[serde(default)]
+    pub violations: u64,
 }
 
 /// Bytes in a MiB, for reports of sizes and rates.
@@ -159,6 +165,7 @@ impl Counters {
             cpu_secs,
             peak_rss_kb,
             threads: max_threads,
+            violations: self.violations.load(Relaxed),
         }
     }
 }
