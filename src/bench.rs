@@ -788,6 +788,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
         quiet: true,
         json: true,
         connect_timeout: Some(30.0),
+        secret: false,
     };
     let report = swarm::run(&swarm_args).map_err(|e| e.to_string())?;
     go_on()?;

@@ -30,6 +30,10 @@ pub struct PeerArgs {
     /// random picks only (the same as `P2pftStrict 1` in Common.cfg).
     #[arg(long)]
     pub strict: bool,
+    /// The swarm's secret file (as `P2pftSecretFile` in Common.cfg, which
+    /// this overrides): every connection must prove the secret.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
 }
 
 impl PeerArgs {
@@ -42,6 +46,7 @@ impl PeerArgs {
             rng_seed: self.seed,
             handle_signals: true,
             strict: self.strict,
+            secret_file: self.secret_file.clone(),
         }
     }
 }

@@ -72,6 +72,11 @@ pub struct CommonConfig {
     /// `P2pftDirectIo 0` turns off writing received pieces with direct I/O
     /// (on by default; it falls back by itself where the file system refuses).
     pub direct_io: bool,
+    /// `P2pftSecretFile PATH`: the file holding the swarm's shared secret,
+    /// relative to the swarm directory; peers must prove they know it (see
+    /// [`crate::auth`]). As written in Common.cfg: [`Config::secret_path`]
+    /// resolves it.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// One line of `PeerInfo.cfg`.
@@ -114,7 +119,7 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|_| err(path, None, "is not UTF-8 text"))
 }
 
-const COMMON_KEYS: [&str; 9] = [
+const COMMON_KEYS: [&str; 10] = [
     "NumberOfPreferredNeighbors",
     "UnchokingInterval",
     "OptimisticUnchokingInterval",
@@ -125,6 +130,7 @@ const COMMON_KEYS: [&str; 9] = [
     "P2pftStrict",
     "P2pftPipelineDepth",
     "P2pftDirectIo",
+    "P2pftSecretFile",
 ];
 
 /// Requests outstanding at once to one p2pft neighbour, unless configured:
@@ -298,6 +304,7 @@ impl CommonConfig {
                 pipeline_depth,
                 pipeline_adaptive: !raw.contains_key("P2pftPipelineDepth"),
                 direct_io,
+                secret_file: raw.get("P2pftSecretFile").map(|(v, _)| PathBuf::from(v)),
             },
             warnings,
         ))
@@ -451,6 +458,11 @@ impl Config {
             peers,
             warnings,
         })
+    }
+
+    /// Where the secret file of an authenticated swarm is, if it is one.
+    pub fn secret_path(&self) -> Option<PathBuf> {
+        self.common.secret_file.as_ref().map(|f| self.dir.join(f))
     }
 
     pub fn peer_info_path(&self) -> PathBuf {

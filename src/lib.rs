@@ -5,6 +5,7 @@
 //! ([`net`]), positioned file I/O ([`store`]), and the launcher ([`swarm`]).
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod bench;
 pub mod bitfield;
 pub mod checked;

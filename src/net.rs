@@ -15,7 +15,19 @@
 //! briefly for the dialer's handshake and offers the extension only back to a
 //! dialer that offered it; a dialer that offered it to a plain peer which then
 //! hangs up dials again without it, and remembers.
+//!
+//! In an authenticated swarm ([`crate::auth`]) both sides set the
+//! authentication flag in their handshake and prove the secret right after
+//! it; a connection becomes an [`Event::Connected`] only once both proofs
+//! passed, so nothing of ours but our handshake reaches a stranger.
+//!
+//! Accepted connections that have not finished their handshake (and
+//! authentication) are bounded: each has [`HANDSHAKE_TIMEOUT`] in all, and at
+//! most [`MAX_HALF_OPEN`] exist at once; a new one past that closes the
+//! oldest, so a flood of silent connections can neither grow our threads nor
+//! keep a real peer out.
 
+use crate::auth::{self, AuthError, Exchange, Role, Secret};
 use crate::config::PeerEntry;
 use crate::engine::{CloseReason, ConnId, Event};
 use crate::meta::Verifier;
@@ -27,6 +39,8 @@ use crate::wire::{
     self, Kind, Limits, Message, Reserved, FRAME_HEADER_LEN, HANDSHAKE_LEN, PIECE_INDEX_LEN,
 };
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,8 +48,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the other side has to send its handshake.
+/// How long the other side has to complete its handshake (and, in an
+/// authenticated swarm, its proof), in all.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Accepted connections still in their handshake, at most; a new one past
+/// this closes the oldest. Real peers connect once each, a few at a time.
+pub const MAX_HALF_OPEN: usize = 64;
 /// How long an acceptor waits for the dialer's handshake before sending its
 /// own (plain) one: SPEC.md dialers send at once, so this is only spent on a
 /// dialer that waits for us.
@@ -43,6 +61,9 @@ const OFFER_WAIT: Duration = Duration::from_millis(200);
 /// How long a dialer that offered the extension to a plain peer watches for
 /// that peer hanging up on it.
 const REFUSAL_WATCH: Duration = Duration::from_millis(250);
+/// Small frames a reader hands over in one event, at most: what a full
+/// event queue can hold stays small however fast a neighbour sends.
+const MAX_BATCH: usize = 63;
 /// Batching buffer of small frames in a writer.
 const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 /// A reader's buffer: small, because a piece's bytes that land in it are
@@ -92,14 +113,96 @@ pub enum HandshakeError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Wire(#[from] wire::WireError),
+    #[error("the handshake took longer than {} s", HANDSHAKE_TIMEOUT.as_secs())]
+    Timeout,
+    /// The other side does not offer authentication in a swarm with a secret.
+    #[error("peer {0} does not authenticate: a swarm with P2pftSecretFile admits only p2pft peers given its secret (a plain peer, or one whose Common.cfg lacks the key?)")]
+    NotAuthenticating(u32),
+    /// The other side asks to authenticate and we have no secret.
+    #[error("peer {0} asks to authenticate, but this peer's Common.cfg has no P2pftSecretFile: give every peer the same secret file")]
+    UnexpectedAuthentication(u32),
+    #[error("peer {peer} failed authentication: {source}")]
+    Auth { peer: u32, source: AuthError },
 }
 
-fn reserved_for(offer: bool) -> Reserved {
-    if offer {
-        wire::reserved_offering_pipelining()
-    } else {
-        [0u8; 10]
+/// How this peer greets others: its ID, whether it offers the extensions,
+/// and in an authenticated swarm the secret it proves.
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    pub me: u32,
+    pub extensions: bool,
+    pub secret: Option<Arc<Secret>>,
+}
+
+impl Greeting {
+    /// Our reserved bytes, offering pipelining when `offer` is set.
+    fn reserved(&self, offer: bool) -> Reserved {
+        wire::reserved_offering(offer, self.secret.is_some())
     }
+
+    /// After both handshakes: `peer`'s flags agree with ours about
+    /// authentication, and in an authenticated swarm both sides proved the
+    /// secret by `deadline`.
+    fn authenticate(
+        &self,
+        stream: &mut TcpStream,
+        peer: u32,
+        theirs: &Reserved,
+        role: Role,
+        deadline: Instant,
+    ) -> Result<(), HandshakeError> {
+        let Some(secret) = &self.secret else {
+            return if wire::offers_authentication(theirs) {
+                Err(HandshakeError::UnexpectedAuthentication(peer))
+            } else {
+                Ok(())
+            };
+        };
+        if !wire::offers_authentication(theirs) {
+            return Err(HandshakeError::NotAuthenticating(peer));
+        }
+        let auth = |source| HandshakeError::Auth { peer, source };
+        let mut nonce = [0u8; auth::NONCE_LEN];
+        auth::fill_random(&mut nonce)?;
+        let mut exchange = Exchange::new(secret, role, self.me, peer, nonce);
+        stream.write_all(&exchange.challenge())?;
+        let mut message = [0u8; auth::MESSAGE_LEN];
+        read_exact_by(stream, &mut message, deadline)?;
+        stream.write_all(&exchange.answer(&message).map_err(auth)?)?;
+        read_exact_by(stream, &mut message, deadline)?;
+        exchange.check(&message).map_err(auth)
+    }
+}
+
+/// `read_exact`, but all of it by `deadline`: a sender trickling a byte at a
+/// time cannot stretch it.
+fn read_exact_by(
+    stream: &mut TcpStream,
+    mut buf: &mut [u8],
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HandshakeError::Timeout);
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buf) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HandshakeError::Timeout)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// What waiting for bytes on a socket found.
@@ -143,23 +246,41 @@ fn peek_for(stream: &TcpStream, len: usize, wait: Duration) -> io::Result<Peeked
 /// The acceptor's side. Returns the peer and whether both sides use pipelining.
 pub fn accept_handshake(
     stream: &mut TcpStream,
-    me: u32,
+    greeting: &Greeting,
     accept: impl Fn(u32) -> bool,
-    extensions: bool,
 ) -> Result<(u32, bool), HandshakeError> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let me = greeting.me;
     let mut theirs = [0u8; HANDSHAKE_LEN];
-    let (peer, pipelining) = if peek_for(stream, HANDSHAKE_LEN, OFFER_WAIT)? == Peeked::Arrived {
+    // In an authenticated swarm every peer is a p2pft dialer, which sends
+    // its handshake at once: wait for it, never answer plain first.
+    let first_wait = if greeting.secret.is_some() {
+        HANDSHAKE_TIMEOUT
+    } else {
+        OFFER_WAIT
+    };
+    let (peer, pipelining) = if peek_for(stream, HANDSHAKE_LEN, first_wait)? == Peeked::Arrived {
         stream.read_exact(&mut theirs)?;
         let peer = wire::decode_handshake(&theirs, &accept)?;
-        let pipelining = extensions && wire::offers_pipelining(&wire::handshake_reserved(&theirs));
-        stream.write_all(&wire::encode_handshake_with(me, reserved_for(pipelining)))?;
+        let pipelining =
+            greeting.extensions && wire::offers_pipelining(&wire::handshake_reserved(&theirs));
+        stream.write_all(&wire::encode_handshake_with(
+            me,
+            greeting.reserved(pipelining),
+        ))?;
         (peer, pipelining)
     } else {
-        stream.write_all(&wire::encode_handshake(me))?;
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        stream.read_exact(&mut theirs)?;
+        stream.write_all(&wire::encode_handshake_with(me, greeting.reserved(false)))?;
+        read_exact_by(stream, &mut theirs, deadline)?;
         (wire::decode_handshake(&theirs, &accept)?, false)
     };
+    greeting.authenticate(
+        stream,
+        peer,
+        &wire::handshake_reserved(&theirs),
+        Role::Acceptor,
+        deadline,
+    )?;
     stream.set_read_timeout(None)?;
     Ok((peer, pipelining))
 }
@@ -167,6 +288,9 @@ pub fn accept_handshake(
 enum DialError {
     /// No connection was made (refused, unreachable): try again later.
     Connect(io::Error),
+    /// The two sides disagree about the swarm's secret: said at once, and
+    /// tried again (the other side may be restarted with the right one).
+    Auth(String),
     /// Connected, but the handshake failed or the peer hung up right after it.
     Handshake(String),
     /// Someone answered who is not the peer we dial: retrying will not help.
@@ -180,13 +304,13 @@ enum DialError {
 /// `extensions`, it offers pipelining until a connection fails after it was
 /// made (a plain peer refusing the offer), and from then on dials plain.
 pub fn spawn_dialer(
-    me: u32,
+    greeting: Greeting,
     target: PeerEntry,
     give_up_after: Duration,
-    extensions: bool,
     events: Sender<Event>,
     stop: Arc<AtomicBool>,
 ) {
+    let me = greeting.me;
     thread::Builder::new()
         .name(format!("dial-{}", target.id))
         .spawn(move || {
@@ -194,12 +318,13 @@ pub fn spawn_dialer(
             let deadline = started + give_up_after;
             let mut backoff = Duration::from_millis(50);
             let mut last_error = String::from("no attempt made");
-            let mut offer = extensions;
+            let mut offer = greeting.extensions;
             let mut attempts = 0;
             let mut told_lookup = false;
+            let mut told_auth = false;
             while !stop.load(Ordering::Relaxed) {
                 attempts += 1;
-                match dial_once(me, &target, offer) {
+                match dial_once(&greeting, &target, offer) {
                     Ok((stream, pipelining)) => {
                         let _ = events.send(Event::Connected {
                             peer: target.id,
@@ -213,7 +338,8 @@ pub fn spawn_dialer(
                         last_error = e.to_string();
                         break;
                     }
-                    Err(DialError::Handshake(e)) if offer => {
+                    // (Never in an authenticated swarm: its peers are all p2pft peers.)
+                    Err(DialError::Handshake(e)) if offer && greeting.secret.is_none() => {
                         log::debug!(
                             "peer {me}: {} refused the extension offer ({e}); dialling plain",
                             target.id
@@ -223,6 +349,12 @@ pub fn spawn_dialer(
                         continue;
                     }
                     Err(DialError::Handshake(e)) => last_error = e,
+                    Err(DialError::Auth(e)) => {
+                        if !std::mem::replace(&mut told_auth, true) {
+                            log::warn!("peer {me}: {e}; trying again");
+                        }
+                        last_error = e;
+                    }
                     Err(DialError::Connect(e)) => last_error = e.to_string(),
                     // Said at once: otherwise a misspelt host in
                     // PeerInfo.cfg shows only after --connect-timeout.
@@ -261,13 +393,17 @@ pub fn spawn_dialer(
         .expect("spawn dialer thread");
 }
 
-fn dial_once(me: u32, target: &PeerEntry, offer: bool) -> Result<(TcpStream, bool), DialError> {
+fn dial_once(
+    greeting: &Greeting,
+    target: &PeerEntry,
+    offer: bool,
+) -> Result<(TcpStream, bool), DialError> {
     let addrs = resolve(&target.host, target.port).map_err(DialError::Lookup)?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host has no address");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             Ok(mut stream) => {
-                let pipelining = dialled_handshake(&mut stream, me, target.id, offer)?;
+                let pipelining = dialled_handshake(&mut stream, greeting, target.id, offer)?;
                 return Ok((stream, pipelining));
             }
             Err(e) => last = e,
@@ -278,23 +414,34 @@ fn dial_once(me: u32, target: &PeerEntry, offer: bool) -> Result<(TcpStream, boo
 
 fn dialled_handshake(
     stream: &mut TcpStream,
-    me: u32,
+    greeting: &Greeting,
     expect: u32,
     offer: bool,
 ) -> Result<bool, DialError> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let io = |e: io::Error| DialError::Handshake(e.to_string());
+    let failed = |e: HandshakeError| match e {
+        HandshakeError::NotAuthenticating(_)
+        | HandshakeError::UnexpectedAuthentication(_)
+        | HandshakeError::Auth { .. } => DialError::Auth(e.to_string()),
+        e => DialError::Handshake(e.to_string()),
+    };
     stream.set_nodelay(true).map_err(io)?;
     stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(io)?;
-    stream
-        .write_all(&wire::encode_handshake_with(me, reserved_for(offer)))
+        .write_all(&wire::encode_handshake_with(
+            greeting.me,
+            greeting.reserved(offer),
+        ))
         .map_err(io)?;
     let mut theirs = [0u8; HANDSHAKE_LEN];
-    stream.read_exact(&mut theirs).map_err(io)?;
+    read_exact_by(stream, &mut theirs, deadline).map_err(failed)?;
     wire::decode_handshake(&theirs, |id| id == expect).map_err(DialError::Wire)?;
-    let both = offer && wire::offers_pipelining(&wire::handshake_reserved(&theirs));
-    if offer && !both {
+    let reserved = wire::handshake_reserved(&theirs);
+    greeting
+        .authenticate(stream, expect, &reserved, Role::Dialer, deadline)
+        .map_err(failed)?;
+    let both = offer && wire::offers_pipelining(&reserved);
+    if offer && !both && greeting.secret.is_none() {
         // A plain peer that objects to our reserved bytes hangs up now.
         if peek_for(stream, 1, REFUSAL_WATCH).map_err(io)? == Peeked::Closed {
             return Err(DialError::Handshake("closed after the handshake".into()));
@@ -307,13 +454,15 @@ fn dialled_handshake(
 /// Accepts connections until `stop` is set; each is handshaken on its own
 /// short-lived thread so a silent client cannot hold up the others.
 pub fn spawn_listener(
-    me: u32,
+    greeting: Greeting,
     listener: TcpListener,
     acceptable: Arc<dyn Fn(u32) -> bool + Send + Sync>,
-    extensions: bool,
     events: Sender<Event>,
     stop: Arc<AtomicBool>,
 ) {
+    let me = greeting.me;
+    let greeting = Arc::new(greeting);
+    let half_open = Arc::new(HalfOpen::default());
     thread::Builder::new()
         .name("listen".into())
         .spawn(move || {
@@ -329,9 +478,14 @@ pub fn spawn_listener(
                         continue;
                     }
                 };
+                let Some(ticket) = half_open.admit(&stream) else {
+                    continue;
+                };
                 let acceptable = Arc::clone(&acceptable);
                 let events = events.clone();
-                let _ = thread::Builder::new()
+                let greeting = Arc::clone(&greeting);
+                let ours = Arc::clone(&half_open);
+                let spawned = thread::Builder::new()
                     .name("handshake".into())
                     .spawn(move || {
                         let from = stream
@@ -339,7 +493,9 @@ pub fn spawn_listener(
                             .map(|a| a.to_string())
                             .unwrap_or_else(|_| "?".into());
                         let _ = stream.set_nodelay(true);
-                        match accept_handshake(&mut stream, me, |id| acceptable(id), extensions) {
+                        let result = accept_handshake(&mut stream, &greeting, |id| acceptable(id));
+                        ours.leave(ticket);
+                        match result {
                             Ok((peer, pipelining)) => {
                                 let _ = events.send(Event::Connected {
                                     peer,
@@ -356,9 +512,52 @@ pub fn spawn_listener(
                             }
                         }
                     });
+                if spawned.is_err() {
+                    half_open.leave(ticket);
+                }
             }
         })
         .expect("spawn listener thread");
+}
+
+/// Accepted connections still in their handshake, oldest first, each with
+/// a handle to close it by (see [`MAX_HALF_OPEN`]).
+#[derive(Default)]
+struct HalfOpen {
+    open: Mutex<VecDeque<(u64, TcpStream)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl HalfOpen {
+    /// Registers `stream`, closing the oldest half-open connection when
+    /// there are already [`MAX_HALF_OPEN`]; `None` when it cannot be
+    /// registered (then it is closed).
+    fn admit(&self, stream: &TcpStream) -> Option<u64> {
+        let Ok(handle) = stream.try_clone() else {
+            let _ = stream.shutdown(Shutdown::Both);
+            return None;
+        };
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut open = self.open.lock();
+        if open.len() >= MAX_HALF_OPEN {
+            if let Some((_, oldest)) = open.pop_front() {
+                // Its handshake thread's next read fails, and it ends.
+                let _ = oldest.shutdown(Shutdown::Both);
+            }
+        }
+        open.push_back((ticket, handle));
+        Some(ticket)
+    }
+
+    /// The connection of `ticket` has finished its handshake, or failed it.
+    fn leave(&self, ticket: u64) {
+        self.open.lock().retain(|(t, _)| *t != ticket);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.open.lock().len()
+    }
 }
 
 /// What every reader of a peer shares.
@@ -473,7 +672,9 @@ pub fn spawn_reader(
                         // Small frames already in the buffer go with this one
                         // as one event: one wake-up of the engine, not one each.
                         let mut messages = Vec::new();
-                        while small_frame_buffered(reader.buffer(), &limits) {
+                        while messages.len() < MAX_BATCH
+                            && small_frame_buffered(reader.buffer(), &limits)
+                        {
                             match read_frame(&mut reader, &limits, &buffers) {
                                 Ok(next) => messages.push(next),
                                 Err(reason) => {
@@ -810,6 +1011,130 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         (client, server)
+    }
+
+    fn greeting(me: u32, secret: Option<&str>) -> Greeting {
+        Greeting {
+            me,
+            extensions: true,
+            secret: secret
+                .map(|s| Arc::new(Secret::parse(std::path::Path::new("s"), s.as_bytes()).unwrap())),
+        }
+    }
+
+    /// Dialer 1002 with `dialer`'s secret against acceptor 1001 with
+    /// `acceptor`'s: what each side's handshake returned.
+    fn handshake_pair(
+        dialer: Option<&str>,
+        acceptor: Option<&str>,
+    ) -> (Result<bool, String>, Result<(u32, bool), String>) {
+        let (mut client, mut server) = connected();
+        let acceptor = greeting(1001, acceptor);
+        let theirs = thread::spawn(move || {
+            accept_handshake(&mut server, &acceptor, |id| id == 1002).map_err(|e| e.to_string())
+        });
+        let ours = dialled_handshake(&mut client, &greeting(1002, dialer), 1001, true).map_err(
+            |e| match e {
+                DialError::Auth(e) | DialError::Handshake(e) => e,
+                DialError::Wire(e) => e.to_string(),
+                DialError::Connect(e) | DialError::Lookup(e) => e.to_string(),
+            },
+        );
+        drop(client);
+        (ours, theirs.join().unwrap())
+    }
+
+    const SECRET: &str = "a secret of the swarm, long enough";
+
+    #[test]
+    fn peers_sharing_the_secret_connect_with_pipelining() {
+        let (ours, theirs) = handshake_pair(Some(SECRET), Some(SECRET));
+        assert_eq!(ours, Ok(true));
+        assert_eq!(theirs, Ok((1002, true)));
+    }
+
+    #[test]
+    fn a_wrong_secret_or_none_is_refused_on_both_sides_with_the_reason() {
+        let (ours, theirs) = handshake_pair(Some("another secret, long enough too"), Some(SECRET));
+        assert!(ours
+            .unwrap_err()
+            .contains("does not know the swarm's secret"));
+        assert!(theirs
+            .unwrap_err()
+            .contains("does not know the swarm's secret"));
+        let (ours, theirs) = handshake_pair(None, Some(SECRET));
+        assert!(ours.unwrap_err().contains("asks to authenticate"));
+        assert!(theirs.unwrap_err().contains("does not authenticate"));
+        let (ours, theirs) = handshake_pair(Some(SECRET), None);
+        assert!(ours.unwrap_err().contains("does not authenticate"));
+        assert!(theirs.unwrap_err().contains("asks to authenticate"));
+    }
+
+    #[test]
+    fn a_plain_dialer_gets_only_our_handshake_from_a_secret_swarm() {
+        let (mut client, mut server) = connected();
+        let theirs = thread::spawn(move || {
+            accept_handshake(&mut server, &greeting(1001, Some(SECRET)), |id| id == 1002)
+        });
+        client.write_all(&wire::encode_handshake(1002)).unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert!(matches!(
+            theirs.join().unwrap(),
+            Err(HandshakeError::NotAuthenticating(1002))
+        ));
+        assert_eq!(
+            got,
+            wire::encode_handshake_with(1001, wire::reserved_offering(false, true))
+        );
+    }
+
+    #[test]
+    fn a_handshake_trickled_a_byte_at_a_time_still_ends_at_the_deadline() {
+        let (mut client, mut server) = connected();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let trickle = thread::spawn(move || {
+            for _ in 0..20 {
+                if client.write_all(b"P").is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut buf = [0u8; HANDSHAKE_LEN];
+        let result = read_exact_by(&mut server, &mut buf, deadline);
+        assert!(matches!(result, Err(HandshakeError::Timeout)), "{result:?}");
+        drop(server);
+        trickle.join().unwrap();
+    }
+
+    #[test]
+    fn past_the_cap_a_new_half_open_connection_closes_the_oldest() {
+        let half_open = HalfOpen::default();
+        let pairs: Vec<(TcpStream, TcpStream)> =
+            (0..MAX_HALF_OPEN + 1).map(|_| connected()).collect();
+        let tickets: Vec<u64> = pairs
+            .iter()
+            .map(|(_, server)| half_open.admit(server).unwrap())
+            .collect();
+        assert_eq!(half_open.len(), MAX_HALF_OPEN);
+        // The oldest was shut down: its client reads the end at once.
+        let mut first = &pairs[0].0;
+        let mut byte = [0u8; 1];
+        first
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(first.read(&mut byte).unwrap(), 0);
+        // The second oldest was not.
+        let mut second = &pairs[1].0;
+        second
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(second.read(&mut byte).is_err());
+        for ticket in tickets {
+            half_open.leave(ticket);
+        }
+        assert_eq!(half_open.len(), 0);
     }
 
     /// A reader (connection 7, peer 1002) on `server`; its events.

@@ -6,6 +6,7 @@
 //! Owns the start-up order and the mapping of failures to [`PeerError`]s;
 //! never makes protocol decisions (that is the engine's job).
 
+use crate::auth::{AuthError, Secret};
 use crate::bitfield::Bitfield;
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineSetup, Event, EVENT_QUEUE};
@@ -57,6 +58,8 @@ pub struct PeerOptions {
     pub handle_signals: bool,
     /// Every extension off, whatever Common.cfg says (`--strict`).
     pub strict: bool,
+    /// The swarm's secret file, instead of Common.cfg's `P2pftSecretFile`.
+    pub secret_file: Option<PathBuf>,
 }
 
 impl PeerOptions {
@@ -69,6 +72,7 @@ impl PeerOptions {
             rng_seed: None,
             handle_signals: false,
             strict: false,
+            secret_file: None,
         }
     }
 }
@@ -83,6 +87,9 @@ pub enum PeerError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Meta(#[from] MetaError),
+    /// The swarm's secret file is missing, empty or readable by others.
+    #[error("{0}")]
+    Secret(#[from] AuthError),
     /// A seed's file does not match the metadata: it must not be served.
     #[error("{0}")]
     SeedMismatch(String),
@@ -93,7 +100,10 @@ impl PeerError {
     /// while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            PeerError::Config(_) | PeerError::Meta(_) | PeerError::SeedMismatch(_) => 2,
+            PeerError::Config(_)
+            | PeerError::Meta(_)
+            | PeerError::Secret(_)
+            | PeerError::SeedMismatch(_) => 2,
             PeerError::Engine(EngineError::Interrupted(signal, _)) => 128 + signal,
             _ => 1,
         }
@@ -250,6 +260,10 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     config.common.strict |= opts.strict;
     let extensions = !config.common.strict;
     let me = config.check_local_peer(opts.id)?.clone();
+    let secret = match opts.secret_file.clone().or_else(|| config.secret_path()) {
+        Some(path) => Some(Arc::new(Secret::load(&path)?)),
+        None => None,
+    };
     let layout = config.common.layout;
     let path = config.peer_file(me.id);
     let verifier = load_verifier(&config)?;
@@ -310,11 +324,15 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     }
     let position = config.position(me.id).expect("checked above");
     let below: Vec<u32> = config.peers[position + 1..].iter().map(|p| p.id).collect();
+    let greeting = net::Greeting {
+        me: me.id,
+        extensions,
+        secret,
+    };
     net::spawn_listener(
-        me.id,
+        greeting.clone(),
         listener,
         Arc::new(move |id| below.contains(&id)),
-        extensions,
         events.0.clone(),
         Arc::clone(&stop),
     );
@@ -330,10 +348,9 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     }
     for above in &config.peers[..position] {
         net::spawn_dialer(
-            me.id,
+            greeting.clone(),
             above.clone(),
             opts.connect_timeout,
-            extensions,
             events.0.clone(),
             Arc::clone(&stop),
         );
@@ -360,6 +377,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
             max_kept,
             max_kept + held_pieces + 2 * crate::engine::max_storing(layout.piece_size_bytes()),
         )),
+        greeting,
     });
     let result = engine.run();
     stop.store(true, Relaxed);

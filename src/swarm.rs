@@ -60,6 +60,11 @@ pub struct SwarmArgs {
     /// or --timeout when some peer runs on another host, started by hand]
     #[arg(long, value_name = "SECS")]
     pub connect_timeout: Option<f64>,
+    /// An authenticated swarm: write a fresh random secret to
+    /// `<dir>/.p2pft-secret` (mode 0600) and have every peer prove it, as
+    /// `P2pftSecretFile` in Common.cfg would.
+    #[arg(long)]
+    pub secret: bool,
 }
 
 impl SwarmArgs {
@@ -114,6 +119,8 @@ pub struct PeerReport {
     pub cpu_secs: f64,
     pub peak_rss_kb: u64,
     pub threads: u32,
+    /// Protocol violations its neighbours committed, as it last reported.
+    pub violations: u64,
 }
 
 /// How a peer's file was checked once the swarm ended.
@@ -500,20 +507,50 @@ enum Update {
     Closed(usize),
 }
 
+/// The secret file `--secret` writes, in the swarm directory.
+pub const SECRET_FILE: &str = ".p2pft-secret";
+
+/// Writes a fresh random secret to [`SECRET_FILE`] in `dir`, readable by its
+/// owner alone (made so before a byte of the secret is in it), and returns
+/// its path.
+fn write_secret(dir: &Path) -> Result<PathBuf, SwarmError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = dir.join(SECRET_FILE);
+    let write = || -> io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.set_len(0)?;
+        file.write_all(crate::auth::Secret::generate()?.as_bytes())
+    };
+    write().map_err(|e| with_path(&path, "cannot write the secret file", e))?;
+    Ok(path)
+}
+
 fn spawn_peer(
     exe: &Path,
     config: &Config,
     entry: &PeerEntry,
     connect_timeout: f64,
+    secret_file: Option<&Path>,
 ) -> io::Result<Child> {
-    Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("peer")
         .arg(entry.id.to_string())
         .arg("--dir")
         .arg(&config.dir)
         .arg("--status")
         .arg("--connect-timeout")
-        .arg(connect_timeout.to_string())
+        .arg(connect_timeout.to_string());
+    if let Some(path) = secret_file {
+        command.arg("--secret-file").arg(path);
+    }
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -603,6 +640,11 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let _held = hold_peer_dirs(&config, &local)?;
     check_not_running(&local)?;
     prepare(&config, &local, args.keep)?;
+    let secret = if args.secret {
+        Some(write_secret(&config.dir)?)
+    } else {
+        None
+    };
     let exe = std::env::current_exe()?;
     let connect_timeout = args.connect_timeout(!remote.is_empty());
     let num_pieces = config.common.layout.num_pieces();
@@ -656,7 +698,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         bar.set_style(style.clone());
         bar.set_prefix(entry.id.to_string());
         let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
-        let mut child = spawn_peer(&exe, &config, entry, connect_timeout)?;
+        let mut child = spawn_peer(&exe, &config, entry, connect_timeout, secret.as_deref())?;
         forward_status(i, child.stdout.take().expect("piped"), tx.clone());
         keep_tail(
             child.stderr.take().expect("piped"),
@@ -792,6 +834,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             },
             cpu_secs: last.as_ref().map_or(0.0, |s| s.cpu_secs),
             peak_rss_kb: last.as_ref().map_or(0, |s| s.peak_rss_kb),
+            violations: last.as_ref().map_or(0, |s| s.violations),
             threads: last.as_ref().map_or(0, |s| s.threads),
         });
     }
@@ -812,6 +855,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             cpu_secs: 0.0,
             peak_rss_kb: 0,
             threads: 0,
+            violations: 0,
         });
     }
     let interrupted = interrupted();

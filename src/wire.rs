@@ -112,23 +112,45 @@ impl Message {
 /// The ten bytes between the header and the ID.
 pub type Reserved = [u8; 10];
 
-/// Reserved bytes 8 and 9 of a p2pft peer that offers request pipelining: a
+/// Reserved bytes 8 and 9 of a p2pft peer that offers an extension: a
 /// magic byte no padding style produces (not 0x00, not ASCII `0`), then flags.
-/// A plain peer never sees them unless it first sent them to us.
+/// A plain peer never sees them unless it first sent them to us (or the
+/// swarm has a secret, which no plain peer can join).
 pub const EXTENSION_MAGIC: u8 = 0xF7;
 pub const EXTENSION_PIPELINING: u8 = 0x01;
+/// The sender will prove the swarm's secret right after the handshake
+/// (see [`crate::auth`]).
+pub const EXTENSION_AUTHENTICATION: u8 = 0x02;
 
 /// Reserved bytes that offer pipelining.
 pub fn reserved_offering_pipelining() -> Reserved {
+    reserved_offering(true, false)
+}
+
+/// Reserved bytes offering what is set; all zero (SPEC.md's) when nothing is.
+pub fn reserved_offering(pipelining: bool, authentication: bool) -> Reserved {
     let mut r = [0u8; 10];
-    r[8] = EXTENSION_MAGIC;
-    r[9] = EXTENSION_PIPELINING;
+    let flags = if pipelining { EXTENSION_PIPELINING } else { 0 }
+        | if authentication {
+            EXTENSION_AUTHENTICATION
+        } else {
+            0
+        };
+    if flags != 0 {
+        r[8] = EXTENSION_MAGIC;
+        r[9] = flags;
+    }
     r
 }
 
 /// Whether reserved bytes offer pipelining.
 pub fn offers_pipelining(reserved: &Reserved) -> bool {
     reserved[8] == EXTENSION_MAGIC && reserved[9] & EXTENSION_PIPELINING != 0
+}
+
+/// Whether reserved bytes announce a proof of the swarm's secret.
+pub fn offers_authentication(reserved: &Reserved) -> bool {
+    reserved[8] == EXTENSION_MAGIC && reserved[9] & EXTENSION_AUTHENTICATION != 0
 }
 
 /// The 32 bytes we send: header, ten zero bytes, our ID big-endian.
