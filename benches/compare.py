@@ -29,8 +29,8 @@ with its defaults otherwise, what a user who installs it gets. Variants:
 run rotates the order of the clients.
 
 Needs: Debian's python3-libtorrent (so run this with /usr/bin/python3), aria2c,
-an rqbit binary, and target/release/p2pft. See README.md, "Against other
-BitTorrent clients", for the commands.
+an rqbit binary, and target/release/p2pft. See docs/PERFORMANCE.md, "Against
+other BitTorrent clients", for the commands.
 """
 
 import argparse
@@ -523,7 +523,7 @@ def version(args, client):
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
-        raise SystemExit("%s is not usable here (%s): see README.md, \"Against other clients\"" % (client, e))
+        raise SystemExit("%s is not usable here (%s): see docs/PERFORMANCE.md, \"Against other BitTorrent clients\"" % (client, e))
     return out.splitlines()[0].strip()
 
 
