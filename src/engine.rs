@@ -71,7 +71,8 @@ use std::time::{Duration, Instant};
 pub const EVENT_QUEUE: usize = 1024;
 /// How long writers get to flush their last messages at shutdown.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
-/// How many times a lost connection to a peer we dial is dialled again.
+/// How many times in a row a lost connection to a peer we dial is dialled
+/// again (a connection that succeeds starts the count afresh).
 const MAX_REDIALS: u32 = 5;
 /// Pieces failing verification from one neighbour before it is banned.
 pub const MAX_BAD_PIECES: u32 = 3;
@@ -143,8 +144,21 @@ pub type ConnId = u64;
 #[derive(Debug)]
 pub enum CloseReason {
     Eof,
-    Io(String),
+    Io(io::Error),
     Protocol(WireError),
+}
+
+/// What a neighbour did wrong with well-formed frames (malformed ones are
+/// [`WireError`]s): each is counted in [`Counters::violations`] and said on
+/// stderr.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// Dropped unseen; [`MAX_UNREQUESTED_PIECES`] close the connection.
+    #[error("sent piece {index}, which was not requested on this connection or was answered already ({count} of {MAX_UNREQUESTED_PIECES} allowed); dropped")]
+    UnrequestedPiece { index: u32, count: u32 },
+    /// Closes the connection (see [`FRAME_ALLOWANCE`]).
+    #[error("sent {frames} frames other than pieces in {secs} s, a flood; closing the connection")]
+    Flood { frames: u64, secs: u64 },
 }
 
 impl std::fmt::Display for CloseReason {
@@ -268,6 +282,10 @@ struct Neighbour {
     /// Every piece requested on this connection and not answered yet, those
     /// given up after a choke included: a `piece` is taken only as an answer.
     asked: Bitfield,
+    /// Requests of a piece on this connection past the first one not
+    /// answered yet (asked again after a choke freed it): each may be
+    /// answered too.
+    asked_again: HashMap<u32, u32>,
     /// Pieces it sent that were not answers (see [`MAX_UNREQUESTED_PIECES`]).
     unrequested: u32,
     /// Frames other than pieces it sent, and when it connected (see
@@ -771,6 +789,9 @@ impl Engine {
                 return;
             }
         };
+        // Redials count lost connections in a row: a peer restarted many
+        // times (a kill soak, a flaky host) is dialled again each time.
+        self.redials.remove(&peer);
         if dialled {
             self.log.makes_connection(peer);
         } else {
@@ -840,6 +861,7 @@ impl Engine {
                 pipelining,
                 outstanding: Vec::new(),
                 asked: Bitfield::empty(num_pieces),
+                asked_again: HashMap::new(),
                 unrequested: 0,
                 frames: 0,
                 since: Instant::now(),
@@ -1054,14 +1076,18 @@ impl Engine {
         if n.frames <= fixed + FRAME_RATE * secs {
             return false;
         }
-        self.counters.violations.fetch_add(1, Relaxed);
-        log::warn!(
-            "peer {}: protocol violation: peer {peer} sent {} frames other than pieces in {secs} s, a flood; closing the connection",
-            self.me,
-            n.frames
-        );
+        let frames = n.frames;
+        self.violation(peer, Violation::Flood { frames, secs });
         self.drop_neighbour(peer, false);
         true
+    }
+
+    fn violation(&self, peer: u32, violation: Violation) {
+        self.counters.violations.fetch_add(1, Relaxed);
+        log::warn!(
+            "peer {}: protocol violation: peer {peer} {violation}",
+            self.me
+        );
     }
 
     /// After a bitfield or a have: completeness, our `interested` state, and
@@ -1114,17 +1140,20 @@ impl Engine {
 
     fn on_piece(&mut self, peer: u32, index: u32, data: PieceBuf, good: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
-        if !n.asked.has(index) {
+        if let Some(again) = n.asked_again.get_mut(&index) {
+            *again -= 1;
+            if *again == 0 {
+                n.asked_again.remove(&index);
+            }
+        } else if n.asked.has(index) {
+            n.asked.set(index, false);
+        } else {
             // Never requested on this connection, or answered already: a
             // piece nobody asked for is never stored, counted or announced.
             self.buffers.give(data);
             n.unrequested += 1;
             let count = n.unrequested;
-            self.counters.violations.fetch_add(1, Relaxed);
-            log::warn!(
-                "peer {}: protocol violation: peer {peer} sent piece {index}, which was not requested on this connection ({count} of {MAX_UNREQUESTED_PIECES} allowed); dropped",
-                self.me
-            );
+            self.violation(peer, Violation::UnrequestedPiece { index, count });
             if count >= MAX_UNREQUESTED_PIECES {
                 log::warn!(
                     "peer {}: closing the connection to peer {peer}: {count} unrequested pieces",
@@ -1134,7 +1163,6 @@ impl Engine {
             }
             return;
         }
-        n.asked.set(index, false);
         n.bytes_this_interval += data.len() as u64;
         // (Only a pipelining neighbour has a depth to pace; its pieces come
         // hashed, without an `Arrived` first.)
@@ -1459,7 +1487,11 @@ impl Engine {
         }
         let n = self.neighbours.get_mut(&peer).expect("checked by caller");
         n.outstanding.push(index);
-        n.asked.set(index, true);
+        if n.asked.has(index) {
+            *n.asked_again.entry(index).or_insert(0) += 1;
+        } else {
+            n.asked.set(index, true);
+        }
         n.pacing.requested(index, Instant::now());
         self.wanted.set(index, false);
         self.send(peer, Message::Request(index));

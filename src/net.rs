@@ -755,7 +755,7 @@ fn io_reason(e: io::Error) -> CloseReason {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         CloseReason::Eof
     } else {
-        CloseReason::Io(e.to_string())
+        CloseReason::Io(e)
     }
 }
 
