@@ -87,6 +87,9 @@ pub const MAX_UNREQUESTED_PIECES: u32 = 4;
 const FRAME_ALLOWANCE: u64 = 10_000;
 /// Frames other than pieces a second that any connection may send.
 const FRAME_RATE: u64 = 2_000;
+/// How long a seed of PeerInfo.cfg must have been away before a peer that
+/// has the file ends without hearing from it (see `known_complete`).
+const SEED_GONE: Duration = Duration::from_secs(5);
 /// How often a leecher without metadata records its progress durably.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a leecher with metadata flushes its file: it resumes by
@@ -396,6 +399,8 @@ pub struct Engine {
     neighbours: BTreeMap<u32, Neighbour>,
     /// Peers known to have the complete file (kept after they disconnect).
     complete_peers: BTreeSet<u32>,
+    /// Since when each peer is not connected (see [`Engine::known_complete`]).
+    unconnected_since: HashMap<u32, Instant>,
     unchoked: BTreeSet<u32>,
     preferred: Vec<u32>,
     optimistic: Option<u32>,
@@ -443,6 +448,8 @@ pub struct Engine {
 impl Engine {
     pub fn new(setup: EngineSetup) -> Engine {
         let layout = setup.config.common.layout;
+        let started = Instant::now();
+        let unconnected_since = setup.config.peers.iter().map(|p| (p.id, started)).collect();
         let n = layout.num_pieces();
         let mut wanted = Bitfield::full(n);
         for i in setup.have.iter_ones() {
@@ -471,6 +478,7 @@ impl Engine {
             wanted,
             neighbours: BTreeMap::new(),
             complete_peers,
+            unconnected_since,
             unchoked: BTreeSet::new(),
             preferred: Vec::new(),
             optimistic: None,
@@ -672,16 +680,25 @@ impl Engine {
     /// once it knows everyone has it, us included. Any other departure is
     /// worth a warning, and (from a peer above us) a redial.
     fn left_as_done(&self, peer: u32) -> bool {
-        self.complete_peers.contains(&peer) && self.have_complete()
+        self.known_complete(peer) && self.have_complete()
+    }
+
+    /// `peer` said it has the whole file, or PeerInfo.cfg says it started
+    /// with it (HasFile 1: SPEC.md's seed has the whole file) and it has not
+    /// been connected for [`SEED_GONE`]. A seed that went away need not be
+    /// heard from to end (a stranger's claim may have made it leave early);
+    /// one that is connected, or may still be, is told first.
+    fn known_complete(&self, peer: u32) -> bool {
+        self.complete_peers.contains(&peer)
+            || (self.config.peer(peer).is_some_and(|p| p.has_file)
+                && self
+                    .unconnected_since
+                    .get(&peer)
+                    .is_some_and(|since| since.elapsed() >= SEED_GONE))
     }
 
     fn all_done(&self) -> bool {
-        self.have_complete()
-            && self
-                .config
-                .peers
-                .iter()
-                .all(|p| self.complete_peers.contains(&p.id))
+        self.have_complete() && self.config.peers.iter().all(|p| self.known_complete(p.id))
     }
 
     fn handle(&mut self, event: Event) {
@@ -693,7 +710,9 @@ impl Engine {
                 pipelining,
             } => self.on_connected(peer, stream, dialled, pipelining),
             Event::DialFailed { peer, error } => {
-                if !self.complete_peers.contains(&peer) {
+                if self.left_as_done(peer) {
+                    // Nothing more to get from it, nor to tell it.
+                } else if !self.complete_peers.contains(&peer) {
                     self.fatal = Some(EngineError::Unreachable(error));
                 } else if !self.have_complete() {
                     // Others may still have what we need: carry on.
@@ -789,6 +808,7 @@ impl Engine {
                 return;
             }
         };
+        self.unconnected_since.remove(&peer);
         // Redials count lost connections in a row: a peer restarted many
         // times (a kill soak, a flaky host) is dialled again each time.
         self.redials.remove(&peer);
@@ -913,6 +933,7 @@ impl Engine {
         let Some(n) = self.neighbours.remove(&peer) else {
             return;
         };
+        self.unconnected_since.insert(peer, Instant::now());
         if n.pipelining {
             log::debug!("peer {}: {peer}: {}", self.me, n.pacing.summary());
         }
