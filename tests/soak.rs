@@ -107,7 +107,8 @@ fn peers_killed_at_random_moments_still_finish_with_identical_files() {
             at > now
         });
     };
-    while (kills.len() as u64) < kills_wanted {
+    let give_up = started + Duration::from_secs(60 + 5 * kills_wanted);
+    while (kills.len() as u64) < kills_wanted && Instant::now() < give_up {
         // Kills come 50 to 400 ms apart; a victim's restart does not wait
         // for the next kill (and the next kill not for it).
         let next = Instant::now() + Duration::from_millis(rng.random_range(50..=400));
