@@ -24,14 +24,55 @@ use std::time::{Duration, Instant};
 
 const GIB: f64 = 1024.0 * MIB;
 
+/// Why a bench could not be set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("need at least 2 peers and from 1 to peers-1 seeds")]
+    Peers,
+    #[error("piece size {0} is too large")]
+    PieceSize(u64),
+    /// Not enough threads or free space for the swarm asked for.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0} (the options become Common.cfg keys: -k NumberOfPreferredNeighbors, -p UnchokingInterval, -m OptimisticUnchokingInterval, --piece-size PieceSize, --pipeline-depth P2pftPipelineDepth)")]
+    Options(#[source] crate::config::ConfigError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("{0}")]
+    Meta(#[from] crate::meta::MetaError),
+    #[error("{0}")]
+    Swarm(#[from] swarm::SwarmError),
+    #[error("stopped by signal {0}")]
+    Stopped(i32),
+}
+
+/// Says what was being done when an I/O error came.
+fn doing(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> BenchError {
+    let what = what.to_string();
+    move |source| BenchError::Io { what, source }
+}
+
+/// A size that `--file-size` or `--piece-size` does not take.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size")]
+    NotANumber(String),
+    #[error("`{0}`: unit must be K, M or G")]
+    Unit(String),
+    #[error("`{0}` is not a size above 0")]
+    NotAbove0(String),
+}
+
 /// A size such as `512M`, `256K`, `2G` or `1000` (bytes; K, M, G are powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let s = s.trim();
     let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => s.split_at(i),
         None => (s, ""),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| SizeError::NotANumber(s.to_string()))?;
     let mult = match unit
         .to_ascii_uppercase()
         .trim_end_matches("IB")
@@ -41,11 +82,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
-        _ => return Err(format!("`{s}`: unit must be K, M or G")),
+        _ => return Err(SizeError::Unit(s.to_string())),
     };
     n.checked_mul(mult)
         .filter(|&n| n > 0)
-        .ok_or_else(|| format!("`{s}` is not a size above 0"))
+        .ok_or_else(|| SizeError::NotAbove0(s.to_string()))
 }
 
 #[derive(Debug, Args, Clone)]
@@ -429,15 +470,14 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
-fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
-    let io = |e: io::Error| e.to_string();
+fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     if args.peers < 2 || args.seeds == 0 || args.seeds >= args.peers {
-        return Err("need at least 2 peers and from 1 to peers-1 seeds".into());
+        return Err(BenchError::Peers);
     }
-    swarm::check_threads(args.peers as u64, args.peers as u64)?;
+    swarm::check_threads(args.peers as u64, args.peers as u64).map_err(BenchError::Refused)?;
     let piece_size =
-        u32::try_from(args.piece_size).map_err(|_| "piece size too large".to_string())?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        u32::try_from(args.piece_size).map_err(|_| BenchError::PieceSize(args.piece_size))?;
+    std::fs::create_dir_all(dir).map_err(doing(format_args!("cannot create {}", dir.display())))?;
     check_free_space(args, dir)?;
     let mut common = format!(
         "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName bench.bin\nFileSize {}\nPieceSize {piece_size}\n",
@@ -452,8 +492,8 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
     if args.buffered_io {
         common += "P2pftDirectIo 0\n";
     }
-    std::fs::write(dir.join("Common.cfg"), common).map_err(io)?;
-    let ports = free_ports(args.peers).map_err(io)?;
+    std::fs::write(dir.join("Common.cfg"), common).map_err(doing("writing Common.cfg"))?;
+    let ports = free_ports(args.peers).map_err(doing("finding free ports"))?;
     let mut info = String::new();
     for (i, port) in ports.iter().enumerate() {
         info += &format!(
@@ -462,34 +502,32 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), String> {
             u8::from(i < args.seeds)
         );
     }
-    std::fs::write(dir.join("PeerInfo.cfg"), info).map_err(io)?;
+    std::fs::write(dir.join("PeerInfo.cfg"), info).map_err(doing("writing PeerInfo.cfg"))?;
     // The peers' own rules judge the options, before the file is written.
-    Config::load(dir).map_err(|e| {
-        format!(
-            "{} (the options become Common.cfg keys: -k NumberOfPreferredNeighbors, -p UnchokingInterval, -m OptimisticUnchokingInterval, --piece-size PieceSize, --pipeline-depth P2pftPipelineDepth)",
-            e.message
-        )
-    })?;
+    Config::load(dir).map_err(BenchError::Options)?;
     let first = peer_file(dir, 0);
-    std::fs::create_dir_all(first.parent().expect("in a peer directory")).map_err(io)?;
-    write_random_file(&first, args.file_size).map_err(io)?;
+    let making = |path: &Path| doing(format!("making {}", path.display()));
+    std::fs::create_dir_all(first.parent().expect("in a peer directory"))
+        .map_err(making(&first))?;
+    write_random_file(&first, args.file_size).map_err(making(&first))?;
     for path in seed_files(args, dir).skip(1) {
-        std::fs::create_dir_all(path.parent().expect("in a peer directory")).map_err(io)?;
-        std::fs::hard_link(&first, &path).map_err(io)?;
+        std::fs::create_dir_all(path.parent().expect("in a peer directory"))
+            .map_err(making(&path))?;
+        std::fs::hard_link(&first, &path).map_err(making(&path))?;
     }
     if !args.no_verify {
         // Making the metadata hashes the file, which leaves the seed's check
         // record, as `p2pft meta` does.
-        let pool = crate::meta::hashing_pool(0).map_err(io)?;
+        let pool = crate::meta::hashing_pool(0).map_err(doing("starting hashing threads"))?;
         crate::meta::Meta::create_until(&first, piece_size, &pool, &swarm::stop_requested)
-            .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))
-            .map_err(|e| e.to_string())?;
+            .and_then(|m| m.save(&crate::meta::default_path(dir, "bench.bin")))?;
         // The other seeds' files are hard links, the same file: the record
         // holds for them too.
         let record = crate::checked::path_for(&first);
         for path in seed_files(args, dir).skip(1) {
             if record.exists() {
-                std::fs::copy(&record, crate::checked::path_for(&path)).map_err(io)?;
+                std::fs::copy(&record, crate::checked::path_for(&path))
+                    .map_err(making(&path))?;
             }
         }
     }
@@ -532,20 +570,20 @@ fn space_needed(args: &BenchArgs) -> u64 {
 
 /// Refuses a swarm that would fill the file system before it starts, instead
 /// of peers failing one by one half-way (and a record of figures for nothing).
-fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), String> {
+fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     let Some(free) = swarm::free_space(dir) else {
         return Ok(()); // no figure to check against: the peers will say
     };
     let need = space_needed(args);
     if free < need {
-        return Err(format!(
+        return Err(BenchError::Refused(format!(
             "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {} leechers' and the disk ceiling's scratch files, and {:.0} MiB of logs and metadata, a log line a piece and peer), {:.0} MiB are free; use --dir elsewhere, a smaller --file-size or a larger --piece-size",
             dir.display(),
             mib(need),
             leechers(args),
             mib(records_space(args)),
             mib(free)
-        ));
+        )));
     }
     Ok(())
 }
@@ -734,26 +772,26 @@ fn phase(what: std::fmt::Arguments) {
 }
 
 /// An error once a signal asked the bench to stop (see [`swarm::catch_interrupts`]).
-fn go_on() -> Result<(), String> {
+fn go_on() -> Result<(), BenchError> {
     match swarm::interrupted() {
-        Some(signal) => Err(format!("stopped by signal {signal}")),
+        Some(signal) => Err(BenchError::Stopped(signal)),
         None => Ok(()),
     }
 }
 
 /// Measures the ceilings, runs the swarm once in `dir` and makes its record.
-fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
-    clear_leechers(args, dir).map_err(|e| format!("clearing the last run: {e}"))?;
+fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
+    clear_leechers(args, dir).map_err(doing("clearing the last run"))?;
     phase(format_args!(
         "measuring the ceilings (loopback, SHA-1, page cache, {:.0} MiB to disk)",
         mib(disk_ceiling_bytes(args))
     ));
-    let loopback = loopback_ceiling(1.0).map_err(|e| format!("measuring loopback: {e}"))?;
+    let loopback = loopback_ceiling(1.0).map_err(doing("measuring loopback"))?;
     go_on()?;
     let (sha1, sha1_pairs) = (sha1_ceiling(0.5), sha1_pairs_ceiling(0.5));
     go_on()?;
     let page_cache = page_cache_ceiling(&peer_file(dir, 0), 1 << 30)
-        .map_err(|e| format!("measuring page-cache reads: {e}"))?;
+        .map_err(doing("measuring page-cache reads"))?;
     go_on()?;
     let disk_write = disk_write_ceiling(
         dir,
@@ -761,7 +799,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
         !args.buffered_io,
         leechers(args) as u32,
     )
-    .map_err(|e| format!("measuring disk writes: {e}"))?;
+    .map_err(doing("measuring disk writes"))?;
     go_on()?;
     let ceilings = Ceilings {
         loopback_one_stream_bytes_per_sec: loopback,
@@ -772,7 +810,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
     };
     if args.seed_check {
         for path in seed_files(args, dir) {
-            crate::checked::forget(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::checked::forget(&path).map_err(doing(path.display()))?;
         }
     }
     phase(format_args!(
@@ -790,9 +828,9 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, String> {
         connect_timeout: Some(30.0),
         secret: false,
     };
-    let report = swarm::run(&swarm_args).map_err(|e| e.to_string())?;
+    let report = swarm::run(&swarm_args)?;
     go_on()?;
-    let common = Config::load(dir).map_err(|e| e.to_string())?.common;
+    let common = Config::load(dir).map_err(BenchError::Options)?.common;
     Ok(record(args, &common, &report, ceilings))
 }
 
