@@ -526,8 +526,7 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
         let record = crate::checked::path_for(&first);
         for path in seed_files(args, dir).skip(1) {
             if record.exists() {
-                std::fs::copy(&record, crate::checked::path_for(&path))
-                    .map_err(making(&path))?;
+                std::fs::copy(&record, crate::checked::path_for(&path)).map_err(making(&path))?;
             }
         }
     }

@@ -90,6 +90,11 @@ const FRAME_RATE: u64 = 2_000;
 /// How long a seed of PeerInfo.cfg must have been away before a peer that
 /// has the file ends without hearing from it (see `known_complete`).
 const SEED_GONE: Duration = Duration::from_secs(5);
+/// How long a peer that has the file waits, before it ends, for a peer
+/// whose connection ended before it could know the swarm was done: one
+/// killed and restarted comes back with its file but without knowing who
+/// has theirs, and only a connection tells it.
+const RETURN_GRACE: Duration = Duration::from_secs(20);
 /// How often a leecher without metadata records its progress durably.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a leecher with metadata flushes its file: it resumes by
@@ -401,6 +406,9 @@ pub struct Engine {
     complete_peers: BTreeSet<u32>,
     /// Since when each peer is not connected (see [`Engine::known_complete`]).
     unconnected_since: HashMap<u32, Instant>,
+    /// Peers whose connection ended before they could know the swarm was
+    /// done (see [`RETURN_GRACE`]).
+    left_early: BTreeSet<u32>,
     unchoked: BTreeSet<u32>,
     preferred: Vec<u32>,
     optimistic: Option<u32>,
@@ -479,6 +487,7 @@ impl Engine {
             neighbours: BTreeMap::new(),
             complete_peers,
             unconnected_since,
+            left_early: BTreeSet::new(),
             unchoked: BTreeSet::new(),
             preferred: Vec::new(),
             optimistic: None,
@@ -698,7 +707,13 @@ impl Engine {
     }
 
     fn all_done(&self) -> bool {
-        self.have_complete() && self.config.peers.iter().all(|p| self.known_complete(p.id))
+        self.have_complete()
+            && self.config.peers.iter().all(|p| self.known_complete(p.id))
+            && self.left_early.iter().all(|p| {
+                self.unconnected_since
+                    .get(p)
+                    .is_none_or(|since| since.elapsed() >= RETURN_GRACE)
+            })
     }
 
     fn handle(&mut self, event: Event) {
@@ -809,6 +824,7 @@ impl Engine {
             }
         };
         self.unconnected_since.remove(&peer);
+        self.left_early.remove(&peer);
         // Redials count lost connections in a row: a peer restarted many
         // times (a kill soak, a flaky host) is dialled again each time.
         self.redials.remove(&peer);
@@ -934,6 +950,9 @@ impl Engine {
             return;
         };
         self.unconnected_since.insert(peer, Instant::now());
+        if !self.left_as_done(peer) {
+            self.left_early.insert(peer);
+        }
         if n.pipelining {
             log::debug!("peer {}: {peer}: {}", self.me, n.pacing.summary());
         }
