@@ -52,43 +52,6 @@ fn doing(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> BenchError {
     move |source| BenchError::Io { what, source }
 }
 
-/// A size that `--file-size` or `--piece-size` does not take.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SizeError {
-    #[error("`{0}` is not a size")]
-    NotANumber(String),
-    #[error("`{0}`: unit must be K, M or G")]
-    Unit(String),
-    #[error("`{0}` is not a size above 0")]
-    NotAbove0(String),
-}
-
-/// A size such as `512M`, `256K`, `2G` or `1000` (bytes; K, M, G are powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, SizeError> {
-    let s = s.trim();
-    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, ""),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| SizeError::NotANumber(s.to_string()))?;
-    let mult = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        _ => return Err(SizeError::Unit(s.to_string())),
-    };
-    n.checked_mul(mult)
-        .filter(|&n| n > 0)
-        .ok_or_else(|| SizeError::NotAbove0(s.to_string()))
-}
-
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
     /// Peers in the swarm, seeds included.
@@ -98,10 +61,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub seeds: usize,
     /// File size (K, M, G suffixes are powers of 1024).
-    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    #[arg(long, default_value = "512M", value_parser = crate::config::parse_size)]
     pub file_size: u64,
     /// Piece size.
-    #[arg(long, default_value = "256K", value_parser = parse_size)]
+    #[arg(long, default_value = "256K", value_parser = crate::config::parse_size)]
     pub piece_size: u64,
     /// NumberOfPreferredNeighbors.
     #[arg(short, long, default_value_t = 4)]
@@ -826,6 +789,8 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
         json: true,
         connect_timeout: Some(30.0),
         secret: false,
+        max_upload_rate: None,
+        max_download_rate: None,
     };
     let report = swarm::run(&swarm_args)?;
     go_on()?;
@@ -982,18 +947,6 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("256K"), Ok(256 << 10));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("M").is_err());
-    }
 
     #[test]
     fn the_random_file_has_its_size_and_no_long_repeats() {

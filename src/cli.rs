@@ -34,6 +34,13 @@ pub struct PeerArgs {
     /// this overrides): every connection must prove the secret.
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
+    /// Piece bytes a second this peer sends to all neighbours together, at
+    /// most: K, M, G are KiB/s, MiB/s, GiB/s (overrides P2pftMaxUploadRate).
+    #[arg(long, value_name = "RATE", value_parser = crate::config::parse_rate)]
+    pub max_upload_rate: Option<u64>,
+    /// Piece bytes a second it receives, at most (overrides P2pftMaxDownloadRate).
+    #[arg(long, value_name = "RATE", value_parser = crate::config::parse_rate)]
+    pub max_download_rate: Option<u64>,
 }
 
 impl PeerArgs {
@@ -47,6 +54,8 @@ impl PeerArgs {
             handle_signals: true,
             strict: self.strict,
             secret_file: self.secret_file.clone(),
+            max_upload_rate: self.max_upload_rate,
+            max_download_rate: self.max_download_rate,
         }
     }
 }
@@ -82,7 +91,7 @@ pub struct MetaArgs {
     pub file: PathBuf,
     /// Bytes a piece (K, M suffixes are powers of 1024); default: PieceSize
     /// of Common.cfg in --dir.
-    #[arg(long, value_name = "N", value_parser = crate::bench::parse_size)]
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_size)]
     pub piece_size: Option<u64>,
     /// Directory holding Common.cfg; the metadata is written there.
     #[arg(long, default_value = ".")]

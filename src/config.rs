@@ -77,6 +77,11 @@ pub struct CommonConfig {
     /// [`crate::auth`]). As written in Common.cfg: [`Config::secret_path`]
     /// resolves it.
     pub secret_file: Option<PathBuf>,
+    /// `P2pftMaxUploadRate RATE`: piece bytes a second this peer sends, to
+    /// all neighbours together, at most (see [`parse_rate`]).
+    pub max_upload_rate: Option<u64>,
+    /// `P2pftMaxDownloadRate RATE`: piece bytes a second it receives, at most.
+    pub max_download_rate: Option<u64>,
 }
 
 /// One line of `PeerInfo.cfg`.
@@ -119,7 +124,7 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|_| err(path, None, "is not UTF-8 text"))
 }
 
-const COMMON_KEYS: [&str; 10] = [
+const COMMON_KEYS: [&str; 12] = [
     "NumberOfPreferredNeighbors",
     "UnchokingInterval",
     "OptimisticUnchokingInterval",
@@ -131,7 +136,63 @@ const COMMON_KEYS: [&str; 10] = [
     "P2pftPipelineDepth",
     "P2pftDirectIo",
     "P2pftSecretFile",
+    "P2pftMaxUploadRate",
+    "P2pftMaxDownloadRate",
 ];
+
+/// A size or rate that does not read as one.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size")]
+    NotANumber(String),
+    #[error("`{0}`: unit must be K, M or G")]
+    Unit(String),
+    #[error("`{0}` is not a size above 0")]
+    NotAbove0(String),
+    #[error("`{0}`: rates are in bytes a second (K, M, G: KiB/s, MiB/s, GiB/s), not bits; e.g. 100 Mbit/s is 11.9M")]
+    Bits(String),
+}
+
+/// A size such as `512M`, `256K`, `2G` or `1000` (bytes; K, M, G are powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| SizeError::NotANumber(s.to_string()))?;
+    let mult = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(SizeError::Unit(s.to_string())),
+    };
+    n.checked_mul(mult)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| SizeError::NotAbove0(s.to_string()))
+}
+
+/// A rate in bytes a second, as [`parse_size`] reads a size (`50M` is 50
+/// MiB/s), with an optional `/s`. A lowercase `b` (`50Mb`, `400kbps`) is
+/// refused: it usually means bits, and caps are in bytes.
+pub fn parse_rate(s: &str) -> Result<u64, SizeError> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    if t.contains('b')
+        || t.to_ascii_lowercase().contains("bit")
+        || t.to_ascii_lowercase().ends_with("ps")
+    {
+        return Err(SizeError::Bits(s.trim().to_string()));
+    }
+    parse_size(t)
+}
 
 /// Requests outstanding at once to one p2pft neighbour, unless configured:
 /// enough for [`PIPELINE_TARGET_BYTES`] in flight, from 4 to 64 requests.
@@ -284,6 +345,14 @@ impl CommonConfig {
                 })?
             }
         };
+        let rate = |key: &str| match raw.get(key) {
+            None => Ok(None),
+            Some((value, line)) => parse_rate(value)
+                .map(Some)
+                .map_err(|e| err(path, Some(*line), format!("{key}: {e}"))),
+        };
+        let max_upload_rate = rate("P2pftMaxUploadRate")?;
+        let max_download_rate = rate("P2pftMaxDownloadRate")?;
         let layout = Layout::new(file_size_bytes, piece_size_bytes).ok_or_else(|| {
             err(
                 path,
@@ -305,6 +374,8 @@ impl CommonConfig {
                 pipeline_adaptive: !raw.contains_key("P2pftPipelineDepth"),
                 direct_io,
                 secret_file: raw.get("P2pftSecretFile").map(|(v, _)| PathBuf::from(v)),
+                max_upload_rate,
+                max_download_rate,
             },
             warnings,
         ))
@@ -548,6 +619,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("256K"), Ok(256 << 10));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn rates_are_bytes_a_second_and_bits_are_refused() {
+        assert_eq!(parse_rate("50M"), Ok(50 << 20));
+        assert_eq!(parse_rate("50MiB/s"), Ok(50 << 20));
+        assert_eq!(parse_rate("800K/s"), Ok(800 << 10));
+        assert_eq!(parse_rate("1000000"), Ok(1_000_000));
+        for bits in ["50Mb", "100Mbit", "400kbps", "1Gbps"] {
+            let e = parse_rate(bits).unwrap_err();
+            assert!(e.to_string().contains("not bits"), "{bits}: {e}");
+        }
+        assert!(parse_rate("0").is_err());
+    }
 
     const GOOD_COMMON: &str = "NumberOfPreferredNeighbors 3\nUnchokingInterval 5\nOptimisticUnchokingInterval 10\nFileName TheFile.dat\nFileSize 10000232\nPieceSize 32768\n";
 

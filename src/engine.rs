@@ -51,6 +51,7 @@ use crate::pacing::Pacing;
 use crate::picker;
 use crate::piecebuf::PieceBuf;
 use crate::progress::Checkpointer;
+use crate::rate_limit::RateLimit;
 use crate::speclog::SpecLog;
 use crate::status::Counters;
 use crate::store::Store;
@@ -250,6 +251,12 @@ pub enum Event {
     Interrupt(i32),
 }
 
+/// The peer's rate caps (`P2pftMaxUploadRate`, `P2pftMaxDownloadRate`).
+struct Caps {
+    upload: Option<Arc<RateLimit>>,
+    download: Option<Arc<RateLimit>>,
+}
+
 /// A piece on its way to disk.
 struct Storing {
     from: u32,
@@ -447,6 +454,8 @@ pub struct Engine {
     extensions: bool,
     /// How redials greet (and, with a secret, authenticate).
     greeting: net::Greeting,
+    /// Rate caps shared by every connection's writer and reader.
+    caps: Caps,
     /// Where the choking rounds are (see `check_neighbourhood_whole`).
     rounds: Rounds,
     /// Granules begun, when the store gathers small pieces into them.
@@ -474,6 +483,18 @@ impl Engine {
             limits: Limits::new(layout),
             extensions: !setup.config.common.strict,
             greeting: setup.greeting,
+            caps: Caps {
+                upload: setup
+                    .config
+                    .common
+                    .max_upload_rate
+                    .map(|r| Arc::new(RateLimit::new(r))),
+                download: setup
+                    .config
+                    .common
+                    .max_download_rate
+                    .map(|r| Arc::new(RateLimit::new(r))),
+            },
             rounds: Rounds::AwaitingFirst,
             config: setup.config,
             filling: setup.store.granule_pieces().map(picker::Filling::new),
@@ -853,6 +874,7 @@ impl Engine {
             Arc::clone(&self.store),
             Arc::clone(&self.buffers),
             Arc::clone(&self.counters),
+            self.caps.upload.clone(),
             self.writers_done_tx.clone(),
         )
         .and_then(|()| {
@@ -867,6 +889,7 @@ impl Engine {
                     buffers: Arc::clone(&self.buffers),
                     verifier: self.verifier.clone(),
                     events: self.events_tx.clone(),
+                    download: self.caps.download.clone(),
                 },
             )
         });

@@ -33,6 +33,7 @@ use crate::engine::{CloseReason, ConnId, Event};
 use crate::meta::Verifier;
 pub use crate::piecebuf::BufferPool;
 use crate::piecebuf::PieceBuf;
+use crate::rate_limit::RateLimit;
 use crate::status::Counters;
 use crate::store::Store;
 use crate::wire::{
@@ -567,6 +568,9 @@ pub struct ReaderShared {
     /// Piece hashes, when there is metadata.
     pub verifier: Option<Arc<Verifier>>,
     pub events: Sender<Event>,
+    /// The peer's download cap, if it has one: a reader waits its turn after
+    /// each piece, and the sender feels it through TCP.
+    pub download: Option<Arc<RateLimit>>,
 }
 
 /// Wakes a listener blocked in `accept` so it sees `stop`.
@@ -605,6 +609,7 @@ pub fn spawn_reader(
         buffers,
         verifier,
         events,
+        download,
     } = shared;
     thread::Builder::new()
         .name(format!("read-{peer}"))
@@ -629,6 +634,9 @@ pub fn spawn_reader(
                     Ok(message) => message,
                     Err(reason) => break reason,
                 };
+                if let (Message::Piece { data, .. }, Some(cap)) = (&message, &download) {
+                    cap.wait_for(data.len() as u64);
+                }
                 let mut second = None;
                 let first = match (message, &verifier) {
                     (Message::Piece { index, data }, None) => piece(index, data, true),
@@ -649,6 +657,11 @@ pub fn spawn_reader(
                         };
                         let next = piece_frame_coming(&reader, piece_frame, wait)
                             .then(|| read_frame(&mut reader, &limits, &buffers));
+                        if let (Some(Ok(Message::Piece { data, .. })), Some(cap)) =
+                            (&next, &download)
+                        {
+                            cap.wait_for(data.len() as u64);
+                        }
                         match next {
                             Some(Ok(Message::Piece {
                                 index: next,
@@ -806,12 +819,14 @@ pub fn spawn_writer(
     store: Arc<Store>,
     buffers: Arc<BufferPool>,
     counters: Arc<Counters>,
+    upload: Option<Arc<RateLimit>>,
     finished: Sender<u32>,
 ) -> io::Result<()> {
     thread::Builder::new()
         .name(format!("write-{peer}"))
         .spawn(move || {
-            if let Err(e) = write_loop(&stream, &queue, &store, &buffers, &counters) {
+            let upload = upload.as_deref();
+            if let Err(e) = write_loop(&stream, &queue, &store, &buffers, &counters, upload) {
                 log::debug!("writer to {peer} stopped: {e}");
             }
             let _ = stream.shutdown(Shutdown::Write);
@@ -826,6 +841,7 @@ fn write_loop(
     store: &Store,
     buffers: &BufferPool,
     counters: &Counters,
+    upload: Option<&RateLimit>,
 ) -> io::Result<()> {
     let mut out = stream;
     // Small frames gather here and go out with the next piece or when the
@@ -869,6 +885,13 @@ fn write_loop(
             }
             Out::Serve(index) => {
                 let len = store.layout().piece_len(index);
+                let wait = upload.map_or(Duration::ZERO, |cap| cap.reserve(u64::from(len)));
+                if !wait.is_zero() {
+                    // What waits with the piece need not: haves, chokes.
+                    out.write_all(&pending)?;
+                    pending.clear();
+                    thread::sleep(wait);
+                }
                 pending.extend_from_slice(&wire::piece_header(index, len));
                 serve_piece(stream, store, buffers, index, &pending, counters)?;
                 pending.clear();
@@ -1154,6 +1177,7 @@ mod tests {
                 buffers: Arc::new(BufferPool::new(0, 0)),
                 verifier: Some(Arc::new(verifier)),
                 events,
+                download: None,
             },
         )
         .unwrap();

@@ -60,6 +60,9 @@ pub struct PeerOptions {
     pub strict: bool,
     /// The swarm's secret file, instead of Common.cfg's `P2pftSecretFile`.
     pub secret_file: Option<PathBuf>,
+    /// Rate caps in bytes a second, instead of Common.cfg's.
+    pub max_upload_rate: Option<u64>,
+    pub max_download_rate: Option<u64>,
 }
 
 impl PeerOptions {
@@ -73,6 +76,8 @@ impl PeerOptions {
             handle_signals: false,
             strict: false,
             secret_file: None,
+            max_upload_rate: None,
+            max_download_rate: None,
         }
     }
 }
@@ -258,6 +263,8 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         log::warn!("{warning}");
     }
     config.common.strict |= opts.strict;
+    config.common.max_upload_rate = opts.max_upload_rate.or(config.common.max_upload_rate);
+    config.common.max_download_rate = opts.max_download_rate.or(config.common.max_download_rate);
     let extensions = !config.common.strict;
     let me = config.check_local_peer(opts.id)?.clone();
     let secret = match opts.secret_file.clone().or_else(|| config.secret_path()) {

@@ -65,6 +65,13 @@ pub struct SwarmArgs {
     /// `P2pftSecretFile` in Common.cfg would.
     #[arg(long)]
     pub secret: bool,
+    /// Piece bytes a second each peer sends, at most (K, M, G: KiB/s, MiB/s,
+    /// GiB/s; as P2pftMaxUploadRate).
+    #[arg(long, value_name = "RATE", value_parser = crate::config::parse_rate)]
+    pub max_upload_rate: Option<u64>,
+    /// Piece bytes a second each peer receives, at most (as P2pftMaxDownloadRate).
+    #[arg(long, value_name = "RATE", value_parser = crate::config::parse_rate)]
+    pub max_download_rate: Option<u64>,
 }
 
 impl SwarmArgs {
@@ -536,7 +543,7 @@ fn spawn_peer(
     config: &Config,
     entry: &PeerEntry,
     connect_timeout: f64,
-    secret_file: Option<&Path>,
+    extra: &[std::ffi::OsString],
 ) -> io::Result<Child> {
     let mut command = Command::new(exe);
     command
@@ -546,10 +553,8 @@ fn spawn_peer(
         .arg(&config.dir)
         .arg("--status")
         .arg("--connect-timeout")
-        .arg(connect_timeout.to_string());
-    if let Some(path) = secret_file {
-        command.arg("--secret-file").arg(path);
-    }
+        .arg(connect_timeout.to_string())
+        .args(extra);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -640,11 +645,21 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let _held = hold_peer_dirs(&config, &local)?;
     check_not_running(&local)?;
     prepare(&config, &local, args.keep)?;
-    let secret = if args.secret {
-        Some(write_secret(&config.dir)?)
-    } else {
-        None
-    };
+    // What every peer is told beyond its ID and directory.
+    let mut peer_args: Vec<std::ffi::OsString> = Vec::new();
+    if args.secret {
+        peer_args.push("--secret-file".into());
+        peer_args.push(write_secret(&config.dir)?.into());
+    }
+    for (flag, rate) in [
+        ("--max-upload-rate", args.max_upload_rate),
+        ("--max-download-rate", args.max_download_rate),
+    ] {
+        if let Some(rate) = rate {
+            peer_args.push(flag.into());
+            peer_args.push(rate.to_string().into());
+        }
+    }
     let exe = std::env::current_exe()?;
     let connect_timeout = args.connect_timeout(!remote.is_empty());
     let num_pieces = config.common.layout.num_pieces();
@@ -698,7 +713,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         bar.set_style(style.clone());
         bar.set_prefix(entry.id.to_string());
         let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
-        let mut child = spawn_peer(&exe, &config, entry, connect_timeout, secret.as_deref())?;
+        let mut child = spawn_peer(&exe, &config, entry, connect_timeout, &peer_args)?;
         forward_status(i, child.stdout.take().expect("piped"), tx.clone());
         keep_tail(
             child.stderr.take().expect("piped"),
