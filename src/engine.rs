@@ -871,11 +871,13 @@ impl Engine {
             peer,
             writer_stream,
             queue_rx,
-            Arc::clone(&self.store),
-            Arc::clone(&self.buffers),
-            Arc::clone(&self.counters),
-            self.caps.upload.clone(),
-            self.writers_done_tx.clone(),
+            net::WriterShared {
+                store: Arc::clone(&self.store),
+                buffers: Arc::clone(&self.buffers),
+                counters: Arc::clone(&self.counters),
+                upload: self.caps.upload.clone(),
+                finished: self.writers_done_tx.clone(),
+            },
         )
         .and_then(|()| {
             self.writers_running += 1;

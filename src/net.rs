@@ -810,18 +810,33 @@ pub fn read_frame(
         .map_err(CloseReason::Protocol)
 }
 
+/// What every writer of a peer shares.
+pub struct WriterShared {
+    /// Where served pieces are read from.
+    pub store: Arc<Store>,
+    pub buffers: Arc<BufferPool>,
+    pub counters: Arc<Counters>,
+    /// The peer's upload cap, if it has one.
+    pub upload: Option<Arc<RateLimit>>,
+    /// Told the neighbour's ID when the writer has flushed and ended.
+    pub finished: Sender<u32>,
+}
+
 /// Sends what the engine queues for one neighbour. Small messages are batched
 /// until the queue is empty; the queue closing means "flush and hang up".
 pub fn spawn_writer(
     peer: u32,
     stream: TcpStream,
     queue: Receiver<Out>,
-    store: Arc<Store>,
-    buffers: Arc<BufferPool>,
-    counters: Arc<Counters>,
-    upload: Option<Arc<RateLimit>>,
-    finished: Sender<u32>,
+    shared: WriterShared,
 ) -> io::Result<()> {
+    let WriterShared {
+        store,
+        buffers,
+        counters,
+        upload,
+        finished,
+    } = shared;
     thread::Builder::new()
         .name(format!("write-{peer}"))
         .spawn(move || {
