@@ -113,13 +113,18 @@ pub fn is_current(path: &Path, file: &File, file_sha1: &str, piece_size_bytes: u
     let Ok(text) = std::fs::read(path_for(path)) else {
         return false;
     };
-    let Ok(r) = serde_json::from_slice::<Record>(&text) else {
-        return false;
-    };
-    r.format_version == FORMAT_VERSION
+    parse(&text, file_sha1, piece_size_bytes)
+        .is_some_and(|recorded| FileId::of(file).is_ok_and(|id| id == recorded))
+}
+
+/// The file the record in `bytes` names, if it is a record of a match with
+/// the metadata of this whole-file SHA-1 and piece size.
+pub fn parse(bytes: &[u8], file_sha1: &str, piece_size_bytes: u32) -> Option<FileId> {
+    let r = serde_json::from_slice::<Record>(bytes).ok()?;
+    (r.format_version == FORMAT_VERSION
         && r.file_sha1 == file_sha1
-        && r.piece_size_bytes == piece_size_bytes
-        && FileId::of(file).is_ok_and(|id| id == r.file)
+        && r.piece_size_bytes == piece_size_bytes)
+        .then_some(r.file)
 }
 
 /// Why no record was written after a pass that matched.

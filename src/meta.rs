@@ -299,13 +299,15 @@ impl Meta {
     }
 
     pub fn load(path: &Path) -> Result<Meta, MetaError> {
-        let file = File::open(path).map_err(io_err(path))?;
-        serde_json::from_reader(io::BufReader::new(file)).map_err(|e| match e.io_error_kind() {
-            Some(kind) => io_err(path)(io::Error::new(kind, e)),
-            None => MetaError::Invalid {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            },
+        Meta::parse(path, &std::fs::read(path).map_err(io_err(path))?)
+    }
+
+    /// The document in `bytes`, read from `path` (named in errors). Only its
+    /// form is checked here; [`Meta::verifier`] checks its content.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Meta, MetaError> {
+        serde_json::from_slice(bytes).map_err(|e| MetaError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
         })
     }
 

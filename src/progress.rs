@@ -36,8 +36,12 @@ pub fn path_for(file: &Path) -> PathBuf {
 
 /// The pieces a record names, if there is a readable record for this layout.
 pub fn load(path: &Path, layout: &Layout) -> Option<Bitfield> {
-    let text = std::fs::read(path).ok()?;
-    let r: Record = serde_json::from_slice(&text).ok()?;
+    parse(&std::fs::read(path).ok()?, layout)
+}
+
+/// The pieces the record in `bytes` names, if it is a record for this layout.
+pub fn parse(bytes: &[u8], layout: &Layout) -> Option<Bitfield> {
+    let r: Record = serde_json::from_slice(bytes).ok()?;
     if r.format_version != FORMAT_VERSION
         || r.file_size_bytes != layout.file_size_bytes()
         || r.piece_size_bytes != layout.piece_size_bytes()
