@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pft::meta::Meta;
+use p2pft::meta::{to_hex, Meta};
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +17,14 @@ fuzz_target!(|data: &[u8]| {
         Meta::parse(path, &again).expect("written metadata reads"),
         meta
     );
+    // Each hash read is its 40 hex digits, in either case, and nothing else.
+    let doc: serde_json::Value = serde_json::from_slice(data).expect("valid JSON");
+    if let Some(serde_json::Value::Array(hashes)) = doc.get("piece_sha1") {
+        for (text, hash) in hashes.iter().zip(&meta.piece_sha1) {
+            let text = text.as_str().expect("a string").to_ascii_lowercase();
+            assert_eq!(text, to_hex(&hash.0));
+        }
+    }
     if let Ok(v) = meta.verifier(path, None) {
         assert_eq!(v.pieces.len(), v.layout.num_pieces() as usize);
         assert_eq!(v.layout.file_size_bytes(), meta.file_size_bytes);
