@@ -244,6 +244,21 @@ mod tests {
     }
 
     #[test]
+    fn parse_names_the_file_only_for_this_metadata() {
+        let text = format!(
+            r#"{{"format_version":1,"file_sha1":"{SHA}","piece_size_bytes":4,"file":{{"dev":1,"ino":2,"size":9,"mtime_ns":-5,"ctime_ns":7}}}}"#
+        );
+        let id = parse(text.as_bytes(), SHA, 4).unwrap();
+        assert_eq!(id.size, 9);
+        assert_eq!(id.mtime_ns, -5);
+        assert_eq!(parse(text.as_bytes(), SHA, 8), None);
+        assert_eq!(parse(text.as_bytes(), &SHA.replace('0', "f"), 4), None);
+        assert_eq!(parse(&text.as_bytes()[..40], SHA, 4), None);
+        let other_version = text.replace("\"format_version\":1", "\"format_version\":2");
+        assert_eq!(parse(other_version.as_bytes(), SHA, 4), None);
+    }
+
+    #[test]
     fn forget_removes_the_record_and_tolerates_none() {
         let (_dir, path, file) = old_file();
         forget(&path).unwrap();

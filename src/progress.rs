@@ -132,6 +132,18 @@ mod tests {
     }
 
     #[test]
+    fn parse_reads_a_record_without_a_file() {
+        let layout = Layout::new(10_000, 1_000).unwrap();
+        let text = br#"{"format_version":1,"file_size_bytes":10000,"piece_size_bytes":1000,"have":"1040"}"#;
+        let have = parse(text, &layout).unwrap();
+        assert_eq!(have.count(), 2);
+        assert!(have.has(3) && have.has(9));
+        assert_eq!(parse(&text[..30], &layout), None);
+        let other = Layout::new(10_000, 2_000).unwrap();
+        assert_eq!(parse(text, &other), None);
+    }
+
+    #[test]
     fn a_record_for_another_layout_or_garbage_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(10_000, 1_000).unwrap();
