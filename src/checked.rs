@@ -113,13 +113,18 @@ pub fn is_current(path: &Path, file: &File, file_sha1: &str, piece_size_bytes: u
     let Ok(text) = std::fs::read(path_for(path)) else {
         return false;
     };
-    let Ok(r) = serde_json::from_slice::<Record>(&text) else {
-        return false;
-    };
-    r.format_version == FORMAT_VERSION
+    parse(&text, file_sha1, piece_size_bytes)
+        .is_some_and(|recorded| FileId::of(file).is_ok_and(|id| id == recorded))
+}
+
+/// The file the record in `bytes` names, if it is a record of a match with
+/// the metadata of this whole-file SHA-1 and piece size.
+pub fn parse(bytes: &[u8], file_sha1: &str, piece_size_bytes: u32) -> Option<FileId> {
+    let r = serde_json::from_slice::<Record>(bytes).ok()?;
+    (r.format_version == FORMAT_VERSION
         && r.file_sha1 == file_sha1
-        && r.piece_size_bytes == piece_size_bytes
-        && FileId::of(file).is_ok_and(|id| id == r.file)
+        && r.piece_size_bytes == piece_size_bytes)
+        .then_some(r.file)
 }
 
 /// Why no record was written after a pass that matched.
@@ -236,6 +241,21 @@ mod tests {
             Err(NotRecorded::Changed)
         );
         assert!(!is_current(&path, &file, SHA, 4));
+    }
+
+    #[test]
+    fn parse_names_the_file_only_for_this_metadata() {
+        let text = format!(
+            r#"{{"format_version":1,"file_sha1":"{SHA}","piece_size_bytes":4,"file":{{"dev":1,"ino":2,"size":9,"mtime_ns":-5,"ctime_ns":7}}}}"#
+        );
+        let id = parse(text.as_bytes(), SHA, 4).unwrap();
+        assert_eq!(id.size, 9);
+        assert_eq!(id.mtime_ns, -5);
+        assert_eq!(parse(text.as_bytes(), SHA, 8), None);
+        assert_eq!(parse(text.as_bytes(), &SHA.replace('0', "f"), 4), None);
+        assert_eq!(parse(&text.as_bytes()[..40], SHA, 4), None);
+        let other_version = text.replace("\"format_version\":1", "\"format_version\":2");
+        assert_eq!(parse(other_version.as_bytes(), SHA, 4), None);
     }
 
     #[test]

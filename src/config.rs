@@ -276,14 +276,16 @@ impl CommonConfig {
         };
         let seconds = |key: &'static str| -> Result<Duration, ConfigError> {
             let (value, line) = get(key)?;
+            // Below a millisecond, a choke timer would fire on every pass of
+            // the engine's loop (and 1e-10 made a timer of zero).
             match value.parse::<f64>() {
-                Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
-                    Ok(Duration::from_secs_f64(s))
-                }
+                Ok(s) if (0.001..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
                 _ => Err(err(
                     path,
                     Some(line),
-                    format!("{key} must be a positive number of seconds (at most 86400), found `{value}`"),
+                    format!(
+                        "{key} must be a number of seconds from 0.001 to 86400, found `{value}`"
+                    ),
                 )),
             }
         };
@@ -653,6 +655,23 @@ mod tests {
 
     fn common_err(text: &str) -> ConfigError {
         common(text).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn an_interval_that_rounds_to_no_time_is_refused() {
+        // Seen writing the common_cfg fuzz target's checks: a tiny positive
+        // interval was accepted as a zero Duration, a timer that never waits.
+        for tiny in ["1e-10", "0.0009", "0"] {
+            let text =
+                GOOD_COMMON.replace("UnchokingInterval 5", &format!("UnchokingInterval {tiny}"));
+            let e = common_err(&text);
+            assert!(e.message.contains("from 0.001 to 86400"), "{tiny}: {e}");
+        }
+        let text = GOOD_COMMON.replace("UnchokingInterval 5", "UnchokingInterval 0.001");
+        assert_eq!(
+            common(&text).unwrap().0.unchoking_interval,
+            Duration::from_millis(1)
+        );
     }
 
     #[test]

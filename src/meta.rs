@@ -98,7 +98,8 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// The bytes of a hex string, or `None` when it is not hex of even length.
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    // `from_str_radix` alone would also take a sign: "+f" is not hex.
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -299,13 +300,15 @@ impl Meta {
     }
 
     pub fn load(path: &Path) -> Result<Meta, MetaError> {
-        let file = File::open(path).map_err(io_err(path))?;
-        serde_json::from_reader(io::BufReader::new(file)).map_err(|e| match e.io_error_kind() {
-            Some(kind) => io_err(path)(io::Error::new(kind, e)),
-            None => MetaError::Invalid {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            },
+        Meta::parse(path, &std::fs::read(path).map_err(io_err(path))?)
+    }
+
+    /// The document in `bytes`, read from `path` (named in errors). Only its
+    /// form is checked here; [`Meta::verifier`] checks its content.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Meta, MetaError> {
+        serde_json::from_slice(bytes).map_err(|e| MetaError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
         })
     }
 
@@ -462,6 +465,15 @@ mod tests {
             to_hex(&sha1(b"abc")),
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
+    }
+
+    #[test]
+    fn hex_with_a_sign_is_not_hex() {
+        assert_eq!(from_hex("+f"), None);
+        assert_eq!(from_hex("-0"), None);
+        assert_eq!(from_hex("0a"), Some(vec![10]));
+        assert_eq!(from_hex("FF"), Some(vec![255]));
+        assert_eq!(hash_from_hex(&"+a".repeat(20)), None);
     }
 
     #[test]

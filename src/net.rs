@@ -37,12 +37,12 @@ use crate::rate_limit::RateLimit;
 use crate::status::Counters;
 use crate::store::Store;
 use crate::wire::{
-    self, Kind, Limits, Message, Reserved, FRAME_HEADER_LEN, HANDSHAKE_LEN, PIECE_INDEX_LEN,
+    self, Decoded, Limits, Message, Reserved, FRAME_HEADER_LEN, HANDSHAKE_LEN, PIECE_HEADER_LEN,
 };
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::io::{self, BufReader, IoSlice, Read, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -615,8 +615,7 @@ pub fn spawn_reader(
         .name(format!("read-{peer}"))
         .spawn(move || {
             let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
-            let piece_frame =
-                FRAME_HEADER_LEN + PIECE_INDEX_LEN + limits.layout().piece_size_bytes() as usize;
+            let piece_frame = PIECE_HEADER_LEN + limits.layout().piece_size_bytes() as usize;
             let piece = |index, data, good| Event::Piece {
                 conn,
                 peer,
@@ -685,16 +684,11 @@ pub fn spawn_reader(
                         // Small frames already in the buffer go with this one
                         // as one event: one wake-up of the engine, not one each.
                         let mut messages = Vec::new();
-                        while messages.len() < MAX_BATCH
-                            && small_frame_buffered(reader.buffer(), &limits)
-                        {
-                            match read_frame(&mut reader, &limits, &buffers) {
-                                Ok(next) => messages.push(next),
-                                Err(reason) => {
-                                    held = Some(Err(reason));
-                                    break;
-                                }
-                            }
+                        while messages.len() < MAX_BATCH {
+                            let Some(next) = take_buffered_small_frame(&mut reader, &limits) else {
+                                break;
+                            };
+                            messages.push(next);
                         }
                         if messages.is_empty() {
                             Event::Frame {
@@ -723,15 +717,20 @@ pub fn spawn_reader(
         .map(drop)
 }
 
-/// Whether `buffered` starts with a whole, well-formed frame that is not a
-/// piece, so that it can be read without waiting on the socket. (A malformed
-/// one is left to the next [`read_frame`], which says what is wrong.)
-fn small_frame_buffered(buffered: &[u8], limits: &Limits) -> bool {
-    let Some(header) = buffered.first_chunk::<FRAME_HEADER_LEN>() else {
-        return false;
-    };
-    matches!(limits.check_header(header),
-        Ok((kind, body)) if kind != Kind::Piece && buffered.len() >= FRAME_HEADER_LEN + body)
+/// The whole, well-formed frame that is not a piece at the front of
+/// `reader`'s buffer, taken without waiting on the socket. (A malformed one
+/// is left to the next [`read_frame`], which says what is wrong.)
+fn take_buffered_small_frame(
+    reader: &mut BufReader<TcpStream>,
+    limits: &Limits,
+) -> Option<Message> {
+    match limits.decode_next(reader.buffer()) {
+        Ok(Decoded::Message(message, used)) => {
+            reader.consume(used);
+            Some(message)
+        }
+        _ => None,
+    }
 }
 
 /// Whether the next frame is a whole-size piece that is already on its way:
@@ -772,42 +771,52 @@ fn io_reason(e: io::Error) -> CloseReason {
     }
 }
 
-/// One frame off the socket. The header is judged before the body is read;
-/// a piece's bytes go straight from the socket buffer into their own buffer.
+/// One frame off the socket: reads what [`Limits::decode_next`] says it
+/// needs until it has a frame, so the header is judged before the body is
+/// read. A piece's data goes straight from the socket buffer into its own
+/// buffer from `buffers`.
 pub fn read_frame(
     reader: &mut impl Read,
     limits: &Limits,
     buffers: &BufferPool,
 ) -> Result<Message, CloseReason> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    reader.read_exact(&mut header).map_err(io_reason)?;
-    let (kind, body_len) = limits
-        .check_header(&header)
-        .map_err(CloseReason::Protocol)?;
-    if kind == Kind::Piece {
-        let mut index = [0u8; PIECE_INDEX_LEN];
-        reader.read_exact(&mut index).map_err(io_reason)?;
-        let index = u32::from_be_bytes(index);
-        limits
-            .check_piece_len(index, body_len)
-            .map_err(CloseReason::Protocol)?;
-        let mut data = buffers.take(body_len - PIECE_INDEX_LEN);
-        reader.read_exact(&mut data).map_err(io_reason)?;
-        return Ok(Message::Piece { index, data });
-    }
-    // Every frame but a bitfield has at most a 4-byte body: no allocation.
-    let mut small = [0u8; PIECE_INDEX_LEN];
+    // Every frame but a bitfield fits here, a piece up to its index: only a
+    // bitfield allocates, and only once its header is accepted.
+    let mut small = [0u8; PIECE_HEADER_LEN];
     let mut large = Vec::new();
-    let body = if body_len <= small.len() {
-        &mut small[..body_len]
-    } else {
-        large.resize(body_len, 0);
-        &mut large[..]
-    };
-    reader.read_exact(body).map_err(io_reason)?;
-    limits
-        .decode_body(kind, body)
-        .map_err(CloseReason::Protocol)
+    let mut have = 0;
+    loop {
+        let buffered = if large.is_empty() {
+            &small[..have]
+        } else {
+            &large[..]
+        };
+        match limits
+            .decode_next(buffered)
+            .map_err(CloseReason::Protocol)?
+        {
+            Decoded::Need(more) => {
+                let want = have + more;
+                let buf = if want <= small.len() {
+                    &mut small[..want]
+                } else {
+                    if large.is_empty() {
+                        large.extend_from_slice(&small[..have]);
+                    }
+                    large.resize(want, 0);
+                    &mut large[..]
+                };
+                reader.read_exact(&mut buf[have..]).map_err(io_reason)?;
+                have = want;
+            }
+            Decoded::Message(message, _) => return Ok(message),
+            Decoded::Piece { index, data_len } => {
+                let mut data = buffers.take(data_len);
+                reader.read_exact(&mut data).map_err(io_reason)?;
+                return Ok(Message::Piece { index, data });
+            }
+        }
+    }
 }
 
 /// What every writer of a peer shares.
@@ -1201,6 +1210,47 @@ mod tests {
 
     /// Pieces already waiting are read and hashed two at a time; each keeps
     /// its own verdict, and what follows them still arrives, in order.
+    /// The socket reader and the buffer decoder are one decoder: over a
+    /// stream of frames they agree, and the reader takes no byte of the next
+    /// frame.
+    #[test]
+    fn read_frame_reads_exactly_what_decode_frame_decodes() {
+        let layout = Layout::new(10, 4).unwrap();
+        let limits = Limits::new(layout);
+        let pool = BufferPool::new(0, 0);
+        let mut bits = crate::bitfield::Bitfield::empty(3);
+        bits.set(1, true);
+        let mut stream = Vec::new();
+        for m in [
+            Message::Bitfield(bits),
+            Message::Interested,
+            Message::Piece {
+                index: 2,
+                data: vec![7, 8].into(),
+            },
+            Message::Request(1),
+        ] {
+            wire::encode(&m, &mut stream);
+        }
+        stream.extend_from_slice(&[0, 0, 0, 2, 0, 0]);
+        let mut socket = &stream[..];
+        let mut at = 0;
+        while let Ok(Some((m, used))) = limits.decode_frame(&stream[at..]) {
+            assert_eq!(read_frame(&mut socket, &limits, &pool).unwrap(), m);
+            at += used;
+            assert_eq!(socket, &stream[at..]);
+        }
+        assert_eq!(at, stream.len() - 6);
+        assert!(matches!(
+            read_frame(&mut socket, &limits, &pool),
+            Err(CloseReason::Protocol(wire::WireError::BadLength { .. }))
+        ));
+        assert!(matches!(
+            read_frame(&mut &[0u8, 0, 0, 7, 7, 0][..], &limits, &pool),
+            Err(CloseReason::Eof)
+        ));
+    }
+
     #[test]
     fn a_reader_verifies_waiting_pieces_in_pairs_each_on_its_own() {
         let layout = Layout::new(3 * 4096 + 100, 4096).unwrap();

@@ -36,8 +36,12 @@ pub fn path_for(file: &Path) -> PathBuf {
 
 /// The pieces a record names, if there is a readable record for this layout.
 pub fn load(path: &Path, layout: &Layout) -> Option<Bitfield> {
-    let text = std::fs::read(path).ok()?;
-    let r: Record = serde_json::from_slice(&text).ok()?;
+    parse(&std::fs::read(path).ok()?, layout)
+}
+
+/// The pieces the record in `bytes` names, if it is a record for this layout.
+pub fn parse(bytes: &[u8], layout: &Layout) -> Option<Bitfield> {
+    let r: Record = serde_json::from_slice(bytes).ok()?;
     if r.format_version != FORMAT_VERSION
         || r.file_size_bytes != layout.file_size_bytes()
         || r.piece_size_bytes != layout.piece_size_bytes()
@@ -125,6 +129,18 @@ mod tests {
         assert_eq!(load(cp.path(), &layout), Some(have.clone()));
         cp.checkpoint(&store, 1, &Bitfield::empty(10)).unwrap();
         assert_eq!(load(cp.path(), &layout), Some(have));
+    }
+
+    #[test]
+    fn parse_reads_a_record_without_a_file() {
+        let layout = Layout::new(10_000, 1_000).unwrap();
+        let text = br#"{"format_version":1,"file_size_bytes":10000,"piece_size_bytes":1000,"have":"1040"}"#;
+        let have = parse(text, &layout).unwrap();
+        assert_eq!(have.count(), 2);
+        assert!(have.has(3) && have.has(9));
+        assert_eq!(parse(&text[..30], &layout), None);
+        let other = Layout::new(10_000, 2_000).unwrap();
+        assert_eq!(parse(text, &other), None);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! This is the one home of the frame format and its limits: what a frame may
 //! weigh, which lengths fit which type, which piece indices exist. Every way a
 //! frame can be wrong is a [`WireError`]. A frame's 5-byte header is judged
-//! before its body is read or anything is allocated for it. No sockets here.
+//! before its body is read or anything is allocated for it. There is one
+//! frame decoder, [`Limits::decode_next`], over the bytes buffered so far; the
+//! socket readers ([`crate::net::read_frame`]) and [`Limits::decode_frame`]
+//! are thin wrappers of it. No sockets here.
 
 use crate::bitfield::Bitfield;
 use crate::layout::Layout;
@@ -16,6 +19,8 @@ pub const HANDSHAKE_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 5;
 /// What a `piece` frame carries before the piece's bytes: its index.
 pub const PIECE_INDEX_LEN: usize = 4;
+/// A piece frame's bytes before the piece's data: header and index.
+pub const PIECE_HEADER_LEN: usize = FRAME_HEADER_LEN + PIECE_INDEX_LEN;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -284,8 +289,9 @@ impl Limits {
         Ok(())
     }
 
-    /// Decodes the body of a frame whose header [`Limits::check_header`] accepted.
-    pub fn decode_body(&self, kind: Kind, body: &[u8]) -> Result<Message, WireError> {
+    /// Decodes the body of a frame that is not a piece, whose header
+    /// [`Limits::check_header`] accepted (so the body has its type's length).
+    fn decode_body(&self, kind: Kind, body: &[u8]) -> Result<Message, WireError> {
         let index = || u32::from_be_bytes(body[..4].try_into().expect("checked length"));
         Ok(match kind {
             Kind::Choke => Message::Choke,
@@ -297,36 +303,74 @@ impl Limits {
             Kind::Bitfield => Message::Bitfield(
                 Bitfield::from_wire(body, self.layout.num_pieces()).expect("checked length"),
             ),
-            Kind::Piece => {
-                let index = index();
-                self.check_piece_len(index, body.len())?;
-                Message::Piece {
-                    index,
-                    data: PieceBuf::from(&body[PIECE_INDEX_LEN..]),
-                }
-            }
+            Kind::Piece => unreachable!("a piece's data is never decoded here"),
         })
     }
 
-    /// Decodes one frame from the front of `buf`: `Ok(None)` when more bytes
-    /// are needed, otherwise the message and how many bytes it took. A bad
-    /// header is refused as soon as its 5 bytes are there.
-    pub fn decode_frame(&self, buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+    /// The decoder: what the bytes buffered so far (`buf`, the front of the
+    /// stream) say about the next frame. A bad header is refused as soon as
+    /// its 5 bytes are there, before anything waits for or allocates its
+    /// body. A piece frame stops at its index ([`Decoded::Piece`]), so the
+    /// caller can read the piece's data straight into the buffer it keeps.
+    pub fn decode_next(&self, buf: &[u8]) -> Result<Decoded, WireError> {
         let Some(header) = buf.first_chunk::<FRAME_HEADER_LEN>() else {
-            return Ok(None);
+            return Ok(Decoded::Need(FRAME_HEADER_LEN - buf.len()));
         };
         let (kind, body_len) = self.check_header(header)?;
-        let total = FRAME_HEADER_LEN + body_len;
-        if buf.len() < total {
-            return Ok(None);
+        if kind == Kind::Piece {
+            let Some(head) = buf.first_chunk::<PIECE_HEADER_LEN>() else {
+                return Ok(Decoded::Need(PIECE_HEADER_LEN - buf.len()));
+            };
+            let index = u32::from_be_bytes(head[FRAME_HEADER_LEN..].try_into().expect("4 bytes"));
+            self.check_piece_len(index, body_len)?;
+            return Ok(Decoded::Piece {
+                index,
+                data_len: body_len - PIECE_INDEX_LEN,
+            });
         }
-        let message = self.decode_body(kind, &buf[FRAME_HEADER_LEN..total])?;
-        Ok(Some((message, total)))
+        let total = FRAME_HEADER_LEN + body_len;
+        match buf.get(FRAME_HEADER_LEN..total) {
+            None => Ok(Decoded::Need(total - buf.len())),
+            Some(body) => Ok(Decoded::Message(self.decode_body(kind, body)?, total)),
+        }
+    }
+
+    /// Decodes one whole frame from the front of `buf`: `Ok(None)` when more
+    /// bytes are needed, otherwise the message and how many bytes it took.
+    /// [`Limits::decode_next`], with a piece's data copied out of `buf`.
+    pub fn decode_frame(&self, buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+        Ok(match self.decode_next(buf)? {
+            Decoded::Need(_) => None,
+            Decoded::Message(message, used) => Some((message, used)),
+            Decoded::Piece { index, data_len } => {
+                let total = PIECE_HEADER_LEN + data_len;
+                buf.get(PIECE_HEADER_LEN..total).map(|data| {
+                    let data = PieceBuf::from(data);
+                    (Message::Piece { index, data }, total)
+                })
+            }
+        })
     }
 }
 
+/// What the front of a byte stream holds, as far as [`Limits::decode_next`]
+/// can tell from the bytes there so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// Nothing more can be said before this many more bytes (at least one)
+    /// are there: the rest of the header, of a piece's index, or of a frame
+    /// that is not a piece.
+    Need(usize),
+    /// A whole frame that is not a piece, and how many bytes it took.
+    Message(Message, usize),
+    /// A well-formed piece frame, of which the first [`PIECE_HEADER_LEN`]
+    /// bytes are taken: the next `data_len` bytes are piece `index`'s data,
+    /// exactly that piece's length.
+    Piece { index: u32, data_len: usize },
+}
+
 /// The 9 bytes in front of a piece's data: length, type 7, index.
-pub fn piece_header(index: u32, data_len: u32) -> [u8; FRAME_HEADER_LEN + PIECE_INDEX_LEN] {
+pub fn piece_header(index: u32, data_len: u32) -> [u8; PIECE_HEADER_LEN] {
     let mut out = [0u8; 9];
     out[..4].copy_from_slice(&(1 + PIECE_INDEX_LEN as u32 + data_len).to_be_bytes());
     out[4] = Kind::Piece as u8;
@@ -505,6 +549,55 @@ mod tests {
     }
 
     #[test]
+    fn the_decoder_asks_for_what_it_needs_and_stops_a_piece_at_its_index() {
+        let l = limits(10, 4); // pieces of 4, 4 and 2 bytes
+        assert_eq!(l.decode_next(&[]), Ok(Decoded::Need(5)));
+        assert_eq!(l.decode_next(&[0, 0, 0]), Ok(Decoded::Need(2)));
+        let have = encode_to_vec(&Message::Have(1));
+        assert_eq!(l.decode_next(&have[..5]), Ok(Decoded::Need(4)));
+        assert_eq!(l.decode_next(&have[..7]), Ok(Decoded::Need(2)));
+        // Bytes of the next frame behind this one are not taken.
+        let mut two = have.clone();
+        encode(&Message::Choke, &mut two);
+        assert_eq!(
+            l.decode_next(&two),
+            Ok(Decoded::Message(Message::Have(1), 9))
+        );
+        let piece = encode_to_vec(&Message::Piece {
+            index: 2,
+            data: vec![5, 6].into(),
+        });
+        assert_eq!(l.decode_next(&piece[..5]), Ok(Decoded::Need(4)));
+        assert_eq!(l.decode_next(&piece[..8]), Ok(Decoded::Need(1)));
+        for cut in [9, 10, 11] {
+            assert_eq!(
+                l.decode_next(&piece[..cut]),
+                Ok(Decoded::Piece {
+                    index: 2,
+                    data_len: 2
+                })
+            );
+        }
+        // A piece's index is judged before its data is waited for.
+        let mut wrong = piece_header(3, 2).to_vec();
+        assert_eq!(
+            l.decode_next(&wrong),
+            Err(WireError::IndexOutOfRange {
+                index: 3,
+                num_pieces: 3
+            })
+        );
+        wrong = piece_header(0, 2).to_vec();
+        assert!(matches!(
+            l.decode_next(&wrong),
+            Err(WireError::BadLength {
+                kind: Kind::Piece,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn frames_that_do_not_fit_their_type_are_refused() {
         let l = limits(10, 4);
         assert_eq!(
@@ -660,6 +753,27 @@ mod tests {
                 }
                 prop_assert_eq!(at, stream.len());
                 prop_assert_eq!(back, msgs);
+            }
+
+            #[test]
+            fn the_decoder_always_asks_for_at_least_one_byte_and_never_more_than_a_frame(
+                bytes in proptest::collection::vec(any::<u8>(), 0..300)
+            ) {
+                let l = limits(1000, 64);
+                for cut in 0..=bytes.len() {
+                    match l.decode_next(&bytes[..cut]) {
+                        Ok(Decoded::Need(more)) => {
+                            prop_assert!(more >= 1);
+                            prop_assert!(cut + more <= l.max_frame_len() as usize + 4);
+                        }
+                        Ok(Decoded::Message(_, used)) => prop_assert!(used <= cut),
+                        Ok(Decoded::Piece { data_len, .. }) => {
+                            prop_assert!(cut >= PIECE_HEADER_LEN);
+                            prop_assert!(data_len <= 64);
+                        }
+                        Err(_) => {}
+                    }
+                }
             }
 
             #[test]

@@ -1,0 +1,32 @@
+//! The metadata document: [`p2pft::meta::Meta::parse`], then the checks of
+//! [`p2pft::meta::Meta::verifier`] on what it accepts, over any bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use p2pft::meta::{to_hex, Meta};
+use std::path::Path;
+
+fuzz_target!(|data: &[u8]| {
+    let path = Path::new("TheFile.dat.meta.json");
+    let Ok(meta) = Meta::parse(path, data) else {
+        return;
+    };
+    // What was read writes back to a document that reads the same.
+    let again = serde_json::to_vec(&meta).expect("metadata serializes");
+    assert_eq!(
+        Meta::parse(path, &again).expect("written metadata reads"),
+        meta
+    );
+    // Each hash read is its 40 hex digits, in either case, and nothing else.
+    let doc: serde_json::Value = serde_json::from_slice(data).expect("valid JSON");
+    if let Some(serde_json::Value::Array(hashes)) = doc.get("piece_sha1") {
+        for (text, hash) in hashes.iter().zip(&meta.piece_sha1) {
+            let text = text.as_str().expect("a string").to_ascii_lowercase();
+            assert_eq!(text, to_hex(&hash.0));
+        }
+    }
+    if let Ok(v) = meta.verifier(path, None) {
+        assert_eq!(v.pieces.len(), v.layout.num_pieces() as usize);
+        assert_eq!(v.layout.file_size_bytes(), meta.file_size_bytes);
+    }
+});
