@@ -7,6 +7,8 @@
 //! choices of victims and pauses (not the engine's timing).
 //! `P2PFT_SOAK_KILLS=<n>` (default 20) scales it up for a longer manual run,
 //! with `P2PFT_SOAK_MIB=<n>` (default 96) for a file that lasts long enough.
+//! `P2PFT_SOAK_NO_META=1` runs it without metadata (resume from the progress
+//! record instead of re-hashing).
 //!
 //! The same swarm runs once without kills first; both times and their ratio
 //! are printed.
@@ -73,7 +75,11 @@ fn peers_killed_at_random_moments_still_finish_with_identical_files() {
     // The same swarm without kills (timed to the last exit; files checked
     // after).
     let baseline = {
-        let mut swarm = Swarm::new(spec());
+        let mut swarm = if std::env::var("P2PFT_SOAK_NO_META").is_ok_and(|v| v == "1") {
+            Swarm::without_meta(spec())
+        } else {
+            Swarm::new(spec())
+        };
         let started = Instant::now();
         swarm.start_all();
         let statuses = swarm.wait_all(Duration::from_secs(120));
@@ -89,7 +95,12 @@ fn peers_killed_at_random_moments_still_finish_with_identical_files() {
     };
     eprintln!("soak: without kills the swarm took {baseline:.2?}");
 
-    let mut swarm = Swarm::new(spec());
+    let no_meta = std::env::var("P2PFT_SOAK_NO_META").is_ok_and(|v| v == "1");
+    let mut swarm = if no_meta {
+        Swarm::without_meta(spec())
+    } else {
+        Swarm::new(spec())
+    };
     swarm.reconnects_allowed = true;
     let leechers: Vec<u32> = swarm.ids[1..].to_vec();
     let started = Instant::now();
