@@ -413,9 +413,12 @@ fn a_silent_squatter_does_not_lock_the_real_peer_out() {
 }
 
 /// While the real 1004 runs, a stranger handshakes as 1004 with 1001 to
-/// 1003 again and again (20 rounds at most, 4 s at most), each connection
-/// kept open until the next round. 1005 starts only after that, so nobody
-/// can have ended meanwhile. The swarm must still finish.
+/// 1003 again and again (20 rounds at most, 4 s at most), keeping every
+/// connection open until the loop ends (with the newer connection winning,
+/// each round takes the ID back from whoever held it, the real 1004
+/// included). 1005 starts only after that, so nobody can have ended
+/// meanwhile. The swarm must still finish: the real 1004 must not run out of
+/// redials while the squatter holds its place.
 #[test]
 fn a_squatter_that_keeps_handshaking_does_not_stop_the_swarm() {
     let mut swarm = Swarm::new(Spec::new(5, 4 * 1024 * 1024, 16 * 1024));
@@ -430,17 +433,15 @@ fn a_squatter_that_keeps_handshaking_does_not_stop_the_swarm() {
     let squatter = thread::spawn(move || {
         let until = Instant::now() + Duration::from_secs(4);
         let (mut rounds, mut answered) = (0, 0);
-        let mut held: Vec<TcpStream> = Vec::new();
+        let mut held: Vec<TcpStream> = Vec::new(); // 60 at most
         while rounds < 20 && Instant::now() < until {
             rounds += 1;
-            let mut next = Vec::new();
             for &(t, addr) in &targets {
                 if let Some(s) = try_handshake(addr, t, 1004) {
                     answered += 1;
-                    next.push(s);
+                    held.push(s);
                 }
             }
-            held = next; // the previous round's connections close here
             thread::sleep(Duration::from_millis(150));
         }
         drop(held);
@@ -486,7 +487,9 @@ fn a_liar_claiming_the_whole_file_does_not_end_the_swarm() {
         eprintln!("1004's stderr:\n{}", swarm.stderr_text(1004));
     }
     fail_on(&result.err().into_iter().collect::<Vec<_>>());
-    swarm.check_logs();
+    // The seed may have ended on the liar's word before the real 1004 came:
+    // 1004 then never connects to it, and its log says so.
+    swarm.check_logs_except(&[1004]);
 }
 
 // ---------------------------------------------------------------------------
@@ -505,6 +508,11 @@ fn proc_status(pid: u32) -> Option<(u64, u64, u64)> {
             .ok()
     };
     Some((field("VmRSS:")?, field("VmHWM:")?, field("Threads:")?))
+}
+
+/// How many file descriptors a process has open.
+fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
 /// Samples a process every 5 ms until stopped: its peak VmHWM and threads.
@@ -558,7 +566,7 @@ fn flood_case(
     name: &str,
     max_threads: u64,
     max_hwm_kb: u64,
-    attack: impl FnOnce(Target, Instant) -> String + Send + 'static,
+    attack: impl FnOnce(Target, Instant) -> (String, Vec<String>) + Send + 'static,
 ) {
     let mut swarm = Swarm::new(Spec::new(4, 4 * 1024 * 1024, 16 * 1024));
     swarm.reconnects_allowed = true;
@@ -570,6 +578,7 @@ fn flood_case(
     drop(connect(sock_addr(&swarm, 1001)));
     thread::sleep(Duration::from_millis(300));
     let (base_rss, base_hwm, base_threads) = proc_status(pid).expect("the seed runs");
+    let base_fds = open_fds(pid).expect("the seed runs");
 
     let sampler = Sampler::start(pid);
     let target = Target {
@@ -587,16 +596,44 @@ fn flood_case(
         swarm.wait_for_pieces(id, n, LIMIT);
     }
     let leechers_done = attack_started.elapsed();
-    let summary = attacker.join().unwrap();
+    let (summary, attack_problems) = attacker.join().unwrap();
+    problems.extend(attack_problems);
     let attack_took = attack_started.elapsed();
     let (peak_hwm, peak_threads) = sampler.finish();
+    // Afterwards nothing of the attack may stay behind: the seed settles
+    // back to its threads and descriptors with the two leechers (a reader
+    // and a writer thread and three descriptors each), give or take a few,
+    // within 15 s (a handshake times out after 10 s).
+    let (settle_threads, settle_fds) = (base_threads + 4 + 6, base_fds + 6 + 10);
+    let settle_started = Instant::now();
+    let mut settled = (0, 0);
+    while settle_started.elapsed() < Duration::from_secs(15) {
+        settled = (
+            proc_status(pid).map_or(0, |s| s.2),
+            open_fds(pid).unwrap_or(0),
+        );
+        if settled.0 <= settle_threads && settled.1 <= settle_fds {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
     let alive_after = alive(&mut swarm, 1001);
     eprintln!(
         "flood `{name}`: {summary}; seed before: VmRSS {base_rss} kB, VmHWM {base_hwm} kB, \
-         {base_threads} threads; during: peak VmHWM {peak_hwm} kB, peak {peak_threads} threads \
-         (caps {max_hwm_kb} kB, {max_threads}); leechers complete after {leechers_done:?}, \
-         attack over after {attack_took:?}"
+         {base_threads} threads, {base_fds} fds; during: peak VmHWM {peak_hwm} kB, peak \
+         {peak_threads} threads (caps {max_hwm_kb} kB, {max_threads}); after: {} threads, {} fds \
+         {:.1?} after the attack (caps {settle_threads}, {settle_fds}); leechers complete after \
+         {leechers_done:?}, attack over after {attack_took:?}",
+        settled.0,
+        settled.1,
+        settle_started.elapsed()
     );
+    if alive_after && (settled.0 > settle_threads || settled.1 > settle_fds) {
+        problems.push(format!(
+            "15 s after `{name}` the seed still had {} threads and {} descriptors (caps {settle_threads}, {settle_fds})",
+            settled.0, settled.1
+        ));
+    }
     if !alive_after {
         problems.push(format!(
             "the seed died during the flood; its stderr:\n{}",
@@ -625,8 +662,8 @@ fn flood_case(
 /// development machine: 7 before an attack, 11 to 13 under the frame flood
 /// and the non-reader; the engine of issue 17's start ran a thread per
 /// connection still in its handshake (10 s each): 176 under the connect
-/// loop, 509 with 500 half-open connections. A cap on half-open
-/// connections of up to about 128 (plus the seed's own threads) fits.
+/// loop, 509 with 500 half-open connections. Those two floods have caps of
+/// their own (thread exits lag behind a cap on busy cores).
 const THREAD_CAP: u64 = 150;
 /// Peak VmHWM cap for the seed of a 4 MiB swarm under any flood. Measured:
 /// 3.7 MiB before an attack, 20 MiB at most (the frame flood).
@@ -692,9 +729,12 @@ fn a_frame_flood_costs_bounded_memory_and_threads() {
             let _ = s.shutdown(std::net::Shutdown::Both);
             let _ = drain.join();
         }
-        format!(
-            "{frames} frames ({:.0}/s) over {connections} connection(s)",
-            frames as f64 / FLOOD.as_secs_f64()
+        (
+            format!(
+                "{frames} frames ({:.0}/s) over {connections} connection(s)",
+                frames as f64 / FLOOD.as_secs_f64()
+            ),
+            vec![],
         )
     });
 }
@@ -731,9 +771,9 @@ fn a_neighbour_that_never_reads_costs_bounded_memory_and_threads() {
             }
         }
         let dropped = closed_within(&mut s, Duration::from_secs(2));
-        format!(
+        (format!(
             "unchoked {unchoked}, {sent} requests sent without reading, dropped by the seed: {dropped}"
-        )
+        ), vec![])
     });
 }
 
@@ -742,51 +782,56 @@ fn a_neighbour_that_never_reads_costs_bounded_memory_and_threads() {
 /// a third after half a handshake; every other one with a reset (linger 0).
 #[test]
 fn connect_and_disconnect_in_a_tight_loop() {
-    flood_case(
-        "connect/disconnect",
-        THREAD_CAP,
-        HWM_CAP_KB,
-        |t, deadline| {
-            let mut count = 0u32;
-            let mut failed = 0u32;
-            while Instant::now() < deadline && count < 5000 {
-                count += 1;
-                let Ok(mut s) = TcpStream::connect_timeout(&t.addr, Duration::from_secs(1)) else {
-                    failed += 1;
-                    continue;
-                };
-                let hs = encode_handshake(t.as_id);
-                match count % 3 {
-                    0 => {}
-                    1 => {
-                        let _ = s.write_all(&hs);
-                    }
-                    _ => {
-                        let _ = s.write_all(&hs[..16]);
-                    }
+    // The peak here depends on how fast threads end, not on a cap: each
+    // connection ends at once. 400 holds with a short-lived thread per
+    // connection (56 to 176 measured); what must not happen is anything
+    // staying behind (checked after the attack).
+    flood_case("connect/disconnect", 400, HWM_CAP_KB, |t, deadline| {
+        let mut count = 0u32;
+        let mut failed = 0u32;
+        while Instant::now() < deadline && count < 5000 {
+            count += 1;
+            let Ok(mut s) = TcpStream::connect_timeout(&t.addr, Duration::from_secs(1)) else {
+                failed += 1;
+                continue;
+            };
+            let hs = encode_handshake(t.as_id);
+            match count % 3 {
+                0 => {}
+                1 => {
+                    let _ = s.write_all(&hs);
                 }
-                if count % 2 == 0 {
-                    let _ = nix::sys::socket::setsockopt(
-                        &s,
-                        nix::sys::socket::sockopt::Linger,
-                        &nix::libc::linger {
-                            l_onoff: 1,
-                            l_linger: 0,
-                        },
-                    );
+                _ => {
+                    let _ = s.write_all(&hs[..16]);
                 }
-                drop(s);
             }
-            format!("{count} connections ({failed} failed to connect)")
-        },
-    );
+            if count % 2 == 0 {
+                let _ = nix::sys::socket::setsockopt(
+                    &s,
+                    nix::sys::socket::sockopt::Linger,
+                    &nix::libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    },
+                );
+            }
+            drop(s);
+        }
+        (
+            format!("{count} connections ({failed} failed to connect)"),
+            vec![],
+        )
+    });
 }
 
 /// 500 connections that never finish a handshake (half say nothing, half
 /// send 20 of its 32 bytes), held for 3 s.
 #[test]
 fn five_hundred_half_open_connections() {
-    flood_case("500 half-open", THREAD_CAP, HWM_CAP_KB, |t, deadline| {
+    // A thread per connection still in its handshake is fine while their
+    // number is capped, but those the cap closes end a little later: 248
+    // at the peak with a cap of 64 on 2 busy cores; without a cap, 509.
+    flood_case("500 half-open", 400, HWM_CAP_KB, |t, deadline| {
         let mut held = Vec::new();
         let mut failed = 0;
         for i in 0..500 {
@@ -811,7 +856,19 @@ fn five_hundred_half_open_connections() {
         for s in held.iter_mut() {
             closed += usize::from(is_closed_now(s));
         }
-        format!("{opened} opened ({failed} failed), {closed} closed by the seed within 3 s")
+        // A cap on half-open connections closes all but that many; the seed
+        // may keep up to 128 of ours open (its cap is 64 now), not all 500.
+        let mut problems = Vec::new();
+        if opened - closed > 128 {
+            problems.push(format!(
+                "the seed kept {} of our {opened} half-open connections open for 3 s (at most 128)",
+                opened - closed
+            ));
+        }
+        (
+            format!("{opened} opened ({failed} failed), {closed} closed by the seed within 3 s"),
+            problems,
+        )
     });
 }
 
@@ -828,6 +885,9 @@ fn frame(len: u32, kind: u8, payload: &[u8]) -> Vec<u8> {
 
 /// Every kind of malformed frame, each on a fresh connection handshaken
 /// under a listed ID, must end that connection while the target runs on.
+/// Unrequested pieces and a late bitfield are not fatal (docs/PROTOCOL.md,
+/// "Hostile input"): four unrequested pieces end the connection, none is
+/// stored; a late bitfield leaves the peer running.
 /// `tests/robustness.rs` already covers type 9, a 2 GiB piece and a have of
 /// index 99,999 on the seed; here come the rest, on a leecher too.
 fn malformed(meta: bool) {
@@ -893,47 +953,73 @@ fn malformed(meta: bool) {
         ("have with length 1 GiB", frame(1 << 30, 4, &[0; 4])),
         ("length 0xFFFFFFFF (piece)", frame(u32::MAX, 7, &[0; 4])),
         ("length 0xFFFFFFFF (bitfield)", frame(u32::MAX, 5, &[0; 4])),
-        ("bitfield after other messages", {
-            let mut f = encode_to_vec(&Message::NotInterested);
-            f.extend_from_slice(&bf);
-            f
-        }),
-        // The seed never requests anything: any piece is unrequested.
+    ];
+    // Unrequested pieces (counted and dropped unseen; the 4th on one
+    // connection closes it, docs/PROTOCOL.md) and a late bitfield (merged):
+    // neither may be stored or cost the peer anything. Four pieces in one go:
+    // the connection must end; the bitfield: the peer must run on.
+    let unrequested = |first: u32| -> Vec<u8> {
+        let mut f = Vec::new();
+        for (k, index) in (first..first + 4).enumerate() {
+            if k % 2 == 0 {
+                f.extend(piece_frame(index, &real_piece(&swarm, index)));
+            } else {
+                f.extend(piece_frame(index, &vec![0; ps as usize]));
+            }
+        }
+        f
+    };
+    let late_bitfield = |first: Message| -> Vec<u8> {
+        let mut f = encode_to_vec(&first);
+        f.extend_from_slice(&bf);
+        f
+    };
+    // The seed never requests anything: any piece is unrequested.
+    let seed_lenient: Vec<(&str, Vec<u8>, bool)> = vec![
         (
-            "piece 3 never requested (right bytes)",
-            piece_frame(3, &real_piece(&swarm, 3)),
+            "4 pieces never requested (2 right, 2 zeros)",
+            unrequested(3),
+            true,
         ),
         (
-            "piece 4 never requested (zeros)",
-            piece_frame(4, &vec![0; ps as usize]),
+            "a bitfield after other messages",
+            late_bitfield(Message::NotInterested),
+            false,
         ),
     ];
-    // Unrequested pieces and a late bitfield to a leecher with nothing yet.
-    let leecher_cases: Vec<(&str, Vec<u8>)> = vec![
+    // The same to a leecher that has nothing yet.
+    let leecher_lenient: Vec<(&str, Vec<u8>, bool)> = vec![
         (
-            "piece 5 never requested (right bytes)",
-            piece_frame(5, &real_piece(&swarm, 5)),
+            "4 pieces never requested (2 right, 2 zeros)",
+            unrequested(5),
+            true,
         ),
         (
-            "piece 6 never requested (zeros)",
-            piece_frame(6, &vec![0; ps as usize]),
+            "a bitfield after other messages",
+            late_bitfield(Message::Interested),
+            false,
         ),
-        ("bitfield after other messages", {
-            let mut f = encode_to_vec(&Message::Interested);
-            f.extend_from_slice(&bf);
-            f
-        }),
     ];
+    let cases: Vec<(&str, Vec<u8>, bool)> = cases
+        .into_iter()
+        .map(|(what, bytes)| (what, bytes, true))
+        .chain(seed_lenient)
+        .collect();
 
     let mut problems = Vec::new();
-    let mut run = |swarm: &mut Swarm, target: u32, cases: &[(&str, Vec<u8>)]| {
-        for (i, (what, bytes)) in cases.iter().enumerate() {
+    let mut run = |swarm: &mut Swarm, target: u32, cases: &[(&str, Vec<u8>, bool)]| {
+        for (i, (what, bytes, must_close)) in cases.iter().enumerate() {
             let as_id = 1003 + (i as u32 % 2);
             let mut s = handshake(swarm, target, as_id);
             drain_for(&mut s, Duration::from_millis(30));
             let _ = send_until(&mut s, bytes, Instant::now() + Duration::from_secs(2));
-            if !closed_within(&mut s, Duration::from_secs(4)) {
+            let wait = Duration::from_secs(if *must_close { 4 } else { 1 });
+            let closed = closed_within(&mut s, wait);
+            if *must_close && !closed {
                 problems.push(format!("{target} kept the connection after: {what}"));
+            }
+            if !*must_close {
+                eprintln!("malformed: {target} after {what}: connection closed {closed}");
             }
             if !alive(swarm, target) {
                 problems.push(format!("{target} died after: {what}"));
@@ -942,7 +1028,7 @@ fn malformed(meta: bool) {
         }
     };
     swarm.start(1002); // a leecher; it dials the seed, which is not up yet
-    run(&mut swarm, 1002, &leecher_cases);
+    run(&mut swarm, 1002, &leecher_lenient);
     let early: Vec<String> = [1003, 1004]
         .iter()
         .flat_map(|&id| downloads_from(&log_text(&swarm, 1002), id))
