@@ -706,13 +706,6 @@ impl Engine {
         self.have_count == self.have.len()
     }
 
-    /// Whether `peer` leaving is the usual end: a peer with the file leaves
-    /// once it knows everyone has it, us included. Any other departure is
-    /// worth a warning, and (from a peer above us) a redial.
-    fn left_as_done(&self, peer: u32) -> bool {
-        self.known_complete(peer) && self.have_complete()
-    }
-
     /// `peer` said it has the whole file, or PeerInfo.cfg says it started
     /// with it (HasFile 1: SPEC.md's seed has the whole file) and it has not
     /// been connected for [`SEED_GONE`]. A seed that went away need not be
@@ -727,9 +720,19 @@ impl Engine {
                     .is_some_and(|since| since.elapsed() >= SEED_GONE))
     }
 
+    /// We and every peer of PeerInfo.cfg have the whole file, as far as we
+    /// know. A peer that leaves then leaves as the usual end (a peer with the
+    /// file leaves once it knows everyone has it); any other departure is
+    /// worth a warning, a redial (of a peer above us) and a wait for its
+    /// return before we end (see [`RETURN_GRACE`]): even a peer that had the
+    /// whole file, killed and started again, knows nothing of the others and
+    /// must hear from us again.
+    fn everyone_complete(&self) -> bool {
+        self.have_complete() && self.config.peers.iter().all(|p| self.known_complete(p.id))
+    }
+
     fn all_done(&self) -> bool {
-        self.have_complete()
-            && self.config.peers.iter().all(|p| self.known_complete(p.id))
+        self.everyone_complete()
             && self.left_early.iter().all(|p| {
                 self.unconnected_since
                     .get(p)
@@ -746,7 +749,7 @@ impl Engine {
                 pipelining,
             } => self.on_connected(peer, stream, dialled, pipelining),
             Event::DialFailed { peer, error } => {
-                if self.left_as_done(peer) {
+                if self.everyone_complete() {
                     // Nothing more to get from it, nor to tell it.
                 } else if !self.complete_peers.contains(&peer) {
                     self.fatal = Some(EngineError::Unreachable(error));
@@ -797,7 +800,7 @@ impl Engine {
             Event::Closed { conn, peer, reason } => {
                 if self.is_current(peer, conn) {
                     match &reason {
-                        CloseReason::Eof if self.left_as_done(peer) => {}
+                        CloseReason::Eof if self.everyone_complete() => {}
                         reason => {
                             log::warn!("peer {}: connection to {peer} ended: {reason}", self.me)
                         }
@@ -975,7 +978,7 @@ impl Engine {
             return;
         };
         self.unconnected_since.insert(peer, Instant::now());
-        if !self.left_as_done(peer) {
+        if !self.everyone_complete() {
             self.left_early.insert(peer);
         }
         if n.pipelining {
@@ -1008,7 +1011,7 @@ impl Engine {
     /// dials nobody: no one else would ever reach it). One that dials us
     /// will dial again itself.
     fn maybe_redial(&mut self, peer: u32) {
-        if self.left_as_done(peer) || self.stop.load(Relaxed) {
+        if self.everyone_complete() || self.stop.load(Relaxed) {
             return;
         }
         let me = self.config.position(self.me);
