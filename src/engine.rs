@@ -165,7 +165,8 @@ pub enum Violation {
     /// Dropped unseen; [`MAX_UNREQUESTED_PIECES`] close the connection.
     #[error("sent piece {index}, which was not requested on this connection or was answered already ({count} of {MAX_UNREQUESTED_PIECES} allowed); dropped")]
     UnrequestedPiece { index: u32, count: u32 },
-    /// Closes the connection (see [`FRAME_ALLOWANCE`]).
+    /// Closes the connection: more frames other than pieces than 10,000, 4 a
+    /// piece and 2,000 a second of the connection allow.
     #[error("sent {frames} frames other than pieces in {secs} s, a flood; closing the connection")]
     Flood { frames: u64, secs: u64 },
 }
