@@ -22,6 +22,7 @@ pub mod peer;
 pub mod picker;
 pub mod piecebuf;
 pub mod progress;
+pub mod report;
 pub mod sched;
 pub mod sha1pair;
 pub mod speclog;
