@@ -65,6 +65,10 @@ pub struct SwarmArgs {
     /// `P2pftSecretFile` in Common.cfg would.
     #[arg(long)]
     pub secret: bool,
+    /// After the run, draw it from the logs into this SVG (as `p2pft
+    /// report`); a report that cannot be made is a warning only.
+    #[arg(long, value_name = "FILE.svg")]
+    pub report: Option<PathBuf>,
 }
 
 impl SwarmArgs {
@@ -1148,6 +1152,9 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
         Ok(report) => {
             // Everything is over by now: a closed stdout changes nothing.
             crate::cli::emit(&crate::cli::render(args.json, &report, write_table));
+            if let Some(out) = &args.report {
+                crate::report::write_after_run(&args.dir, out);
+            }
             match report.interrupted {
                 Some(signal) => 128 + signal,
                 None if report.ok => 0,
