@@ -650,6 +650,15 @@ fn secs_text(s: f64) -> String {
     }
 }
 
+/// A piece size: `256 KiB`, `1 MiB`, `7000 bytes`.
+fn bytes_text(n: u32) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
 /// A MiB figure short enough for a matrix cell.
 fn mib_text(bytes: u64) -> String {
     let m = mib(bytes);
@@ -781,11 +790,11 @@ pub fn render_svg(picture: &Picture) -> String {
     // Title.
     let _ = writeln!(
         body,
-        r##"<text x="20" y="28" font-size="18" font-weight="bold">{} — {:.2} MiB, {} pieces of {} KiB; {} peers ({} seed{}); {} wall</text>"##,
+        r##"<text x="20" y="28" font-size="18" font-weight="bold">{} — {:.2} MiB, {} pieces of {}; {} peers ({} seed{}); {} wall</text>"##,
         esc(&picture.file_name),
         mib(picture.layout.file_size_bytes()),
         pieces,
-        picture.layout.piece_size_bytes() / 1024,
+        bytes_text(picture.layout.piece_size_bytes()),
         picture.peers.len(),
         seeds.len(),
         if seeds.len() == 1 { "" } else { "s" },
@@ -813,26 +822,28 @@ pub fn render_svg(picture: &Picture) -> String {
         r##"<text x="20" y="{:.1}" font-size="14" font-weight="bold">Pieces held over time</text>"##,
         top - 38.0
     );
-    let y_ticks = ticks(f64::from(pieces), 6);
+    // The top of the plot is the whole file; ticks only below it.
+    let all = f64::from(pieces);
+    let mut y_ticks = ticks(all, 6);
+    y_ticks.1.retain(|&v| v <= all);
+    match y_ticks.1.last() {
+        Some(&last) if all - last >= 0.4 * y_ticks.0 => y_ticks.1.push(all),
+        Some(_) => *y_ticks.1.last_mut().expect("a tick") = all,
+        None => y_ticks.1.push(all),
+    }
     let axes = Axes {
         top,
         height: 300.0,
         x_max,
-        y_max: y_ticks.1.last().copied().unwrap_or(1.0).max(1.0),
+        y_max: f64::from(pieces.max(1)),
     };
     axes.draw(&mut body, &x_ticks, &y_ticks, "pieces held");
-    let all_y = axes.y(f64::from(pieces));
-    let _ = writeln!(
-        body,
-        r##"<line x1="{LEFT}" y1="{all_y:.1}" x2="{:.1}" y2="{all_y:.1}" stroke="#999" stroke-dasharray="2,3"/><text x="{:.1}" y="{:.1}" font-size="10" fill="#666">all {pieces}</text>"##,
-        LEFT + PLOT_W,
-        LEFT + 4.0,
-        all_y - 4.0
-    );
+    let all_y = axes.y(all);
     let (width, opacity, dot) = match leechers.len() {
         0..=12 => (1.8, 1.0, 3.5),
         13..=64 => (1.0, 0.85, 2.5),
-        _ => (0.5, 0.5, 1.5),
+        65..=200 => (0.5, 0.5, 1.5),
+        _ => (0.5, 0.35, 1.2),
     };
     // Seeds apart, in a band above the plot: they hold every piece throughout.
     let band_y = top - 12.0;
