@@ -7,7 +7,7 @@
 //! time stamp may be in several formats, and lines it does not know are
 //! skipped); [`Picture::build`] turns events into series (pieces over time,
 //! the delivered rate, bytes from each peer to each); [`render_svg`] turns
-//! series into SVG text. [`write`] reads the directory and writes the file.
+//! series into SVG text. [`write()`] reads the directory and writes the file.
 //!
 //! Must never touch the network or a peer's file, and never write anything
 //! but the one SVG it is asked for: it reads logs and configs only.
