@@ -1490,6 +1490,19 @@ mod tests {
     }
 
     #[test]
+    fn empty_logs_still_draw_every_peer() {
+        let picture = Picture::build(
+            &info(1_000, 100, &[(1001, true), (1002, false)]),
+            &[parse_log(""), parse_log("junk\n")],
+        );
+        assert_eq!(picture.wall_secs, 0.0);
+        assert_eq!(picture.skipped, 1);
+        let svg = render_svg(&picture);
+        assert_eq!(series_of(&svg).len(), 2);
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+
+    #[test]
     fn long_series_are_thinned_but_keep_their_ends() {
         let pts: Vec<(f64, f64)> = (0..100_000).map(|i| (i as f64, i as f64)).collect();
         let t = thin(&pts, 1000);
