@@ -110,6 +110,10 @@ pub struct BenchArgs {
     /// before each run, and summarise (median, least and most) at the end.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub runs: u32,
+    /// After each run, draw it from the peers' logs into this SVG (as `p2pft
+    /// report`); with --runs N, one file a run, `-runN` before the extension.
+    #[arg(long, value_name = "FILE.svg")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -791,6 +795,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
         secret: false,
         max_upload_rate: None,
         max_download_rate: None,
+        report: None,
     };
     let report = swarm::run(&swarm_args)?;
     go_on()?;
@@ -902,6 +907,9 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
                 if !r.ok {
                     code = 1;
                 }
+                if let Some(out) = &args.report {
+                    crate::report::write_after_run(&dir, &report_path(out, run, args.runs));
+                }
                 let text = crate::cli::render(args.json, &r, write_table);
                 records.push(r);
                 if !crate::cli::emit(&text) {
@@ -929,6 +937,23 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
     code
 }
 
+/// Where run `run` of `runs` draws its report: `out` for a single run,
+/// `name-runN.svg` for each of several.
+fn report_path(out: &Path, run: u32, runs: u32) -> PathBuf {
+    if runs == 1 {
+        return out.to_path_buf();
+    }
+    let stem = out.file_stem().map_or_else(
+        || "swarm-report".into(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let name = match out.extension() {
+        Some(ext) => format!("{stem}-run{run}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-run{run}"),
+    };
+    out.with_file_name(name)
+}
+
 /// The bench's directory, removed (unless kept) however the bench ends,
 /// a panic included.
 struct Scratch {
@@ -947,6 +972,14 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_runs_draw_a_report_each() {
+        let out = Path::new("/tmp/r.svg");
+        assert_eq!(report_path(out, 1, 1), out);
+        assert_eq!(report_path(out, 2, 3), Path::new("/tmp/r-run2.svg"));
+        assert_eq!(report_path(Path::new("r"), 3, 3), Path::new("r-run3"));
+    }
 
     #[test]
     fn the_random_file_has_its_size_and_no_long_repeats() {

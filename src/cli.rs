@@ -83,6 +83,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Benchmark a swarm of peer processes in a temporary directory against this machine's ceilings.
     Bench(crate::bench::BenchArgs),
+    /// Draw a swarm directory's spec logs as one SVG: pieces over time, delivered rate, who fed whom.
+    Report(crate::report::ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +250,7 @@ pub fn main_p2pft() -> i32 {
         Command::Meta(args) => run_meta(args),
         Command::Verify(args) => run_verify(args),
         Command::Bench(args) => crate::bench::run_cli(args),
+        Command::Report(args) => crate::report::run_cli(args),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod picker;
 pub mod piecebuf;
 pub mod progress;
 pub mod rate_limit;
+pub mod report;
 pub mod sched;
 pub mod sha1pair;
 pub mod speclog;

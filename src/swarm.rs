@@ -72,6 +72,10 @@ pub struct SwarmArgs {
     /// Piece bytes a second each peer receives, at most (as P2pftMaxDownloadRate).
     #[arg(long, value_name = "RATE", value_parser = crate::config::parse_rate)]
     pub max_download_rate: Option<u64>,
+    /// After the run, draw it from the logs into this SVG (as `p2pft
+    /// report`); a report that cannot be made is a warning only.
+    #[arg(long, value_name = "FILE.svg")]
+    pub report: Option<PathBuf>,
 }
 
 impl SwarmArgs {
@@ -1163,6 +1167,9 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
         Ok(report) => {
             // Everything is over by now: a closed stdout changes nothing.
             crate::cli::emit(&crate::cli::render(args.json, &report, write_table));
+            if let Some(out) = &args.report {
+                crate::report::write_after_run(&args.dir, out);
+            }
             match report.interrupted {
                 Some(signal) => 128 + signal,
                 None if report.ok => 0,
