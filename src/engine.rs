@@ -96,6 +96,10 @@ const SEED_GONE: Duration = Duration::from_secs(5);
 /// killed and restarted comes back with its file but without knowing who
 /// has theirs, and only a connection tells it.
 const RETURN_GRACE: Duration = Duration::from_secs(20);
+/// How much sooner than us another peer may learn that the swarm is done
+/// (the last `have` reaches it first) and leave: its departure is then the
+/// usual end, not one to wait [`RETURN_GRACE`] for.
+const USUAL_END_SKEW: Duration = Duration::from_millis(500);
 /// How often a leecher without metadata records its progress durably.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a leecher with metadata flushes its file: it resumes by
@@ -417,6 +421,8 @@ pub struct Engine {
     /// Peers whose connection ended before they could know the swarm was
     /// done (see [`RETURN_GRACE`]).
     left_early: BTreeSet<u32>,
+    /// When we first knew that every peer has the file.
+    everyone_known_at: Option<Instant>,
     unchoked: BTreeSet<u32>,
     preferred: Vec<u32>,
     optimistic: Option<u32>,
@@ -510,6 +516,7 @@ impl Engine {
             complete_peers,
             unconnected_since,
             left_early: BTreeSet::new(),
+            everyone_known_at: None,
             unchoked: BTreeSet::new(),
             preferred: Vec::new(),
             optimistic: None,
@@ -732,13 +739,19 @@ impl Engine {
         self.have_complete() && self.config.peers.iter().all(|p| self.known_complete(p.id))
     }
 
-    fn all_done(&self) -> bool {
-        self.everyone_complete()
-            && self.left_early.iter().all(|p| {
-                self.unconnected_since
-                    .get(p)
-                    .is_none_or(|since| since.elapsed() >= RETURN_GRACE)
+    fn all_done(&mut self) -> bool {
+        if !self.everyone_complete() {
+            return false;
+        }
+        let known_at = *self.everyone_known_at.get_or_insert_with(Instant::now);
+        self.left_early.iter().all(|p| {
+            self.unconnected_since.get(p).is_none_or(|&left| {
+                // One that left just before we heard the last news had most
+                // likely heard it first, and ended as usual.
+                known_at.saturating_duration_since(left) < USUAL_END_SKEW
+                    || left.elapsed() >= RETURN_GRACE
             })
+        })
     }
 
     fn handle(&mut self, event: Event) {
