@@ -284,7 +284,7 @@ impl CommonConfig {
                     path,
                     Some(line),
                     format!(
-                        "{key} must be a number of seconds from 0.001 to 86400, found `{value}`"
+                        "{key} must be a positive number of seconds, from 0.001 to 86400, found `{value}`"
                     ),
                 )),
             }
