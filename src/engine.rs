@@ -308,6 +308,8 @@ struct Neighbour {
     asked_again: HashMap<u32, u32>,
     /// Pieces it sent that were not answers (see [`MAX_UNREQUESTED_PIECES`]).
     unrequested: u32,
+    /// It said goodbye: it ends as usual, knowing every peer has the file.
+    said_goodbye: bool,
     /// Frames other than pieces it sent, and when it connected (see
     /// [`FRAME_ALLOWANCE`]).
     frames: u64,
@@ -418,9 +420,10 @@ pub struct Engine {
     complete_peers: BTreeSet<u32>,
     /// Since when each peer is not connected (see [`Engine::known_complete`]).
     unconnected_since: HashMap<u32, Instant>,
-    /// Peers whose connection ended before they could know the swarm was
-    /// done (see [`RETURN_GRACE`]).
-    left_early: BTreeSet<u32>,
+    /// Peers whose connection ended other than as the usual end (see
+    /// [`RETURN_GRACE`]), and whether it may have been the usual end all
+    /// the same: a plain peer, which says no goodbye.
+    left_early: BTreeMap<u32, bool>,
     /// When we first knew that every peer has the file.
     everyone_known_at: Option<Instant>,
     unchoked: BTreeSet<u32>,
@@ -515,7 +518,7 @@ impl Engine {
             neighbours: BTreeMap::new(),
             complete_peers,
             unconnected_since,
-            left_early: BTreeSet::new(),
+            left_early: BTreeMap::new(),
             everyone_known_at: None,
             unchoked: BTreeSet::new(),
             preferred: Vec::new(),
@@ -744,11 +747,11 @@ impl Engine {
             return false;
         }
         let known_at = *self.everyone_known_at.get_or_insert_with(Instant::now);
-        self.left_early.iter().all(|p| {
+        self.left_early.iter().all(|(p, &maybe_usual)| {
             self.unconnected_since.get(p).is_none_or(|&left| {
-                // One that left just before we heard the last news had most
-                // likely heard it first, and ended as usual.
-                known_at.saturating_duration_since(left) < USUAL_END_SKEW
+                // A plain peer that left just before we heard the last news
+                // had most likely heard it first, and ended as usual.
+                (maybe_usual && known_at.saturating_duration_since(left) < USUAL_END_SKEW)
                     || left.elapsed() >= RETURN_GRACE
             })
         })
@@ -941,6 +944,7 @@ impl Engine {
                 asked: Bitfield::empty(num_pieces),
                 asked_again: HashMap::new(),
                 unrequested: 0,
+                said_goodbye: false,
                 frames: 0,
                 since: Instant::now(),
                 pacing: Pacing::new(
@@ -992,8 +996,12 @@ impl Engine {
             return;
         };
         self.unconnected_since.insert(peer, Instant::now());
-        if !self.everyone_complete() {
-            self.left_early.insert(peer);
+        // A p2pft neighbour that ends as usual says goodbye first; one that
+        // did not was stopped (killed, cut off) and may come back. Of a
+        // plain one we can only tell whether everyone was done.
+        let usual = n.said_goodbye || (!n.pipelining && self.everyone_complete());
+        if !usual {
+            self.left_early.insert(peer, !n.pipelining);
         }
         if n.pipelining {
             log::debug!("peer {}: {peer}: {}", self.me, n.pacing.summary());
@@ -1013,7 +1021,7 @@ impl Engine {
                 self.offer_free_slot(next);
             }
         }
-        if redial {
+        if redial && !usual {
             self.maybe_redial(peer);
         }
         self.fill_requests();
@@ -1025,7 +1033,7 @@ impl Engine {
     /// dials nobody: no one else would ever reach it). One that dials us
     /// will dial again itself.
     fn maybe_redial(&mut self, peer: u32) {
-        if self.everyone_complete() || self.stop.load(Relaxed) {
+        if self.stop.load(Relaxed) {
             return;
         }
         let me = self.config.position(self.me);
@@ -1137,6 +1145,20 @@ impl Engine {
                 self.after_news(peer, interested, first);
             }
             Message::Request(index) => self.on_request(peer, index),
+            Message::Goodbye => {
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                if n.pipelining {
+                    n.said_goodbye = true;
+                } else {
+                    // Not negotiated: to a plain peer's eyes an unknown type.
+                    log::warn!(
+                        "peer {}: connection to {peer} ended: protocol violation: {}",
+                        self.me,
+                        WireError::UnknownType(Kind::Goodbye as u8)
+                    );
+                    self.drop_neighbour(peer, false);
+                }
+            }
             Message::Piece { data, .. } => {
                 debug_assert!(false, "readers report pieces as Event::Piece");
                 self.buffers.give(data);
@@ -1718,9 +1740,14 @@ impl Engine {
         self.stop.store(true, Relaxed);
         let neighbours = std::mem::take(&mut self.neighbours);
         let mut streams = Vec::new();
+        let usual_end = self.fatal.is_none();
         for (peer, n) in neighbours {
             if n.pipelining {
                 log::debug!("peer {}: {peer}: {}", self.me, n.pacing.summary());
+                if usual_end {
+                    // Tells a p2pft neighbour this is no crash to wait for.
+                    let _ = n.queue.send(Out::Msg(Message::Goodbye));
+                }
             }
             drop(n.queue); // the writer flushes what is queued, then half-closes
             streams.push(n.stream);

@@ -51,6 +51,10 @@ pub enum Kind {
     Bitfield = 5,
     Request = 6,
     Piece = 7,
+    /// p2pft extension: "I end as usual, knowing every peer has the file".
+    /// Sent only to a p2pft neighbour that negotiated the extensions; from
+    /// any other it ends the connection as an unknown type would.
+    Goodbye = 0xF1,
 }
 
 impl std::fmt::Display for Kind {
@@ -64,6 +68,7 @@ impl std::fmt::Display for Kind {
             Kind::Bitfield => "bitfield",
             Kind::Request => "request",
             Kind::Piece => "piece",
+            Kind::Goodbye => "goodbye",
         };
         f.write_str(name)
     }
@@ -80,6 +85,7 @@ impl Kind {
             5 => Kind::Bitfield,
             6 => Kind::Request,
             7 => Kind::Piece,
+            0xF1 => Kind::Goodbye,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -95,6 +101,7 @@ pub enum Message {
     Bitfield(Bitfield),
     Request(u32),
     Piece { index: u32, data: PieceBuf },
+    Goodbye,
 }
 
 impl Message {
@@ -108,6 +115,7 @@ impl Message {
             Message::Bitfield(_) => Kind::Bitfield,
             Message::Request(_) => Kind::Request,
             Message::Piece { .. } => Kind::Piece,
+            Message::Goodbye => Kind::Goodbye,
         }
     }
 }
@@ -253,7 +261,11 @@ impl Limits {
         }
         let kind = Kind::from_byte(header[4])?;
         let expected = match kind {
-            Kind::Choke | Kind::Unchoke | Kind::Interested | Kind::NotInterested => Some(1),
+            Kind::Choke
+            | Kind::Unchoke
+            | Kind::Interested
+            | Kind::NotInterested
+            | Kind::Goodbye => Some(1),
             Kind::Have | Kind::Request => Some(5),
             Kind::Bitfield => Some(1 + self.layout.bitfield_len() as u32),
             Kind::Piece => None,
@@ -303,6 +315,7 @@ impl Limits {
             Kind::Bitfield => Message::Bitfield(
                 Bitfield::from_wire(body, self.layout.num_pieces()).expect("checked length"),
             ),
+            Kind::Goodbye => Message::Goodbye,
             Kind::Piece => unreachable!("a piece's data is never decoded here"),
         })
     }
@@ -397,9 +410,11 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
         }
     };
     match message {
-        Message::Choke | Message::Unchoke | Message::Interested | Message::NotInterested => {
-            frame(&[])
-        }
+        Message::Choke
+        | Message::Unchoke
+        | Message::Interested
+        | Message::NotInterested
+        | Message::Goodbye => frame(&[]),
         Message::Have(index) | Message::Request(index) => frame(&[&index.to_be_bytes()]),
         Message::Bitfield(bits) => frame(&[bits.as_wire()]),
         Message::Piece { index, data } => frame(&[&index.to_be_bytes(), data]),
@@ -478,6 +493,7 @@ mod tests {
         assert_eq!(encode_to_vec(&Message::Unchoke), [0, 0, 0, 1, 1]);
         assert_eq!(encode_to_vec(&Message::Interested), [0, 0, 0, 1, 2]);
         assert_eq!(encode_to_vec(&Message::NotInterested), [0, 0, 0, 1, 3]);
+        assert_eq!(encode_to_vec(&Message::Goodbye), [0, 0, 0, 1, 0xF1]);
         assert_eq!(
             encode_to_vec(&Message::Have(0x0102_0304)),
             [0, 0, 0, 5, 4, 1, 2, 3, 4]
@@ -527,6 +543,7 @@ mod tests {
                 index: 0,
                 data: vec![1, 2, 3, 4].into(),
             },
+            Message::Goodbye,
             Message::Piece {
                 index: 2,
                 data: vec![5, 6].into(),
