@@ -45,6 +45,7 @@
 use crate::bitfield::Bitfield;
 use crate::choke::{self, NeighbourStats};
 use crate::config::{Config, PeerEntry};
+use crate::events::{CloseReason, ConnId, Event};
 use crate::meta::Verifier;
 use crate::net::{self, BufferPool, Out};
 use crate::pacing::Pacing;
@@ -151,16 +152,6 @@ pub fn max_storing(piece_size: u32) -> usize {
     (MAX_STORING_BYTES / u64::from(piece_size)).max(2) as usize
 }
 
-/// Identifies one connection, so events of a replaced connection are ignored.
-pub type ConnId = u64;
-
-#[derive(Debug)]
-pub enum CloseReason {
-    Eof,
-    Io(io::Error),
-    Protocol(WireError),
-}
-
 /// What a neighbour did wrong with well-formed frames (malformed ones are
 /// [`WireError`]s): each is counted in [`Counters::violations`] and said on
 /// stderr.
@@ -173,87 +164,6 @@ pub enum Violation {
     /// piece and 2,000 a second of the connection allow.
     #[error("sent {frames} frames other than pieces in {secs} s, a flood; closing the connection")]
     Flood { frames: u64, secs: u64 },
-}
-
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CloseReason::Eof => f.write_str("connection closed"),
-            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
-            CloseReason::Protocol(
-                e @ (WireError::BadLength {
-                    kind: Kind::Bitfield,
-                    ..
-                }
-                | WireError::IndexOutOfRange { .. }),
-            ) => write!(
-                f,
-                "protocol violation: {e} (is its Common.cfg's FileSize or PieceSize another?)"
-            ),
-            CloseReason::Protocol(e) => write!(f, "protocol violation: {e}"),
-        }
-    }
-}
-
-/// Everything the engine hears about.
-#[derive(Debug)]
-pub enum Event {
-    /// A handshake succeeded (dialled by us or accepted).
-    Connected {
-        peer: u32,
-        stream: TcpStream,
-        dialled: bool,
-        /// Both sides agreed on request pipelining during the handshake.
-        pipelining: bool,
-    },
-    /// A dialler gave up.
-    DialFailed { peer: u32, error: String },
-    /// Any frame but a piece.
-    Frame {
-        conn: ConnId,
-        peer: u32,
-        message: Message,
-    },
-    /// Several frames but pieces, in order, that were in the reader's buffer
-    /// together.
-    Frames {
-        conn: ConnId,
-        peer: u32,
-        messages: Vec<Message>,
-    },
-    /// The bytes of piece `index` are in, its SHA-1 not yet checked: sent by
-    /// the reader of a neighbour with one request at a time, so that the next
-    /// request goes out while this piece waits to be hashed. Its
-    /// [`Event::Piece`] follows.
-    Arrived { conn: ConnId, peer: u32, index: u32 },
-    /// A piece, checked by the reader against its SHA-1 (`good` without
-    /// metadata).
-    Piece {
-        conn: ConnId,
-        peer: u32,
-        index: u32,
-        data: PieceBuf,
-        good: bool,
-    },
-    Closed {
-        conn: ConnId,
-        peer: u32,
-        reason: CloseReason,
-    },
-    /// A verified piece was written (or failed to be).
-    Stored { index: u32, result: io::Result<()> },
-    /// A verified piece is held by the store to be written with its granule
-    /// (see [`crate::coalesce`]): no longer waiting in the disk queue, not
-    /// yet stored.
-    Held(u32),
-    /// A progress checkpoint was written (or failed).
-    Checkpointed(io::Result<()>),
-    /// Held pieces could not be written (see [`Store::write_held`]).
-    WriteFailed(io::Error),
-    /// The complete file was synced and has its full length (or not: why).
-    Finished(Result<(), String>),
-    /// SIGINT or SIGTERM: stop cleanly.
-    Interrupt(i32),
 }
 
 /// The peer's rate caps (`P2pftMaxUploadRate`, `P2pftMaxDownloadRate`).

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod layout;
 pub mod meta;
 pub mod net;

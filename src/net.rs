@@ -29,7 +29,7 @@
 
 use crate::auth::{self, AuthError, Exchange, Role, Secret};
 use crate::config::PeerEntry;
-use crate::engine::{CloseReason, ConnId, Event};
+use crate::events::{CloseReason, ConnId, Event};
 use crate::meta::Verifier;
 pub use crate::piecebuf::BufferPool;
 use crate::piecebuf::PieceBuf;

@@ -9,7 +9,8 @@
 use crate::auth::{AuthError, Secret};
 use crate::bitfield::Bitfield;
 use crate::config::{Config, ConfigError};
-use crate::engine::{Engine, EngineError, EngineSetup, Event, EVENT_QUEUE};
+use crate::engine::{Engine, EngineError, EngineSetup, EVENT_QUEUE};
+use crate::events::Event;
 use crate::layout::Layout;
 use crate::meta::{self, Meta, MetaError, Verifier};
 use crate::net;

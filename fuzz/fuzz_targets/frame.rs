@@ -7,7 +7,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use p2pft::engine::CloseReason;
+use p2pft::events::CloseReason;
 use p2pft::net::{read_frame, BufferPool};
 use p2pft::wire::{self, Limits, Message};
 
