@@ -862,7 +862,7 @@ fn write_summary(out: &mut impl std::fmt::Write, records: &[BenchRecord]) -> std
 /// stopped it (its peers stopped and, unless `--keep`, its directory removed
 /// like after any run).
 pub fn run_cli(args: &BenchArgs) -> i32 {
-    crate::cli::init_diagnostics("bench".into());
+    crate::process::init_diagnostics("bench".into());
     if let Err(e) = swarm::catch_interrupts() {
         eprintln!("error: cannot catch signals: {e}");
         return 1;
@@ -897,7 +897,7 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
     for run in 1..=args.runs {
         if args.runs > 1
             && !args.json
-            && !crate::cli::emit(&format!("run {run} of {}\n", args.runs))
+            && !crate::process::emit(&format!("run {run} of {}\n", args.runs))
         {
             code = STDOUT_CLOSED;
             break;
@@ -910,9 +910,9 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
                 if let Some(out) = &args.report {
                     crate::report::write_after_run(&dir, &report_path(out, run, args.runs));
                 }
-                let text = crate::cli::render(args.json, &r, write_table);
+                let text = crate::process::render(args.json, &r, write_table);
                 records.push(r);
-                if !crate::cli::emit(&text) {
+                if !crate::process::emit(&text) {
                     code = STDOUT_CLOSED;
                     break;
                 }
@@ -927,7 +927,7 @@ pub fn run_cli(args: &BenchArgs) -> i32 {
     if records.len() > 1 && !args.json && code != STDOUT_CLOSED {
         let mut text = String::new();
         write_summary(&mut text, &records).expect("a String takes any text");
-        if !crate::cli::emit(&text) {
+        if !crate::process::emit(&text) {
             code = STDOUT_CLOSED;
         }
     }

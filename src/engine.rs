@@ -1615,7 +1615,7 @@ impl Engine {
         }
         let ids: Vec<String> = absent.iter().map(u32::to_string).collect();
         log::info!(
-            target: crate::cli::NOTE,
+            target: crate::process::NOTE,
             "peer {}: has the whole file, and has waited {} s for peers that are not connected: {} (every peer must have the file before any ends)",
             self.me,
             waited.as_secs(),

@@ -22,6 +22,7 @@ pub mod pacing;
 pub mod peer;
 pub mod picker;
 pub mod piecebuf;
+pub mod process;
 pub mod progress;
 pub mod rate_limit;
 pub mod report;

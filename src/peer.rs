@@ -190,13 +190,13 @@ fn check_seed(store: &Store, verifier: &Verifier, threads: usize) -> Result<(), 
     }
     let started = Instant::now();
     log::info!(
-        target: crate::cli::NOTE,
+        target: crate::process::NOTE,
         "checking the seed's file against the metadata ({:.1} MiB) before serving it",
         crate::status::mib(store.layout().file_size_bytes())
     );
     let good = verifier.check_and_record(store.path(), store.file(), &meta::hashing_pool(threads)?);
     log::info!(
-        target: crate::cli::NOTE,
+        target: crate::process::NOTE,
         "checked the seed's file at {:.0} MiB/s",
         rate_mib_s(store.layout().file_size_bytes(), started)
     );
@@ -233,13 +233,13 @@ fn resume(
         Some(v) => {
             let started = Instant::now();
             log::info!(
-                target: crate::cli::NOTE,
+                target: crate::process::NOTE,
                 "re-hashing its file ({:.1} MiB) to resume with the pieces it has",
                 crate::status::mib(layout.file_size_bytes())
             );
             let good = v.check_file(store.file(), &meta::hashing_pool(threads)?);
             log::info!(
-                target: crate::cli::NOTE,
+                target: crate::process::NOTE,
                 "re-hashed {:.1} MiB at {:.0} MiB/s: {} of {} pieces good",
                 crate::status::mib(layout.file_size_bytes()),
                 rate_mib_s(layout.file_size_bytes(), started),
@@ -252,7 +252,7 @@ fn resume(
             .unwrap_or_else(|| Bitfield::empty(layout.num_pieces())),
     };
     if !have.none() {
-        log::info!(target: crate::cli::NOTE, "resuming with {} of {} pieces", have.count(), have.len());
+        log::info!(target: crate::process::NOTE, "resuming with {} of {} pieces", have.count(), have.len());
     }
     Ok(have)
 }
@@ -326,7 +326,7 @@ pub fn run(opts: &PeerOptions) -> Result<(), PeerError> {
         // First SIGINT/SIGTERM: a clean stop through the engine. Second: exit now.
         use signal_hook::consts::{SIGINT, SIGTERM};
         let events = events.0.clone();
-        crate::cli::on_signals(&[SIGINT, SIGTERM], move |signal| {
+        crate::process::on_signals(&[SIGINT, SIGTERM], move |signal| {
             let _ = events.send(Event::Interrupt(signal));
         })?;
     }

@@ -1212,7 +1212,7 @@ pub fn run_cli(args: &ReportArgs) -> i32 {
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.dir));
     match write(&args.dir, &out) {
         Ok(summary) => {
-            crate::cli::emit(&format!("wrote {}\n{summary}\n", out.display()));
+            crate::process::emit(&format!("wrote {}\n{summary}\n", out.display()));
             0
         }
         Err(e) => {

@@ -179,7 +179,7 @@ static INTERRUPT: AtomicI32 = AtomicI32::new(0);
 /// Call it once.
 pub fn catch_interrupts() -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    crate::cli::on_signals(&[SIGINT, SIGTERM, SIGHUP], |signal| {
+    crate::process::on_signals(&[SIGINT, SIGTERM, SIGHUP], |signal| {
         INTERRUPT.store(signal, Ordering::SeqCst);
     })
 }
@@ -1158,7 +1158,7 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
 /// `p2pft swarm`: returns the exit code (0 all good, 1 a peer failed or time
 /// ran out, 2 bad configuration).
 pub fn run_cli(args: &SwarmArgs) -> i32 {
-    crate::cli::init_diagnostics("swarm".into());
+    crate::process::init_diagnostics("swarm".into());
     if let Err(e) = catch_interrupts() {
         eprintln!("error: cannot catch signals: {e}");
         return 1;
@@ -1166,7 +1166,7 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
     match run(args) {
         Ok(report) => {
             // Everything is over by now: a closed stdout changes nothing.
-            crate::cli::emit(&crate::cli::render(args.json, &report, write_table));
+            crate::process::emit(&crate::process::render(args.json, &report, write_table));
             if let Some(out) = &args.report {
                 crate::report::write_after_run(&args.dir, out);
             }
