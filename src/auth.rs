@@ -111,7 +111,8 @@ impl Secret {
     pub fn generate() -> io::Result<String> {
         let mut bytes = [0u8; GENERATED_SECRET_BYTES];
         fill_random(&mut bytes)?;
-        Ok(format!("{}\n", crate::meta::to_hex(&bytes)))
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(hex + "\n")
     }
 }
 

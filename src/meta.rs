@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// A SHA-1 digest.
-pub type Hash = [u8; 20];
+pub use crate::sha1pair::{sha1, Hash};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
@@ -86,10 +86,6 @@ pub enum MetaError {
 
 /// Bytes of metadata a piece takes (its SHA-1 in hex, quoted, and a separator).
 pub const BYTES_PER_PIECE: u64 = 48;
-
-pub fn sha1(data: &[u8]) -> Hash {
-    Sha1::digest(data).into()
-}
 
 /// Bytes as lower-case hex (hashes here, bitfields in the progress record).
 pub fn to_hex(bytes: &[u8]) -> String {

@@ -8,14 +8,22 @@
 //! piece is the largest single cost of a leecher, so this is worth `unsafe`
 //! (the crate's only other is one system call in [`crate::sched`]).
 //!
-//! [`sha1_pair`] gives exactly the digests of [`crate::meta::sha1`] for any
+//! [`sha1_pair`] gives exactly the digests of [`sha1()`] for any
 //! two inputs; it falls back to it when the CPU lacks the instructions or the
 //! two messages need different numbers of blocks (only the last piece of a
 //! file is shorter). Owns no state; must never be used for anything but
 //! whole messages.
 #![allow(unsafe_code)]
 
-use crate::meta::{sha1, Hash};
+use sha1::{Digest, Sha1};
+
+/// A SHA-1 digest.
+pub type Hash = [u8; 20];
+
+/// The SHA-1 digest of `data` (the `sha1` crate: SHA-NI where the CPU has it).
+pub fn sha1(data: &[u8]) -> Hash {
+    Sha1::digest(data).into()
+}
 
 /// The SHA-1 digests of `a` and of `b`.
 pub fn sha1_pair(a: &[u8], b: &[u8]) -> (Hash, Hash) {
@@ -36,7 +44,7 @@ pub fn shani() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod ni {
-    use crate::meta::Hash;
+    use super::Hash;
     use std::arch::x86_64::*;
 
     const INIT: [u32; 5] = [
