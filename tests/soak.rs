@@ -22,9 +22,9 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 const PEERS: usize = 6;
-/// 96 MiB in 1 KiB pieces (98,304 pieces): about 8 s without kills on the
-/// 2-core development machine, so that the kills (50 to 400 ms apart) land
-/// while leechers are still downloading. `P2PFT_SOAK_MIB` sets another size
+/// 96 MiB in 1 KiB pieces (98,304 pieces): 5 to 8 s without kills on the
+/// 2-core development machine, so that the kills (30 to 200 ms apart, 20 in
+/// about 2.5 s) land while leechers are still downloading. `P2PFT_SOAK_MIB` sets another size
 /// (more kills need a longer swarm).
 const FILE_MIB: u64 = 96;
 const PIECE_SIZE: u32 = 1024;
@@ -120,9 +120,9 @@ fn peers_killed_at_random_moments_still_finish_with_identical_files() {
     };
     let give_up = started + Duration::from_secs(60 + 5 * kills_wanted);
     while (kills.len() as u64) < kills_wanted && Instant::now() < give_up {
-        // Kills come 50 to 400 ms apart; a victim's restart does not wait
+        // Kills come 30 to 200 ms apart; a victim's restart does not wait
         // for the next kill (and the next kill not for it).
-        let next = Instant::now() + Duration::from_millis(rng.random_range(50..=400));
+        let next = Instant::now() + Duration::from_millis(rng.random_range(30..=200));
         while Instant::now() < next {
             restart_due(&mut swarm, &mut down);
             std::thread::sleep(Duration::from_millis(5));
