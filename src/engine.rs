@@ -210,12 +210,10 @@ struct Neighbour {
     /// Pieces we asked this neighbour for and have not received yet.
     outstanding: Vec<u32>,
     /// Every piece requested on this connection and not answered yet, those
-    /// given up after a choke included: a `piece` is taken only as an answer.
-    asked: Bitfield,
-    /// Requests of a piece on this connection past the first one not
-    /// answered yet (asked again after a choke freed it): each may be
-    /// answered too.
-    asked_again: HashMap<u32, u32>,
+    /// given up after a choke included, with how many times (asked again
+    /// after a choke freed it, each request may be answered): a `piece` is
+    /// taken only as an answer.
+    asked: HashMap<u32, u32>,
     /// Pieces it sent that were not answers (see [`MAX_UNREQUESTED_PIECES`]).
     unrequested: u32,
     /// It said goodbye: it ends as usual, knowing every peer has the file.
@@ -385,6 +383,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(setup: EngineSetup) -> Engine {
         let layout = setup.config.common.layout;
+        let cap = |rate: Option<u64>| rate.map(|r| Arc::new(RateLimit::new(r)));
         let started = Instant::now();
         let unconnected_since = setup.config.peers.iter().map(|p| (p.id, started)).collect();
         let n = layout.num_pieces();
@@ -404,16 +403,8 @@ impl Engine {
             extensions: !setup.config.common.strict,
             greeting: setup.greeting,
             caps: Caps {
-                upload: setup
-                    .config
-                    .common
-                    .max_upload_rate
-                    .map(|r| Arc::new(RateLimit::new(r))),
-                download: setup
-                    .config
-                    .common
-                    .max_download_rate
-                    .map(|r| Arc::new(RateLimit::new(r))),
+                upload: cap(setup.config.common.max_upload_rate),
+                download: cap(setup.config.common.max_download_rate),
             },
             rounds: Rounds::AwaitingFirst,
             config: setup.config,
@@ -632,12 +623,12 @@ impl Engine {
     /// been connected for [`SEED_GONE`]. A seed that went away need not be
     /// heard from to end (a stranger's claim may have made it leave early);
     /// one that is connected, or may still be, is told first.
-    fn known_complete(&self, peer: u32) -> bool {
-        self.complete_peers.contains(&peer)
-            || (self.config.peer(peer).is_some_and(|p| p.has_file)
+    fn known_complete(&self, peer: &PeerEntry) -> bool {
+        self.complete_peers.contains(&peer.id)
+            || (peer.has_file
                 && self
                     .unconnected_since
-                    .get(&peer)
+                    .get(&peer.id)
                     .is_some_and(|since| since.elapsed() >= SEED_GONE))
     }
 
@@ -649,7 +640,7 @@ impl Engine {
     /// whole file, killed and started again, knows nothing of the others and
     /// must hear from us again.
     fn everyone_complete(&self) -> bool {
-        self.have_complete() && self.config.peers.iter().all(|p| self.known_complete(p.id))
+        self.have_complete() && self.config.peers.iter().all(|p| self.known_complete(p))
     }
 
     fn all_done(&mut self) -> bool {
@@ -851,8 +842,7 @@ impl Engine {
                 they_choke_us: true,
                 pipelining,
                 outstanding: Vec::new(),
-                asked: Bitfield::empty(num_pieces),
-                asked_again: HashMap::new(),
+                asked: HashMap::new(),
                 unrequested: 0,
                 said_goodbye: false,
                 frames: 0,
@@ -1061,11 +1051,8 @@ impl Engine {
                     n.said_goodbye = true;
                 } else {
                     // Not negotiated: to a plain peer's eyes an unknown type.
-                    log::warn!(
-                        "peer {}: connection to {peer} ended: protocol violation: {}",
-                        self.me,
-                        WireError::UnknownType(Kind::Goodbye as u8)
-                    );
+                    let reason = CloseReason::Protocol(WireError::UnknownType(Kind::Goodbye as u8));
+                    log::warn!("peer {}: connection to {peer} ended: {reason}", self.me);
                     self.drop_neighbour(peer, false);
                 }
             }
@@ -1154,13 +1141,11 @@ impl Engine {
 
     fn on_piece(&mut self, peer: u32, index: u32, data: PieceBuf, good: bool) {
         let n = self.neighbours.get_mut(&peer).expect("present");
-        if let Some(again) = n.asked_again.get_mut(&index) {
-            *again -= 1;
-            if *again == 0 {
-                n.asked_again.remove(&index);
+        if let Some(asked) = n.asked.get_mut(&index) {
+            *asked -= 1;
+            if *asked == 0 {
+                n.asked.remove(&index);
             }
-        } else if n.asked.has(index) {
-            n.asked.set(index, false);
         } else {
             // Never requested on this connection, or answered already: a
             // piece nobody asked for is never stored, counted or announced.
@@ -1501,11 +1486,7 @@ impl Engine {
         }
         let n = self.neighbours.get_mut(&peer).expect("checked by caller");
         n.outstanding.push(index);
-        if n.asked.has(index) {
-            *n.asked_again.entry(index).or_insert(0) += 1;
-        } else {
-            n.asked.set(index, true);
-        }
+        *n.asked.entry(index).or_insert(0) += 1;
         n.pacing.requested(index, Instant::now());
         self.wanted.set(index, false);
         self.send(peer, Message::Request(index));

@@ -192,18 +192,20 @@ fn read_exact_by(
             Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
             Ok(n) => buf = &mut buf[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(HandshakeError::Timeout)
-            }
+            Err(e) if timed_out(&e) => return Err(HandshakeError::Timeout),
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// Whether a read with a timeout ended because the time ran out (Linux
+/// says `WouldBlock`, other systems `TimedOut`).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// What waiting for bytes on a socket found.
@@ -231,14 +233,7 @@ fn peek_for(stream: &TcpStream, len: usize, wait: Duration) -> io::Result<Peeked
             Ok(0) => return Ok(Peeked::Closed),
             Ok(n) if n >= len => return Ok(Peeked::Arrived),
             Ok(_) => thread::sleep(Duration::from_millis(2)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(Peeked::TimedOut)
-            }
+            Err(e) if timed_out(&e) => return Ok(Peeked::TimedOut),
             Err(e) => return Err(e),
         }
     }
