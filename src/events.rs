@@ -40,6 +40,15 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// Why the complete file could not be declared complete.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the file has {len} bytes, expected {want}")]
+    Length { len: u64, want: u64 },
+}
+
 /// Everything the engine hears about.
 #[derive(Debug)]
 pub enum Event {
@@ -96,7 +105,7 @@ pub enum Event {
     /// Held pieces could not be written (see [`crate::store::Store::write_held`]).
     WriteFailed(io::Error),
     /// The complete file was synced and has its full length (or not: why).
-    Finished(Result<(), String>),
+    Finished(Result<(), FinishError>),
     /// SIGINT or SIGTERM: stop cleanly.
     Interrupt(i32),
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod layout;
+pub mod machine;
 pub mod meta;
 pub mod net;
 pub mod pacing;

@@ -110,7 +110,7 @@ impl PeerError {
             | PeerError::Meta(_)
             | PeerError::Secret(_)
             | PeerError::SeedMismatch(_) => 2,
-            PeerError::Engine(EngineError::Interrupted(signal, _)) => 128 + signal,
+            PeerError::Engine(EngineError::Interrupted { signal, .. }) => 128 + signal,
             _ => 1,
         }
     }

@@ -1,0 +1,1517 @@
+//! The protocol core: every bit of a peer's protocol state and every
+//! decision, with no I/O.
+//!
+//! [`Machine`] takes what happened (a connection, a frame, a stored piece, a
+//! timer) together with `now`, updates the state, and queues [`Command`]s
+//! for its driver ([`crate::engine`]): send this frame on that connection,
+//! close it, dial a peer, store a piece, checkpoint, finish, write a spec
+//! log line. Interest, the choking rounds, the early unchoke and slot
+//! hand-off, request picking and depth, haves, bans, duplicate connections
+//! and termination are all decided here.
+//!
+//! Must never touch a socket, a thread, a file or the clock: time comes in
+//! as `now` on every call, randomness from the seeded RNG, so a run is
+//! replayed exactly from its inputs (see the tests at the end).
+//!
+//! - Memory: requests outstanding are at most the pipeline depth per
+//!   neighbour (1 with a plain peer; past the configured depth, on a long
+//!   link, at most [`crate::pacing::MAX_DEPTH_BYTES`] of pieces a neighbour
+//!   and [`MAX_IN_FLIGHT_BYTES`] for all), and pieces received but not yet on
+//!   disk at most [`max_storing`]; requests stop while that many wait.
+//!   Pieces the store holds to write them with their granule
+//!   ([`Machine::held`]) no longer count: the store bounds them itself.
+//! - Integrity: a piece is counted, announced and logged only after it
+//!   matched its hash (when there is metadata) and was written
+//!   ([`Machine::stored`]); the file is declared complete only after the
+//!   driver reports it flushed with its full length ([`Machine::finished`]).
+
+use crate::bitfield::Bitfield;
+use crate::choke::{self, NeighbourStats};
+use crate::config::{Config, PeerEntry};
+use crate::events::{CloseReason, ConnId, FinishError};
+use crate::pacing::Pacing;
+use crate::picker;
+use crate::piecebuf::PieceBuf;
+use crate::status::Counters;
+use crate::wire::{Kind, Limits, Message, WireError};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How many times in a row a lost connection to a peer we dial is dialled
+/// again (a connection that succeeds starts the count afresh).
+const MAX_REDIALS: u32 = 5;
+/// Pieces failing verification from one neighbour before it is banned.
+pub const MAX_BAD_PIECES: u32 = 3;
+/// Pieces a connection may send that were never requested on it (or were
+/// answered already) before it is closed: each is dropped unseen, but each
+/// also cost a SHA-1 pass and a piece's worth of reading.
+pub const MAX_UNREQUESTED_PIECES: u32 = 4;
+/// Frames other than pieces a connection may send, besides four a piece
+/// (a have, a request, and interest both ways: more than an honest peer
+/// sends over a whole run) and [`FRAME_RATE`] a second: past that it is
+/// flooding, and its connection is closed.
+const FRAME_ALLOWANCE: u64 = 10_000;
+/// Frames other than pieces a second that any connection may send.
+const FRAME_RATE: u64 = 2_000;
+/// How long a seed of PeerInfo.cfg must have been away before a peer that
+/// has the file ends without hearing from it (see `known_complete`).
+const SEED_GONE: Duration = Duration::from_secs(5);
+/// How long a peer that has the file waits, before it ends, for a peer
+/// whose connection ended before it could know the swarm was done: one
+/// killed and restarted comes back with its file but without knowing who
+/// has theirs, and only a connection tells it.
+const RETURN_GRACE: Duration = Duration::from_secs(20);
+/// How much sooner than us another peer may learn that the swarm is done
+/// (the last `have` reaches it first) and leave: its departure is then the
+/// usual end, not one to wait [`RETURN_GRACE`] for.
+const USUAL_END_SKEW: Duration = Duration::from_millis(500);
+/// How long a leecher goes without a new piece before it says why it waits.
+const STALL_NOTICE: Duration = Duration::from_secs(10);
+/// Announced pieces remembered per p2pft neighbour, to ask for the newest.
+const RECENT_HAVES: usize = 16;
+/// Bytes of received, verified pieces waiting to be written, at most: enough
+/// to keep the device busy; more was no faster, and its memory is better
+/// spent on pieces kept to serve (see `crate::engine::max_kept`).
+const MAX_STORING_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Bytes of pieces asked for from all neighbours together past which none is
+/// asked for more than the configured depth: what may arrive at once beyond
+/// [`max_storing`] when links are long and the disk slow.
+pub const MAX_IN_FLIGHT_BYTES: u64 = 8 << 20;
+
+/// Pieces of `piece_size` that may wait to be written at once (at least 2).
+pub fn max_storing(piece_size: u32) -> usize {
+    (MAX_STORING_BYTES / u64::from(piece_size)).max(2) as usize
+}
+
+/// What a neighbour did wrong with well-formed frames (malformed ones are
+/// [`WireError`]s): each is counted in [`Counters::violations`] and said on
+/// stderr.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// Dropped unseen; [`MAX_UNREQUESTED_PIECES`] close the connection.
+    #[error("sent piece {index}, which was not requested on this connection or was answered already ({count} of {MAX_UNREQUESTED_PIECES} allowed); dropped")]
+    UnrequestedPiece { index: u32, count: u32 },
+    /// Closes the connection: more frames other than pieces than 10,000, 4 a
+    /// piece and 2,000 a second of the connection allow.
+    #[error("sent {frames} frames other than pieces in {secs} s, a flood; closing the connection")]
+    Flood { frames: u64, secs: u64 },
+}
+
+/// Why a peer's run ends other than with every peer having the file.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("disk error: {0}")]
+    Disk(io::Error),
+    /// A peer we needed could not be reached (the dialler's account of it).
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("cannot start the threads for neighbour {0}: {1} (more peers on this machine than its thread limit allows?)")]
+    Threads(u32, io::Error),
+    #[error("the finished file could not be made complete: {0}")]
+    Integrity(FinishError),
+    /// The signal, and for a leecher the pieces it recorded of all.
+    #[error("stopped by signal {signal}{}", recorded_text(*.recorded))]
+    Interrupted {
+        signal: i32,
+        recorded: Option<(u32, u32)>,
+    },
+}
+
+fn recorded_text(recorded: Option<(u32, u32)>) -> String {
+    match recorded {
+        Some((have, of)) => {
+            format!("; progress recorded: {have} of {of} pieces, kept for the next run")
+        }
+        None => String::new(),
+    }
+}
+
+/// One sentence of the spec log (SPEC.md section 5), for the driver to
+/// write with [`crate::speclog::SpecLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecLine {
+    MakesConnection(u32),
+    ConnectedFrom(u32),
+    PreferredNeighbors(Vec<u32>),
+    OptimisticNeighbor(u32),
+    UnchokedBy(u32),
+    ChokedBy(u32),
+    ReceivedHave { from: u32, index: u32 },
+    ReceivedInterested(u32),
+    ReceivedNotInterested(u32),
+    DownloadedPiece { index: u32, from: u32, count: u32 },
+    Complete,
+}
+
+/// What the machine asks its driver to do, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Queue `message` for the connection's writer.
+    Send {
+        conn: ConnId,
+        peer: u32,
+        message: Message,
+    },
+    /// Queue piece `index` for the connection's writer (read where it is).
+    Serve {
+        conn: ConnId,
+        peer: u32,
+        index: u32,
+    },
+    /// Drop the connection: its writer queue, and the socket both ways.
+    Close {
+        conn: ConnId,
+        peer: u32,
+    },
+    /// Dial `peer` again (it is above us in PeerInfo.cfg).
+    Dial(u32),
+    /// Write a verified piece; report [`Machine::stored`] or
+    /// [`Machine::held`]. `gather`: it may wait for its granule.
+    Store {
+        index: u32,
+        data: PieceBuf,
+        gather: bool,
+    },
+    /// Write the pieces the store holds: all, or with `idle_only` those
+    /// whose granules got nothing new since the last tick.
+    WriteHeld {
+        idle_only: bool,
+    },
+    /// Record durably that we have `have` (report [`Machine::checkpointed`]).
+    Checkpoint {
+        generation: u64,
+        have: Bitfield,
+    },
+    /// The last piece is stored: flush the file and check its length
+    /// (report [`Machine::finished`]).
+    Finish,
+    /// A piece buffer no longer needed, for reuse.
+    Recycle(PieceBuf),
+    Log(SpecLine),
+}
+
+/// A piece on its way to disk.
+struct Storing {
+    from: u32,
+    held: bool,
+}
+
+struct Neighbour {
+    conn: ConnId,
+    has: Bitfield,
+    /// `has.count()`, kept as haves arrive.
+    has_count: u32,
+    /// We have seen a first message (a bitfield must come first).
+    heard: bool,
+    they_are_interested: bool,
+    we_are_interested: bool,
+    they_choke_us: bool,
+    /// Requests may be pipelined to it (negotiated; false for a plain peer).
+    pipelining: bool,
+    /// Pieces we asked this neighbour for and have not received yet.
+    outstanding: Vec<u32>,
+    /// Every piece requested on this connection and not answered yet, those
+    /// given up after a choke included, with how many times (asked again
+    /// after a choke freed it, each request may be answered): a `piece` is
+    /// taken only as an answer.
+    asked: HashMap<u32, u32>,
+    /// Pieces it sent that were not answers (see [`MAX_UNREQUESTED_PIECES`]).
+    unrequested: u32,
+    /// It said goodbye: it ends as usual, knowing every peer has the file.
+    said_goodbye: bool,
+    /// Frames other than pieces it sent, and when it connected (see
+    /// [`FRAME_ALLOWANCE`]).
+    frames: u64,
+    since: Instant,
+    /// How many requests its link needs outstanding.
+    pacing: Pacing,
+    /// Pieces whose bytes are in ([`Machine::arrived`]) and whose
+    /// [`Machine::piece`] has not come yet: released with the neighbour if it
+    /// is dropped in between, as that piece will then be ignored.
+    arrived: Vec<u32>,
+    /// Piece bytes received since the last preferred-neighbour selection.
+    bytes_this_interval: u64,
+    /// It has told us whether it is interested (either message).
+    declared: bool,
+    /// Pieces this neighbour sent that failed verification: asked elsewhere first.
+    sent_bad: Vec<u32>,
+    /// The pieces it announced last (`have`), newest at the back; kept only
+    /// for a p2pft neighbour, which still holds them in memory (see
+    /// [`picker::pick_newest`]). Empty for a plain one.
+    recent: VecDeque<u32>,
+}
+
+/// What a peer's protocol state starts from.
+pub struct MachineSetup {
+    pub me: u32,
+    pub config: Config,
+    /// Pieces already on disk and good.
+    pub have: Bitfield,
+    pub counters: Arc<Counters>,
+    pub rng_seed: u64,
+    /// Progress is recorded durably (a leecher without metadata).
+    pub checkpoints: bool,
+    /// Pieces a granule when the store gathers small pieces into granules.
+    pub granule_pieces: Option<u32>,
+    pub now: Instant,
+}
+
+/// The choking rounds: waiting for the first (the first tick, or in strict
+/// mode a whole neighbourhood before it), due at once, or running on the
+/// timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounds {
+    AwaitingFirst,
+    Due,
+    Running,
+}
+
+/// A value watched for a notice: how long it has stayed the same, said
+/// once when that reaches a threshold, and again only after it changes.
+struct Unchanged<K> {
+    value: K,
+    since: Instant,
+    told: bool,
+}
+
+impl<K: PartialEq> Unchanged<K> {
+    fn new(value: K, now: Instant) -> Unchanged<K> {
+        Unchanged {
+            value,
+            since: now,
+            told: false,
+        }
+    }
+
+    /// How long `value` has stayed as it is, once, when that reaches
+    /// `after`; `None` otherwise. A new value starts the clock again.
+    fn due(&mut self, value: K, after: Duration, now: Instant) -> Option<Duration> {
+        if value != self.value {
+            *self = Unchanged::new(value, now);
+            return None;
+        }
+        let unchanged = now.saturating_duration_since(self.since);
+        if self.told || unchanged < after {
+            return None;
+        }
+        self.told = true;
+        Some(unchanged)
+    }
+}
+
+/// A peer's protocol state machine (see the module header).
+pub struct Machine {
+    me: u32,
+    config: Config,
+    limits: Limits,
+    have: Bitfield,
+    /// `have.count()`, kept so that a stored piece costs no scan of the bitfield.
+    have_count: u32,
+    /// `have_count`, and since when it is what it is ([`Machine::note_stall`]).
+    progress: Unchanged<u32>,
+    /// Peers without the file and not connected, and since when they are
+    /// those ([`Machine::note_waiting`]).
+    absent: Unchanged<Vec<u32>>,
+    /// Pieces we lack that are neither requested nor being stored.
+    wanted: Bitfield,
+    neighbours: BTreeMap<u32, Neighbour>,
+    /// Peers known to have the complete file (kept after they disconnect).
+    complete_peers: BTreeSet<u32>,
+    /// Since when each peer is not connected (see [`Machine::known_complete`]).
+    unconnected_since: HashMap<u32, Instant>,
+    /// Peers whose connection ended other than as the usual end (see
+    /// [`RETURN_GRACE`]), and whether it may have been the usual end all
+    /// the same: a plain peer, which says no goodbye.
+    left_early: BTreeMap<u32, bool>,
+    /// When we first knew that every peer has the file.
+    everyone_known_at: Option<Instant>,
+    unchoked: BTreeSet<u32>,
+    preferred: Vec<u32>,
+    optimistic: Option<u32>,
+    logged_preferred: Vec<u32>,
+    rng: StdRng,
+    counters: Arc<Counters>,
+    redials: BTreeMap<u32, u32>,
+    /// A signal came: no new requests, no redials.
+    stopping: bool,
+    fatal: Option<EngineError>,
+    /// The last piece landed: the final sync and check are under way or done.
+    finishing: bool,
+    checkpoints: bool,
+    /// Pieces were stored since the last checkpoint was started.
+    unrecorded: bool,
+    checkpoint_generation: u64,
+    bad_pieces: BTreeMap<u32, u32>,
+    banned: BTreeSet<u32>,
+    /// Pieces handed to the disk threads and neither stored nor held yet.
+    storing_count: usize,
+    /// Pieces received, verified and handed to the disk threads, not yet on
+    /// disk: who sent each, and whether the store holds it.
+    storing: HashMap<u32, Storing>,
+    max_storing: usize,
+    /// Extensions (pipelining, early unchoke) are on: not `P2pftStrict`.
+    extensions: bool,
+    /// Where the choking rounds are (see `check_neighbourhood_whole`).
+    rounds: Rounds,
+    /// Granules begun, when the store gathers small pieces into them.
+    filling: Option<picker::Filling>,
+    commands: VecDeque<Command>,
+}
+
+impl Machine {
+    pub fn new(setup: MachineSetup) -> Machine {
+        let layout = setup.config.common.layout;
+        let now = setup.now;
+        let unconnected_since = setup.config.peers.iter().map(|p| (p.id, now)).collect();
+        let n = layout.num_pieces();
+        let mut wanted = Bitfield::full(n);
+        for i in setup.have.iter_ones() {
+            wanted.set(i, false);
+        }
+        setup.counters.pieces.store(setup.have.count(), Relaxed);
+        let mut complete_peers = BTreeSet::new();
+        if setup.have.is_complete() {
+            complete_peers.insert(setup.me);
+        }
+        Machine {
+            me: setup.me,
+            limits: Limits::new(layout),
+            extensions: !setup.config.common.strict,
+            rounds: Rounds::AwaitingFirst,
+            config: setup.config,
+            filling: setup.granule_pieces.map(picker::Filling::new),
+            finishing: setup.have.is_complete(),
+            have_count: setup.have.count(),
+            progress: Unchanged::new(setup.have.count(), now),
+            absent: Unchanged::new(Vec::new(), now),
+            have: setup.have,
+            wanted,
+            neighbours: BTreeMap::new(),
+            complete_peers,
+            unconnected_since,
+            left_early: BTreeMap::new(),
+            everyone_known_at: None,
+            unchoked: BTreeSet::new(),
+            preferred: Vec::new(),
+            optimistic: None,
+            logged_preferred: Vec::new(),
+            rng: StdRng::seed_from_u64(setup.rng_seed),
+            counters: setup.counters,
+            redials: BTreeMap::new(),
+            stopping: false,
+            fatal: None,
+            checkpoints: setup.checkpoints,
+            unrecorded: false,
+            checkpoint_generation: 0,
+            bad_pieces: BTreeMap::new(),
+            banned: BTreeSet::new(),
+            storing_count: 0,
+            storing: HashMap::new(),
+            max_storing: max_storing(layout.piece_size_bytes()),
+            commands: VecDeque::new(),
+        }
+    }
+
+    /// The next thing for the driver to do, oldest first.
+    pub fn poll(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    pub fn me(&self) -> u32 {
+        self.me
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    pub fn have_count(&self) -> u32 {
+        self.have_count
+    }
+
+    pub fn fatal(&self) -> Option<&EngineError> {
+        self.fatal.as_ref()
+    }
+
+    /// The run's outcome, for the driver at its end.
+    pub fn take_fatal(&mut self) -> Option<EngineError> {
+        self.fatal.take()
+    }
+
+    /// A fatal error found by the driver (it could not start a neighbour's threads).
+    pub fn fail(&mut self, error: EngineError) {
+        self.fatal = Some(error);
+    }
+
+    /// Pieces on their way to disk, and of those how many wait for a disk
+    /// thread (not held by the store).
+    pub fn storing(&self) -> (usize, usize) {
+        (self.storing.len(), self.storing_count)
+    }
+
+    /// The generation for a checkpoint the driver writes itself (the last).
+    pub fn next_checkpoint_generation(&mut self) -> u64 {
+        self.checkpoint_generation += 1;
+        self.checkpoint_generation
+    }
+
+    /// Ids of the connected neighbours (for tests and diagnostics).
+    pub fn neighbours(&self) -> impl Iterator<Item = u32> + '_ {
+        self.neighbours.keys().copied()
+    }
+
+    /// The neighbours we unchoke now.
+    pub fn unchoked(&self) -> &BTreeSet<u32> {
+        &self.unchoked
+    }
+
+    fn push(&mut self, command: Command) {
+        self.commands.push_back(command);
+    }
+
+    fn say(&mut self, line: SpecLine) {
+        self.push(Command::Log(line));
+    }
+
+    /// Whether `conn` is still the connection to `peer` (not one replaced or
+    /// dropped since the event was sent).
+    fn is_current(&self, peer: u32, conn: ConnId) -> bool {
+        self.neighbours.get(&peer).is_some_and(|n| n.conn == conn)
+    }
+
+    fn have_complete(&self) -> bool {
+        self.have_count == self.have.len()
+    }
+
+    /// `peer` said it has the whole file, or PeerInfo.cfg says it started
+    /// with it (HasFile 1: SPEC.md's seed has the whole file) and it has not
+    /// been connected for [`SEED_GONE`]. A seed that went away need not be
+    /// heard from to end (a stranger's claim may have made it leave early);
+    /// one that is connected, or may still be, is told first.
+    fn known_complete(&self, peer: &PeerEntry, now: Instant) -> bool {
+        self.complete_peers.contains(&peer.id)
+            || (peer.has_file
+                && self
+                    .unconnected_since
+                    .get(&peer.id)
+                    .is_some_and(|&since| now.saturating_duration_since(since) >= SEED_GONE))
+    }
+
+    /// We and every peer of PeerInfo.cfg have the whole file, as far as we
+    /// know. A peer that leaves then leaves as the usual end (a peer with the
+    /// file leaves once it knows everyone has it); any other departure is
+    /// worth a warning, a redial (of a peer above us) and a wait for its
+    /// return before we end (see [`RETURN_GRACE`]): even a peer that had the
+    /// whole file, killed and started again, knows nothing of the others and
+    /// must hear from us again.
+    fn everyone_complete(&self, now: Instant) -> bool {
+        self.have_complete()
+            && self
+                .config
+                .peers
+                .iter()
+                .all(|p| self.known_complete(p, now))
+    }
+
+    /// Every peer has the file and nobody who left early is still awaited:
+    /// the run is over.
+    pub fn all_done(&mut self, now: Instant) -> bool {
+        if !self.everyone_complete(now) {
+            return false;
+        }
+        let known_at = *self.everyone_known_at.get_or_insert(now);
+        self.left_early.iter().all(|(p, &maybe_usual)| {
+            self.unconnected_since.get(p).is_none_or(|&left| {
+                // A plain peer that left just before we heard the last news
+                // had most likely heard it first, and ended as usual.
+                (maybe_usual && known_at.saturating_duration_since(left) < USUAL_END_SKEW)
+                    || now.saturating_duration_since(left) >= RETURN_GRACE
+            })
+        })
+    }
+
+    /// The first choking round is due now (strict mode, the whole
+    /// neighbourhood heard from): it is run, and the driver restarts its
+    /// timers from here.
+    pub fn take_round_due(&mut self, now: Instant) -> bool {
+        if self.rounds != Rounds::Due {
+            return false;
+        }
+        self.rounds = Rounds::Running;
+        self.select_preferred(now);
+        self.select_optimistic();
+        true
+    }
+
+    /// A dialler gave up on `peer`.
+    pub fn dial_failed(&mut self, now: Instant, peer: u32, error: String) {
+        if self.everyone_complete(now) {
+            // Nothing more to get from it, nor to tell it.
+        } else if !self.complete_peers.contains(&peer) {
+            self.fatal = Some(EngineError::Unreachable(error));
+        } else if !self.have_complete() {
+            // Others may still have what we need: carry on.
+            log::warn!("peer {}: {error}", self.me);
+        }
+    }
+
+    /// A handshake with `peer` succeeded; `conn` is the driver's name for
+    /// the connection. `same_host`: it runs on this machine, so its
+    /// request-to-piece times measure our CPUs, not a link.
+    pub fn connected(
+        &mut self,
+        now: Instant,
+        peer: u32,
+        conn: ConnId,
+        dialled: bool,
+        pipelining: bool,
+        same_host: bool,
+    ) {
+        if self.neighbours.contains_key(&peer) {
+            // SPEC.md section 2: the newer connection wins. A peer that
+            // crashed, or whose link died without a FIN, dials again before
+            // its old connection is noticed dead, and a silent stranger
+            // holding the ID must not lock the real peer out. That the peer
+            // has the whole file stays known: a real peer that finished
+            // would not come back to say it again.
+            log::warn!(
+                "peer {}: a new connection from peer {peer} replaces the one it had",
+                self.me
+            );
+            self.drop_neighbour(now, peer, false);
+        }
+        self.unconnected_since.remove(&peer);
+        self.left_early.remove(&peer);
+        // Redials count lost connections in a row: a peer restarted many
+        // times (a kill soak, a flaky host) is dialled again each time.
+        self.redials.remove(&peer);
+        self.say(if dialled {
+            SpecLine::MakesConnection(peer)
+        } else {
+            SpecLine::ConnectedFrom(peer)
+        });
+        log::info!(
+            "peer {}: connected to {peer}, pipelining {}",
+            self.me,
+            if pipelining { "on" } else { "off" }
+        );
+        let common = &self.config.common;
+        let pacing = Pacing::new(
+            common.pipeline_depth,
+            u64::from(common.layout.piece_size_bytes()),
+            !same_host && common.pipeline_adaptive,
+            now,
+        );
+        self.neighbours.insert(
+            peer,
+            Neighbour {
+                conn,
+                has: Bitfield::empty(self.limits.layout().num_pieces()),
+                has_count: 0,
+                heard: false,
+                they_are_interested: false,
+                we_are_interested: false,
+                they_choke_us: true,
+                pipelining,
+                outstanding: Vec::new(),
+                asked: HashMap::new(),
+                unrequested: 0,
+                said_goodbye: false,
+                frames: 0,
+                since: now,
+                pacing,
+                arrived: Vec::new(),
+                bytes_this_interval: 0,
+                declared: false,
+                sent_bad: Vec::new(),
+                recent: VecDeque::new(),
+            },
+        );
+        if self.have_count > 0 {
+            self.send(peer, Message::Bitfield(self.have.clone()));
+        }
+    }
+
+    /// A frame other than a piece from `peer` on `conn`.
+    pub fn frame(&mut self, now: Instant, conn: ConnId, peer: u32, message: Message) {
+        if self.is_current(peer, conn) {
+            self.on_message(now, peer, message);
+        } else if let Message::Piece { data, .. } = message {
+            self.push(Command::Recycle(data));
+        }
+    }
+
+    /// The connection ended (its reader saw it).
+    pub fn closed(&mut self, now: Instant, conn: ConnId, peer: u32, reason: CloseReason) {
+        if !self.is_current(peer, conn) {
+            return;
+        }
+        match &reason {
+            CloseReason::Eof if self.everyone_complete(now) => {}
+            reason => log::warn!("peer {}: connection to {peer} ended: {reason}", self.me),
+        }
+        // One that broke the protocol would break it again.
+        let redial = !matches!(reason, CloseReason::Protocol(_));
+        self.drop_neighbour(now, peer, redial);
+    }
+
+    /// The connection's writer queue is full (the neighbour stopped reading)
+    /// or its writer is gone.
+    pub fn unwritable(&mut self, now: Instant, conn: ConnId, peer: u32, full: bool) {
+        if !self.is_current(peer, conn) {
+            return;
+        }
+        if full {
+            log::warn!("peer {}: {peer} stopped reading; dropping it", self.me);
+        }
+        self.drop_neighbour(now, peer, true);
+    }
+
+    /// Queues `message` for `peer`.
+    fn send(&mut self, peer: u32, message: Message) {
+        if let Some(n) = self.neighbours.get(&peer) {
+            let conn = n.conn;
+            self.push(Command::Send {
+                conn,
+                peer,
+                message,
+            });
+        }
+    }
+
+    /// Forgets `peer`'s connection; with `redial`, dials it again when
+    /// [`Machine::maybe_redial`] says so.
+    fn drop_neighbour(&mut self, now: Instant, peer: u32, redial: bool) {
+        let Some(n) = self.neighbours.remove(&peer) else {
+            return;
+        };
+        self.push(Command::Close { conn: n.conn, peer });
+        self.unconnected_since.insert(peer, now);
+        // A p2pft neighbour that ends as usual says goodbye first; one that
+        // did not was stopped (killed, cut off) and may come back. Of a
+        // plain one we can only tell whether everyone was done.
+        let usual = n.said_goodbye || (!n.pipelining && self.everyone_complete(now));
+        if !usual {
+            self.left_early.insert(peer, !n.pipelining);
+        }
+        if n.pipelining {
+            log::debug!("peer {}: {peer}: {}", self.me, n.pacing.summary());
+        }
+        for index in n.outstanding.into_iter().chain(n.arrived) {
+            self.release(index);
+        }
+        self.unchoked.remove(&peer);
+        let held_slot = self.preferred.contains(&peer) || self.optimistic == Some(peer);
+        self.preferred.retain(|&p| p != peer);
+        if self.optimistic == Some(peer) {
+            self.optimistic = None;
+        }
+        if held_slot && self.extensions {
+            if let Some(next) = self.pick_waiting() {
+                self.offer_free_slot(next);
+            }
+        }
+        if redial && !usual {
+            self.maybe_redial(peer);
+        }
+        self.fill_requests(now);
+    }
+
+    /// A peer we dial that went away before the swarm was done is dialled
+    /// again (it may have been restarted): one without the file, or one with
+    /// it while we still lack pieces (a seed that crashed and came back
+    /// dials nobody: no one else would ever reach it). One that dials us
+    /// will dial again itself.
+    fn maybe_redial(&mut self, peer: u32) {
+        if self.stopping {
+            return;
+        }
+        let me = self.config.position(self.me);
+        let Some(pos) = self.config.position(peer) else {
+            return;
+        };
+        if me.is_some_and(|me| pos < me) {
+            let count = self.redials.entry(peer).or_insert(0);
+            if *count < MAX_REDIALS {
+                *count += 1;
+                self.push(Command::Dial(peer));
+            }
+        }
+    }
+
+    /// A requested piece that will not come is free to be requested again.
+    fn release(&mut self, index: u32) {
+        if !self.have.has(index) && !self.storing.contains_key(&index) {
+            self.wanted.set(index, true);
+            if let Some(filling) = &mut self.filling {
+                filling.reopen(index);
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, peer: u32, message: Message) {
+        if self.flooding(now, peer) {
+            return;
+        }
+        let first = {
+            let n = self.neighbours.get_mut(&peer).expect("checked by caller");
+            !std::mem::replace(&mut n.heard, true)
+        };
+        match message {
+            Message::Choke => {
+                self.say(SpecLine::ChokedBy(peer));
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                n.they_choke_us = true;
+                let lost = std::mem::take(&mut n.outstanding);
+                n.pacing.forget();
+                if !lost.is_empty() {
+                    for index in lost {
+                        self.release(index);
+                    }
+                    self.fill_requests(now);
+                }
+            }
+            Message::Unchoke => {
+                self.say(SpecLine::UnchokedBy(peer));
+                self.neighbours
+                    .get_mut(&peer)
+                    .expect("present")
+                    .they_choke_us = false;
+                self.request_from(now, peer);
+            }
+            Message::Interested => {
+                self.say(SpecLine::ReceivedInterested(peer));
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                n.they_are_interested = true;
+                n.declared = true;
+                if self.extensions {
+                    self.offer_free_slot(peer);
+                }
+                self.check_neighbourhood_whole();
+            }
+            Message::NotInterested => {
+                self.say(SpecLine::ReceivedNotInterested(peer));
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                n.they_are_interested = false;
+                n.declared = true;
+                if self.extensions {
+                    self.give_up_slot(peer);
+                }
+                self.check_neighbourhood_whole();
+            }
+            Message::Have(index) => {
+                self.say(SpecLine::ReceivedHave { from: peer, index });
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                if !n.has.has(index) {
+                    n.has.set(index, true);
+                    n.has_count += 1;
+                    if n.pipelining {
+                        if n.recent.len() == RECENT_HAVES {
+                            n.recent.pop_front();
+                        }
+                        n.recent.push_back(index);
+                    }
+                }
+                // A have can only add interest, and only in a piece we lack:
+                // no scan of the bitfields needed.
+                let interested = n.we_are_interested || !self.have.has(index);
+                self.after_news(now, peer, interested, false);
+            }
+            Message::Bitfield(bits) => {
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                if !first {
+                    log::warn!("peer {}: {peer} sent a bitfield late; merging it", self.me);
+                }
+                n.has.union_with(&bits);
+                n.has_count = n.has.count();
+                let interested = n.has.has_any_missing_from(&self.have);
+                self.after_news(now, peer, interested, first);
+            }
+            Message::Request(index) => self.on_request(peer, index),
+            Message::Goodbye => {
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                if n.pipelining {
+                    n.said_goodbye = true;
+                } else {
+                    // Not negotiated: to a plain peer's eyes an unknown type.
+                    let reason = CloseReason::Protocol(WireError::UnknownType(Kind::Goodbye as u8));
+                    log::warn!("peer {}: connection to {peer} ended: {reason}", self.me);
+                    self.drop_neighbour(now, peer, false);
+                }
+            }
+            Message::Piece { data, .. } => {
+                debug_assert!(false, "readers report pieces with Machine::piece");
+                self.push(Command::Recycle(data));
+            }
+        }
+    }
+
+    /// Counts a frame of `peer`'s; true (and the connection closed) when it
+    /// has sent more than [`FRAME_ALLOWANCE`] allows.
+    fn flooding(&mut self, now: Instant, peer: u32) -> bool {
+        let pieces = u64::from(self.limits.layout().num_pieces());
+        let n = self.neighbours.get_mut(&peer).expect("checked by caller");
+        n.frames += 1;
+        let fixed = FRAME_ALLOWANCE + 4 * pieces;
+        if n.frames <= fixed {
+            return false;
+        }
+        let secs = now.saturating_duration_since(n.since).as_secs();
+        if n.frames <= fixed + FRAME_RATE * secs {
+            return false;
+        }
+        let frames = n.frames;
+        self.violation(peer, Violation::Flood { frames, secs });
+        self.drop_neighbour(now, peer, false);
+        true
+    }
+
+    fn violation(&self, peer: u32, violation: Violation) {
+        self.counters.violations.fetch_add(1, Relaxed);
+        log::warn!(
+            "peer {}: protocol violation: peer {peer} {violation}",
+            self.me
+        );
+    }
+
+    /// After a bitfield or a have: completeness, our `interested` state, and
+    /// a request if the neighbour unchoked us. `always_tell` sends our
+    /// interest even when it did not change (the answer to a bitfield).
+    fn after_news(&mut self, now: Instant, peer: u32, interested: bool, always_tell: bool) {
+        let n = self.neighbours.get_mut(&peer).expect("present");
+        let complete = n.has_count == n.has.len();
+        let changed = interested != n.we_are_interested;
+        n.we_are_interested = interested;
+        if changed || always_tell {
+            let message = if interested {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            self.send(peer, message);
+        }
+        if complete && self.complete_peers.insert(peer) {
+            self.check_neighbourhood_whole();
+        }
+        self.request_from(now, peer);
+    }
+
+    fn on_request(&mut self, peer: u32, index: u32) {
+        if !self.unchoked.contains(&peer) {
+            return; // SPEC: a request from a choked neighbour is ignored
+        }
+        if !self.have.has(index) {
+            log::debug!(
+                "peer {}: {peer} asked for piece {index}, which we lack",
+                self.me
+            );
+            return;
+        }
+        let conn = self.neighbours[&peer].conn;
+        self.push(Command::Serve { conn, peer, index });
+    }
+
+    /// A piece's bytes are in, its SHA-1 not yet checked: its request is
+    /// answered, so the next one may go out (SPEC.md: only after the piece
+    /// for the previous one arrived). Until its [`Machine::piece`] the
+    /// piece is neither outstanding nor wanted, as while it is being stored.
+    pub fn arrived(&mut self, now: Instant, conn: ConnId, peer: u32, index: u32) {
+        if !self.is_current(peer, conn) {
+            return;
+        }
+        let n = self.neighbours.get_mut(&peer).expect("present");
+        if let Some(at) = n.outstanding.iter().position(|&i| i == index) {
+            n.arrived.push(n.outstanding.swap_remove(at));
+        }
+        self.request_from(now, peer);
+    }
+
+    /// A piece from `peer`, checked against its SHA-1 (`good` without metadata).
+    pub fn piece(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: u32,
+        index: u32,
+        data: PieceBuf,
+        good: bool,
+    ) {
+        if !self.is_current(peer, conn) {
+            self.push(Command::Recycle(data));
+            return;
+        }
+        let n = self.neighbours.get_mut(&peer).expect("present");
+        if let Some(asked) = n.asked.get_mut(&index) {
+            *asked -= 1;
+            if *asked == 0 {
+                n.asked.remove(&index);
+            }
+        } else {
+            // Never requested on this connection, or answered already: a
+            // piece nobody asked for is never stored, counted or announced.
+            n.unrequested += 1;
+            let count = n.unrequested;
+            self.push(Command::Recycle(data));
+            self.violation(peer, Violation::UnrequestedPiece { index, count });
+            if count >= MAX_UNREQUESTED_PIECES {
+                log::warn!(
+                    "peer {}: closing the connection to peer {peer}: {count} unrequested pieces",
+                    self.me
+                );
+                self.drop_neighbour(now, peer, false);
+            }
+            return;
+        }
+        n.bytes_this_interval += data.len() as u64;
+        // (Only a pipelining neighbour has a depth to pace; its pieces come
+        // hashed, without an `arrived` first.)
+        if n.pipelining {
+            n.pacing.arrived(index, now);
+        }
+        self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
+        n.outstanding.retain(|&i| i != index);
+        n.arrived.retain(|&i| i != index);
+        // Only pieces from p2pft neighbours are gathered: they come in
+        // granule order (see `picker::Filling`), a plain neighbour's at random.
+        let gather = n.pipelining;
+        if self.have.has(index) || self.storing.contains_key(&index) {
+            // A duplicate (a late answer to a request we gave up on).
+            self.push(Command::Recycle(data));
+            self.request_from(now, peer);
+            return;
+        }
+        if !good {
+            self.push(Command::Recycle(data));
+            self.request_from(now, peer);
+            self.on_bad(now, index, peer);
+            return;
+        }
+        self.wanted.set(index, false);
+        self.storing_count += 1;
+        self.storing.insert(
+            index,
+            Storing {
+                from: peer,
+                held: false,
+            },
+        );
+        self.push(Command::Store {
+            index,
+            data,
+            gather,
+        });
+        self.request_from(now, peer);
+    }
+
+    /// Outside strict mode, an interested neighbour gets a free upload slot at
+    /// once instead of at the next interval: a preferred one while fewer than
+    /// k are preferred, else the optimistic one while there is none.
+    fn offer_free_slot(&mut self, peer: u32) {
+        if self.unchoked.contains(&peer) {
+            return;
+        }
+        if self.preferred.len() < self.config.common.preferred_neighbors {
+            self.preferred.push(peer);
+            self.preferred.sort_unstable();
+            self.say(SpecLine::PreferredNeighbors(self.preferred.clone()));
+            self.logged_preferred = self.preferred.clone();
+        } else if self.optimistic.is_none() {
+            self.optimistic = Some(peer);
+            self.say(SpecLine::OptimisticNeighbor(peer));
+        } else {
+            return;
+        }
+        self.apply_choking();
+    }
+
+    /// Outside strict mode, a neighbour that holds an upload slot and says it
+    /// is no longer interested (it has what we have, or all of the file)
+    /// gives the slot up at once, when an interested neighbour is left
+    /// choked, instead of at the next interval: a peer whose neighbours all
+    /// complete would otherwise wait up to p seconds for a round while they
+    /// sit idle. It is choked, and the slot goes to one of those waiting, at
+    /// random. With nobody waiting nothing changes: a neighbour that is
+    /// interested again soon keeps its slot.
+    fn give_up_slot(&mut self, peer: u32) {
+        let preferred = self.preferred.contains(&peer);
+        if !preferred && self.optimistic != Some(peer) {
+            return;
+        }
+        let Some(next) = self.pick_waiting() else {
+            return;
+        };
+        self.preferred.retain(|&p| p != peer);
+        if self.optimistic == Some(peer) {
+            self.optimistic = None;
+        }
+        // Logs the new preferred list (or optimistic one) and sends the
+        // choke and unchoke.
+        self.offer_free_slot(next);
+    }
+
+    /// An interested neighbour left choked, at random (as the optimistic
+    /// pick is), if there is one.
+    fn pick_waiting(&mut self) -> Option<u32> {
+        let waiting: Vec<u32> = self
+            .neighbours
+            .iter()
+            .filter(|(id, n)| n.they_are_interested && !self.unchoked.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        waiting.choose(&mut self.rng).copied()
+    }
+
+    /// With the early unchoke off (`--strict`), the first choking round need
+    /// not wait for the first tick: once every other peer of PeerInfo.cfg is
+    /// connected and has either said whether it is interested or has the
+    /// whole file (so never will be), the round is due at once
+    /// ([`Machine::take_round_due`]) and the driver restarts both timers, so
+    /// rounds still come every p (and m) seconds, from here. SPEC.md fixes
+    /// the period, not the phase.
+    fn check_neighbourhood_whole(&mut self) {
+        if self.extensions || self.rounds != Rounds::AwaitingFirst {
+            return;
+        }
+        let others = self.config.peers.len() - 1;
+        let settled = |(id, n): (&u32, &Neighbour)| n.declared || self.complete_peers.contains(id);
+        if self.neighbours.len() == others && self.neighbours.iter().all(settled) {
+            self.rounds = Rounds::Due;
+        }
+    }
+
+    /// A piece failed verification: free it for others, count it against the
+    /// sender, and ban a sender that keeps doing it.
+    fn on_bad(&mut self, now: Instant, index: u32, from: u32) {
+        self.release(index);
+        if self.banned.contains(&from) {
+            // Received before the ban, verified after it: not a new strike.
+            log::warn!(
+                "peer {}: piece {index} from banned peer {from} failed SHA-1 verification too; dropped",
+                self.me
+            );
+            self.fill_requests(now);
+            return;
+        }
+        let count = self.bad_pieces.entry(from).or_insert(0);
+        *count += 1;
+        let count = *count;
+        log::warn!(
+            "peer {}: piece {index} from peer {from} failed SHA-1 verification ({count} of {MAX_BAD_PIECES} allowed); dropped",
+            self.me
+        );
+        if let Some(n) = self.neighbours.get_mut(&from) {
+            n.sent_bad.push(index);
+        }
+        if count >= MAX_BAD_PIECES {
+            self.banned.insert(from);
+            log::warn!(
+                "peer {}: disconnecting peer {from}: {count} bad pieces; it is asked for no piece again this run",
+                self.me
+            );
+            self.drop_neighbour(now, from, false);
+        }
+        self.fill_requests(now);
+    }
+
+    /// A piece is held by the store: it no longer counts against
+    /// [`max_storing`] (the store bounds what it holds).
+    pub fn held(&mut self, now: Instant, index: u32) {
+        let Some(storing) = self.storing.get_mut(&index) else {
+            return; // stored already
+        };
+        if !std::mem::replace(&mut storing.held, true) && self.leave_disk_queue() {
+            self.fill_requests(now);
+        }
+    }
+
+    /// One piece fewer waits for the disk threads; true when requests had
+    /// stopped for them (see [`max_storing`]).
+    fn leave_disk_queue(&mut self) -> bool {
+        let was_full = self.storing_count >= self.max_storing;
+        self.storing_count -= 1;
+        was_full
+    }
+
+    /// A verified piece was written (or failed to be).
+    pub fn stored(&mut self, now: Instant, index: u32, result: io::Result<()>) {
+        let Some(storing) = self.storing.remove(&index) else {
+            return;
+        };
+        let was_full = !storing.held && self.leave_disk_queue();
+        let from = storing.from;
+        if let Err(e) = result {
+            self.fatal = Some(EngineError::Disk(e));
+            return;
+        }
+        self.have.set(index, true);
+        self.have_count += 1;
+        self.unrecorded = true;
+        let count = self.have_count;
+        self.counters.pieces.store(count, Relaxed);
+        self.say(SpecLine::DownloadedPiece { index, from, count });
+        let peers: Vec<u32> = self.neighbours.keys().copied().collect();
+        for &peer in &peers {
+            self.send(peer, Message::Have(index));
+        }
+        for &peer in &peers {
+            let Some(n) = self.neighbours.get_mut(&peer) else {
+                continue;
+            };
+            // Only a neighbour that has this piece can have lost our interest.
+            if n.we_are_interested && n.has.has(index) && !n.has.has_any_missing_from(&self.have) {
+                n.we_are_interested = false;
+                self.send(peer, Message::NotInterested);
+            }
+        }
+        if was_full {
+            self.fill_requests(now);
+        }
+        if self.have_complete() && !self.finishing {
+            self.finishing = true;
+            self.push(Command::Finish);
+        }
+    }
+
+    /// The complete file was synced and has its full length (or not: why).
+    /// Only now is it complete.
+    pub fn finished(&mut self, result: Result<(), FinishError>) {
+        match result {
+            Ok(()) => {
+                self.complete_peers.insert(self.me);
+                self.counters.set_complete();
+                self.say(SpecLine::Complete);
+                self.checkpoint();
+            }
+            Err(e) => self.fatal = Some(EngineError::Integrity(e)),
+        }
+    }
+
+    /// A progress checkpoint was written (or failed).
+    pub fn checkpointed(&mut self, result: io::Result<()>) {
+        if let Err(e) = result {
+            self.fatal = Some(EngineError::Disk(e));
+        }
+    }
+
+    /// Held pieces could not be written.
+    pub fn write_failed(&mut self, error: io::Error) {
+        self.fatal = Some(EngineError::Disk(error));
+    }
+
+    /// SIGINT or SIGTERM (or a status reader gone): stop cleanly. No new
+    /// requests, no redials; the driver lands what is in flight.
+    pub fn interrupt(&mut self, signal: i32) {
+        self.stopping = true;
+        self.fatal = Some(EngineError::Interrupted {
+            signal,
+            recorded: None,
+        });
+    }
+
+    /// After an interrupt: what a leecher kept for its next run, said in
+    /// the error.
+    pub fn note_recorded(&mut self) {
+        let seed = self
+            .config
+            .peers
+            .iter()
+            .any(|p| p.id == self.me && p.has_file);
+        if let Some(EngineError::Interrupted { recorded, .. }) = &mut self.fatal {
+            if !seed {
+                *recorded = Some((self.have_count, self.have.len()));
+            }
+        }
+    }
+
+    /// The checkpoint timer: held pieces of idle granules go to disk, and
+    /// progress is recorded if pieces landed since the last record.
+    pub fn checkpoint_tick(&mut self) {
+        self.write_held(true);
+        self.checkpoint();
+    }
+
+    /// Asks for the pieces the store holds to be written: all, or with
+    /// `idle_only` those whose granules got nothing new since the last tick.
+    pub fn write_held(&mut self, idle_only: bool) {
+        if self.filling.is_some() && !self.storing.is_empty() {
+            self.push(Command::WriteHeld { idle_only });
+        }
+    }
+
+    /// Asks for a progress checkpoint when pieces landed since the last.
+    fn checkpoint(&mut self) {
+        if !self.checkpoints || !self.unrecorded {
+            return;
+        }
+        self.unrecorded = false;
+        let generation = self.next_checkpoint_generation();
+        let have = self.have.clone();
+        self.push(Command::Checkpoint { generation, have });
+    }
+
+    /// Requests random wanted pieces from `peer` while it unchokes us, up to
+    /// the pipeline depth (1 with a plain peer, as SPEC.md says; more where
+    /// its link needs more, see [`crate::pacing`], while all neighbours
+    /// together have less than [`MAX_IN_FLIGHT_BYTES`] of pieces asked for),
+    /// and while fewer than [`max_storing`] pieces wait for the disk.
+    fn request_from(&mut self, now: Instant, peer: u32) {
+        let depth = self.config.common.pipeline_depth as usize;
+        let piece = u64::from(self.config.common.layout.piece_size_bytes());
+        loop {
+            let Some(n) = self.neighbours.get(&peer) else {
+                return;
+            };
+            if self.banned.contains(&peer) {
+                return; // its pieces are not worth a request any more
+            }
+            let limit = if n.pipelining {
+                n.pacing.depth() as usize
+            } else {
+                1
+            };
+            let in_flight = || {
+                let asked: usize = self.neighbours.values().map(|m| m.outstanding.len()).sum();
+                asked as u64 * piece
+            };
+            if n.they_choke_us
+                || n.outstanding.len() >= limit
+                || (n.outstanding.len() >= depth && in_flight() >= MAX_IN_FLIGHT_BYTES)
+                || self.storing_count >= self.max_storing
+                || self.stopping
+                || !self.request_one(now, peer)
+            {
+                return;
+            }
+        }
+    }
+
+    /// Requests one wanted piece from `peer` (see [`picker`] for which); false
+    /// when it has none.
+    fn request_one(&mut self, now: Instant, peer: u32) -> bool {
+        let neighbours = &self.neighbours;
+        let n = &neighbours[&peer];
+        let pick = if n.sent_bad.is_empty() && n.pipelining {
+            // It is a leecher, and another neighbour with the whole file
+            // unchokes us.
+            let seed_instead = || {
+                n.has_count < n.has.len()
+                    && neighbours.iter().any(|(&id, m)| {
+                        id != peer && !m.they_choke_us && m.has_count == m.has.len()
+                    })
+            };
+            picker::pick_from_p2pft(
+                &n.recent,
+                &n.has,
+                &self.wanted,
+                seed_instead,
+                self.filling.as_mut(),
+                &mut self.rng,
+            )
+        } else if n.sent_bad.is_empty() {
+            picker::pick_random(&n.has, &self.wanted, &mut self.rng)
+        } else {
+            let mut elsewhere = self.wanted.clone();
+            for &i in &n.sent_bad {
+                elsewhere.set(i, false);
+            }
+            picker::pick_random(&n.has, &elsewhere, &mut self.rng)
+                .or_else(|| picker::pick_random(&n.has, &self.wanted, &mut self.rng))
+        };
+        let Some(index) = pick else {
+            return false;
+        };
+        if let Some(filling) = &mut self.filling {
+            filling.begun(index);
+        }
+        let n = self.neighbours.get_mut(&peer).expect("checked by caller");
+        n.outstanding.push(index);
+        *n.asked.entry(index).or_insert(0) += 1;
+        n.pacing.requested(index, now);
+        self.wanted.set(index, false);
+        self.send(peer, Message::Request(index));
+        true
+    }
+
+    /// Tops up the requests of every unchoking neighbour (after pieces were freed).
+    fn fill_requests(&mut self, now: Instant) {
+        let idle: Vec<u32> = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| !n.they_choke_us)
+            .map(|(&id, _)| id)
+            .collect();
+        for peer in idle {
+            self.request_from(now, peer);
+        }
+    }
+
+    fn stats(&self) -> Vec<NeighbourStats> {
+        self.neighbours
+            .iter()
+            .map(|(&id, n)| NeighbourStats {
+                id,
+                interested: n.they_are_interested,
+                bytes_received: n.bytes_this_interval,
+            })
+            .collect()
+    }
+
+    /// The unchoking interval (p): preferred neighbours chosen again, and
+    /// the stall and waiting notices looked at.
+    pub fn rechoke(&mut self, now: Instant) {
+        self.rounds = Rounds::Running;
+        self.select_preferred(now);
+        self.note_stall(now);
+        self.note_waiting(now);
+    }
+
+    /// The optimistic unchoking interval (m).
+    pub fn reoptimise(&mut self) {
+        self.select_optimistic();
+    }
+
+    fn select_preferred(&mut self, _now: Instant) {
+        let stats = self.stats();
+        self.preferred = choke::select_preferred(
+            &stats,
+            self.config.common.preferred_neighbors,
+            self.have_complete(),
+            &mut self.rng,
+        );
+        for n in self.neighbours.values_mut() {
+            n.bytes_this_interval = 0;
+        }
+        if !self.preferred.is_empty() && self.preferred != self.logged_preferred {
+            self.say(SpecLine::PreferredNeighbors(self.preferred.clone()));
+            self.logged_preferred = self.preferred.clone();
+        }
+        self.apply_choking();
+    }
+
+    /// Says once, when a leecher has gone [`STALL_NOTICE`] without a new
+    /// piece, what it waits for: which neighbours are connected and whether
+    /// any has a piece it lacks (none: a seed gone, or the swarm without
+    /// one). Said again after pieces came in between.
+    fn note_stall(&mut self, now: Instant) {
+        let Some(stalled) = self.progress.due(self.have_count, STALL_NOTICE, now) else {
+            return;
+        };
+        if self.have_complete() {
+            return;
+        }
+        let neighbours: Vec<String> = self
+            .neighbours
+            .iter()
+            .map(|(id, n)| {
+                let some = n.has.has_any_missing_from(&self.have);
+                format!("{id} ({})", if some { "has some" } else { "has none" })
+            })
+            .collect();
+        log::warn!(
+            "peer {}: no new piece for {} s, {} of {} missing; {}",
+            self.me,
+            stalled.as_secs(),
+            self.have.len() - self.have_count,
+            self.have.len(),
+            if neighbours.is_empty() {
+                "no neighbour is connected".to_string()
+            } else {
+                format!("neighbours: {}", neighbours.join(", "))
+            }
+        );
+    }
+
+    /// Says once, when a peer with the whole file has waited [`STALL_NOTICE`]
+    /// for peers that are not connected (not started, most likely), which
+    /// they are: it may end only once every peer has the file. Said again
+    /// when that set changes and stays. Connected peers still downloading
+    /// are no cause for it (a stalled one says so itself).
+    fn note_waiting(&mut self, now: Instant) {
+        if !self.have_complete() {
+            return;
+        }
+        let absent: Vec<u32> = self
+            .config
+            .peers
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| {
+                *id != self.me
+                    && !self.complete_peers.contains(id)
+                    && !self.neighbours.contains_key(id)
+            })
+            .collect();
+        let Some(waited) = self.absent.due(absent.clone(), STALL_NOTICE, now) else {
+            return;
+        };
+        if absent.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = absent.iter().map(u32::to_string).collect();
+        log::info!(
+            target: crate::process::NOTE,
+            "peer {}: has the whole file, and has waited {} s for peers that are not connected: {} (every peer must have the file before any ends)",
+            self.me,
+            waited.as_secs(),
+            ids.join(", ")
+        );
+    }
+
+    fn select_optimistic(&mut self) {
+        let stats = self.stats();
+        let chosen =
+            choke::select_optimistic(&stats, &self.preferred, self.optimistic, &mut self.rng);
+        if let Some(id) = chosen.filter(|&id| Some(id) != self.optimistic) {
+            self.say(SpecLine::OptimisticNeighbor(id));
+        }
+        self.optimistic = chosen;
+        self.apply_choking();
+    }
+
+    fn apply_choking(&mut self) {
+        let plan = choke::plan(&self.unchoked, &self.preferred, self.optimistic);
+        for peer in plan.choke {
+            self.unchoked.remove(&peer);
+            self.send(peer, Message::Choke);
+        }
+        for peer in plan.unchoke {
+            self.unchoked.insert(peer);
+            self.send(peer, Message::Unchoke);
+        }
+    }
+
+    /// The run is over: a goodbye to each p2pft neighbour when it ends as
+    /// usual (no crash to wait for); the driver then closes every
+    /// connection once its writer has flushed.
+    pub fn end(&mut self) {
+        self.stopping = true;
+        let usual_end = self.fatal.is_none();
+        let neighbours = std::mem::take(&mut self.neighbours);
+        for (peer, n) in neighbours {
+            if n.pipelining {
+                log::debug!("peer {}: {peer}: {}", self.me, n.pacing.summary());
+                if usual_end {
+                    self.push(Command::Send {
+                        conn: n.conn,
+                        peer,
+                        message: Message::Goodbye,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
