@@ -2,8 +2,8 @@
 //! test, counting, and picking a random wanted piece, among half the pieces
 //! (a draw finds one) and among 16 (the draws miss: the exact passes).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use p2pft::bitfield::Bitfield;
-use p2pft::picker::pick_random;
+use p2pft::policy::picker::pick_random;
+use p2pft::protocol::bitfield::Bitfield;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::hint::black_box;

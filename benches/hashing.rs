@@ -27,12 +27,12 @@ fn bench(c: &mut Criterion) {
         let data = vec![0x5au8; size];
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(BenchmarkId::new("sha1", size), |b| {
-            b.iter(|| p2pft::meta::sha1(black_box(&data)))
+            b.iter(|| p2pft::integrity::meta::sha1(black_box(&data)))
         });
         let other = vec![0xa5u8; size];
         g.throughput(Throughput::Bytes(2 * size as u64));
         g.bench_function(BenchmarkId::new("sha1_pair", size), |b| {
-            b.iter(|| p2pft::sha1pair::sha1_pair(black_box(&data), black_box(&other)))
+            b.iter(|| p2pft::integrity::sha1pair::sha1_pair(black_box(&data), black_box(&other)))
         });
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(BenchmarkId::new("memory_read_ceiling", size), |b| {

@@ -11,10 +11,11 @@
 //! come back warm, so it measures a copy into warm memory. A download fills
 //! fresh pages, which the swarm bench (`p2pft bench --buffered-io`) measures.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use p2pft::layout::Layout;
-use p2pft::net::{read_frame, BufferPool};
-use p2pft::store::Store;
-use p2pft::wire::{encode_to_vec, Limits, Message};
+use p2pft::protocol::layout::Layout;
+use p2pft::protocol::wire::{encode_to_vec, Limits, Message};
+use p2pft::runtime::net::read_frame;
+use p2pft::runtime::store::Store;
+use p2pft::support::piecebuf::BufferPool;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ fn bench(c: &mut Criterion) {
         let n = layout.num_pieces();
         let limits = Limits::new(layout);
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        let hash = p2pft::meta::sha1(&data);
+        let hash = p2pft::integrity::meta::sha1(&data);
         let frames: Vec<Vec<u8>> = (0..n)
             .map(|index| {
                 encode_to_vec(&Message::Piece {
@@ -58,7 +59,7 @@ fn bench(c: &mut Criterion) {
                             else {
                                 unreachable!()
                             };
-                            assert_eq!(p2pft::meta::sha1(&data), hash);
+                            assert_eq!(p2pft::integrity::meta::sha1(&data), hash);
                             store
                                 .put_piece(index, data, true, &mut |_, buf| pool.give(buf))
                                 .unwrap();

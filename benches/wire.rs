@@ -4,9 +4,9 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use p2pft::bitfield::Bitfield;
-use p2pft::layout::Layout;
-use p2pft::wire::{encode, Limits, Message};
+use p2pft::protocol::bitfield::Bitfield;
+use p2pft::protocol::layout::Layout;
+use p2pft::protocol::wire::{encode, Limits, Message};
 use std::hint::black_box;
 
 fn control_messages(num_pieces: u32) -> Vec<(&'static str, Message)> {
@@ -28,7 +28,7 @@ fn encode_and_decode<P: std::fmt::Display>(
     m: &Message,
     limits: &Limits,
 ) {
-    let frame = p2pft::wire::encode_to_vec(m);
+    let frame = p2pft::protocol::wire::encode_to_vec(m);
     let mut out = Vec::with_capacity(frame.len());
     g.bench_function(BenchmarkId::new("encode", &id), |b| {
         b.iter(|| {
@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(u64::from(size)));
         encode_and_decode(&mut g, size, &m, &limits);
         g.bench_function(BenchmarkId::new("header_only", size), |b| {
-            b.iter(|| p2pft::wire::piece_header(black_box(3), size))
+            b.iter(|| p2pft::protocol::wire::piece_header(black_box(3), size))
         });
     }
     g.finish();

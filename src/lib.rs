@@ -1,37 +1,23 @@
 //! p2pft: a peer-to-peer file distribution engine for the P2PFILESHARINGPROJ
-//! protocol (see `shared/SPEC.md`), shaped as `shared/DESIGN.md` describes:
-//! pure codec and policies ([`wire`], [`choke`], [`picker`]), one engine
-//! thread owning protocol state ([`engine`]), threads at the socket edges
-//! ([`net`]), positioned file I/O ([`store`]), and the launcher ([`swarm`]).
+//! protocol (see `shared/SPEC.md`), in layers that only ever import
+//! downwards (docs/ARCHITECTURE.md draws them):
+//!
+//! - [`app`]: the command line, the launcher, the benchmark, the report;
+//! - [`runtime`]: threads, sockets, the disk, and the engine that drives
+//!   the protocol core with them;
+//! - [`machine`]: the protocol core, every decision and no I/O;
+//! - [`integrity`]: hashing, metadata, the check and progress records;
+//! - [`policy`]: choking, piece picking, request pacing, as pure functions;
+//! - [`protocol`]: the wire format, the handshake's authentication, piece
+//!   geometry, bitfields, the two config files;
+//! - [`support`]: diagnostics, piece buffers, status counters and lines.
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod auth;
-pub mod bench;
-pub mod bitfield;
-pub mod checked;
-pub mod choke;
-pub mod cli;
-pub mod coalesce;
-pub mod config;
-pub mod engine;
-pub mod events;
-pub mod layout;
+pub mod app;
+pub mod integrity;
 pub mod machine;
-pub mod meta;
-pub mod net;
-pub mod pacing;
-pub mod peer;
-pub mod picker;
-pub mod piecebuf;
-pub mod process;
-pub mod progress;
-pub mod rate_limit;
-pub mod report;
-pub mod sched;
-pub mod sha1pair;
-pub mod speclog;
-pub mod status;
-pub mod store;
-pub mod swarm;
-pub mod wire;
-pub mod workers;
+pub mod policy;
+pub mod protocol;
+pub mod runtime;
+pub mod support;

@@ -3,7 +3,7 @@
 //!
 //! [`Machine`] takes what happened (a connection, a frame, a stored piece, a
 //! timer) together with `now`, updates the state, and queues [`Command`]s
-//! for its driver ([`crate::engine`]): send this frame on that connection,
+//! for its driver ([`crate::runtime::engine`]): send this frame on that connection,
 //! close it, dial a peer, store a piece, checkpoint, finish, write a spec
 //! log line. Interest, the choking rounds, the early unchoke and slot
 //! hand-off, request picking and depth, haves, bans, duplicate connections
@@ -15,7 +15,7 @@
 //!
 //! - Memory: requests outstanding are at most the pipeline depth per
 //!   neighbour (1 with a plain peer; past the configured depth, on a long
-//!   link, at most [`crate::pacing::MAX_DEPTH_BYTES`] of pieces a neighbour
+//!   link, at most [`crate::policy::pacing::MAX_DEPTH_BYTES`] of pieces a neighbour
 //!   and [`MAX_IN_FLIGHT_BYTES`] for all), and pieces received but not yet on
 //!   disk at most [`max_storing`]; requests stop while that many wait.
 //!   Pieces the store holds to write them with their granule
@@ -25,15 +25,14 @@
 //!   ([`Machine::stored`]); the file is declared complete only after the
 //!   driver reports it flushed with its full length ([`Machine::finished`]).
 
-use crate::bitfield::Bitfield;
-use crate::choke::{self, NeighbourStats};
-use crate::config::{Config, PeerEntry};
-use crate::events::{CloseReason, ConnId, FinishError};
-use crate::pacing::Pacing;
-use crate::picker;
-use crate::piecebuf::PieceBuf;
-use crate::status::Counters;
-use crate::wire::{Kind, Limits, Message, WireError};
+use crate::policy::choke::{self, NeighbourStats};
+use crate::policy::pacing::Pacing;
+use crate::policy::picker;
+use crate::protocol::bitfield::Bitfield;
+use crate::protocol::config::{Config, PeerEntry};
+use crate::protocol::wire::{Kind, Limits, Message, WireError};
+use crate::support::piecebuf::PieceBuf;
+use crate::support::status::Counters;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
@@ -47,11 +46,11 @@ use std::time::{Duration, Instant};
 /// again (a connection that succeeds starts the count afresh).
 const MAX_REDIALS: u32 = 5;
 /// Pieces failing verification from one neighbour before it is banned.
-pub const MAX_BAD_PIECES: u32 = 3;
+pub(crate) const MAX_BAD_PIECES: u32 = 3;
 /// Pieces a connection may send that were never requested on it (or were
 /// answered already) before it is closed: each is dropped unseen, but each
 /// also cost a SHA-1 pass and a piece's worth of reading.
-pub const MAX_UNREQUESTED_PIECES: u32 = 4;
+pub(crate) const MAX_UNREQUESTED_PIECES: u32 = 4;
 /// Frames other than pieces a connection may send, besides four a piece
 /// (a have, a request, and interest both ways: more than an honest peer
 /// sends over a whole run) and [`FRAME_RATE`] a second: past that it is
@@ -77,16 +76,16 @@ const STALL_NOTICE: Duration = Duration::from_secs(10);
 const RECENT_HAVES: usize = 16;
 /// Bytes of received, verified pieces waiting to be written, at most: enough
 /// to keep the device busy; more was no faster, and its memory is better
-/// spent on pieces kept to serve (see `crate::engine::max_kept`).
+/// spent on pieces kept to serve (see `crate::runtime::engine::max_kept`).
 const MAX_STORING_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Bytes of pieces asked for from all neighbours together past which none is
 /// asked for more than the configured depth: what may arrive at once beyond
 /// [`max_storing`] when links are long and the disk slow.
-pub const MAX_IN_FLIGHT_BYTES: u64 = 8 << 20;
+pub(crate) const MAX_IN_FLIGHT_BYTES: u64 = 8 << 20;
 
 /// Pieces of `piece_size` that may wait to be written at once (at least 2).
-pub fn max_storing(piece_size: u32) -> usize {
+pub(crate) fn max_storing(piece_size: u32) -> usize {
     (MAX_STORING_BYTES / u64::from(piece_size)).max(2) as usize
 }
 
@@ -94,7 +93,7 @@ pub fn max_storing(piece_size: u32) -> usize {
 /// [`WireError`]s): each is counted in [`Counters::violations`] and said on
 /// stderr.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Violation {
+pub(crate) enum Violation {
     /// Dropped unseen; [`MAX_UNREQUESTED_PIECES`] close the connection.
     #[error("sent piece {index}, which was not requested on this connection or was answered already ({count} of {MAX_UNREQUESTED_PIECES} allowed); dropped")]
     UnrequestedPiece { index: u32, count: u32 },
@@ -104,9 +103,48 @@ pub enum Violation {
     Flood { frames: u64, secs: u64 },
 }
 
+/// Identifies one connection, so events of a replaced connection are ignored.
+pub(crate) type ConnId = u64;
+
+#[derive(Debug)]
+pub enum CloseReason {
+    Eof,
+    Io(io::Error),
+    Protocol(WireError),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Eof => f.write_str("connection closed"),
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::Protocol(
+                e @ (WireError::BadLength {
+                    kind: Kind::Bitfield,
+                    ..
+                }
+                | WireError::IndexOutOfRange { .. }),
+            ) => write!(
+                f,
+                "protocol violation: {e} (is its Common.cfg's FileSize or PieceSize another?)"
+            ),
+            CloseReason::Protocol(e) => write!(f, "protocol violation: {e}"),
+        }
+    }
+}
+
+/// Why the complete file could not be declared complete.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the file has {len} bytes, expected {want}")]
+    Length { len: u64, want: u64 },
+}
+
 /// Why a peer's run ends other than with every peer having the file.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error("disk error: {0}")]
     Disk(io::Error),
     /// A peer we needed could not be reached (the dialler's account of it).
@@ -134,7 +172,7 @@ fn recorded_text(recorded: Option<(u32, u32)>) -> String {
 }
 
 /// One sentence of the spec log (SPEC.md section 5), for the driver to
-/// write with [`crate::speclog::SpecLog`].
+/// write with [`crate::runtime::speclog::SpecLog`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpecLine {
     MakesConnection(u32),
@@ -249,7 +287,7 @@ struct Neighbour {
 }
 
 /// What a peer's protocol state starts from.
-pub struct MachineSetup {
+pub(crate) struct MachineSetup {
     pub me: u32,
     pub config: Config,
     /// Pieces already on disk and good.
@@ -307,7 +345,7 @@ impl<K: PartialEq> Unchanged<K> {
 }
 
 /// A peer's protocol state machine (see the module header).
-pub struct Machine {
+pub(crate) struct Machine {
     me: u32,
     config: Config,
     limits: Limits,
@@ -366,7 +404,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn new(setup: MachineSetup) -> Machine {
+    pub(crate) fn new(setup: MachineSetup) -> Machine {
         let layout = setup.config.common.layout;
         let now = setup.now;
         let unconnected_since = setup.config.peers.iter().map(|p| (p.id, now)).collect();
@@ -420,59 +458,56 @@ impl Machine {
     }
 
     /// The next thing for the driver to do, oldest first.
-    pub fn poll(&mut self) -> Option<Command> {
+    pub(crate) fn poll(&mut self) -> Option<Command> {
         self.commands.pop_front()
     }
 
-    pub fn me(&self) -> u32 {
+    pub(crate) fn me(&self) -> u32 {
         self.me
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn have(&self) -> &Bitfield {
+    pub(crate) fn have(&self) -> &Bitfield {
         &self.have
     }
 
-    pub fn have_count(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn have_count(&self) -> u32 {
         self.have_count
     }
 
-    pub fn fatal(&self) -> Option<&EngineError> {
+    pub(crate) fn fatal(&self) -> Option<&EngineError> {
         self.fatal.as_ref()
     }
 
     /// The run's outcome, for the driver at its end.
-    pub fn take_fatal(&mut self) -> Option<EngineError> {
+    pub(crate) fn take_fatal(&mut self) -> Option<EngineError> {
         self.fatal.take()
     }
 
     /// A fatal error found by the driver (it could not start a neighbour's threads).
-    pub fn fail(&mut self, error: EngineError) {
+    pub(crate) fn fail(&mut self, error: EngineError) {
         self.fatal = Some(error);
     }
 
     /// Pieces on their way to disk, and of those how many wait for a disk
     /// thread (not held by the store).
-    pub fn storing(&self) -> (usize, usize) {
+    pub(crate) fn storing(&self) -> (usize, usize) {
         (self.storing.len(), self.storing_count)
     }
 
     /// The generation for a checkpoint the driver writes itself (the last).
-    pub fn next_checkpoint_generation(&mut self) -> u64 {
+    pub(crate) fn next_checkpoint_generation(&mut self) -> u64 {
         self.checkpoint_generation += 1;
         self.checkpoint_generation
     }
 
-    /// Ids of the connected neighbours (for tests and diagnostics).
-    pub fn neighbours(&self) -> impl Iterator<Item = u32> + '_ {
-        self.neighbours.keys().copied()
-    }
-
     /// The neighbours we unchoke now.
-    pub fn unchoked(&self) -> &BTreeSet<u32> {
+    #[cfg(test)]
+    pub(crate) fn unchoked(&self) -> &BTreeSet<u32> {
         &self.unchoked
     }
 
@@ -526,7 +561,7 @@ impl Machine {
 
     /// Every peer has the file and nobody who left early is still awaited:
     /// the run is over.
-    pub fn all_done(&mut self, now: Instant) -> bool {
+    pub(crate) fn all_done(&mut self, now: Instant) -> bool {
         if !self.everyone_complete(now) {
             return false;
         }
@@ -544,7 +579,7 @@ impl Machine {
     /// The first choking round is due now (strict mode, the whole
     /// neighbourhood heard from): it is run, and the driver restarts its
     /// timers from here.
-    pub fn take_round_due(&mut self, now: Instant) -> bool {
+    pub(crate) fn take_round_due(&mut self, now: Instant) -> bool {
         if self.rounds != Rounds::Due {
             return false;
         }
@@ -555,7 +590,7 @@ impl Machine {
     }
 
     /// A dialler gave up on `peer`.
-    pub fn dial_failed(&mut self, now: Instant, peer: u32, error: String) {
+    pub(crate) fn dial_failed(&mut self, now: Instant, peer: u32, error: String) {
         if self.everyone_complete(now) {
             // Nothing more to get from it, nor to tell it.
         } else if !self.complete_peers.contains(&peer) {
@@ -569,7 +604,7 @@ impl Machine {
     /// A handshake with `peer` succeeded; `conn` is the driver's name for
     /// the connection. `same_host`: it runs on this machine, so its
     /// request-to-piece times measure our CPUs, not a link.
-    pub fn connected(
+    pub(crate) fn connected(
         &mut self,
         now: Instant,
         peer: u32,
@@ -644,7 +679,7 @@ impl Machine {
     }
 
     /// A frame other than a piece from `peer` on `conn`.
-    pub fn frame(&mut self, now: Instant, conn: ConnId, peer: u32, message: Message) {
+    pub(crate) fn frame(&mut self, now: Instant, conn: ConnId, peer: u32, message: Message) {
         if self.is_current(peer, conn) {
             self.on_message(now, peer, message);
         } else if let Message::Piece { data, .. } = message {
@@ -653,7 +688,7 @@ impl Machine {
     }
 
     /// The connection ended (its reader saw it).
-    pub fn closed(&mut self, now: Instant, conn: ConnId, peer: u32, reason: CloseReason) {
+    pub(crate) fn closed(&mut self, now: Instant, conn: ConnId, peer: u32, reason: CloseReason) {
         if !self.is_current(peer, conn) {
             return;
         }
@@ -668,7 +703,7 @@ impl Machine {
 
     /// The connection's writer queue is full (the neighbour stopped reading)
     /// or its writer is gone.
-    pub fn unwritable(&mut self, now: Instant, conn: ConnId, peer: u32, full: bool) {
+    pub(crate) fn unwritable(&mut self, now: Instant, conn: ConnId, peer: u32, full: bool) {
         if !self.is_current(peer, conn) {
             return;
         }
@@ -926,7 +961,7 @@ impl Machine {
     /// answered, so the next one may go out (SPEC.md: only after the piece
     /// for the previous one arrived). Until its [`Machine::piece`] the
     /// piece is neither outstanding nor wanted, as while it is being stored.
-    pub fn arrived(&mut self, now: Instant, conn: ConnId, peer: u32, index: u32) {
+    pub(crate) fn arrived(&mut self, now: Instant, conn: ConnId, peer: u32, index: u32) {
         if !self.is_current(peer, conn) {
             return;
         }
@@ -938,7 +973,7 @@ impl Machine {
     }
 
     /// A piece from `peer`, checked against its SHA-1 (`good` without metadata).
-    pub fn piece(
+    pub(crate) fn piece(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -1126,7 +1161,7 @@ impl Machine {
 
     /// A piece is held by the store: it no longer counts against
     /// [`max_storing`] (the store bounds what it holds).
-    pub fn held(&mut self, now: Instant, index: u32) {
+    pub(crate) fn held(&mut self, now: Instant, index: u32) {
         let Some(storing) = self.storing.get_mut(&index) else {
             return; // stored already
         };
@@ -1144,7 +1179,7 @@ impl Machine {
     }
 
     /// A verified piece was written (or failed to be).
-    pub fn stored(&mut self, now: Instant, index: u32, result: io::Result<()>) {
+    pub(crate) fn stored(&mut self, now: Instant, index: u32, result: io::Result<()>) {
         let Some(storing) = self.storing.remove(&index) else {
             return;
         };
@@ -1185,7 +1220,7 @@ impl Machine {
 
     /// The complete file was synced and has its full length (or not: why).
     /// Only now is it complete.
-    pub fn finished(&mut self, result: Result<(), FinishError>) {
+    pub(crate) fn finished(&mut self, result: Result<(), FinishError>) {
         match result {
             Ok(()) => {
                 self.complete_peers.insert(self.me);
@@ -1198,20 +1233,20 @@ impl Machine {
     }
 
     /// A progress checkpoint was written (or failed).
-    pub fn checkpointed(&mut self, result: io::Result<()>) {
+    pub(crate) fn checkpointed(&mut self, result: io::Result<()>) {
         if let Err(e) = result {
             self.fatal = Some(EngineError::Disk(e));
         }
     }
 
     /// Held pieces could not be written.
-    pub fn write_failed(&mut self, error: io::Error) {
+    pub(crate) fn write_failed(&mut self, error: io::Error) {
         self.fatal = Some(EngineError::Disk(error));
     }
 
     /// SIGINT or SIGTERM (or a status reader gone): stop cleanly. No new
     /// requests, no redials; the driver lands what is in flight.
-    pub fn interrupt(&mut self, signal: i32) {
+    pub(crate) fn interrupt(&mut self, signal: i32) {
         self.stopping = true;
         self.fatal = Some(EngineError::Interrupted {
             signal,
@@ -1221,7 +1256,7 @@ impl Machine {
 
     /// After an interrupt: what a leecher kept for its next run, said in
     /// the error.
-    pub fn note_recorded(&mut self) {
+    pub(crate) fn note_recorded(&mut self) {
         let seed = self
             .config
             .peers
@@ -1236,14 +1271,14 @@ impl Machine {
 
     /// The checkpoint timer: held pieces of idle granules go to disk, and
     /// progress is recorded if pieces landed since the last record.
-    pub fn checkpoint_tick(&mut self) {
+    pub(crate) fn checkpoint_tick(&mut self) {
         self.write_held(true);
         self.checkpoint();
     }
 
     /// Asks for the pieces the store holds to be written: all, or with
     /// `idle_only` those whose granules got nothing new since the last tick.
-    pub fn write_held(&mut self, idle_only: bool) {
+    pub(crate) fn write_held(&mut self, idle_only: bool) {
         if self.filling.is_some() && !self.storing.is_empty() {
             self.push(Command::WriteHeld { idle_only });
         }
@@ -1262,7 +1297,7 @@ impl Machine {
 
     /// Requests random wanted pieces from `peer` while it unchokes us, up to
     /// the pipeline depth (1 with a plain peer, as SPEC.md says; more where
-    /// its link needs more, see [`crate::pacing`], while all neighbours
+    /// its link needs more, see [`crate::policy::pacing`], while all neighbours
     /// together have less than [`MAX_IN_FLIGHT_BYTES`] of pieces asked for),
     /// and while fewer than [`max_storing`] pieces wait for the disk.
     fn request_from(&mut self, now: Instant, peer: u32) {
@@ -1369,7 +1404,7 @@ impl Machine {
 
     /// The unchoking interval (p): preferred neighbours chosen again, and
     /// the stall and waiting notices looked at.
-    pub fn rechoke(&mut self, now: Instant) {
+    pub(crate) fn rechoke(&mut self, now: Instant) {
         self.rounds = Rounds::Running;
         self.select_preferred(now);
         self.note_stall(now);
@@ -1377,7 +1412,7 @@ impl Machine {
     }
 
     /// The optimistic unchoking interval (m).
-    pub fn reoptimise(&mut self) {
+    pub(crate) fn reoptimise(&mut self) {
         self.select_optimistic();
     }
 
@@ -1460,7 +1495,7 @@ impl Machine {
         }
         let ids: Vec<String> = absent.iter().map(u32::to_string).collect();
         log::info!(
-            target: crate::process::NOTE,
+            target: crate::support::process::NOTE,
             "peer {}: has the whole file, and has waited {} s for peers that are not connected: {} (every peer must have the file before any ends)",
             self.me,
             waited.as_secs(),
@@ -1494,7 +1529,7 @@ impl Machine {
     /// The run is over: a goodbye to each p2pft neighbour when it ends as
     /// usual (no crash to wait for); the driver then closes every
     /// connection once its writer has flushed.
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         self.stopping = true;
         let usual_end = self.fatal.is_none();
         let neighbours = std::mem::take(&mut self.neighbours);

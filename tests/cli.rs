@@ -191,7 +191,7 @@ fn swarm_launcher_hashes_a_seed_file_just_copied_from_data_once() {
             !said.contains("checked the seed's file"),
             "run {run}: {said}"
         );
-        assert!(p2pft::checked::path_for(&swarm.file_of(1001)).exists());
+        assert!(p2pft::integrity::checked::path_for(&swarm.file_of(1001)).exists());
     }
     swarm.check_files();
 }

@@ -125,14 +125,14 @@ fn strict_peers_begin_choking_once_every_neighbour_has_spoken_not_at_the_first_t
 /// A fake leecher on a raw socket, `as_id`, that has handshaken with the
 /// seed (1001) and read its bitfield.
 fn fake_leecher(swarm: &Swarm, as_id: u32) -> std::net::TcpStream {
-    use p2pft::wire::{encode_handshake, encode_to_vec, Message};
+    use p2pft::protocol::wire::{encode_handshake, encode_to_vec, Message};
     use std::io::{Read, Write};
     let mut s = swarm.connect(1001);
     s.write_all(&encode_handshake(as_id)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut theirs = [0u8; 32];
     s.read_exact(&mut theirs).unwrap();
-    let full = p2pft::bitfield::Bitfield::full(swarm.spec.num_pieces());
+    let full = p2pft::protocol::bitfield::Bitfield::full(swarm.spec.num_pieces());
     let mut bitfield = vec![0u8; encode_to_vec(&Message::Bitfield(full)).len()];
     s.read_exact(&mut bitfield).unwrap();
     s
@@ -141,13 +141,14 @@ fn fake_leecher(swarm: &Swarm, as_id: u32) -> std::net::TcpStream {
 /// A fake leecher (see [`fake_leecher`]) that has said it is interested.
 fn interested(swarm: &Swarm, as_id: u32) -> std::net::TcpStream {
     let mut s = fake_leecher(swarm, as_id);
-    send(&mut s, p2pft::wire::Message::Interested);
+    send(&mut s, p2pft::protocol::wire::Message::Interested);
     s
 }
 
-fn send(s: &mut std::net::TcpStream, message: p2pft::wire::Message) {
+fn send(s: &mut std::net::TcpStream, message: p2pft::protocol::wire::Message) {
     use std::io::Write;
-    s.write_all(&p2pft::wire::encode_to_vec(&message)).unwrap();
+    s.write_all(&p2pft::protocol::wire::encode_to_vec(&message))
+        .unwrap();
 }
 
 /// The type of the next message on `s` within `wait`, if one comes.
@@ -178,7 +179,7 @@ fn next_kind(s: &mut std::net::TcpStream, wait: Duration) -> Option<u8> {
 /// left choked, not at the next round (here never: p = m = 600 s).
 #[test]
 fn a_slot_given_up_goes_at_once_to_a_neighbour_left_waiting() {
-    use p2pft::wire::Message;
+    use p2pft::protocol::wire::Message;
     const UNCHOKE: u8 = 1;
     const CHOKE: u8 = 0;
     let mut spec = Spec::new(5, 1 << 20, 16 * 1024);

@@ -13,8 +13,8 @@
 
 mod common;
 use common::{wait_until, Spec, Swarm};
-use p2pft::bitfield::Bitfield;
-use p2pft::wire::{encode_handshake, encode_to_vec, piece_header, Message};
+use p2pft::protocol::bitfield::Bitfield;
+use p2pft::protocol::wire::{encode_handshake, encode_to_vec, piece_header, Message};
 use regex::Regex;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

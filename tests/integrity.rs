@@ -360,7 +360,7 @@ fn a_seed_on_its_unchanged_checked_file_is_not_hashed_again() {
     // The file was written this very instant: making the metadata waits
     // out the racy margin and records the check all the same.
     swarm.write_meta();
-    assert!(p2pft::checked::path_for(&swarm.file_of(1001)).exists());
+    assert!(p2pft::integrity::checked::path_for(&swarm.file_of(1001)).exists());
     let mut seed = Command::new(PEER_PROCESS);
     seed.env("P2PFT_LOG", "info");
     swarm.start_with(seed, 1001);

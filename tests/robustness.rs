@@ -3,7 +3,7 @@
 
 mod common;
 use common::{Spec, Swarm};
-use p2pft::wire::{encode_handshake, encode_to_vec, Message};
+use p2pft::protocol::wire::{encode_handshake, encode_to_vec, Message};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -35,7 +35,9 @@ fn handshake_as(swarm: &Swarm, handshake: &[u8; 32]) -> TcpStream {
     s.read_exact(&mut theirs).unwrap();
     assert_eq!(theirs, encode_handshake(1001), "the seed's handshake");
     let n = swarm.spec.num_pieces();
-    let expected = encode_to_vec(&Message::Bitfield(p2pft::bitfield::Bitfield::full(n)));
+    let expected = encode_to_vec(&Message::Bitfield(
+        p2pft::protocol::bitfield::Bitfield::full(n),
+    ));
     let mut bitfield = vec![0u8; expected.len()];
     s.read_exact(&mut bitfield).unwrap();
     assert_eq!(bitfield, expected, "the seed's bitfield");
@@ -158,7 +160,9 @@ fn a_seed_with_another_file_size_is_named_as_such_and_not_dialled_again() {
     s.read_exact(&mut theirs).unwrap();
     s.write_all(&encode_handshake(1001)).unwrap();
     let n = swarm.spec.num_pieces(); // 19 pieces: 3 bytes of bitfield
-    let mut short = encode_to_vec(&Message::Bitfield(p2pft::bitfield::Bitfield::full(n)));
+    let mut short = encode_to_vec(&Message::Bitfield(
+        p2pft::protocol::bitfield::Bitfield::full(n),
+    ));
     short.pop();
     short[3] -= 1; // the frame's length
     s.write_all(&short).unwrap();

@@ -6,7 +6,7 @@
 
 mod common;
 use common::{wait_until, Spec, Swarm, P2PFT, PEER_PROCESS};
-use p2pft::wire::{encode_handshake, HANDSHAKE_LEN};
+use p2pft::protocol::wire::{encode_handshake, HANDSHAKE_LEN};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

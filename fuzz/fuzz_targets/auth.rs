@@ -1,11 +1,11 @@
-//! The authentication exchange ([`p2pft::auth`]) over whatever the other side
+//! The authentication exchange ([`p2pft::protocol::auth`]) over whatever the other side
 //! sends: a secret file's bytes, then the other side's challenge and proof.
 //! Whatever comes, the exchange ends in a named error or a pass, and it
 //! passes only for a proof made with the same secret on this connection.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pft::auth::{Exchange, Role, Secret, MESSAGE_LEN, NONCE_LEN};
+use p2pft::protocol::auth::{Exchange, Role, Secret, MESSAGE_LEN, NONCE_LEN};
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,4 @@
-//! The check record ([`p2pft::checked::parse`]) over any bytes, for the
+//! The check record ([`p2pft::integrity::checked::parse`]) over any bytes, for the
 //! metadata of a fixed whole-file SHA-1 and a piece size read from the
 //! input's first 4 bytes.
 #![no_main]
@@ -13,5 +13,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let piece_size = u32::from_be_bytes(*piece);
-    let _ = p2pft::checked::parse(record, FILE_SHA1, piece_size);
+    let _ = p2pft::integrity::checked::parse(record, FILE_SHA1, piece_size);
 });

@@ -1,9 +1,9 @@
-//! The `Common.cfg` parser ([`p2pft::config::CommonConfig::parse`]) over any
+//! The `Common.cfg` parser ([`p2pft::protocol::config::CommonConfig::parse`]) over any
 //! text (bytes that are not UTF-8 are refused before it, as on load).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pft::config::CommonConfig;
+use p2pft::protocol::config::CommonConfig;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,4 @@
-//! The frame reader the reader threads run ([`p2pft::net::read_frame`]) over
+//! The frame reader the reader threads run ([`p2pft::runtime::net::read_frame`]) over
 //! arbitrary bytes, frame after frame until an error or the end, beside the
 //! buffer decoder ([`Limits::decode_frame`]): both must say the same, take
 //! the same bytes, and every decoded frame must encode back to its bytes.
@@ -7,9 +7,10 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use p2pft::events::CloseReason;
-use p2pft::net::{read_frame, BufferPool};
-use p2pft::wire::{self, Limits, Message};
+use p2pft::machine::CloseReason;
+use p2pft::runtime::net::read_frame;
+use p2pft::support::piecebuf::BufferPool;
+use p2pft::protocol::wire::{self, Limits, Message};
 
 fuzz_target!(|data: &[u8]| {
     let Some((layout, stream)) = common::layout(data) else {

@@ -1,10 +1,10 @@
-//! The handshake decoder ([`p2pft::wire::decode_handshake`]) and the reading
+//! The handshake decoder ([`p2pft::protocol::wire::decode_handshake`]) and the reading
 //! of its reserved bytes, over any 32 bytes and any set of accepted IDs (from
 //! the bytes after them).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pft::wire::{self, HANDSHAKE_LEN};
+use p2pft::protocol::wire::{self, HANDSHAKE_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let Some((bytes, rest)) = data.split_first_chunk::<HANDSHAKE_LEN>() else {

@@ -1,9 +1,9 @@
-//! The metadata document: [`p2pft::meta::Meta::parse`], then the checks of
-//! [`p2pft::meta::Meta::verifier`] on what it accepts, over any bytes.
+//! The metadata document: [`p2pft::integrity::meta::Meta::parse`], then the checks of
+//! [`p2pft::integrity::meta::Meta::verifier`] on what it accepts, over any bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pft::meta::{to_hex, Meta};
+use p2pft::integrity::meta::{to_hex, Meta};
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

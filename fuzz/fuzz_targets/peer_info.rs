@@ -1,9 +1,9 @@
-//! The `PeerInfo.cfg` parser ([`p2pft::config::parse_peer_info`]) over any
+//! The `PeerInfo.cfg` parser ([`p2pft::protocol::config::parse_peer_info`]) over any
 //! text (bytes that are not UTF-8 are refused before it, as on load).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pft::config::parse_peer_info;
+use p2pft::protocol::config::parse_peer_info;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

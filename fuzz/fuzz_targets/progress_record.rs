@@ -1,4 +1,4 @@
-//! The progress record ([`p2pft::progress::parse`]) over any bytes, judged
+//! The progress record ([`p2pft::integrity::progress::parse`]) over any bytes, judged
 //! against a layout read from the input's first bytes.
 #![no_main]
 
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((layout, record)) = common::layout(data) else {
         return;
     };
-    if let Some(have) = p2pft::progress::parse(record, &layout) {
+    if let Some(have) = p2pft::integrity::progress::parse(record, &layout) {
         assert_eq!(have.len(), layout.num_pieces());
         assert_eq!(have.as_wire().len(), layout.bitfield_len());
     }

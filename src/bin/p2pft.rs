@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(p2pft::cli::main_p2pft());
+    std::process::exit(p2pft::app::cli::main_p2pft());
 }

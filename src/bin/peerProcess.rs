@@ -2,5 +2,5 @@
 #![allow(non_snake_case)]
 
 fn main() {
-    std::process::exit(p2pft::cli::main_peer_process());
+    std::process::exit(p2pft::app::cli::main_peer_process());
 }

@@ -3,7 +3,7 @@
 //! each test runs in well under a millisecond of protocol time per step.
 
 use super::*;
-use crate::config::{parse_peer_info, CommonConfig};
+use crate::protocol::config::{parse_peer_info, CommonConfig};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -134,10 +134,11 @@ impl Swarm {
 
     /// Writes `TheFile.dat.meta.json` for the swarm's content.
     pub fn write_meta(&self) {
-        let pool = p2pft::meta::hashing_pool(2).unwrap();
+        let pool = p2pft::integrity::meta::hashing_pool(2).unwrap();
         let seed = self.ids[self.spec.seeds.iter().position(|&s| s).unwrap()];
         let meta =
-            p2pft::meta::Meta::create(&self.file_of(seed), self.spec.piece_size, &pool).unwrap();
+            p2pft::integrity::meta::Meta::create(&self.file_of(seed), self.spec.piece_size, &pool)
+                .unwrap();
         meta.save(&self.meta_path()).unwrap();
     }
 

@@ -2,7 +2,7 @@
 //! bytes, so one input names both the geometry and the bytes judged by it.
 #![allow(dead_code)]
 
-use p2pft::layout::Layout;
+use p2pft::protocol::layout::Layout;
 
 /// Bytes of input that [`layout`] takes.
 pub const LAYOUT_BYTES: usize = 6;

@@ -1,0 +1,9 @@
+//! The application over the library: the command line ([`cli`]), the local
+//! launcher ([`swarm`]), the benchmark ([`bench`]) and the picture of a
+//! swarm ([`report`]). The binaries call [`cli`] and nothing else; nothing
+//! below this layer imports it.
+
+pub(crate) mod bench;
+pub mod cli;
+pub(crate) mod report;
+pub(crate) mod swarm;
