@@ -108,6 +108,8 @@ pub struct Launch {
     /// The binary to push, when it is ours.
     push: Option<(PathBuf, u64)>,
     pub report: LaunchReport,
+    /// Sessions waiting for their peer's turn, by peer ID.
+    sessions: parking_lot::Mutex<std::collections::HashMap<u32, Child>>,
     // Dropped last: the masters' sockets live in its directory.
     _client: Client,
 }
@@ -422,33 +424,47 @@ impl Launch {
             dir,
             bin,
             push: push.map(|(exe, _, size)| (exe, size)),
+            sessions: Default::default(),
             _client: client,
         })
     }
 
-    /// Writes `bytes` (or the file `from`) to `path` on `host`, mode
-    /// `mode`, whole or not at all (a temporary name, then a rename).
-    fn put(host: &Host, path: &str, from: Put, mode: u32, deadline: Instant) -> Result<(), String> {
+    /// Copies the file `from` to `path` on `host`, mode `mode`, whole or not
+    /// at all (a temporary name, then a rename).
+    fn push(
+        host: &Host,
+        path: &str,
+        from: &Path,
+        mode: u32,
+        deadline: Instant,
+    ) -> Result<(), String> {
         let tmp = format!("{path}.part");
         let script = format!(
             "umask 077 && mkdir -p \"$(dirname {p})\" && cat > {t} && chmod {mode:o} {t} && mv -f {t} {p}",
             p = quote(path),
             t = quote(&tmp),
         );
-        let input: Box<dyn io::Read + Send> = match from {
-            Put::Bytes(b) => Box::new(io::Cursor::new(b)),
-            Put::File(f) => {
-                Box::new(std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?)
-            }
-        };
+        let input = std::fs::File::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
+        match host.master.run(
+            &script,
+            Some(Box::new(input)),
+            left(deadline, COMMAND_LIMIT),
+        ) {
+            Ok((status, _, _)) if status.success() => Ok(()),
+            Ok((status, _, err)) => Err(format!("cannot write {path} ({status}): {}", err.trim())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Runs `script` (given on stdin: no limit on its length) on `host`,
+    /// and returns its stdout.
+    fn run_script(host: &Host, script: Vec<u8>, limit: Duration) -> Result<Vec<u8>, String> {
         match host
             .master
-            .run(&script, Some(input), left(deadline, COMMAND_LIMIT))
+            .run("exec sh -s", Some(Box::new(io::Cursor::new(script))), limit)
         {
-            Ok((status, _, _)) if status.success() => Ok(()),
-            Ok((status, _, err)) => {
-                Err(format!("cannot write {path} ({}): {}", status, err.trim()))
-            }
+            Ok((status, out, _)) if status.success() => Ok(out),
+            Ok((status, _, err)) => Err(format!("{status}: {}", err.trim())),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -456,6 +472,8 @@ impl Launch {
     /// Puts on every host what its peers need: the binary (once), the
     /// configs, the metadata (made on the seed's host when this machine has
     /// none, and fetched back here) and, with `secret`, the secret file.
+    /// Each host gets its small files in one command: on a host whose login
+    /// shell takes a quarter of a second to start, commands add up.
     pub fn stage(
         &mut self,
         config: &Config,
@@ -464,26 +482,32 @@ impl Launch {
         deadline: Instant,
     ) -> Result<(), RemoteError> {
         let started = Instant::now();
-        let common = std::fs::read(config.dir.join("Common.cfg"))?;
-        let info = std::fs::read(config.dir.join("PeerInfo.cfg"))?;
+        let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+        for name in ["Common.cfg", "PeerInfo.cfg"] {
+            files.push((
+                self.remote_path(name),
+                std::fs::read(config.dir.join(name))?,
+                0o644,
+            ));
+        }
         let bin = self.bin.clone();
         let push = self.push.clone();
-        let dir = self.dir.clone();
+        if let Some((exe, _)) = &push {
+            if self.hosts.iter().any(|h| h.shared && !h.has_bin) {
+                // A shared home: the binary goes there from here, once.
+                let part = PathBuf::from(format!("{bin}.part"));
+                std::fs::create_dir_all(part.parent().expect("in a directory"))?;
+                std::fs::copy(exe, &part)?;
+                std::fs::rename(&part, &bin)?;
+            }
+        }
         let pushed = std::sync::atomic::AtomicU64::new(0);
         let results = fan_out(&self.hosts, fanout, |host| {
-            if host.shared {
-                return Ok(());
-            }
-            if let (Some((exe, size)), false) = (&push, host.has_bin) {
-                // Pushed once: a name carries the version and hash.
-                Launch::put(host, &bin, Put::File(exe), 0o755, deadline)
+            if let (Some((exe, size)), false) = (&push, host.has_bin || host.shared) {
+                // Pushed once: its name carries the version and hash.
+                Launch::push(host, &bin, exe, 0o755, deadline)
                     .map_err(|reason| (host.name.clone(), reason))?;
                 pushed.fetch_add(*size, std::sync::atomic::Ordering::Relaxed);
-            }
-            for (name, bytes) in [("Common.cfg", &common), ("PeerInfo.cfg", &info)] {
-                let path = dir.join(name).to_string_lossy().into_owned();
-                Launch::put(host, &path, Put::Bytes(bytes.clone()), 0o644, deadline)
-                    .map_err(|reason| (host.name.clone(), reason))?;
             }
             Ok(())
         });
@@ -491,33 +515,27 @@ impl Launch {
             r.map_err(|(host, reason)| RemoteError::Staging { host, reason })?;
         }
         self.report.pushed_bytes = pushed.into_inner();
-        let meta = self.fetch_meta(config, deadline)?;
-        let secret = match secret {
-            Some(path) => Some(std::fs::read(path)?),
-            None => None,
-        };
-        let meta_path = self.remote_path(format!("{}.meta.json", config.common.file_name));
-        let secret_path = self.remote_path(crate::swarm::SECRET_FILE);
+        if let Some(meta) = self.fetch_meta(config, &files, deadline)? {
+            let name = format!("{}.meta.json", config.common.file_name);
+            files.push((self.remote_path(name), meta, 0o644));
+        }
+        if let Some(path) = secret {
+            let secret_path = self.remote_path(crate::swarm::SECRET_FILE);
+            files.push((secret_path, std::fs::read(path)?, 0o600));
+        }
+        let script = files_script(&self.dir.to_string_lossy(), &files);
         let results = fan_out(&self.hosts, fanout, |host| {
             if host.shared {
                 return Ok(());
             }
-            let fail = |reason| (host.name.clone(), reason);
-            if let Some(meta) = &meta {
-                Launch::put(host, &meta_path, Put::Bytes(meta.clone()), 0o644, deadline)
-                    .map_err(fail)?;
-            }
-            if let Some(secret) = &secret {
-                Launch::put(
-                    host,
-                    &secret_path,
-                    Put::Bytes(secret.clone()),
-                    0o600,
-                    deadline,
-                )
-                .map_err(fail)?;
-            }
-            Ok(())
+            Launch::run_script(host, script.clone(), left(deadline, COMMAND_LIMIT))
+                .map(|_| ())
+                .map_err(|reason| {
+                    (
+                        host.name.clone(),
+                        format!("cannot stage the swarm's files: {reason}"),
+                    )
+                })
         });
         for r in results {
             r.map_err(|(host, reason)| RemoteError::Staging { host, reason })?;
@@ -532,6 +550,7 @@ impl Launch {
     fn fetch_meta(
         &self,
         config: &Config,
+        configs: &[(String, Vec<u8>, u32)],
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, RemoteError> {
         let local = crate::meta::default_path(&config.dir, &config.common.file_name);
@@ -560,18 +579,17 @@ impl Launch {
                 dir = quote(&dir),
             )
         };
-        let script = format!("cd {} && {make}cat {}", quote(&dir), quote(&remote_meta));
+        // `p2pft meta` reads PieceSize from the configs, put there first.
+        let mut script = files_script(&dir, configs);
+        script.extend(
+            format!("cd {} && {make}cat {}\n", quote(&dir), quote(&remote_meta)).into_bytes(),
+        );
         let fail = |reason: String| RemoteError::Staging {
             host: host.name.clone(),
             reason,
         };
-        let (status, out, err) = host
-            .master
-            .run(&script, None, left(deadline, Duration::from_secs(3600)))
-            .map_err(|e| fail(e.to_string()))?;
-        if !status.success() {
-            return Err(fail(format!("cannot make the metadata: {}", err.trim())));
-        }
+        let out = Launch::run_script(host, script, left(deadline, Duration::from_secs(3600)))
+            .map_err(|e| fail(format!("cannot make the metadata: {e}")))?;
         let meta: crate::meta::Meta = serde_json::from_slice(&out)
             .map_err(|e| fail(format!("its metadata {remote_meta} is not valid: {e}")))?;
         meta.save(&local)
@@ -601,17 +619,45 @@ impl Launch {
             .find(|h| h.peers.iter().any(|p| p.id == id))
     }
 
-    /// Starts `entry` on its host: ssh's stdout carries the peer's status
-    /// lines, then a [`Line::Pid`] and, once it ends, a [`Line::Exit`]
-    /// (ssh cannot tell a peer killed by a signal from its own failure).
-    pub fn spawn(
+    /// Opens a session for each peer over ssh, waiting on its host for its
+    /// turn ([`Launch::start`]): peers start one after another, each once
+    /// the previous listens, and a session's login shell (a quarter of a
+    /// second on some hosts) is then not paid one after another as well.
+    pub fn prestart(&self, connect_timeout: f64, secret: bool, extra: &[String]) -> io::Result<()> {
+        let mut sessions = self.sessions.lock();
+        for host in &self.hosts {
+            for entry in &host.peers {
+                let child = self.session(host, entry, connect_timeout, secret, extra)?;
+                sessions.insert(entry.id, child);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `entry` on its host, in the session [`Launch::prestart`]
+    /// opened: ssh's stdout carries the peer's status lines, then a
+    /// [`Line::Pid`] and, once it ends, a [`Line::Exit`] (ssh cannot tell a
+    /// peer killed by a signal from its own failure).
+    pub fn start(&self, entry: &PeerEntry) -> io::Result<Child> {
+        let mut child = self.sessions.lock().remove(&entry.id).ok_or_else(|| {
+            io::Error::other(format!("no ssh session was opened for peer {}", entry.id))
+        })?;
+        if let Some(mut go) = child.stdin.take() {
+            use std::io::Write;
+            // A session that ended already says why on stderr; its pipe is closed.
+            let _ = go.write_all(b"go\n");
+        }
+        Ok(child)
+    }
+
+    fn session(
         &self,
+        host: &Host,
         entry: &PeerEntry,
         connect_timeout: f64,
         secret: bool,
         extra: &[String],
     ) -> io::Result<Child> {
-        let host = self.host_of(entry.id).expect("a peer of ours");
         let dir = self.dir.to_string_lossy().into_owned();
         let mut words = vec![
             quote(&self.bin),
@@ -628,15 +674,16 @@ impl Launch {
             words.push(quote(&self.remote_path(crate::swarm::SECRET_FILE)));
         }
         words.extend(extra.iter().map(|w| quote(w)));
+        // Its exit code is said on stdout and is the session's too.
         let script = format!(
-            "cd {} || exit 2\n{} &\np=$!\necho '{{\"remote_pid\":'$p'}}'\nwait $p\necho '{{\"remote_exit\":'$?'}}'\n",
+            "cd {} || exit 2\nread go || exit 0\n{} &\np=$!\necho '{{\"remote_pid\":'$p'}}'\nwait $p\ne=$?\necho '{{\"remote_exit\":'$e'}}'\nexit $e\n",
             quote(&dir),
             words.join(" ")
         );
         use std::os::unix::process::CommandExt;
         host.master
             .command(&script)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -666,11 +713,6 @@ impl Launch {
             .map(|w| format!("host {} lost: {w}", host.name))
     }
 
-    /// The host name of peer `id`.
-    pub fn host_name(&self, id: u32) -> Option<String> {
-        self.host_of(id).map(|h| h.name.clone())
-    }
-
     /// Checks each of `ids`' files on its own host, by SHA-1 against the
     /// metadata (`p2pft verify`): pieces and the whole file.
     pub fn verify(&self, ids: &[u32], fanout: usize) -> Vec<FileCheck> {
@@ -693,9 +735,60 @@ impl Launch {
     }
 }
 
-enum Put<'a> {
-    Bytes(Vec<u8>),
-    File(&'a Path),
+impl Drop for Launch {
+    fn drop(&mut self) {
+        // Sessions whose turn never came: their `read` ends with their stdin.
+        for (_, mut child) in self.sessions.lock().drain() {
+            drop(child.stdin.take());
+            let until = Instant::now() + Duration::from_secs(2);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Base64 (RFC 4648, padded) in lines of 76, as `base64 -d` reads it.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + bytes.len() / 57 + 4);
+    for (n, chunk) in bytes.chunks(3).enumerate() {
+        if n > 0 && n % 19 == 0 {
+            out.push('\n');
+        }
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let v = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(v >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A sh script that writes each of `files` (path, bytes, mode) whole or
+/// not at all, in `dir` made first: binary-safe, as base64 in here
+/// documents, whose end mark no base64 line can be.
+fn files_script(dir: &str, files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
+    let mut script = format!("set -e\numask 077\nmkdir -p {}\n", quote(dir));
+    for (path, bytes, mode) in files {
+        let tmp = quote(&format!("{path}.part"));
+        script += &format!(
+            "base64 -d > {tmp} <<'P2PFT_END_OF_FILE'\n{}\nP2PFT_END_OF_FILE\nchmod {mode:o} {tmp}\nmv -f {tmp} {}\n",
+            base64(bytes),
+            quote(path)
+        );
+    }
+    script.into_bytes()
 }
 
 /// What a remote peer's ssh says on stdout beside its status lines.
@@ -876,6 +969,45 @@ mod tests {
         assert_eq!(facts.files[1], None);
         assert!(facts.shared && !facts.has_bin && !facts.has_meta);
         assert!(!dir.exists(), "the preflight made {}", dir.display());
+    }
+
+    #[test]
+    fn files_are_written_whole_by_the_staging_script() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("swarm dir");
+        let at = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let binary: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let files = vec![
+            (
+                at("Common.cfg"),
+                b"FileSize 1\nno newline at the end".to_vec(),
+                0o644,
+            ),
+            (at(".secret"), b"ab\n\n".to_vec(), 0o600),
+            (at("bytes"), binary.clone(), 0o644),
+            (at("empty"), Vec::new(), 0o644),
+        ];
+        let mut sh = Command::new("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        sh.stdin
+            .take()
+            .unwrap()
+            .write_all(&files_script(&dir.to_string_lossy(), &files))
+            .unwrap();
+        assert!(sh.wait().unwrap().success());
+        use std::os::unix::fs::PermissionsExt;
+        for (path, bytes, mode) in &files {
+            assert_eq!(&std::fs::read(path).unwrap(), bytes, "{path}");
+            let got = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got, *mode, "{path}");
+        }
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+        assert_eq!(base64(b"M"), "TQ==");
     }
 
     #[test]

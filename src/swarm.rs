@@ -732,6 +732,9 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         .collect();
     let exe = std::env::current_exe()?;
     let connect_timeout = args.connect_timeout(!remote.is_empty());
+    if let Some(l) = &launch {
+        l.prestart(connect_timeout, args.secret, &remote_args)?;
+    }
     let num_pieces = config.common.layout.num_pieces();
     let show_bars = !args.quiet && io::stderr().is_terminal();
     let bars = MultiProgress::with_draw_target(if show_bars {
@@ -783,9 +786,7 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         bar.set_prefix(entry.id.to_string());
         let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
         let mut child = match &launch {
-            Some(l) if l.runs(entry) => {
-                l.spawn(entry, connect_timeout, args.secret, &remote_args)?
-            }
+            Some(l) if l.runs(entry) => l.start(entry)?,
             _ => spawn_peer(&exe, &config, entry, connect_timeout, &peer_args)?,
         };
         forward_status(i, child.stdout.take().expect("piped"), tx.clone());
