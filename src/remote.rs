@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args, Clone, Default)]
@@ -110,6 +111,8 @@ pub struct Launch {
     pub report: LaunchReport,
     /// Sessions waiting for their peer's turn, by peer ID.
     sessions: parking_lot::Mutex<std::collections::HashMap<u32, Child>>,
+    /// The started peers' stdin, where a heartbeat goes every second.
+    beats: Arc<Heartbeats>,
     // Dropped last: the masters' sockets live in its directory.
     _client: Client,
 }
@@ -425,6 +428,7 @@ impl Launch {
             bin,
             push: push.map(|(exe, _, size)| (exe, size)),
             sessions: Default::default(),
+            beats: Default::default(),
             _client: client,
         })
     }
@@ -624,6 +628,7 @@ impl Launch {
     /// the previous listens, and a session's login shell (a quarter of a
     /// second on some hosts) is then not paid one after another as well.
     pub fn prestart(&self, connect_timeout: f64, secret: bool, extra: &[String]) -> io::Result<()> {
+        Heartbeats::spawn(&self.beats)?;
         let mut sessions = self.sessions.lock();
         for host in &self.hosts {
             for entry in &host.peers {
@@ -646,6 +651,7 @@ impl Launch {
             use std::io::Write;
             // A session that ended already says why on stderr; its pipe is closed.
             let _ = go.write_all(b"go\n");
+            self.beats.stdins.lock().push(go);
         }
         Ok(child)
     }
@@ -676,9 +682,10 @@ impl Launch {
         words.extend(extra.iter().map(|w| quote(w)));
         // Its exit code is said on stdout and is the session's too.
         let script = format!(
-            "cd {} || exit 2\nread go || exit 0\n{} &\np=$!\necho '{{\"remote_pid\":'$p'}}'\nwait $p\ne=$?\necho '{{\"remote_exit\":'$e'}}'\nexit $e\n",
+            "cd {} || exit 2\nread go || exit 0\nexec 3<&0\n{} 3<&- &\np=$!\n{}w=$!\necho '{{\"remote_pid\":'$p'}}'\nwait $p\ne=$?\nkill $w 2>/dev/null\necho '{{\"remote_exit\":'$e'}}'\nexit $e\n",
             quote(&dir),
-            words.join(" ")
+            words.join(" "),
+            watchdog()
         );
         use std::os::unix::process::CommandExt;
         host.master
@@ -735,8 +742,54 @@ impl Launch {
     }
 }
 
+/// Seconds a remote peer runs on without a heartbeat from its launcher.
+const LEASE_SECS: u32 = 6;
+
+/// On the host, beside a peer `$p`: stops it cleanly when the launcher's
+/// heartbeats stop for [`LEASE_SECS`] (the host cut off: sshd would notice
+/// only at TCP's timeout, and the peer would hold its port and file) or its
+/// stdin ends (the launcher gone). `read` takes a byte at a time from a
+/// pipe, so nothing is read past the line it waits for.
+/// (An asynchronous list's stdin is /dev/null: the session's is fd 3.)
+fn watchdog() -> String {
+    format!("( while timeout {LEASE_SECS} sh -c 'read x'; do :; done; kill -TERM $p ) <&3 >/dev/null 2>&1 &\n")
+}
+
+/// The started remote peers' stdin, and a thread that writes a line to
+/// each every second until the [`Launch`] is dropped.
+#[derive(Debug, Default)]
+struct Heartbeats {
+    stdins: parking_lot::Mutex<Vec<std::process::ChildStdin>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Heartbeats {
+    fn spawn(beats: &Arc<Heartbeats>) -> io::Result<()> {
+        let beats = Arc::clone(beats);
+        std::thread::Builder::new()
+            .name("heartbeats".into())
+            .spawn(move || {
+                use std::io::Write;
+                use std::sync::atomic::Ordering;
+                while !beats.stop.load(Ordering::SeqCst) {
+                    // A session that ended takes no more (its pipe is closed).
+                    beats
+                        .stdins
+                        .lock()
+                        .retain_mut(|s| s.write_all(b".\n").is_ok());
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                beats.stdins.lock().clear();
+            })?;
+        Ok(())
+    }
+}
+
 impl Drop for Launch {
     fn drop(&mut self) {
+        self.beats
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         // Sessions whose turn never came: their `read` ends with their stdin.
         for (_, mut child) in self.sessions.lock().drain() {
             drop(child.stdin.take());

@@ -126,6 +126,7 @@ impl Client {
             child: Mutex::new(Some(child)),
             base: self.options.clone(),
             words: Mutex::new(Some(words)),
+            said: Mutex::new(None),
         };
         master.wait_ready(limit)
     }
@@ -175,6 +176,8 @@ pub struct Master {
     child: Mutex<Option<Child>>,
     base: Vec<String>,
     words: Mutex<Option<thread::JoinHandle<String>>>,
+    /// Its last words once read, for every later question.
+    said: Mutex<Option<String>>,
 }
 
 impl Master {
@@ -250,6 +253,14 @@ impl Master {
         input: Option<Box<dyn Read + Send>>,
         limit: Duration,
     ) -> Result<(ExitStatus, Vec<u8>, String), SshError> {
+        // Without its master ssh would dial the host afresh, and wait
+        // ConnectTimeout for a host that is gone.
+        if !self.alive() {
+            return Err(self.last_words().map_or_else(
+                || SshError::Failed("ssh: the connection to the host is lost".into()),
+                SshError::Failed,
+            ));
+        }
         let mut child = self
             .command(script)
             .stdin(if input.is_some() {
@@ -307,11 +318,14 @@ impl Master {
         if self.alive() {
             return None;
         }
-        let words = self.words.lock().take()?.join().ok()?;
-        match failed(&words, None) {
-            SshError::Failed(w) => Some(w),
-            _ => None,
+        let mut said = self.said.lock();
+        if said.is_none() {
+            let words = self.words.lock().take()?.join().ok()?;
+            if let SshError::Failed(w) = failed(&words, None) {
+                *said = Some(w);
+            }
         }
+        said.clone()
     }
 }
 

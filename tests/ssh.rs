@@ -549,6 +549,47 @@ fn a_remote_peer_killed_mid_run_is_named_and_a_rerun_finishes() {
 }
 
 #[test]
+fn a_host_cut_off_mid_run_is_named_within_seconds_and_a_rerun_finishes() {
+    let hosts = Hosts::new(3, &[2, 3], &[]);
+    hosts.write_configs(&[(1, true), (2, false), (3, false)]);
+    let file = content(SIZE, 27);
+    seed_on_controller(&hosts, &file);
+    let launcher = Launcher(Some(hosts.launch(&["--max-download-rate", "300K"])));
+    until_it_has_pieces(&hosts, 3, 1003);
+    let peer_pid = hosts.peer_pid(3, 1003).expect("peer 1003 runs on host 3");
+    // The host goes away: no FIN, no RST, nothing.
+    ip(&["-n", &hosts.names[2], "link", "set", "eth0", "down"]);
+    let cut = Instant::now();
+    let o = launcher.wait(LIMIT);
+    let named_after = cut.elapsed();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        named_after < Duration::from_secs(10),
+        "{named_after:?}: {stderr}"
+    );
+    assert!(
+        stderr.contains("host 10.77.0.3 lost: ssh: Timeout, server 10.77.0.3 not responding."),
+        "{stderr}"
+    );
+    // Cut off from its launcher, the peer stops by itself (its lease ends).
+    wait_until(Duration::from_secs(15), "the cut-off peer to stop", || {
+        !std::path::Path::new(&format!("/proc/{peer_pid}")).exists()
+    });
+    ip(&["-n", &hosts.names[2], "link", "set", "eth0", "up"]);
+    let o = Launcher(Some(hosts.launch(&[]))).wait(LIMIT);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    for (id, host) in [(1002u32, 2usize), (1003, 3)] {
+        let got = hosts.read_on_host(host, &format!("peer_{id}/f.dat"));
+        assert!(
+            got.as_deref() == Some(&file[..]),
+            "host {host}: its file differs"
+        );
+    }
+}
+
+#[test]
 fn ctrl_c_stops_every_peer_on_every_host() {
     let hosts = Hosts::new(3, &[2, 3], &[]);
     hosts.write_configs(&[(1, true), (2, false), (3, false)]);
