@@ -13,7 +13,6 @@
 use crate::config::{Config, PeerEntry};
 use crate::ssh::{fan_out, quote, Client, Master, SshError};
 use crate::status::mib;
-use crate::swarm::FileCheck;
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -109,6 +108,8 @@ pub struct Launch {
     /// The binary to push, when it is ours.
     push: Option<(PathBuf, u64)>,
     pub report: LaunchReport,
+    /// The secret file's name, once staged.
+    secret_name: Option<String>,
     /// Sessions waiting for their peer's turn, by peer ID.
     sessions: parking_lot::Mutex<std::collections::HashMap<u32, Child>>,
     /// The started peers' stdin, where a heartbeat goes every second.
@@ -264,11 +265,14 @@ impl Launch {
     /// files, the binary and the logs, the peers' ports free, a seed's file
     /// there at the right size. Writes nothing on any host; every failing
     /// host is named at once.
+    /// `records(peers, with_meta)`: bytes of logs (and metadata) that many
+    /// peers of the host write at most, as the launcher counts them here.
     pub fn preflight(
         args: &SshArgs,
         config: &Config,
         remote: &[PeerEntry],
         deadline: Instant,
+        records: &(dyn Fn(u64, bool) -> u64 + Sync),
     ) -> Result<Launch, RemoteError> {
         let started = Instant::now();
         let dir = args
@@ -299,7 +303,6 @@ impl Launch {
         std::fs::write(&probe, b"")?;
         let meta_name = format!("{}.meta.json", config.common.file_name);
         let size = config.common.file_size_bytes;
-        let pieces = u64::from(config.common.layout.num_pieces());
         let groups = by_host(remote);
         let indexed: Vec<(usize, &(String, Vec<PeerEntry>))> = groups.iter().enumerate().collect();
         let checked = fan_out(&indexed, args.fanout, |(n, (host, peers))| {
@@ -373,12 +376,7 @@ impl Launch {
                 }
             }
             if !facts.shared {
-                need += crate::swarm::records_bytes(
-                    pieces,
-                    config.peers.len() as u64,
-                    peers.len() as u64,
-                    !facts.has_meta,
-                );
+                need += records(peers.len() as u64, !facts.has_meta);
                 if let (Some((_, _, bin_size)), false) = (&push, facts.has_bin) {
                     need += bin_size;
                 }
@@ -427,6 +425,7 @@ impl Launch {
             dir,
             bin,
             push: push.map(|(exe, _, size)| (exe, size)),
+            secret_name: None,
             sessions: Default::default(),
             beats: Default::default(),
             _client: client,
@@ -524,7 +523,13 @@ impl Launch {
             files.push((self.remote_path(name), meta, 0o644));
         }
         if let Some(path) = secret {
-            let secret_path = self.remote_path(crate::swarm::SECRET_FILE);
+            let name = path
+                .file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned();
+            let secret_path = self.remote_path(&name);
+            self.secret_name = Some(name);
             files.push((secret_path, std::fs::read(path)?, 0o600));
         }
         let script = files_script(&self.dir.to_string_lossy(), &files);
@@ -675,9 +680,9 @@ impl Launch {
             "--connect-timeout".into(),
             connect_timeout.to_string(),
         ];
-        if secret {
+        if let (true, Some(name)) = (secret, &self.secret_name) {
             words.push("--secret-file".into());
-            words.push(quote(&self.remote_path(crate::swarm::SECRET_FILE)));
+            words.push(quote(&self.remote_path(name)));
         }
         words.extend(extra.iter().map(|w| quote(w)));
         // Its exit code is said on stdout and is the session's too.
@@ -721,22 +726,21 @@ impl Launch {
     }
 
     /// Checks each of `ids`' files on its own host, by SHA-1 against the
-    /// metadata (`p2pft verify`): pieces and the whole file.
-    pub fn verify(&self, ids: &[u32], fanout: usize) -> Vec<FileCheck> {
+    /// metadata (`p2pft verify`): pieces and the whole file. `None`: not
+    /// checked (no metadata, the host lost).
+    pub fn verify(&self, ids: &[u32], fanout: usize) -> Vec<Option<bool>> {
         let dir = self.dir.to_string_lossy().into_owned();
         fan_out(ids, fanout, |&id| {
-            let Some(host) = self.host_of(id) else {
-                return FileCheck::NotChecked;
-            };
+            let host = self.host_of(id)?;
             let script = format!(
                 "cd {d} && {b} verify --peer {id} --dir {d} >/dev/null 2>&1",
                 d = quote(&dir),
                 b = quote(&self.bin)
             );
             match host.master.run(&script, None, COMMAND_LIMIT) {
-                Ok((s, _, _)) if s.success() => FileCheck::MatchesMetadata,
-                Ok((s, _, _)) if s.code() == Some(1) => FileCheck::Differs,
-                _ => FileCheck::NotChecked,
+                Ok((s, _, _)) if s.success() => Some(true),
+                Ok((s, _, _)) if s.code() == Some(1) => Some(false),
+                _ => None,
             }
         })
     }
@@ -859,35 +863,17 @@ impl Line {
     }
 }
 
-/// `p2pft swarm --ssh --clean`: removes from every other host what the
-/// launcher put there; returns the exit code (0 every host cleaned, 1 one
-/// was not, 2 bad configuration).
-pub fn clean_cli(args: &crate::swarm::SwarmArgs) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
-    let config = match Config::load(&args.dir) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let config = match std::fs::canonicalize(Path::new(".").join(&config.dir)) {
-        Ok(dir) => Config { dir, ..config },
-        Err(e) => {
-            eprintln!("error: {}: {e}", config.dir.display());
-            return 2;
-        }
-    };
-    let remote: Vec<PeerEntry> = config
-        .peers
-        .iter()
-        .filter(|p| !crate::swarm::is_local_host(&p.host).unwrap_or(false))
-        .cloned()
-        .collect();
-    clean(&args.ssh, &config, &remote, deadline)
-}
-
-fn clean(args: &SshArgs, config: &Config, remote: &[PeerEntry], deadline: Instant) -> i32 {
+/// `p2pft swarm --ssh --clean`: removes from the hosts of `remote` what
+/// the launcher put there (`secret` is the secret file's name), and with
+/// `--clean-logs`, `--clean-files` the logs, the peers' directories; says
+/// what it did a host and returns the exit code (0 every host cleaned).
+pub fn clean(
+    args: &SshArgs,
+    config: &Config,
+    remote: &[PeerEntry],
+    deadline: Instant,
+    secret: &str,
+) -> i32 {
     let dir = args
         .remote_dir
         .clone()
@@ -917,7 +903,7 @@ fn clean(args: &SshArgs, config: &Config, remote: &[PeerEntry], deadline: Instan
             q("Common.cfg".into()),
             q("PeerInfo.cfg".into()),
             q(format!("{}.meta.json", config.common.file_name)),
-            q(crate::swarm::SECRET_FILE.into()),
+            q(secret.into()),
         ];
         for p in peers {
             if args.clean_logs {

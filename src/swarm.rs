@@ -691,9 +691,14 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     check_not_running(&local)?;
     let mut launch = match over_ssh.is_empty() {
         true => None,
-        false => Some(crate::remote::Launch::preflight(
-            &args.ssh, &config, &over_ssh, deadline,
-        )?),
+        false => {
+            let pieces = u64::from(config.common.layout.num_pieces());
+            let peers = config.peers.len() as u64;
+            let records = |on_host, with_meta| records_bytes(pieces, peers, on_host, with_meta);
+            Some(crate::remote::Launch::preflight(
+                &args.ssh, &config, &over_ssh, deadline, &records,
+            )?)
+        }
     };
     // Over ssh a run resumes what the hosts have, as a distribution job
     // that failed half way is run again.
@@ -966,6 +971,13 @@ pub fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
                 .map(|p| p.entry.id)
                 .collect();
             l.verify(&ids, args.ssh.fanout)
+                .into_iter()
+                .map(|good| match good {
+                    Some(true) => FileCheck::MatchesMetadata,
+                    Some(false) => FileCheck::Differs,
+                    None => FileCheck::NotChecked,
+                })
+                .collect()
         }
         None => Vec::new(),
     }
@@ -1344,6 +1356,34 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
     Ok(())
 }
 
+/// `p2pft swarm --ssh --clean`: every host of PeerInfo.cfg but this one
+/// cleaned (see [`crate::remote::clean`]); returns the exit code (2 for bad
+/// configuration).
+fn clean_hosts(args: &SwarmArgs) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
+    let config = match Config::load(&args.dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let config = match std::fs::canonicalize(Path::new(".").join(&config.dir)) {
+        Ok(dir) => Config { dir, ..config },
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.dir.display());
+            return 2;
+        }
+    };
+    let remote: Vec<PeerEntry> = config
+        .peers
+        .iter()
+        .filter(|p| !is_local_host(&p.host).unwrap_or(false))
+        .cloned()
+        .collect();
+    crate::remote::clean(&args.ssh, &config, &remote, deadline, SECRET_FILE)
+}
+
 /// `p2pft swarm`: returns the exit code (0 all good, 1 a peer failed or time
 /// ran out, 2 bad configuration).
 pub fn run_cli(args: &SwarmArgs) -> i32 {
@@ -1353,7 +1393,7 @@ pub fn run_cli(args: &SwarmArgs) -> i32 {
         return 1;
     }
     if args.ssh.clean {
-        return crate::remote::clean_cli(args);
+        return clean_hosts(args);
     }
     match run(args) {
         Ok(report) => {

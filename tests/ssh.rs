@@ -197,10 +197,14 @@ impl Hosts {
     /// Writes the configs to the controller's directory: `peers` are
     /// (host, seed) in PeerInfo order; peer IDs 1001...
     fn write_configs(&self, peers: &[(usize, bool)]) {
+        self.write_configs_sized(peers, SIZE);
+    }
+
+    fn write_configs_sized(&self, peers: &[(usize, bool)], size: u64) {
         let dir = self.controller_dir();
         std::fs::write(
             dir.join("Common.cfg"),
-            format!("NumberOfPreferredNeighbors 2\nUnchokingInterval 0.5\nOptimisticUnchokingInterval 1\nFileName f.dat\nFileSize {SIZE}\nPieceSize 65536\n"),
+            format!("NumberOfPreferredNeighbors 2\nUnchokingInterval 0.5\nOptimisticUnchokingInterval 1\nFileName f.dat\nFileSize {size}\nPieceSize {}\n", if size > 8 << 20 { 262144 } else { 65536 }),
         )
         .unwrap();
         let info: String = peers
@@ -649,37 +653,41 @@ fn a_secret_swarm_over_ssh_gives_every_host_the_secret() {
 }
 
 /// The launcher's own overhead (preflight and staging) on 8 hosts against
-/// the swarm's run time: `cargo test --test ssh -- --ignored --nocapture`.
+/// the swarm's run time, for files of a few sizes:
+/// `cargo test --test ssh -- --ignored --nocapture overhead`.
 #[test]
 #[ignore]
 fn overhead_on_eight_hosts() {
     let hosts = Hosts::new(9, &(2..=9).collect::<Vec<_>>(), &[]);
     let peers: Vec<(usize, bool)> = (1..=9).map(|h| (h, h == 1)).collect();
-    hosts.write_configs(&peers);
-    seed_on_controller(&hosts, &content(SIZE, 26));
-    for round in ["first (binary pushed)", "again (binary there)"] {
-        // Every leecher starts with nothing.
-        for host in 2..=9 {
-            let dir = hosts.remote_dir();
-            hosts.on_host(
-                host,
-                &format!("rm -rf {}/peer_* {}/log_*", dir.display(), dir.display()),
-                b"",
+    println!("MiB,binary pushed,preflight s,staging s,swarm s,launcher s");
+    for size in [4 << 20, 64 << 20, 256 << 20] {
+        hosts.write_configs_sized(&peers, size);
+        let _ = std::fs::remove_file(hosts.controller_dir().join("f.dat.meta.json"));
+        seed_on_controller(&hosts, &content(size, 26));
+        for _ in 0..2 {
+            // Every leecher starts with nothing.
+            for host in 2..=9 {
+                let dir = hosts.remote_dir();
+                let rm = format!("rm -rf {0}/peer_* {0}/log_* {0}/*.meta.json", dir.display());
+                hosts.on_host(host, &rm, b"");
+            }
+            let started = Instant::now();
+            let o = Launcher(Some(hosts.launch(&[]))).wait(LIMIT);
+            let total = started.elapsed().as_secs_f64();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(0), "{stderr}");
+            let r = report(&o);
+            println!(
+                "{},{},{:.3},{:.3},{:.3},{total:.3}",
+                size >> 20,
+                r["launch"]["pushed_bytes"].as_u64().unwrap() > 0,
+                r["launch"]["preflight_secs"].as_f64().unwrap(),
+                r["launch"]["staging_secs"].as_f64().unwrap(),
+                r["wall_secs"].as_f64().unwrap()
             );
         }
-        let started = Instant::now();
-        let o = Launcher(Some(hosts.launch(&[]))).wait(LIMIT);
-        let total = started.elapsed().as_secs_f64();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let r = report(&o);
-        println!(
-            "{round}: preflight {:.3} s, staging {:.3} s, swarm {:.3} s, launcher in all {total:.3} s, pushed {} bytes",
-            r["launch"]["preflight_secs"], r["launch"]["staging_secs"], r["wall_secs"], r["launch"]["pushed_bytes"]
-        );
+        // The next size starts with a fresh binary push only the first time.
+        let _ = std::fs::remove_dir_all(hosts.controller_dir().join("peer_1001"));
     }
 }
