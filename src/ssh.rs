@@ -108,10 +108,13 @@ impl Client {
         let socket = self.sockets.join(n.to_string());
         let mut child = self
             .base(&socket, true)
-            .args(["-N", "-T"])
+            .arg("-T")
             .arg("--")
             .arg(host)
-            .stdin(Stdio::null())
+            // Not `-N`: a session that ends with our stdin, so the master
+            // ends when the launcher does, however it went (`kill -9`).
+            .arg("exec cat >/dev/null")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             // Signals reach it through the launcher only, as they do peers.
