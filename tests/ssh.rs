@@ -620,6 +620,27 @@ fn ctrl_c_stops_every_peer_on_every_host() {
 }
 
 #[test]
+fn a_launcher_killed_outright_leaves_nothing_running_anywhere() {
+    let hosts = Hosts::new(3, &[2, 3], &[]);
+    hosts.write_configs(&[(1, true), (2, false), (3, false)]);
+    seed_on_controller(&hosts, &content(SIZE, 28));
+    let launcher = Launcher(Some(hosts.launch(&["--max-download-rate", "300K"])));
+    until_it_has_pieces(&hosts, 3, 1003);
+    assert!(hosts.peer_pid(2, 1002).is_some() && !hosts.processes(1).is_empty());
+    let pid = launcher.0.as_ref().unwrap().id();
+    run(Command::new("kill").args(["-9", &pid.to_string()]));
+    let _ = launcher.wait(LIMIT);
+    // Its peers, its ssh masters and sessions: on the controller too.
+    for host in 1..=3 {
+        wait_until(
+            Duration::from_secs(20),
+            "nothing left running on a host",
+            || hosts.processes(host).is_empty(),
+        );
+    }
+}
+
+#[test]
 fn a_secret_swarm_over_ssh_gives_every_host_the_secret() {
     let hosts = Hosts::new(3, &[2, 3], &[]);
     hosts.write_configs(&[(1, true), (2, false), (3, false)]);
