@@ -48,6 +48,12 @@ impl Hosts {
     /// controller is 1), the remote directory `remote` a tmpfs of its own
     /// (read-only on hosts in `read_only`).
     fn new(n: usize, with_sshd: &[usize], read_only: &[usize]) -> Hosts {
+        Hosts::sharing(n, with_sshd, read_only, false)
+    }
+
+    /// As [`Hosts::new`]; with `shared`, every host sees this machine's
+    /// disk, as on a shared home.
+    fn sharing(n: usize, with_sshd: &[usize], read_only: &[usize], shared: bool) -> Hosts {
         let tag = format!(
             "{}-{}",
             std::process::id(),
@@ -95,7 +101,7 @@ impl Hosts {
         for i in 1..=n {
             let sshd = with_sshd
                 .contains(&i)
-                .then(|| hosts.start_sshd(i, read_only.contains(&i)));
+                .then(|| hosts.start_sshd(i, read_only.contains(&i), shared));
             hosts.sshd.push(sshd);
         }
         for i in 1..=n {
@@ -136,7 +142,7 @@ impl Hosts {
         std::fs::write(self.path("known_hosts"), known).unwrap();
     }
 
-    fn start_sshd(&self, i: usize, read_only: bool) -> Child {
+    fn start_sshd(&self, i: usize, read_only: bool, shared: bool) -> Child {
         let config = self.path(&format!("sshd_config_{i}"));
         std::fs::write(
             &config,
@@ -149,8 +155,11 @@ impl Hosts {
         .unwrap();
         let options = if read_only { "-o ro " } else { "" };
         // Its own mount namespace: the tmpfs is this host's disk alone.
-        let script =
-            format!("mount -t tmpfs {options}tmpfs \"$0\" && exec /usr/sbin/sshd -D -e -f \"$1\"");
+        let sshd = "exec /usr/sbin/sshd -D -e -f \"$1\"";
+        let script = match shared {
+            true => sshd.to_string(),
+            false => format!("mount -t tmpfs {options}tmpfs \"$0\" && {sshd}"),
+        };
         Command::new("ip")
             .args(["netns", "exec", &self.names[i - 1]])
             .args([
@@ -219,11 +228,26 @@ impl Hosts {
 
     /// `p2pft swarm --ssh --json` on the controller, with `extra` arguments.
     fn launch(&self, extra: &[&str]) -> Child {
+        self.launch_with(extra, true)
+    }
+
+    /// As [`Hosts::launch`]; without `remote_dir`, the remote directory is
+    /// the controller's own path.
+    fn launch_with(&self, extra: &[&str], remote_dir: bool) -> Child {
+        let mut ssh_args = self.ssh_args();
+        if !remote_dir {
+            ssh_args.truncate(ssh_args.len() - 2);
+        }
         Command::new("ip")
             .args(["netns", "exec", &self.names[0]])
             .arg(common::P2PFT)
-            .args(["swarm", "--ssh", "--json", "--timeout", "90"])
-            .args(self.ssh_args())
+            .args(["swarm", "--ssh", "--json"])
+            .args(if extra.contains(&"--timeout") {
+                &[][..]
+            } else {
+                &["--timeout", "90"][..]
+            })
+            .args(ssh_args)
             .args(extra)
             .arg("--dir")
             .arg(self.controller_dir())
@@ -302,14 +326,29 @@ fn listens_on_22(pid: u32) -> bool {
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        // Whatever still runs in the hosts (sshd, sessions, peers), by PID.
+        // Whatever still runs in the hosts (sshd, sessions, peers), by PID:
+        // asked first, so that a login shell's own lock files (a `.bashrc`
+        // running `pyenv init`) are released; killed when it will not go.
         for i in 1..=self.names.len() {
             if let Some(mut sshd) = self.sshd[i - 1].take() {
                 let _ = sshd.kill();
                 let _ = sshd.wait();
             }
             for pid in self.processes(i) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(3);
+        while (1..=self.names.len()).any(|i| !self.processes(i).is_empty())
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for i in 1..=self.names.len() {
+            for pid in self.processes(i) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
             }
         }
         for name in self.names.iter().chain([&self.switch]) {
@@ -631,6 +670,62 @@ fn a_launcher_killed_outright_leaves_nothing_running_anywhere() {
     run(Command::new("kill").args(["-9", &pid.to_string()]));
     let _ = launcher.wait(LIMIT);
     // Its peers, its ssh masters and sessions: on the controller too.
+    for host in 1..=3 {
+        wait_until(
+            Duration::from_secs(20),
+            "nothing left running on a host",
+            || hosts.processes(host).is_empty(),
+        );
+    }
+}
+
+#[test]
+fn a_shared_home_is_used_as_it_is_and_never_cleaned() {
+    // Every host sees the controller's disk; the remote directory is by
+    // default the swarm directory's own path.
+    let hosts = Hosts::sharing(3, &[2, 3], &[], true);
+    hosts.write_configs(&[(1, true), (2, false), (3, false)]);
+    let file = content(SIZE, 29);
+    seed_on_controller(&hosts, &file);
+    let o = Launcher(Some(hosts.launch_with(&[], false))).wait(LIMIT);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let r = report(&o);
+    assert_eq!(
+        r["launch"]["pushed_bytes"], 0,
+        "copied here, not pushed: {r}"
+    );
+    let dir = hosts.controller_dir();
+    for id in [1002, 1003] {
+        assert_eq!(peer(&r, id)["file_check"], "matches_metadata", "{r}");
+        assert!(std::fs::read(dir.join(format!("peer_{id}/f.dat"))).unwrap() == file);
+    }
+    let own: Vec<_> = std::fs::read_dir(dir.join(".p2pft")).unwrap().collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    // --clean leaves the controller's own directory alone.
+    let o = Launcher(Some(hosts.launch_with(&["--clean"], false))).wait(LIMIT);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("nothing removed"), "{stderr}");
+    assert!(dir.join("Common.cfg").exists() && dir.join(".p2pft").exists());
+}
+
+#[test]
+fn the_time_limit_bounds_the_whole_job_and_stops_every_host() {
+    let hosts = Hosts::new(3, &[2, 3], &[]);
+    hosts.write_configs(&[(1, true), (2, false), (3, false)]);
+    seed_on_controller(&hosts, &content(SIZE, 30));
+    let started = Instant::now();
+    let launcher = hosts.launch(&["--max-download-rate", "100K", "--timeout", "5"]);
+    let o = Launcher(Some(launcher)).wait(LIMIT);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report(&o)["timed_out"], true);
     for host in 1..=3 {
         wait_until(
             Duration::from_secs(20),
