@@ -337,7 +337,7 @@ impl Drop for Hosts {
             for pid in self.processes(i) {
                 let _ = Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
-                    .status();
+                    .output();
             }
         }
         let until = Instant::now() + Duration::from_secs(3);
