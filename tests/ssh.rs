@@ -677,6 +677,13 @@ fn a_launcher_killed_outright_leaves_nothing_running_anywhere() {
             || hosts.processes(host).is_empty(),
         );
     }
+    // Only the masters' empty socket directory stays: removed here.
+    let prefix = format!("p2pft-ssh-{pid}-");
+    for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_dir(entry.path()).expect("empty: no master left");
+        }
+    }
 }
 
 #[test]
