@@ -803,6 +803,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
         max_upload_rate: None,
         max_download_rate: None,
         report: None,
+        ssh: Default::default(),
     };
     let report = swarm::run(&swarm_args)?;
     go_on()?;

@@ -1,9 +1,11 @@
 //! The application over the library: the command line ([`cli`]), the local
-//! launcher ([`swarm`]), the benchmark ([`bench`]) and the picture of a
+//! launcher ([`swarm`], over ssh [`remote`] and [`ssh`]), the benchmark ([`bench`]) and the picture of a
 //! swarm ([`report`]). The binaries call [`cli`] and nothing else; nothing
 //! below this layer imports it.
 
 pub(crate) mod bench;
 pub mod cli;
+pub(crate) mod remote;
 pub(crate) mod report;
+pub(crate) mod ssh;
 pub(crate) mod swarm;

@@ -76,6 +76,8 @@ pub struct SwarmArgs {
     /// report`); a report that cannot be made is a warning only.
     #[arg(long, value_name = "FILE.svg")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: crate::app::remote::SshArgs,
 }
 
 impl SwarmArgs {
@@ -103,13 +105,20 @@ pub(crate) enum SwarmError {
     /// already, under another launcher or started by hand.
     #[error("{0}")]
     Busy(String),
+    /// `--ssh`: a host failed its preflight (nothing started) or its staging.
+    #[error("{0}")]
+    Remote(#[from] crate::app::remote::RemoteError),
 }
 
 /// What happened to one peer.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PeerReport {
     pub id: u32,
+    /// Its host, as PeerInfo.cfg names it.
+    pub host: String,
     pub seed: bool,
+    /// Started on its host over ssh (`--ssh`).
+    pub ssh: bool,
     /// False when the peer runs on another host and was not started here.
     pub local: bool,
     /// A local peer the launcher started (false: it stopped before this
@@ -168,6 +177,12 @@ pub(crate) struct SwarmReport {
     pub wall_secs: f64,
     pub file_size_bytes: u64,
     pub peers: Vec<PeerReport>,
+    /// `--ssh`: the launcher's own time on the other hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch: Option<crate::app::remote::LaunchReport>,
+    /// `--ssh`: peers lost before they had the file, and why (`host b2 lost: ...`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<String>,
 }
 
 /// The first SIGINT, SIGTERM or SIGHUP caught since [`catch_interrupts`]; 0 for none.
@@ -207,15 +222,27 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Passes `signal` on to every peer still running, by PID; SIGHUP goes as
 /// SIGTERM (peers stop cleanly on SIGINT and SIGTERM).
-fn pass_on(peers: &[Running], signal: i32) {
+fn pass_on(peers: &[Running], signal: i32, launch: Option<&crate::app::remote::Launch>) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let signal = match Signal::try_from(signal) {
         Ok(Signal::SIGINT) => Signal::SIGINT,
         _ => Signal::SIGTERM,
     };
-    for child in peers.iter().filter_map(|p| p.child.as_ref()) {
-        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+    let mut remote = Vec::new();
+    for p in peers.iter().filter(|p| p.child.is_some()) {
+        // A peer on another host by its PID there; its ssh stays to bring
+        // back how it ended.
+        match (launch, p.remote_pid) {
+            (Some(_), Some(pid)) => remote.push((p.entry.id, pid)),
+            _ => {
+                let child = p.child.as_ref().expect("filtered");
+                let _ = kill(Pid::from_raw(child.id() as i32), signal);
+            }
+        }
+    }
+    if let Some(launch) = launch {
+        launch.signal(&remote, signal.as_str().trim_start_matches("SIG"));
     }
 }
 
@@ -511,10 +538,16 @@ struct Running {
     stderr: Arc<parking_lot::Mutex<VecDeque<String>>>,
     /// When the rate was last shown, and bytes in and pieces then.
     rate: (Instant, u64, u32),
+    /// A peer over ssh: its PID on its host, and its exit code there.
+    remote_pid: Option<u32>,
+    remote_exit: Option<i32>,
+    /// Its stdout has ended.
+    closed: bool,
 }
 
 enum Update {
     Status(usize, Status),
+    Remote(usize, crate::app::remote::Line),
     Closed(usize),
 }
 
@@ -602,10 +635,15 @@ fn forward_status(
 ) {
     thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if let Some(s) = Status::parse(&line) {
-                if tx.send(Update::Status(i, s)).is_err() {
-                    return;
-                }
+            let update = match Status::parse(&line) {
+                Some(s) => Update::Status(i, s),
+                None => match crate::app::remote::Line::parse(&line) {
+                    Some(l) => Update::Remote(i, l),
+                    None => continue,
+                },
+            };
+            if tx.send(update).is_err() {
+                return;
             }
         }
         let _ = tx.send(Update::Closed(i));
@@ -614,6 +652,8 @@ fn forward_status(
 
 /// Runs the swarm of `args.dir` to the end and reports on it.
 pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
+    // `--timeout` bounds the whole job, an ssh launch's preflight and staging too.
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
     let config = Config::load(&args.dir)?;
     for w in &config.warnings {
         eprintln!("warning: {w}");
@@ -622,10 +662,11 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         dir: std::fs::canonicalize(Path::new(".").join(&config.dir))?,
         ..config
     };
-    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    let (mut local, mut remote, mut over_ssh) = (Vec::new(), Vec::new(), Vec::new());
     for p in &config.peers {
         match is_local_host(&p.host) {
             Ok(true) => local.push(p.clone()),
+            _ if args.ssh.ssh => over_ssh.push(p.clone()),
             elsewhere => {
                 // Said now: the peers that dial it would report a typo only
                 // after --connect-timeout (by default as long as the swarm
@@ -648,13 +689,31 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     check_threads(local.len() as u64, config.peers.len() as u64).map_err(SwarmError::Refused)?;
     let _held = hold_peer_dirs(&config, &local)?;
     check_not_running(&local)?;
-    prepare(&config, &local, args.keep)?;
+    let mut launch = match over_ssh.is_empty() {
+        true => None,
+        false => {
+            let pieces = u64::from(config.common.layout.num_pieces());
+            let peers = config.peers.len() as u64;
+            let records = |on_host, with_meta| records_bytes(pieces, peers, on_host, with_meta);
+            Some(crate::app::remote::Launch::preflight(
+                &args.ssh, &config, &over_ssh, deadline, &records,
+            )?)
+        }
+    };
+    // Over ssh a run resumes what the hosts have, as a distribution job
+    // that failed half way is run again.
+    prepare(&config, &local, args.keep || launch.is_some())?;
     // What every peer is told beyond its ID and directory.
     let mut peer_args: Vec<std::ffi::OsString> = Vec::new();
-    if args.secret {
+    let secret = match args.secret {
+        true => Some(write_secret(&config.dir)?),
+        false => None,
+    };
+    if let Some(path) = &secret {
         peer_args.push("--secret-file".into());
-        peer_args.push(write_secret(&config.dir)?.into());
+        peer_args.push(path.into());
     }
+    let mut remote_args = Vec::new();
     for (flag, rate) in [
         ("--max-upload-rate", args.max_upload_rate),
         ("--max-download-rate", args.max_download_rate),
@@ -662,10 +721,25 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         if let Some(rate) = rate {
             peer_args.push(flag.into());
             peer_args.push(rate.to_string().into());
+            remote_args.extend([flag.to_string(), rate.to_string()]);
         }
     }
+    if let Some(launch) = &mut launch {
+        launch.stage(&config, args.ssh.fanout, secret.as_deref(), deadline)?;
+    }
+    let launch = launch.map(Arc::new);
+    // Every peer this launcher starts, in PeerInfo order.
+    let to_start: Vec<PeerEntry> = config
+        .peers
+        .iter()
+        .filter(|p| local.contains(p) || over_ssh.contains(p))
+        .cloned()
+        .collect();
     let exe = std::env::current_exe()?;
     let connect_timeout = args.connect_timeout(!remote.is_empty());
+    if let Some(l) = &launch {
+        l.prestart(connect_timeout, args.secret, &remote_args)?;
+    }
     let num_pieces = config.common.layout.num_pieces();
     let show_bars = !args.quiet && io::stderr().is_terminal();
     let bars = MultiProgress::with_draw_target(if show_bars {
@@ -686,8 +760,8 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let rows = console::Term::stderr()
         .size_checked()
         .map_or(24, |(rows, _)| rows);
-    let mut total = (local.len() + 2 > usize::from(rows)).then(|| {
-        let leechers = local.iter().filter(|p| !p.has_file).count() as u64;
+    let mut total = (to_start.len() + 2 > usize::from(rows)).then(|| {
+        let leechers = to_start.iter().filter(|p| !p.has_file).count() as u64;
         let bar = bars.add(ProgressBar::new(leechers * u64::from(num_pieces)));
         bar.set_style(style.clone());
         bar.set_prefix("all");
@@ -699,13 +773,12 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     });
 
     let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(args.timeout.max(0.0));
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut peers: Vec<Running> = Vec::new();
     let mut failed_to_start = false;
     // The peer that failed to start closed its status pipe: it is exiting.
     let mut exiting: Option<usize> = None;
-    for entry in &local {
+    for entry in &to_start {
         if stop_requested() {
             break;
         }
@@ -717,7 +790,10 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         bar.set_style(style.clone());
         bar.set_prefix(entry.id.to_string());
         let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
-        let mut child = spawn_peer(&exe, &config, entry, connect_timeout, &peer_args)?;
+        let mut child = match &launch {
+            Some(l) if l.runs(entry) => l.start(entry)?,
+            _ => spawn_peer(&exe, &config, entry, connect_timeout, &peer_args)?,
+        };
         forward_status(i, child.stdout.take().expect("piped"), tx.clone());
         keep_tail(
             child.stderr.take().expect("piped"),
@@ -733,6 +809,9 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             exit_code: None,
             stderr,
             rate: (Instant::now(), 0, 0),
+            remote_pid: None,
+            remote_exit: None,
+            closed: false,
         });
         // The next peer dials this one: wait until it listens (or dies).
         let listening = loop {
@@ -762,9 +841,11 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let mut timed_out = false;
     // When a signal was passed on to the peers.
     let mut stopping: Option<Instant> = None;
+    // `--ssh`: peers that ended before they had the file, and why.
+    let mut lost: Vec<String> = Vec::new();
     while peers.iter().any(|p| p.child.is_some()) {
         if let (None, Some(signal)) = (stopping, interrupted()) {
-            pass_on(&peers, signal);
+            pass_on(&peers, signal, launch.as_deref());
             stopping = Some(Instant::now());
         }
         let give_up = failed_to_start
@@ -778,6 +859,14 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
                 while matches!(c.try_wait(), Ok(None)) && Instant::now() < until {
                     thread::sleep(Duration::from_millis(5));
                 }
+            }
+            if let Some(launch) = &launch {
+                let remote: Vec<(u32, u32)> = peers
+                    .iter()
+                    .filter(|p| p.child.is_some() && p.remote_exit.is_none())
+                    .filter_map(|p| Some((p.entry.id, p.remote_pid?)))
+                    .collect();
+                launch.signal(&remote, "KILL");
             }
             for p in &mut peers {
                 if let Some(mut c) = p.child.take() {
@@ -797,10 +886,41 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         while let Ok(update) = rx.recv_timeout(Duration::from_millis(50)) {
             apply(&mut peers, &mut total, update, start);
         }
+        let mut cannot_finish = false;
         for p in &mut peers {
             if let Some(c) = &mut p.child {
                 if let Ok(Some(status)) = c.try_wait() {
-                    p.exit_code = exit_code_of(status);
+                    let over_ssh = p.remote_pid.is_some() && launch.is_some();
+                    if over_ssh && !p.closed {
+                        continue; // its last lines (how it ended) are still on their way
+                    }
+                    // Over ssh, how the peer ended on its host; none when
+                    // ssh lost it (the host gone, the connection dropped).
+                    p.exit_code = match over_ssh {
+                        true => p.remote_exit,
+                        false => exit_code_of(status),
+                    };
+                    if let (Some(launch), None) = (&launch, p.complete_after) {
+                        if p.exit_code != Some(0) && stopping.is_none() {
+                            let host = &p.entry.host;
+                            let why = match p.exit_code {
+                                Some(code) => format!(
+                                    "peer {} on host {host} ended with {code} before it had the file",
+                                    p.entry.id
+                                ),
+                                None => launch.lost(p.entry.id).unwrap_or_else(|| {
+                                    let said = p.stderr.lock().back().cloned();
+                                    format!(
+                                        "host {host} lost: {}",
+                                        said.unwrap_or_else(|| format!("its ssh ended with {status}"))
+                                    )
+                                }) + &format!(" (peer {})", p.entry.id),
+                            };
+                            eprintln!("{why}: the rest cannot finish, stopping them");
+                            lost.push(why);
+                            cannot_finish = true;
+                        }
+                    }
                     p.child = None;
                     p.bar.finish();
                     if !show_bars && !args.json {
@@ -814,6 +934,16 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
                 }
             }
         }
+        if cannot_finish {
+            // Termination needs every peer: the rest stop cleanly, keeping
+            // their verified pieces for a rerun.
+            pass_on(
+                &peers,
+                nix::sys::signal::Signal::SIGTERM as i32,
+                launch.as_deref(),
+            );
+            stopping = Some(Instant::now());
+        }
     }
     while let Ok(update) = rx.try_recv() {
         apply(&mut peers, &mut total, update, start);
@@ -825,8 +955,41 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         .iter()
         .find(|p| p.has_file)
         .map(|p| config.peer_file(p.id));
-    let files: Vec<PathBuf> = peers.iter().map(|p| config.peer_file(p.entry.id)).collect();
-    let checks = check_files(&config, seed_file.as_deref(), &files);
+    let runs_remote = |p: &PeerEntry| launch.as_ref().is_some_and(|l| l.runs(p));
+    let files: Vec<PathBuf> = peers
+        .iter()
+        .filter(|p| !runs_remote(&p.entry))
+        .map(|p| config.peer_file(p.entry.id))
+        .collect();
+    let mut here = check_files(&config, seed_file.as_deref(), &files).into_iter();
+    // Each file over ssh is checked on its own host.
+    let mut there = match &launch {
+        Some(l) => {
+            let ids: Vec<u32> = peers
+                .iter()
+                .filter(|p| runs_remote(&p.entry))
+                .map(|p| p.entry.id)
+                .collect();
+            l.verify(&ids, args.ssh.fanout)
+                .into_iter()
+                .map(|good| match good {
+                    Some(true) => FileCheck::MatchesMetadata,
+                    Some(false) => FileCheck::Differs,
+                    None => FileCheck::NotChecked,
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    }
+    .into_iter();
+    let checks: Vec<FileCheck> = peers
+        .iter()
+        .map(|p| match runs_remote(&p.entry) {
+            true => there.next(),
+            false => here.next(),
+        })
+        .map(|c| c.unwrap_or(FileCheck::NotChecked))
+        .collect();
     let mut reports = Vec::new();
     for (p, file_check) in peers.iter().zip(checks) {
         let last = p.last.clone();
@@ -837,8 +1000,10 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         let ok = p.exit_code == Some(0) && file_check != FileCheck::Differs;
         reports.push(PeerReport {
             id: p.entry.id,
+            host: p.entry.host.clone(),
             seed: p.entry.has_file,
-            local: true,
+            ssh: runs_remote(&p.entry),
+            local: !runs_remote(&p.entry),
             started: true,
             exit_code: p.exit_code,
             complete_after_secs: p.complete_after.map(|d| d.as_secs_f64()),
@@ -857,12 +1022,14 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             threads: last.as_ref().map_or(0, |s| s.threads),
         });
     }
-    let not_started = local[peers.len()..].iter().map(|p| (p, true));
-    for (p, local) in not_started.chain(remote.iter().map(|p| (p, false))) {
+    let not_started = to_start[peers.len()..].iter();
+    for p in not_started.chain(remote.iter()) {
         reports.push(PeerReport {
             id: p.id,
+            host: p.host.clone(),
             seed: p.has_file,
-            local,
+            ssh: runs_remote(p),
+            local: local.contains(p),
             started: false,
             exit_code: None,
             complete_after_secs: None,
@@ -881,9 +1048,10 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let ok = !timed_out
         && !failed_to_start
         && interrupted.is_none()
+        && lost.is_empty()
         && reports
             .iter()
-            .filter(|r| r.local)
+            .filter(|r| r.local || r.ssh)
             .all(|r| r.started && r.exit_code == Some(0) && r.file_check != FileCheck::Differs);
     Ok(SwarmReport {
         ok,
@@ -892,6 +1060,8 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         wall_secs: wall.as_secs_f64(),
         file_size_bytes: config.common.file_size_bytes,
         peers: reports,
+        launch: launch.as_ref().map(|l| l.report.clone()),
+        lost,
     })
 }
 
@@ -954,11 +1124,18 @@ fn eta_text(pieces_left: f64, per_sec: f64) -> String {
 }
 
 fn apply(peers: &mut [Running], total: &mut Option<Total>, update: Update, start: Instant) {
-    if let Update::Status(i, s) = update {
-        show_status(&mut peers[i], s, start);
-        if let Some(total) = total {
-            total.show(peers);
+    match update {
+        Update::Status(i, s) => {
+            show_status(&mut peers[i], s, start);
+            if let Some(total) = total {
+                total.show(peers);
+            }
         }
+        Update::Remote(i, crate::app::remote::Line::Pid(pid)) => peers[i].remote_pid = Some(pid),
+        Update::Remote(i, crate::app::remote::Line::Exit(code)) => {
+            peers[i].remote_exit = Some(code)
+        }
+        Update::Closed(i) => peers[i].closed = true,
     }
 }
 
@@ -1098,14 +1275,26 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt::Result {
+    // Over ssh, a row says its host first.
+    let hosts = report.peers.iter().any(|p| p.ssh);
+    let host = |name: &str| match hosts {
+        true => format!("{name:<15} "),
+        false => String::new(),
+    };
     writeln!(
         out,
-        // At most 80 columns, the longest file check included.
-        "{:>6}  {:>7}  {:>6}  {:>10}  {:>9}  {:>9}  file",
-        "peer", "role", "exit", "complete s", "MiB in", "MiB out"
+        // At most 80 columns, the longest file check included (and a host).
+        "{}{:>6}  {:>7}  {:>6}  {:>10}  {:>9}  {:>9}  file",
+        host("host"),
+        "peer",
+        "role",
+        "exit",
+        "complete s",
+        "MiB in",
+        "MiB out"
     )?;
     for p in &report.peers {
-        let exit = match (p.local, p.started, p.exit_code) {
+        let exit = match (p.local || p.ssh, p.started, p.exit_code) {
             (false, _, _) => "remote".to_string(),
             (true, false, _) => "-".to_string(),
             (true, true, Some(c)) => c.to_string(),
@@ -1116,7 +1305,8 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
             .map_or("-".to_string(), |s| format!("{s:.2}"));
         writeln!(
             out,
-            "{:>6}  {:>7}  {:>6}  {:>10}  {:>9.2}  {:>9.2}  {}",
+            "{}{:>6}  {:>7}  {:>6}  {:>10}  {:>9.2}  {:>9.2}  {}",
+            host(&p.host),
             p.id,
             if p.seed { "seed" } else { "leecher" },
             exit,
@@ -1137,7 +1327,7 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
         if report.ok {
             "OK".to_string()
         } else if let Some(signal) = report.interrupted {
-            if report.peers.iter().any(|p| p.local) {
+            if report.peers.iter().any(|p| p.local || p.ssh) {
                 format!("STOPPED by signal {signal} (peers stopped, progress recorded)")
             } else {
                 format!("STOPPED by signal {signal} before any peer started")
@@ -1148,6 +1338,19 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
             "FAILED".to_string()
         }
     )?;
+    for why in &report.lost {
+        writeln!(out, "lost: {why}")?;
+    }
+    if let Some(l) = &report.launch {
+        writeln!(
+            out,
+            "{} hosts over ssh: preflight {:.2} s, staging {:.2} s ({:.1} MiB of p2pft pushed)",
+            l.hosts,
+            l.preflight_secs,
+            l.staging_secs,
+            mib(l.pushed_bytes)
+        )?;
+    }
     for p in report.peers.iter().filter(|p| !p.stderr_tail.is_empty()) {
         writeln!(out, "--- last diagnostics of peer {}:", p.id)?;
         for line in &p.stderr_tail {
@@ -1157,6 +1360,34 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
     Ok(())
 }
 
+/// `p2pft swarm --ssh --clean`: every host of PeerInfo.cfg but this one
+/// cleaned (see [`crate::app::remote::clean`]); returns the exit code (2 for bad
+/// configuration).
+fn clean_hosts(args: &SwarmArgs) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
+    let config = match Config::load(&args.dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let config = match std::fs::canonicalize(Path::new(".").join(&config.dir)) {
+        Ok(dir) => Config { dir, ..config },
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.dir.display());
+            return 2;
+        }
+    };
+    let remote: Vec<PeerEntry> = config
+        .peers
+        .iter()
+        .filter(|p| !is_local_host(&p.host).unwrap_or(false))
+        .cloned()
+        .collect();
+    crate::app::remote::clean(&args.ssh, &config, &remote, deadline, SECRET_FILE)
+}
+
 /// `p2pft swarm`: returns the exit code (0 all good, 1 a peer failed or time
 /// ran out, 2 bad configuration).
 pub(crate) fn run_cli(args: &SwarmArgs) -> i32 {
@@ -1164,6 +1395,9 @@ pub(crate) fn run_cli(args: &SwarmArgs) -> i32 {
     if let Err(e) = catch_interrupts() {
         eprintln!("error: cannot catch signals: {e}");
         return 1;
+    }
+    if args.ssh.clean {
+        return clean_hosts(args);
     }
     match run(args) {
         Ok(report) => {
@@ -1188,8 +1422,11 @@ pub(crate) fn run_cli(args: &SwarmArgs) -> i32 {
                 eprintln!("stopped by signal {signal} before any peer started");
             }
             unless_interrupted(match e {
-                SwarmError::Config(_) | SwarmError::Meta(_) | SwarmError::Refused(_) => 2,
-                SwarmError::Io(_) | SwarmError::Busy(_) => 1,
+                SwarmError::Config(_)
+                | SwarmError::Meta(_)
+                | SwarmError::Refused(_)
+                | SwarmError::Remote(crate::app::remote::RemoteError::Preflight(_)) => 2,
+                SwarmError::Io(_) | SwarmError::Busy(_) | SwarmError::Remote(_) => 1,
             })
         }
     }
