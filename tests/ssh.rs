@@ -532,7 +532,12 @@ fn hosts_that_cannot_run_are_all_named_and_nothing_starts() {
     assert!(!hosts.controller_dir().join("log_peer_1001.log").exists());
     let left = hosts.on_host(2, &format!("ls -A {}", hosts.remote_dir().display()), b"");
     assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "host 2");
-    assert!(hosts.processes(2).is_empty());
+    // The sshd process of that last look may take a moment to go.
+    wait_until(
+        Duration::from_secs(10),
+        "end of every process on host 2",
+        || hosts.processes(2).is_empty(),
+    );
 }
 
 /// Waits until peer `id` on host `i` has logged at least one piece.
