@@ -31,9 +31,24 @@ pub(crate) enum BenchError {
     Peers,
     #[error("piece size {0} is too large")]
     PieceSize(u64),
-    /// Not enough threads or free space for the swarm asked for.
+    /// Not enough threads for the swarm asked for.
     #[error("{0}")]
-    Refused(String),
+    Threads(#[from] swarm::TooFewThreads),
+    /// Not enough free space for the swarm asked for (sizes in bytes).
+    #[error(
+        "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {leechers} leechers' and the disk ceiling's scratch files, and {:.0} MiB of logs and metadata, a log line a piece and peer), {:.0} MiB are free; use --dir elsewhere, a smaller --file-size or a larger --piece-size",
+        dir.display(),
+        mib(*need),
+        mib(*records),
+        mib(*free)
+    )]
+    Space {
+        dir: PathBuf,
+        need: u64,
+        leechers: u64,
+        records: u64,
+        free: u64,
+    },
     #[error("{0} (the options become Common.cfg keys: -k NumberOfPreferredNeighbors, -p UnchokingInterval, -m OptimisticUnchokingInterval, --piece-size PieceSize, --pipeline-depth P2pftPipelineDepth)")]
     Options(#[source] crate::protocol::config::ConfigError),
     #[error("{what}: {source}")]
@@ -441,7 +456,7 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     if args.peers < 2 || args.seeds == 0 || args.seeds >= args.peers {
         return Err(BenchError::Peers);
     }
-    swarm::check_threads(args.peers as u64, args.peers as u64).map_err(BenchError::Refused)?;
+    swarm::check_threads(args.peers as u64, args.peers as u64)?;
     let piece_size =
         u32::try_from(args.piece_size).map_err(|_| BenchError::PieceSize(args.piece_size))?;
     std::fs::create_dir_all(dir).map_err(doing(format_args!("cannot create {}", dir.display())))?;
@@ -549,14 +564,13 @@ fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     };
     let need = space_needed(args);
     if free < need {
-        return Err(BenchError::Refused(format!(
-            "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {} leechers' and the disk ceiling's scratch files, and {:.0} MiB of logs and metadata, a log line a piece and peer), {:.0} MiB are free; use --dir elsewhere, a smaller --file-size or a larger --piece-size",
-            dir.display(),
-            mib(need),
-            leechers(args),
-            mib(records_space(args)),
-            mib(free)
-        )));
+        return Err(BenchError::Space {
+            dir: dir.to_path_buf(),
+            need,
+            leechers: leechers(args),
+            records: records_space(args),
+            free,
+        });
     }
     Ok(())
 }
