@@ -98,8 +98,23 @@ pub(crate) enum PeerError {
     #[error("{0}")]
     Secret(#[from] AuthError),
     /// A seed's file does not match the metadata: it must not be served.
-    #[error("{0}")]
-    SeedMismatch(String),
+    #[error(
+        "{} does not match its metadata: {differ} of {pieces} pieces differ (first: {}); refusing to serve it",
+        path.display(),
+        first_text(first)
+    )]
+    SeedMismatch {
+        path: PathBuf,
+        differ: u32,
+        pieces: u32,
+        /// The first few pieces that differ.
+        first: Vec<u32>,
+    },
+}
+
+fn first_text(first: &[u32]) -> String {
+    let first: Vec<String> = first.iter().map(u32::to_string).collect();
+    first.join(", ")
 }
 
 impl PeerError {
@@ -110,7 +125,7 @@ impl PeerError {
             PeerError::Config(_)
             | PeerError::Meta(_)
             | PeerError::Secret(_)
-            | PeerError::SeedMismatch(_) => 2,
+            | PeerError::SeedMismatch { .. } => 2,
             PeerError::Engine(EngineError::Interrupted { signal, .. }) => 128 + signal,
             _ => 1,
         }
@@ -204,18 +219,12 @@ fn check_seed(store: &Store, verifier: &Verifier, threads: usize) -> Result<(), 
     if good.is_complete() {
         return Ok(());
     }
-    let bad: Vec<String> = (0..good.len())
-        .filter(|&i| !good.has(i))
-        .take(10)
-        .map(|i| i.to_string())
-        .collect();
-    Err(PeerError::SeedMismatch(format!(
-        "{} does not match its metadata: {} of {} pieces differ (first: {}); refusing to serve it",
-        store.path().display(),
-        good.len() - good.count(),
-        good.len(),
-        bad.join(", ")
-    )))
+    Err(PeerError::SeedMismatch {
+        path: store.path().to_path_buf(),
+        differ: good.len() - good.count(),
+        pieces: good.len(),
+        first: (0..good.len()).filter(|&i| !good.has(i)).take(10).collect(),
+    })
 }
 
 /// What a leecher already has: with metadata, every piece of its file that
