@@ -338,8 +338,8 @@ pub(crate) fn page_cache_ceiling(path: &Path, max_bytes: u64) -> io::Result<f64>
 /// [`Store`] as a leecher writes (`direct_io` as configured), from as many
 /// threads as a peer writes with, in a shuffled order, then flushes each;
 /// the files are removed after. One file alone is not the same device load:
-/// on the development machine one fresh file took 2,080-2,180 MiB/s where
-/// four at once took 1,640-1,870.
+/// one fresh file is written faster than four at once (see
+/// docs/PERFORMANCE.md).
 pub(crate) fn disk_write_ceiling(
     dir: &Path,
     max_bytes: u64,
@@ -524,9 +524,9 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
 
 /// The most the disk-write ceiling writes (scattered 256 KiB pieces, split
 /// among as many files as the swarm has leechers): the default swarm's whole
-/// load, so that the ceiling is that swarm's writes without the network. A
-/// quarter of it read 1,421-2,300 MiB/s where fio, writing the whole load the
-/// same way, read 1,762-1,879.
+/// load, so that the ceiling is that swarm's writes without the network: a
+/// quarter of it varied far more than fio writing the whole (see
+/// docs/PERFORMANCE.md).
 const DISK_CEILING_BYTES: u64 = 2 << 30;
 
 fn leechers(args: &BenchArgs) -> u64 {
@@ -750,7 +750,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &BenchRecord) -> std::fmt::Res
 }
 
 /// Says what the bench is doing, on a terminal only (a run is quiet for
-/// several seconds: a 2 GiB one for some 15 s); the figures go to stdout.
+/// several seconds, more with a large file); the figures go to stdout.
 fn phase(what: std::fmt::Arguments) {
     use std::io::IsTerminal;
     if io::stderr().is_terminal() {

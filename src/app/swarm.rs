@@ -481,7 +481,7 @@ fn check_not_running(local: &[PeerEntry]) -> Result<(), SwarmError> {
 
 /// Bytes past which a step of the preparation is said before it begins: a
 /// second or more of silence otherwise (on a file system mounted with
-/// `discard`, removing a written file takes some 0.7 s a GiB).
+/// `discard`, removing a written file is slow; see docs/PERFORMANCE.md).
 const SAY_BYTES: u64 = 1 << 30;
 
 /// Says on stderr what is about to be done, when it handles `bytes` or more
@@ -1114,8 +1114,7 @@ fn check_files(config: &Config, seed: Option<&Path>, files: &[PathBuf]) -> Vec<F
 
 /// Files checked at once: leechers wrote theirs with direct
 /// I/O, so they are read back from the device, which reads several streams
-/// faster than one (2 GiB for the bench's four leechers took 3.4 s one file
-/// after another).
+/// faster than one (see docs/PERFORMANCE.md).
 const COMPARED_AT_ONCE: usize = 8;
 
 /// `check` of each of `files`, [`COMPARED_AT_ONCE`] at a time (false for

@@ -548,8 +548,8 @@ pub fn wake_listener(addr: SocketAddr) {
 /// with one request at a time sends the next piece only once asked: there
 /// the reader first reports the piece's arrival ([`Event::Arrived`]), so the
 /// engine asks at once, and waits up to `NEXT_PIECE_WAIT` (2 ms) for that piece
-/// to begin before hashing this one alone (spec-strict runs: CPU 2.35 ->
-/// 1.89 s, wall 2.26 -> 2.03 s, 4 interleaved each).
+/// to begin before hashing this one alone, which made spec-strict runs
+/// faster (see docs/PERFORMANCE.md).
 pub fn spawn_reader(
     conn: ConnId,
     peer: u32,

@@ -29,14 +29,10 @@ use std::time::{Duration, Instant};
 
 /// Threads for blocking disk work, for a store that writes with direct I/O or
 /// not. A direct write sleeps until the device is done, so each thread is one
-/// write in flight. Too many in flight slow a virtual disk down: four files
-/// written at once with 16 writes in flight each went at 1,560 MiB/s, with 4
-/// or 2 each at 1,790-1,830 (256 KiB direct writes, fresh preallocated
-/// files). Bench, 1+4 peers, 512 MiB, 8 interleaved swarms each: wall median
-/// 1.59 s with 16 threads, 1.49-1.50 s with 2, 4 or 8; 8 keeps some depth for
-/// a device that wants more. A buffered write only copies into the page cache
-/// under the file's exclusive lock: 16 such writers spent 29% of their time
-/// spinning on that lock (16 KiB pieces), so 4.
+/// write in flight. Too many in flight slow a virtual disk down, and 8 was as
+/// fast as 2 or 4 while keeping some depth for a device that wants more (see
+/// docs/PERFORMANCE.md). A buffered write only copies into the page cache
+/// under the file's exclusive lock, where many writers spin, so 4.
 pub(crate) fn disk_threads(direct: bool) -> usize {
     if direct {
         8
