@@ -15,6 +15,8 @@ use std::time::Duration;
 /// authenticated swarm, its proof), in all.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a handshake (and, in an authenticated swarm, the proof of the
+/// secret) failed, on either side.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("{0}")]
@@ -98,4 +100,60 @@ pub struct DialFailure {
     pub timeout: Duration,
     #[source]
     pub last: DialError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::EngineError;
+    use std::error::Error;
+
+    fn refused(attempts: u32) -> DialFailure {
+        DialFailure {
+            peer: 1001,
+            host: "192.0.2.1".into(),
+            port: 7000,
+            attempts,
+            elapsed: Duration::from_millis(1_300),
+            timeout: Duration::from_secs(1),
+            last: DialError::Connect(io::ErrorKind::ConnectionRefused.into()),
+        }
+    }
+
+    #[test]
+    fn a_dial_failure_says_what_it_said_as_text_and_keeps_the_io_error() {
+        let failure = refused(3);
+        assert!(
+            failure.to_string().starts_with(
+                "could not connect to peer 1001 at 192.0.2.1:7000 (3 attempts in 1.3 s; --connect-timeout 1): "
+            ),
+            "{failure}"
+        );
+        // Through the core's EngineError, boxed, the io::Error is still there.
+        let fatal = EngineError::Unreachable(Box::new(failure));
+        assert!(fatal
+            .to_string()
+            .starts_with("could not connect to peer 1001"));
+        let mut cause: Option<&(dyn Error + 'static)> = Some(&fatal);
+        let mut kind = None;
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                kind = Some(io.kind());
+            }
+            cause = e.source();
+        }
+        assert_eq!(kind, Some(io::ErrorKind::ConnectionRefused));
+    }
+
+    #[test]
+    fn handshake_errors_about_the_secret_are_auth_errors() {
+        assert!(matches!(
+            DialError::from(HandshakeError::NotAuthenticating(1)),
+            DialError::Auth(_)
+        ));
+        assert!(matches!(
+            DialError::from(HandshakeError::Timeout),
+            DialError::Handshake(_)
+        ));
+    }
 }
