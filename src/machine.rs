@@ -42,6 +42,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Why a dial gave up, as the driver tells it: its own typed error, boxed,
+/// since the core may not name the runtime's types.
+pub(crate) type BoxedDialFailure = Box<dyn std::error::Error + Send + Sync>;
+
 /// How many times in a row a lost connection to a peer we dial is dialled
 /// again (a connection that succeeds starts the count afresh).
 const MAX_REDIALS: u32 = 5;
@@ -147,9 +151,10 @@ pub enum FinishError {
 pub(crate) enum EngineError {
     #[error("disk error: {0}")]
     Disk(io::Error),
-    /// A peer we needed could not be reached (the dialler's account of it).
-    #[error("{0}")]
-    Unreachable(String),
+    /// A peer we needed could not be reached: the dialler's account of it,
+    /// typed by the driver (the core knows no sockets).
+    #[error(transparent)]
+    Unreachable(BoxedDialFailure),
     #[error("cannot start the threads for neighbour {0}: {1} (more peers on this machine than its thread limit allows?)")]
     Threads(u32, io::Error),
     #[error("the finished file could not be made complete: {0}")]
@@ -589,8 +594,8 @@ impl Machine {
         true
     }
 
-    /// A dialler gave up on `peer`.
-    pub(crate) fn dial_failed(&mut self, now: Instant, peer: u32, error: String) {
+    /// A dialler gave up on `peer`, for the reason `error`.
+    pub(crate) fn dial_failed(&mut self, now: Instant, peer: u32, error: BoxedDialFailure) {
         if self.everyone_complete(now) {
             // Nothing more to get from it, nor to tell it.
         } else if !self.complete_peers.contains(&peer) {

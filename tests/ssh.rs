@@ -540,6 +540,56 @@ fn hosts_that_cannot_run_are_all_named_and_nothing_starts() {
     );
 }
 
+#[test]
+fn a_seed_file_of_the_wrong_size_a_missing_one_and_a_busy_port_are_all_named() {
+    // Host 2: a seed whose file is short; host 3: its peer's port taken;
+    // host 4: a seed without its file.
+    let hosts = Hosts::new(4, &[2, 3, 4], &[]);
+    hosts.write_configs(&[(2, true), (3, false), (4, true), (1, false)]);
+    hosts.write_on_host(2, "peer_1001/f.dat", &content(SIZE - 1, 23));
+    // The host's processes are all removed by PID when `hosts` is dropped.
+    let mut squatter = Command::new("ip")
+        .args(["netns", "exec", &hosts.names[2], "python3", "-c"])
+        .arg("import socket,time; s=socket.socket(); s.bind(('0.0.0.0',6001)); s.listen(); time.sleep(60)")
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "listener on host 3", || {
+        let tcp =
+            std::fs::read_to_string(format!("/proc/{}/net/tcp", squatter.id())).unwrap_or_default();
+        tcp.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(":1771") && f[3] == "0A"
+        })
+    });
+    let o = Launcher(Some(hosts.launch(&[]))).wait(LIMIT);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    let expected = [
+        format!(
+            "host 10.77.0.2: peer 1001's file peer_1001/f.dat has {} bytes, FileSize is {SIZE}",
+            SIZE - 1
+        ),
+        "host 10.77.0.3: port 6001 of peer 1002 is in use".to_string(),
+        format!(
+            "host 10.77.0.4: peer 1003's file {} is missing (it is a seed)",
+            hosts.remote_dir().join("peer_1003/f.dat").display()
+        ),
+    ];
+    for line in expected {
+        assert!(stderr.contains(&line), "{line}\n---\n{stderr}");
+    }
+    assert!(!hosts.controller_dir().join("log_peer_1004.log").exists());
+    for i in [2, 4] {
+        wait_until(
+            Duration::from_secs(10),
+            "end of every process on the host",
+            || hosts.processes(i).is_empty(),
+        );
+    }
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+}
+
 /// Waits until peer `id` on host `i` has logged at least one piece.
 fn until_it_has_pieces(hosts: &Hosts, i: usize, id: u32) {
     wait_until(LIMIT, "a piece on the remote peer", || {

@@ -31,9 +31,24 @@ pub(crate) enum BenchError {
     Peers,
     #[error("piece size {0} is too large")]
     PieceSize(u64),
-    /// Not enough threads or free space for the swarm asked for.
+    /// Not enough threads for the swarm asked for.
     #[error("{0}")]
-    Refused(String),
+    Threads(#[from] swarm::TooFewThreads),
+    /// Not enough free space for the swarm asked for (sizes in bytes).
+    #[error(
+        "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {leechers} leechers' and the disk ceiling's scratch files, and {:.0} MiB of logs and metadata, a log line a piece and peer), {:.0} MiB are free; use --dir elsewhere, a smaller --file-size or a larger --piece-size",
+        dir.display(),
+        mib(*need),
+        mib(*records),
+        mib(*free)
+    )]
+    Space {
+        dir: PathBuf,
+        need: u64,
+        leechers: u64,
+        records: u64,
+        free: u64,
+    },
     #[error("{0} (the options become Common.cfg keys: -k NumberOfPreferredNeighbors, -p UnchokingInterval, -m OptimisticUnchokingInterval, --piece-size PieceSize, --pipeline-depth P2pftPipelineDepth)")]
     Options(#[source] crate::protocol::config::ConfigError),
     #[error("{what}: {source}")]
@@ -323,8 +338,8 @@ pub(crate) fn page_cache_ceiling(path: &Path, max_bytes: u64) -> io::Result<f64>
 /// [`Store`] as a leecher writes (`direct_io` as configured), from as many
 /// threads as a peer writes with, in a shuffled order, then flushes each;
 /// the files are removed after. One file alone is not the same device load:
-/// on the development machine one fresh file took 2,080-2,180 MiB/s where
-/// four at once took 1,640-1,870.
+/// one fresh file is written faster than four at once (see
+/// docs/PERFORMANCE.md).
 pub(crate) fn disk_write_ceiling(
     dir: &Path,
     max_bytes: u64,
@@ -441,7 +456,7 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     if args.peers < 2 || args.seeds == 0 || args.seeds >= args.peers {
         return Err(BenchError::Peers);
     }
-    swarm::check_threads(args.peers as u64, args.peers as u64).map_err(BenchError::Refused)?;
+    swarm::check_threads(args.peers as u64, args.peers as u64)?;
     let piece_size =
         u32::try_from(args.piece_size).map_err(|_| BenchError::PieceSize(args.piece_size))?;
     std::fs::create_dir_all(dir).map_err(doing(format_args!("cannot create {}", dir.display())))?;
@@ -509,9 +524,9 @@ fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
 
 /// The most the disk-write ceiling writes (scattered 256 KiB pieces, split
 /// among as many files as the swarm has leechers): the default swarm's whole
-/// load, so that the ceiling is that swarm's writes without the network. A
-/// quarter of it read 1,421-2,300 MiB/s where fio, writing the whole load the
-/// same way, read 1,762-1,879.
+/// load, so that the ceiling is that swarm's writes without the network: a
+/// quarter of it varied far more than fio writing the whole (see
+/// docs/PERFORMANCE.md).
 const DISK_CEILING_BYTES: u64 = 2 << 30;
 
 fn leechers(args: &BenchArgs) -> u64 {
@@ -549,14 +564,13 @@ fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     };
     let need = space_needed(args);
     if free < need {
-        return Err(BenchError::Refused(format!(
-            "not enough free space in {}: this swarm writes up to {:.0} MiB (the seed's file, {} leechers' and the disk ceiling's scratch files, and {:.0} MiB of logs and metadata, a log line a piece and peer), {:.0} MiB are free; use --dir elsewhere, a smaller --file-size or a larger --piece-size",
-            dir.display(),
-            mib(need),
-            leechers(args),
-            mib(records_space(args)),
-            mib(free)
-        )));
+        return Err(BenchError::Space {
+            dir: dir.to_path_buf(),
+            need,
+            leechers: leechers(args),
+            records: records_space(args),
+            free,
+        });
     }
     Ok(())
 }
@@ -736,7 +750,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &BenchRecord) -> std::fmt::Res
 }
 
 /// Says what the bench is doing, on a terminal only (a run is quiet for
-/// several seconds: a 2 GiB one for some 15 s); the figures go to stdout.
+/// several seconds, more with a large file); the figures go to stdout.
 fn phase(what: std::fmt::Arguments) {
     use std::io::IsTerminal;
     if io::stderr().is_terminal() {

@@ -98,16 +98,86 @@ pub(crate) enum SwarmError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Meta(#[from] crate::integrity::meta::MetaError),
-    /// Refused before anything was written (not enough space).
+    /// Refused before anything was written: not enough threads.
     #[error("{0}")]
-    Refused(String),
-    /// Refused before anything was removed: a peer of this swarm is running
-    /// already, under another launcher or started by hand.
+    Threads(#[from] TooFewThreads),
+    /// Refused before anything was written: not enough space.
     #[error("{0}")]
-    Busy(String),
+    Space(#[from] NoSpace),
+    /// Refused before anything was removed: another launcher on this
+    /// machine holds this peer directory, running this swarm already.
+    #[error("{} is held by another p2pft swarm on this machine, running this swarm already: nothing was removed or started", dir.display())]
+    Held { dir: PathBuf },
+    /// Refused before anything was removed: a local peer's port is taken,
+    /// most often by that peer, started by hand and running.
+    #[error("peer {peer} cannot listen on {host}:{port} ({source}): is it running already (`peerProcess {peer}`)? Nothing was removed or started")]
+    Running {
+        peer: u32,
+        host: String,
+        port: u16,
+        source: io::Error,
+    },
     /// `--ssh`: a host failed its preflight (nothing started) or its staging.
     #[error("{0}")]
     Remote(#[from] crate::app::remote::RemoteError),
+}
+
+/// A swarm whose peers would run out of threads half-way.
+#[derive(Debug, thiserror::Error)]
+#[error("{local} peers of a swarm of {peers} need about {need} threads (a reader and a writer for each neighbour), more than this machine allows ({limit}); run fewer peers on this machine")]
+pub(crate) struct TooFewThreads {
+    local: u64,
+    peers: u64,
+    need: u64,
+    limit: ThreadLimit,
+}
+
+/// The least of the machine's limits on threads, and the threads running.
+#[derive(Debug)]
+struct ThreadLimit {
+    name: &'static str,
+    limit: u64,
+    in_use: u64,
+}
+
+impl std::fmt::Display for ThreadLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {}, {} threads run now",
+            self.name, self.limit, self.in_use
+        )
+    }
+}
+
+/// A swarm whose files, logs and metadata would not fit where they go
+/// (sizes in bytes).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not enough free space in {}: this swarm writes up to {:.0} MiB ({:.0} MiB of peers' files and {:.0} MiB of logs and metadata), {:.0} MiB are free; free some space{}",
+    dir.display(),
+    mib(*need),
+    mib(*files),
+    mib(*records),
+    mib(*free),
+    smaller_logs_text(*.smaller_logs)
+)]
+pub(crate) struct NoSpace {
+    dir: PathBuf,
+    need: u64,
+    files: u64,
+    records: u64,
+    free: u64,
+    /// With this many pieces, whose logs are a good part of `need`: a
+    /// larger PieceSize would help.
+    smaller_logs: Option<u64>,
+}
+
+fn smaller_logs_text(pieces: Option<u64>) -> String {
+    match pieces {
+        Some(pieces) => format!(", or use a larger PieceSize: the logs hold a line a piece and peer, and there are {pieces} pieces"),
+        None => String::new(),
+    }
 }
 
 /// What happened to one peer.
@@ -281,7 +351,7 @@ fn threads_needed(local: u64, peers: u64) -> u64 {
 /// How many more threads this machine lets us start, and the limit that
 /// says so: the least of kernel.pid_max and kernel.threads-max (and, for a
 /// user other than root, RLIMIT_NPROC), less the threads running now.
-fn threads_available() -> Option<(u64, String)> {
+fn threads_available() -> Option<(u64, ThreadLimit)> {
     let read =
         |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     let mut limits = vec![
@@ -307,18 +377,25 @@ fn threads_available() -> Option<(u64, String)> {
         .ok()?;
     Some((
         limit.saturating_sub(in_use),
-        format!("{name} is {limit}, {in_use} threads run now"),
+        ThreadLimit {
+            name,
+            limit,
+            in_use,
+        },
     ))
 }
 
 /// Refuses a swarm whose peers would run out of threads half-way (each
 /// then fails to take a neighbour): the message says how many it needs.
-pub(crate) fn check_threads(local: u64, peers: u64) -> Result<(), String> {
+pub(crate) fn check_threads(local: u64, peers: u64) -> Result<(), TooFewThreads> {
     let need = threads_needed(local, peers);
     match threads_available() {
-        Some((free, why)) if free < need => Err(format!(
-            "{local} peers of a swarm of {peers} need about {need} threads (a reader and a writer for each neighbour), more than this machine allows ({why}); run fewer peers on this machine"
-        )),
+        Some((free, limit)) if free < need => Err(TooFewThreads {
+            local,
+            peers,
+            need,
+            limit,
+        }),
         _ => Ok(()),
     }
 }
@@ -369,19 +446,15 @@ fn check_space(config: &Config, local: &[PeerEntry]) -> Result<(), SwarmError> {
     let need = files.saturating_add(records);
     if free < need {
         // Advice on PieceSize only where the logs are a good part of it.
-        let smaller_logs = if records > files / 8 {
-            format!(", or use a larger PieceSize: the logs hold a line a piece and peer, and there are {pieces} pieces")
-        } else {
-            String::new()
-        };
-        return Err(SwarmError::Refused(format!(
-            "not enough free space in {}: this swarm writes up to {:.0} MiB ({:.0} MiB of peers' files and {:.0} MiB of logs and metadata), {:.0} MiB are free; free some space{smaller_logs}",
-            config.dir.display(),
-            mib(need),
-            mib(files),
-            mib(records),
-            mib(free)
-        )));
+        return Err(NoSpace {
+            dir: config.dir.clone(),
+            need,
+            files,
+            records,
+            free,
+            smaller_logs: (records > files / 8).then_some(pieces),
+        }
+        .into());
     }
     Ok(())
 }
@@ -404,10 +477,7 @@ fn hold_peer_dirs(
         match crate::support::files::try_lock(&dir) {
             Ok(lock) => held.extend(lock),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(SwarmError::Busy(format!(
-                    "{} is held by another p2pft swarm on this machine, running this swarm already: nothing was removed or started",
-                    dir.display()
-                )))
+                return Err(SwarmError::Held { dir })
             }
             Err(e) => return Err(e.into()),
         }
@@ -422,11 +492,13 @@ fn hold_peer_dirs(
 fn check_not_running(local: &[PeerEntry]) -> Result<(), SwarmError> {
     for p in local {
         match crate::runtime::net::bind_listener(p) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                return Err(SwarmError::Busy(format!(
-                    "peer {} cannot listen on {}:{} ({e}): is it running already (`peerProcess {}`)? Nothing was removed or started",
-                    p.id, p.host, p.port, p.id
-                )))
+            Err(source) if source.kind() == io::ErrorKind::AddrInUse => {
+                return Err(SwarmError::Running {
+                    peer: p.id,
+                    host: p.host.clone(),
+                    port: p.port,
+                    source,
+                })
             }
             _ => {}
         }
@@ -436,7 +508,7 @@ fn check_not_running(local: &[PeerEntry]) -> Result<(), SwarmError> {
 
 /// Bytes past which a step of the preparation is said before it begins: a
 /// second or more of silence otherwise (on a file system mounted with
-/// `discard`, removing a written file takes some 0.7 s a GiB).
+/// `discard`, removing a written file is slow; see docs/PERFORMANCE.md).
 const SAY_BYTES: u64 = 1 << 30;
 
 /// Says on stderr what is about to be done, when it handles `bytes` or more
@@ -686,7 +758,7 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         }
     }
     check_space(&config, &local)?;
-    check_threads(local.len() as u64, config.peers.len() as u64).map_err(SwarmError::Refused)?;
+    check_threads(local.len() as u64, config.peers.len() as u64)?;
     let _held = hold_peer_dirs(&config, &local)?;
     check_not_running(&local)?;
     let mut launch = match over_ssh.is_empty() {
@@ -1219,8 +1291,7 @@ fn check_files(config: &Config, seed: Option<&Path>, files: &[PathBuf]) -> Vec<F
 
 /// Files checked at once: leechers wrote theirs with direct
 /// I/O, so they are read back from the device, which reads several streams
-/// faster than one (2 GiB for the bench's four leechers took 3.4 s one file
-/// after another).
+/// faster than one (see docs/PERFORMANCE.md).
 const COMPARED_AT_ONCE: usize = 8;
 
 /// `check` of each of `files`, [`COMPARED_AT_ONCE`] at a time (false for
@@ -1424,9 +1495,13 @@ pub(crate) fn run_cli(args: &SwarmArgs) -> i32 {
             unless_interrupted(match e {
                 SwarmError::Config(_)
                 | SwarmError::Meta(_)
-                | SwarmError::Refused(_)
+                | SwarmError::Threads(_)
+                | SwarmError::Space(_)
                 | SwarmError::Remote(crate::app::remote::RemoteError::Preflight(_)) => 2,
-                SwarmError::Io(_) | SwarmError::Busy(_) | SwarmError::Remote(_) => 1,
+                SwarmError::Io(_)
+                | SwarmError::Held { .. }
+                | SwarmError::Running { .. }
+                | SwarmError::Remote(_) => 1,
             })
         }
     }

@@ -37,9 +37,8 @@ pub struct Meta {
 }
 
 /// A SHA-1 digest written as 40 lower-case hex digits. Piece hashes are read
-/// straight into these: a document of 131,072 hashes (2 GiB in 16 KiB
-/// pieces) read as strings took some 15 MB at its peak, which stayed in the
-/// peer's RSS.
+/// straight into these: read as strings, a document of many hashes took
+/// memory at its peak that stayed in the peer's RSS (see docs/PERFORMANCE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HexHash(pub Hash);
 

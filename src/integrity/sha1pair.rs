@@ -2,9 +2,8 @@
 //!
 //! The SHA instructions (SHA-NI) hash one message at the speed of their
 //! latency: every `sha1rnds4` waits for the one before. Two independent
-//! messages interleaved keep the unit busy: 256 KiB pieces hash at about
-//! 3,800 MiB/s in pairs against 2,090 MiB/s one at a time (the `sha1`
-//! crate) on this project's 2-core development machine. Verifying every
+//! messages interleaved keep the unit busy, nearly doubling the rate of the
+//! `sha1` crate one at a time (see docs/PERFORMANCE.md). Verifying every
 //! piece is the largest single cost of a leecher, so this is worth `unsafe`
 //! (the crate's only other is one system call in [`crate::runtime::sched`]).
 //!

@@ -33,9 +33,8 @@ pub(crate) fn pick_newest(recent: &VecDeque<u32>, wanted: &Bitfield) -> Option<u
 /// says so (it is a leecher and a neighbour with the whole file serves us;
 /// asked only when no announced piece is wanted): then none, and that older
 /// piece comes from the seed's page cache rather than from this leecher's
-/// disk. (Bench, 1+4 peers: leechers' reads of pieces to
-/// serve fell from 120-240 a run each to 2-50; wall median 1.483 -> 1.369 s
-/// and 1.527 -> 1.423 s in two rounds of 5 interleaved runs.)
+/// disk, which cut leechers' reads to serve and the wall time (see
+/// docs/PERFORMANCE.md).
 pub(crate) fn pick_from_p2pft(
     recent: &VecDeque<u32>,
     theirs: &Bitfield,
@@ -132,8 +131,8 @@ const DRAWS: u32 = 8;
 /// while candidates are plenty, as for most of a download, one draw does.
 /// When every draw misses, two passes over the bitfields, 64 bits at a time,
 /// choose exactly; a mixture of uniform choices is uniform. No allocation.
-/// (At 16 KiB pieces, 32,768 of them, the two passes alone were 5% of a
-/// swarm's CPU.)
+/// (With many small pieces the passes alone were a visible share of a
+/// swarm's CPU; see docs/PERFORMANCE.md.)
 pub fn pick_random(theirs: &Bitfield, wanted: &Bitfield, rng: &mut impl Rng) -> Option<u32> {
     let n = theirs.len().min(wanted.len());
     if n > 0 {

@@ -98,7 +98,7 @@ pub struct PeerEntry {
 /// Bytes of spec log a peer writes at most for each piece and peer of the
 /// swarm: every neighbour's `have` of it is a line (about 90 bytes, "... Peer
 /// 1002 received the 'have' message from 1003 for the piece 12345."), and so
-/// is its download. (A 1+4 swarm of 32,768 pieces wrote 12-13 MB a log.)
+/// is its download (see docs/PERFORMANCE.md for a measured log).
 pub(crate) const MAX_BYTES_PER_PIECE_AND_PEER: u64 = 96;
 
 /// The most one peer's log holds in a swarm of `peers` sharing `pieces`.
@@ -210,8 +210,8 @@ pub(crate) fn parse_rate(s: &str) -> Result<u64, SizeError> {
 /// Requests outstanding at once to one p2pft neighbour, unless configured:
 /// enough for [`PIPELINE_TARGET_BYTES`] in flight, from 4 to 64 requests.
 /// Small pieces need more of them: at 16 KiB, 4 requests (64 KiB) left each
-/// connection waiting on round trips (bench: 6.2 s at depth 4 or 16, 4.2-4.7 s
-/// at 32, with RSS 27 MB; 64 gave no more speed and 32-33 MB).
+/// connection waiting on round trips, and past 32 memory grew for no speed
+/// (see docs/PERFORMANCE.md).
 pub(crate) fn default_pipeline_depth(piece_size_bytes: u32) -> u32 {
     PIPELINE_TARGET_BYTES
         .div_ceil(piece_size_bytes.max(1))

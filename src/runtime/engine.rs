@@ -261,7 +261,7 @@ impl Engine {
                 dialled,
                 pipelining,
             } => self.on_connected(now, peer, stream, dialled, pipelining),
-            Event::DialFailed { peer, error } => core.dial_failed(now, peer, error),
+            Event::DialFailed(failure) => core.dial_failed(now, failure.peer, Box::new(failure)),
             Event::Frame {
                 conn,
                 peer,

@@ -7,6 +7,7 @@
 
 use crate::machine::{CloseReason, ConnId, FinishError};
 use crate::protocol::wire::Message;
+use crate::runtime::connect_error::DialFailure;
 use crate::support::piecebuf::PieceBuf;
 use std::io;
 use std::net::TcpStream;
@@ -23,7 +24,7 @@ pub enum Event {
         pipelining: bool,
     },
     /// A dialler gave up.
-    DialFailed { peer: u32, error: String },
+    DialFailed(DialFailure),
     /// Any frame but a piece.
     Frame {
         conn: ConnId,

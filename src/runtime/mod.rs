@@ -5,6 +5,7 @@
 //! The concurrency contract is in [`engine`]'s header.
 
 pub(crate) mod coalesce;
+pub(crate) mod connect_error;
 pub(crate) mod engine;
 pub(crate) mod events;
 pub mod net;

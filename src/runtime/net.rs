@@ -29,11 +29,12 @@
 
 use crate::integrity::meta::Verifier;
 use crate::machine::{CloseReason, ConnId};
-use crate::protocol::auth::{self, AuthError, Exchange, Role, Secret};
+use crate::protocol::auth::{self, Exchange, Role, Secret};
 use crate::protocol::config::PeerEntry;
 use crate::protocol::wire::{
     self, Decoded, Limits, Message, Reserved, FRAME_HEADER_LEN, HANDSHAKE_LEN, PIECE_HEADER_LEN,
 };
+use crate::runtime::connect_error::{DialError, DialFailure, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::runtime::events::Event;
 use crate::runtime::rate_limit::RateLimit;
 use crate::runtime::store::Store;
@@ -50,9 +51,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the other side has to complete its handshake (and, in an
-/// authenticated swarm, its proof), in all.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted connections still in their handshake, at most; a new one past
 /// this closes the oldest. Real peers connect once each, a few at a time.
 pub(crate) const MAX_HALF_OPEN: usize = 64;
@@ -107,24 +105,6 @@ pub(crate) fn bind_listener(entry: &PeerEntry) -> io::Result<TcpListener> {
         }
     }
     TcpListener::bind(("0.0.0.0", entry.port)).map_err(|e| last.unwrap_or(e))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum HandshakeError {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("{0}")]
-    Wire(#[from] wire::WireError),
-    #[error("the handshake took longer than {} s", HANDSHAKE_TIMEOUT.as_secs())]
-    Timeout,
-    /// The other side does not offer authentication in a swarm with a secret.
-    #[error("peer {0} does not authenticate: a swarm with P2pftSecretFile admits only p2pft peers given its secret (a plain peer, or one whose Common.cfg lacks the key?)")]
-    NotAuthenticating(u32),
-    /// The other side asks to authenticate and we have no secret.
-    #[error("peer {0} asks to authenticate, but this peer's Common.cfg has no P2pftSecretFile: give every peer the same secret file")]
-    UnexpectedAuthentication(u32),
-    #[error("peer {peer} failed authentication: {source}")]
-    Auth { peer: u32, source: AuthError },
 }
 
 /// How this peer greets others: its ID, whether it offers the extensions,
@@ -282,20 +262,6 @@ pub(crate) fn accept_handshake(
     Ok((peer, pipelining))
 }
 
-enum DialError {
-    /// No connection was made (refused, unreachable): try again later.
-    Connect(io::Error),
-    /// The two sides disagree about the swarm's secret: said at once, and
-    /// tried again (the other side may be restarted with the right one).
-    Auth(String),
-    /// Connected, but the handshake failed or the peer hung up right after it.
-    Handshake(String),
-    /// Someone answered who is not the peer we dial: retrying will not help.
-    Wire(wire::WireError),
-    /// The host name did not resolve (a typo, or a name server not up yet).
-    Lookup(io::Error),
-}
-
 /// Dials `target` until its handshake succeeds, retrying refused or failed
 /// attempts with back-off (50 ms doubling to 1 s) until `give_up_after`. With
 /// `extensions`, it offers pipelining until a connection fails after it was
@@ -314,7 +280,7 @@ pub(crate) fn spawn_dialer(
             let started = Instant::now();
             let deadline = started + give_up_after;
             let mut backoff = Duration::from_millis(50);
-            let mut last_error = String::from("no attempt made");
+            let mut last_error = None;
             let mut offer = greeting.extensions;
             let mut attempts = 0;
             let mut told_lookup = false;
@@ -331,8 +297,8 @@ pub(crate) fn spawn_dialer(
                         });
                         return;
                     }
-                    Err(DialError::Wire(e)) => {
-                        last_error = e.to_string();
+                    Err(e @ DialError::Wire(_)) => {
+                        last_error = Some(e);
                         break;
                     }
                     // (Never in an authenticated swarm: its peers are all p2pft peers.)
@@ -342,17 +308,17 @@ pub(crate) fn spawn_dialer(
                             target.id
                         );
                         offer = false;
-                        last_error = e;
+                        last_error = Some(DialError::Handshake(e));
                         continue;
                     }
-                    Err(DialError::Handshake(e)) => last_error = e,
+                    Err(e @ DialError::Handshake(_)) => last_error = Some(e),
                     Err(DialError::Auth(e)) => {
                         if !std::mem::replace(&mut told_auth, true) {
                             log::warn!("peer {me}: {e}; trying again");
                         }
-                        last_error = e;
+                        last_error = Some(DialError::Auth(e));
                     }
-                    Err(DialError::Connect(e)) => last_error = e.to_string(),
+                    Err(e @ DialError::Connect(_)) => last_error = Some(e),
                     // Said at once: otherwise a misspelt host in
                     // PeerInfo.cfg shows only after --connect-timeout.
                     Err(DialError::Lookup(e)) => {
@@ -364,7 +330,7 @@ pub(crate) fn spawn_dialer(
                                 give_up_after.as_secs_f64()
                             );
                         }
-                        last_error = e.to_string();
+                        last_error = Some(DialError::Lookup(e));
                     }
                 }
                 if Instant::now() + backoff > deadline {
@@ -373,18 +339,17 @@ pub(crate) fn spawn_dialer(
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
-            if !stop.load(Ordering::Relaxed) {
-                let _ = events.send(Event::DialFailed {
+            // (Every pass of the loop leaves an error: none means stopped.)
+            if let (false, Some(last)) = (stop.load(Ordering::Relaxed), last_error) {
+                let _ = events.send(Event::DialFailed(DialFailure {
                     peer: target.id,
-                    error: format!(
-                        "could not connect to peer {} at {}:{} ({attempts} attempts in {:.1} s; --connect-timeout {}): {last_error}",
-                        target.id,
-                        target.host,
-                        target.port,
-                        started.elapsed().as_secs_f64(),
-                        give_up_after.as_secs_f64()
-                    ),
-                });
+                    host: target.host.clone(),
+                    port: target.port,
+                    attempts,
+                    elapsed: started.elapsed(),
+                    timeout: give_up_after,
+                    last,
+                }));
             }
         })
         .expect("spawn dialer thread");
@@ -416,13 +381,7 @@ fn dialled_handshake(
     offer: bool,
 ) -> Result<bool, DialError> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let io = |e: io::Error| DialError::Handshake(e.to_string());
-    let failed = |e: HandshakeError| match e {
-        HandshakeError::NotAuthenticating(_)
-        | HandshakeError::UnexpectedAuthentication(_)
-        | HandshakeError::Auth { .. } => DialError::Auth(e.to_string()),
-        e => DialError::Handshake(e.to_string()),
-    };
+    let io = |e: io::Error| DialError::Handshake(e.into());
     stream.set_nodelay(true).map_err(io)?;
     stream
         .write_all(&wire::encode_handshake_with(
@@ -431,17 +390,15 @@ fn dialled_handshake(
         ))
         .map_err(io)?;
     let mut theirs = [0u8; HANDSHAKE_LEN];
-    read_exact_by(stream, &mut theirs, deadline).map_err(failed)?;
+    read_exact_by(stream, &mut theirs, deadline)?;
     wire::decode_handshake(&theirs, |id| id == expect).map_err(DialError::Wire)?;
     let reserved = wire::handshake_reserved(&theirs);
-    greeting
-        .authenticate(stream, expect, &reserved, Role::Dialer, deadline)
-        .map_err(failed)?;
+    greeting.authenticate(stream, expect, &reserved, Role::Dialer, deadline)?;
     let both = offer && wire::offers_pipelining(&reserved);
     if offer && !both && greeting.secret.is_none() {
         // A plain peer that objects to our reserved bytes hangs up now.
         if peek_for(stream, 1, REFUSAL_WATCH).map_err(io)? == Peeked::Closed {
-            return Err(DialError::Handshake("closed after the handshake".into()));
+            return Err(DialError::Handshake(HandshakeError::ClosedAfterHandshake));
         }
     }
     stream.set_read_timeout(None).map_err(io)?;
@@ -591,8 +548,8 @@ pub fn wake_listener(addr: SocketAddr) {
 /// with one request at a time sends the next piece only once asked: there
 /// the reader first reports the piece's arrival ([`Event::Arrived`]), so the
 /// engine asks at once, and waits up to `NEXT_PIECE_WAIT` (2 ms) for that piece
-/// to begin before hashing this one alone (spec-strict runs: CPU 2.35 ->
-/// 1.89 s, wall 2.26 -> 2.03 s, 4 interleaved each).
+/// to begin before hashing this one alone, which made spec-strict runs
+/// faster (see docs/PERFORMANCE.md).
 pub fn spawn_reader(
     conn: ConnId,
     peer: u32,
@@ -1076,13 +1033,8 @@ mod tests {
         let theirs = thread::spawn(move || {
             accept_handshake(&mut server, &acceptor, |id| id == 1002).map_err(|e| e.to_string())
         });
-        let ours = dialled_handshake(&mut client, &greeting(1002, dialer), 1001, true).map_err(
-            |e| match e {
-                DialError::Auth(e) | DialError::Handshake(e) => e,
-                DialError::Wire(e) => e.to_string(),
-                DialError::Connect(e) | DialError::Lookup(e) => e.to_string(),
-            },
-        );
+        let ours = dialled_handshake(&mut client, &greeting(1002, dialer), 1001, true)
+            .map_err(|e| e.to_string());
         drop(client);
         (ours, theirs.join().unwrap())
     }

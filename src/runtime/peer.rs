@@ -29,14 +29,10 @@ use std::time::{Duration, Instant};
 
 /// Threads for blocking disk work, for a store that writes with direct I/O or
 /// not. A direct write sleeps until the device is done, so each thread is one
-/// write in flight. Too many in flight slow a virtual disk down: four files
-/// written at once with 16 writes in flight each went at 1,560 MiB/s, with 4
-/// or 2 each at 1,790-1,830 (256 KiB direct writes, fresh preallocated
-/// files). Bench, 1+4 peers, 512 MiB, 8 interleaved swarms each: wall median
-/// 1.59 s with 16 threads, 1.49-1.50 s with 2, 4 or 8; 8 keeps some depth for
-/// a device that wants more. A buffered write only copies into the page cache
-/// under the file's exclusive lock: 16 such writers spent 29% of their time
-/// spinning on that lock (16 KiB pieces), so 4.
+/// write in flight. Too many in flight slow a virtual disk down, and 8 was as
+/// fast as 2 or 4 while keeping some depth for a device that wants more (see
+/// docs/PERFORMANCE.md). A buffered write only copies into the page cache
+/// under the file's exclusive lock, where many writers spin, so 4.
 pub(crate) fn disk_threads(direct: bool) -> usize {
     if direct {
         8
@@ -98,8 +94,23 @@ pub(crate) enum PeerError {
     #[error("{0}")]
     Secret(#[from] AuthError),
     /// A seed's file does not match the metadata: it must not be served.
-    #[error("{0}")]
-    SeedMismatch(String),
+    #[error(
+        "{} does not match its metadata: {differ} of {pieces} pieces differ (first: {}); refusing to serve it",
+        path.display(),
+        first_text(first)
+    )]
+    SeedMismatch {
+        path: PathBuf,
+        differ: u32,
+        pieces: u32,
+        /// The first few pieces that differ.
+        first: Vec<u32>,
+    },
+}
+
+fn first_text(first: &[u32]) -> String {
+    let first: Vec<String> = first.iter().map(u32::to_string).collect();
+    first.join(", ")
 }
 
 impl PeerError {
@@ -110,7 +121,7 @@ impl PeerError {
             PeerError::Config(_)
             | PeerError::Meta(_)
             | PeerError::Secret(_)
-            | PeerError::SeedMismatch(_) => 2,
+            | PeerError::SeedMismatch { .. } => 2,
             PeerError::Engine(EngineError::Interrupted { signal, .. }) => 128 + signal,
             _ => 1,
         }
@@ -204,18 +215,12 @@ fn check_seed(store: &Store, verifier: &Verifier, threads: usize) -> Result<(), 
     if good.is_complete() {
         return Ok(());
     }
-    let bad: Vec<String> = (0..good.len())
-        .filter(|&i| !good.has(i))
-        .take(10)
-        .map(|i| i.to_string())
-        .collect();
-    Err(PeerError::SeedMismatch(format!(
-        "{} does not match its metadata: {} of {} pieces differ (first: {}); refusing to serve it",
-        store.path().display(),
-        good.len() - good.count(),
-        good.len(),
-        bad.join(", ")
-    )))
+    Err(PeerError::SeedMismatch {
+        path: store.path().to_path_buf(),
+        differ: good.len() - good.count(),
+        pieces: good.len(),
+        first: (0..good.len()).filter(|&i| !good.has(i)).take(10).collect(),
+    })
 }
 
 /// What a leecher already has: with metadata, every piece of its file that

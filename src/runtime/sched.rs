@@ -5,12 +5,8 @@
 //! times a second. Under the default class each wake-up may preempt
 //! whatever runs on that core, another peer's reader half way through a
 //! piece included; as batch work a woken thread waits for the running one's
-//! slice instead. On the 2-core development machine, interleaved runs with
-//! `chrt -b 0` against without: peers started in sessions of their own (as
-//! from their own terminals) 16 KiB wall 2.32-2.44 s against 2.83-2.92 and
-//! CPU 2.16-2.23 against 2.61-2.71 s per GiB, 256 KiB 1.26-1.44 s against
-//! 1.41-1.55; in one session CPU per GiB 5-6% lower, spec-strict wall median
-//! 1.23 against 1.37 s; 32 peers unchanged.
+//! slice instead, which made runs faster and cheaper in CPU, most of all
+//! with peers in sessions of their own (see docs/PERFORMANCE.md).
 //!
 //! Owns one system call, the crate's one `unsafe` besides [`crate::integrity::sha1pair`].
 //! Must be called before the peer starts its threads (they inherit the

@@ -8,10 +8,10 @@
 //!
 //! Lines gather in memory and reach the file on [`SpecLog::flush`] (the engine
 //! calls it whenever it has nothing left to handle), when [`FLUSH_BYTES`] have
-//! gathered, and on drop. A leecher logs about four lines a piece; one write
-//! each was some 40,000 write calls in the 1+4 / 512 MiB bench. A line's time
-//! stamp is still the moment it was logged. Must never hold a line past the
-//! engine's next idle moment.
+//! gathered, and on drop. A leecher logs about four lines a piece, and a
+//! write call each was many thousands a run (see docs/PERFORMANCE.md). A
+//! line's time stamp is still the moment it was logged. Must never hold a
+//! line past the engine's next idle moment.
 
 use std::fmt::Arguments;
 use std::fs::File;
@@ -24,7 +24,8 @@ const SECOND_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// The time stamp of the last line, to the second, formatted: a leecher logs
 /// some hundred lines a second (hundreds of thousands with 16 KiB pieces),
-/// and formatting a whole date with chrono for each was 2-3% of its CPU.
+/// and formatting a whole date with chrono for each was a visible share of
+/// its CPU (see docs/PERFORMANCE.md).
 #[derive(Default)]
 struct Stamp {
     second: Option<i64>,

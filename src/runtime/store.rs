@@ -40,9 +40,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 /// Pieces smaller than this are not written one by one with direct I/O: each
 /// direct write waits for the device (a VM exit and a round trip on a
 /// virtual disk), and at 16 KiB that per-write cost outweighs the page-cache
-/// copy it saves (bench, 16 KiB pieces: 6.4-7.2 s CPU per GiB direct one by
-/// one against 5.3 s buffered; at 64 KiB direct still wins, 2.35 against
-/// 2.75). They are gathered into granules instead ([`Coalescer`]).
+/// copy it saves; at 64 KiB direct still wins (see docs/PERFORMANCE.md).
+/// They are gathered into granules instead ([`Coalescer`]).
 pub(crate) const DIRECT_IO_MIN_PIECE: u32 = 64 * 1024;
 
 #[derive(Debug)]
@@ -92,8 +91,7 @@ fn lock_exclusive(path: &Path) -> io::Result<Option<nix::fcntl::Flock<File>>> {
 /// middle of a download, and direct writes land on allocated blocks: ext4
 /// takes its inode lock shared for those, but exclusive (held until the
 /// device is done) for a write that must allocate, which serialised the disk
-/// threads (512 MiB in 256 KiB direct writes, 4 threads: 1,260 MiB/s into a
-/// sparse file, 1,790-2,160 into a preallocated one). File systems without
+/// threads (see docs/PERFORMANCE.md). File systems without
 /// `fallocate` keep a sparse file (`Ok(false)`).
 pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<bool> {
     use nix::errno::Errno;

@@ -4,13 +4,12 @@
 //!
 //! Why not the rayon pool for these: a piece job arrives every few hundred
 //! microseconds, so a worker goes idle thousands of times a second, and an
-//! idle rayon worker calls `sched_yield` 33 times before it sleeps. Profiles
-//! of the 1+4 / 512 MiB bench showed those yields at about 5% of all CPU.
-//! Why not a crossbeam channel either: its receiver spins and yields up to
-//! eight times before it parks, some 3% of all CPU with 16 disk threads. An
-//! idle worker here waits on a condition variable at once, and a job makes
-//! the wake-up call only when a worker waits. Bulk data-parallel work
-//! (hashing a whole file) stays on rayon.
+//! idle rayon worker yields many times before it sleeps, a visible share of
+//! all CPU in profiles. Why not a crossbeam channel either: its receiver
+//! spins and yields before it parks, for the same cost (see
+//! docs/PERFORMANCE.md). An idle worker here waits on a condition variable
+//! at once, and a job makes the wake-up call only when a worker waits. Bulk
+//! data-parallel work (hashing a whole file) stays on rayon.
 //!
 //! Owns only its threads and the jobs queued for them. A job must not block
 //! on the engine; the threads end when the last handle (and every job holding

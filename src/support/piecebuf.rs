@@ -124,12 +124,11 @@ impl fmt::Debug for PieceBuf {
 /// needed while no plain one is free is the longest-kept one, not a new one
 /// (a new one only when nothing is kept either: then every buffer is in use,
 /// which the engine bounds). Without the budget, each moment of more pieces
-/// in flight than before added buffers for good, and the kept ones on top:
-/// peak RSS crept from 27 to 32 MB over a 2 GiB run. And the pool frees
-/// nothing: freeing and allocating again let memory creep too, as the
-/// allocator gives a freed buffer back to the arena of the thread that made
-/// it, where another reader cannot reuse it (2 GiB: 33.5 MB against 32.0
-/// with a fixed allocator threshold).
+/// in flight than before added buffers for good, and the kept ones on top,
+/// so peak RSS crept over a long run. And the pool frees nothing: freeing
+/// and allocating again let memory creep too, as the allocator gives a freed
+/// buffer back to the arena of the thread that made it, where another reader
+/// cannot reuse it (see docs/PERFORMANCE.md).
 pub struct BufferPool {
     inner: Mutex<Pooled>,
     max_kept: usize,

@@ -79,8 +79,8 @@ pub(crate) fn mib(bytes: u64) -> f64 {
 }
 
 /// CPU seconds this process has used, all its threads, live or gone, to the
-/// microsecond (`getrusage`). /proc's figure is in whole 10 ms ticks,
-/// rounded down: up to 20 ms short a peer, some 2% of a 1.2 s bench run's.
+/// microsecond (`getrusage`). /proc's figure is in whole clock ticks,
+/// rounded down, short by a few percent of a short bench run.
 fn cpu_secs() -> Option<f64> {
     use nix::sys::resource::{getrusage, UsageWho};
     let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
