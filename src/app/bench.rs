@@ -908,7 +908,7 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
     ));
     if let Err(e) = setup(args, &dir) {
         eprintln!("error: {e}");
-        return swarm::unless_interrupted(2);
+        return swarm::unless_interrupted(crate::app::exit::BAD_INPUT);
     }
     scratch.keep = args.keep;
     let mut records = Vec::new();
@@ -941,7 +941,7 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                code = swarm::unless_interrupted(1);
+                code = swarm::unless_interrupted(crate::app::exit::FAILED);
                 break;
             }
         }

@@ -1,8 +1,9 @@
 //! Command-line front end shared by the `p2pft` and `peerProcess` binaries:
-//! argument definitions (clap), diagnostics set-up, and the mapping of
-//! outcomes to exit codes (0 done, 1 failed while running, 2 bad input).
-//! Holds no engine logic.
+//! argument definitions (clap), diagnostics set-up, and each command run to
+//! its exit code (the codes themselves: [`crate::app::exit`]). Holds no
+//! engine logic.
 
+use crate::app::exit;
 use crate::runtime::peer::{self, PeerOptions};
 use crate::support::process::init_diagnostics;
 use crate::support::status::mib;
@@ -136,10 +137,10 @@ pub(crate) fn run_peer(args: &PeerArgs) -> i32 {
         log::debug!("cannot run as batch work: {e}");
     }
     match peer::run(&args.options()) {
-        Ok(()) => 0,
+        Ok(()) => exit::OK,
         Err(e) => {
             log::error!("{e}");
-            e.exit_code()
+            exit::ExitCode::exit_code(&e)
         }
     }
 }
@@ -168,13 +169,18 @@ fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
 
 fn run_meta(args: &MetaArgs) -> i32 {
     if let Err(e) = std::fs::metadata(&args.file) {
-        return fail(2, format!("{}: {e}", args.file.display()));
+        return fail(exit::BAD_INPUT, format!("{}: {e}", args.file.display()));
     }
     let max = crate::protocol::config::MAX_PIECE_SIZE_BYTES;
     let piece_size = match args.piece_size {
         Some(n) => match u32::try_from(n).ok().filter(|&n| n <= max) {
             Some(n) => n,
-            None => return fail(2, format!("--piece-size must be at most {max} bytes")),
+            None => {
+                return fail(
+                    exit::BAD_INPUT,
+                    format!("--piece-size must be at most {max} bytes"),
+                )
+            }
         },
         None => match crate::protocol::config::Config::load(&args.dir) {
             Ok(c) => {
@@ -191,13 +197,13 @@ fn run_meta(args: &MetaArgs) -> i32 {
                 }
                 c.common.piece_size_bytes
             }
-            Err(e) => return fail(2, format!("{e} (or give --piece-size)")),
+            Err(e) => return fail(exit::BAD_INPUT, format!("{e} (or give --piece-size)")),
         },
     };
     let started = std::time::Instant::now();
     let meta = match crate::integrity::meta::Meta::create(&args.file, piece_size, &pool()) {
         Ok(m) => m,
-        Err(e) => return fail(2, e),
+        Err(e) => return fail(exit::BAD_INPUT, e),
     };
     let secs = started.elapsed().as_secs_f64();
     let out = args
@@ -205,7 +211,7 @@ fn run_meta(args: &MetaArgs) -> i32 {
         .clone()
         .unwrap_or_else(|| crate::integrity::meta::default_path(&args.dir, &meta.file_name));
     if let Err(e) = meta.save(&out) {
-        return fail(1, e);
+        return fail(exit::FAILED, e);
     }
     println!(
         "hashed {:.1} MiB ({} pieces of {} bytes) in {:.3} s: {:.0} MiB/s -> {}",
@@ -216,7 +222,7 @@ fn run_meta(args: &MetaArgs) -> i32 {
         mib(meta.file_size_bytes) / secs.max(1e-9),
         out.display()
     );
-    0
+    exit::OK
 }
 
 /// `3, 17-20, 31`: sorted indices as ranges.
@@ -250,20 +256,25 @@ fn run_verify(args: &VerifyArgs) -> i32 {
         (Some(f), _, c) => (f.clone(), c.as_ref().ok().map(|c| c.common.clone())),
         (None, Some(id), Ok(c)) => match c.listed(id) {
             Ok(_) => (c.peer_file(id), Some(c.common.clone())),
-            Err(e) => return fail(2, e),
+            Err(e) => return fail(exit::BAD_INPUT, e),
         },
-        (None, Some(_), Err(e)) => return fail(2, e),
-        (None, None, _) => return fail(2, "say which file to check: --peer ID or --file PATH"),
+        (None, Some(_), Err(e)) => return fail(exit::BAD_INPUT, e),
+        (None, None, _) => {
+            return fail(
+                exit::BAD_INPUT,
+                "say which file to check: --peer ID or --file PATH",
+            )
+        }
     };
     let name = match (&common, file.file_name()) {
         (Some(c), _) => c.file_name.clone(),
         (None, Some(n)) => n.to_string_lossy().into_owned(),
-        (None, None) => return fail(2, format!("{} is not a file", file.display())),
+        (None, None) => return fail(exit::BAD_INPUT, format!("{} is not a file", file.display())),
     };
     let meta_path = crate::integrity::meta::default_path(&args.dir, &name);
     if !meta_path.exists() {
         return fail(
-            2,
+            exit::BAD_INPUT,
             format!(
                 "no metadata at {}: make it from a complete copy of the file with `p2pft meta <file> --dir {}`",
                 meta_path.display(),
@@ -275,11 +286,11 @@ fn run_verify(args: &VerifyArgs) -> i32 {
         .and_then(|m| m.verifier(&meta_path, common.as_ref()))
     {
         Ok(v) => v,
-        Err(e) => return fail(2, e),
+        Err(e) => return fail(exit::BAD_INPUT, e),
     };
     let handle = match std::fs::File::open(&file) {
         Ok(f) => f,
-        Err(e) => return fail(1, format!("{}: {e}", file.display())),
+        Err(e) => return fail(exit::FAILED, format!("{}: {e}", file.display())),
     };
     let size = handle.metadata().map(|m| m.len()).unwrap_or(0);
     let started = std::time::Instant::now();
@@ -309,7 +320,7 @@ fn run_verify(args: &VerifyArgs) -> i32 {
         match whole {
             Ok(hash) if hash == verifier.file => {
                 println!("all pieces match; whole-file SHA-1 matches");
-                0
+                exit::OK
             }
             Ok(hash) => {
                 println!(
@@ -317,16 +328,16 @@ fn run_verify(args: &VerifyArgs) -> i32 {
                     crate::integrity::meta::to_hex(&hash),
                     crate::integrity::meta::to_hex(&verifier.file)
                 );
-                1
+                exit::FAILED
             }
-            Err(e) => fail(1, format!("{}: {e}", file.display())),
+            Err(e) => fail(exit::FAILED, format!("{}: {e}", file.display())),
         }
     } else {
         println!(
             "missing or bad pieces: {}",
             ranges((0..good.len()).filter(|&i| !good.has(i)))
         );
-        1
+        exit::FAILED
     }
 }
 

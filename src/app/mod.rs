@@ -5,6 +5,7 @@
 
 pub(crate) mod bench;
 pub mod cli;
+pub(crate) mod exit;
 pub(crate) mod remote;
 pub(crate) mod report;
 pub(crate) mod ssh;

@@ -46,16 +46,6 @@ pub(crate) enum ReportError {
     Write { path: PathBuf, source: io::Error },
 }
 
-impl ReportError {
-    /// 2 for a directory that is no swarm's (bad input), 1 for I/O that failed.
-    pub(crate) fn exit_code(&self) -> i32 {
-        match self {
-            ReportError::Config(_) | ReportError::NoLogs(_) => 2,
-            ReportError::Read { .. } | ReportError::Write { .. } => 1,
-        }
-    }
-}
-
 /// One of SPEC.md's eleven sentences, IDs and numbers filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -1217,7 +1207,7 @@ pub(crate) fn run_cli(args: &ReportArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            e.exit_code()
+            crate::app::exit::ExitCode::exit_code(&e)
         }
     }
 }

@@ -20,6 +20,7 @@
 //! taken, both before it removes or starts anything; it never removes the
 //! files of a peer that another launcher, or a hand-started process, runs.
 
+use crate::app::exit;
 use crate::protocol::config::{Config, ConfigError, PeerEntry};
 use crate::support::files::with_path;
 use crate::support::status::mib;
@@ -1482,9 +1483,9 @@ pub(crate) fn run_cli(args: &SwarmArgs) -> i32 {
                 crate::app::report::write_after_run(&args.dir, out);
             }
             match report.interrupted {
-                Some(signal) => 128 + signal,
-                None if report.ok => 0,
-                None => 1,
+                Some(signal) => exit::signal(signal),
+                None if report.ok => exit::OK,
+                None => exit::FAILED,
             }
         }
         Err(e) => {
@@ -1492,17 +1493,7 @@ pub(crate) fn run_cli(args: &SwarmArgs) -> i32 {
             if let Some(signal) = interrupted() {
                 eprintln!("stopped by signal {signal} before any peer started");
             }
-            unless_interrupted(match e {
-                SwarmError::Config(_)
-                | SwarmError::Meta(_)
-                | SwarmError::Threads(_)
-                | SwarmError::Space(_)
-                | SwarmError::Remote(crate::app::remote::RemoteError::Preflight(_)) => 2,
-                SwarmError::Io(_)
-                | SwarmError::Held { .. }
-                | SwarmError::Running { .. }
-                | SwarmError::Remote(_) => 1,
-            })
+            unless_interrupted(crate::app::exit::ExitCode::exit_code(&e))
         }
     }
 }

@@ -113,21 +113,6 @@ fn first_text(first: &[u32]) -> String {
     first.join(", ")
 }
 
-impl PeerError {
-    /// 2 for input the user must fix, 128 + n after signal n, 1 for a failure
-    /// while running.
-    pub(crate) fn exit_code(&self) -> i32 {
-        match self {
-            PeerError::Config(_)
-            | PeerError::Meta(_)
-            | PeerError::Secret(_)
-            | PeerError::SeedMismatch { .. } => 2,
-            PeerError::Engine(EngineError::Interrupted { signal, .. }) => 128 + signal,
-            _ => 1,
-        }
-    }
-}
-
 /// Prints status lines every 200 ms until `stop`, so a launcher can draw
 /// progress, and one at once when the file becomes complete. When nobody
 /// reads them any more (the pipe is closed: the launcher is gone, however
