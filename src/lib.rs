@@ -13,6 +13,8 @@
 //! - [`support`]: diagnostics, piece buffers, status counters and lines.
 #![deny(unsafe_code)]
 #![warn(unreachable_pub)]
+// The docs are read with private items (`.ci/run`): internals link to each other.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
 pub mod integrity;

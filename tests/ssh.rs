@@ -479,6 +479,33 @@ fn four_hosts_the_seed_on_the_controller_every_file_matches_then_clean() {
 }
 
 #[test]
+fn a_p2pft_already_on_the_hosts_is_used_and_nothing_is_pushed() {
+    // The hosts see this machine's disk but for their remote directory, so
+    // the test's own build is "installed" there.
+    let hosts = Hosts::new(3, &[2, 3], &[]);
+    hosts.write_configs(&[(1, true), (2, false), (3, false)]);
+    let file = content(SIZE, 24);
+    seed_on_controller(&hosts, &file);
+    let installed = std::fs::canonicalize(common::P2PFT).unwrap();
+    let installed = installed.to_str().unwrap();
+    let o = Launcher(Some(hosts.launch(&["--remote-p2pft", installed]))).wait(LIMIT);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let r = report(&o);
+    assert_eq!(r["launch"]["pushed_bytes"], 0, "{r}");
+    for (id, host) in [(1002, 2), (1003, 3)] {
+        assert_eq!(peer(&r, id)["file_check"], "matches_metadata", "{r}");
+        let listing = hosts.on_host(
+            host,
+            &format!("ls -A {}/.p2pft 2>/dev/null", hosts.remote_dir().display()),
+            b"",
+        );
+        let names = String::from_utf8_lossy(&listing.stdout);
+        assert!(!names.contains("p2pft-"), "host {host}: {names}");
+    }
+}
+
+#[test]
 fn the_seed_on_a_remote_host_makes_the_metadata_there() {
     let hosts = Hosts::new(3, &[2, 3], &[]);
     // The controller runs a leecher; the seed is host 2's.

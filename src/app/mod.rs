@@ -1,5 +1,5 @@
 //! The application over the library: the command line ([`cli`]), the local
-//! launcher ([`swarm`], over ssh [`remote`] and [`ssh`]), the benchmark ([`bench`]) and the picture of a
+//! launcher ([`swarm`], over ssh [`remote`] and [`ssh`]), the benchmark ([`bench`](mod@bench)) and the picture of a
 //! swarm ([`report`]). The binaries call [`cli`] and nothing else; nothing
 //! below this layer imports it.
 
