@@ -4,6 +4,8 @@
 //! engine logic.
 
 use crate::app::exit;
+use crate::app::report::{self, ReportArgs};
+use crate::app::swarm::{self, SwarmArgs};
 use crate::runtime::peer::{self, PeerOptions};
 use crate::support::process::init_diagnostics;
 use crate::support::status::mib;
@@ -149,11 +151,11 @@ pub fn main_p2pft() -> i32 {
     let cli = Cli::parse();
     match &cli.command {
         Command::Peer(args) => run_peer(args),
-        Command::Swarm(args) => crate::app::swarm::run_cli(args),
+        Command::Swarm(args) => run_swarm(args),
         Command::Meta(args) => run_meta(args),
         Command::Verify(args) => run_verify(args),
         Command::Bench(args) => crate::app::bench::run_cli(args),
-        Command::Report(args) => crate::app::report::run_cli(args),
+        Command::Report(args) => run_report(args),
     }
 }
 
@@ -338,6 +340,63 @@ fn run_verify(args: &VerifyArgs) -> i32 {
             ranges((0..good.len()).filter(|&i| !good.has(i)))
         );
         exit::FAILED
+    }
+}
+
+/// `p2pft swarm`: returns the exit code (0 all good, 1 a peer failed or time
+/// ran out, 2 bad configuration).
+pub(crate) fn run_swarm(args: &SwarmArgs) -> i32 {
+    crate::support::process::init_diagnostics("swarm".into());
+    if let Err(e) = swarm::catch_interrupts() {
+        eprintln!("error: cannot catch signals: {e}");
+        return 1;
+    }
+    if args.ssh.clean {
+        return swarm::clean_hosts(args);
+    }
+    match swarm::run(args) {
+        Ok(report) => {
+            // Everything is over by now: a closed stdout changes nothing.
+            crate::support::process::emit(&crate::support::process::render(
+                args.json,
+                &report,
+                swarm::write_table,
+            ));
+            if let Some(out) = &args.report {
+                crate::app::report::write_after_run(&args.dir, out);
+            }
+            match report.interrupted {
+                Some(signal) => exit::signal(signal),
+                None if report.ok => exit::OK,
+                None => exit::FAILED,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(signal) = swarm::interrupted() {
+                eprintln!("stopped by signal {signal} before any peer started");
+            }
+            swarm::unless_interrupted(exit::ExitCode::exit_code(&e))
+        }
+    }
+}
+
+/// `p2pft report`: 0 when written, 2 for a directory that is no swarm's, 1
+/// when reading a log or writing the SVG failed.
+pub(crate) fn run_report(args: &ReportArgs) -> i32 {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| report::default_out(&args.dir));
+    match report::write(&args.dir, &out) {
+        Ok(summary) => {
+            crate::support::process::emit(&format!("wrote {}\n{summary}\n", out.display()));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::ExitCode::exit_code(&e)
+        }
     }
 }
 

@@ -1196,22 +1196,6 @@ pub(crate) fn write_after_run(dir: &Path, out: &Path) {
     }
 }
 
-/// `p2pft report`: 0 when written, 2 for a directory that is no swarm's, 1
-/// when reading a log or writing the SVG failed.
-pub(crate) fn run_cli(args: &ReportArgs) -> i32 {
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.dir));
-    match write(&args.dir, &out) {
-        Ok(summary) => {
-            crate::support::process::emit(&format!("wrote {}\n{summary}\n", out.display()));
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            crate::app::exit::ExitCode::exit_code(&e)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

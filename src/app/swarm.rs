@@ -20,7 +20,6 @@
 //! taken, both before it removes or starts anything; it never removes the
 //! files of a peer that another launcher, or a hand-started process, runs.
 
-use crate::app::exit;
 use crate::protocol::config::{Config, ConfigError, PeerEntry};
 use crate::support::files::with_path;
 use crate::support::status::mib;
@@ -1346,7 +1345,10 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt::Result {
+pub(crate) fn write_table(
+    out: &mut impl std::fmt::Write,
+    report: &SwarmReport,
+) -> std::fmt::Result {
     // Over ssh, a row says its host first.
     let hosts = report.peers.iter().any(|p| p.ssh);
     let host = |name: &str| match hosts {
@@ -1435,7 +1437,7 @@ fn write_table(out: &mut impl std::fmt::Write, report: &SwarmReport) -> std::fmt
 /// `p2pft swarm --ssh --clean`: every host of PeerInfo.cfg but this one
 /// cleaned (see [`crate::app::remote::clean`]); returns the exit code (2 for bad
 /// configuration).
-fn clean_hosts(args: &SwarmArgs) -> i32 {
+pub(crate) fn clean_hosts(args: &SwarmArgs) -> i32 {
     let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
     let config = match Config::load(&args.dir) {
         Ok(c) => c,
@@ -1458,44 +1460,6 @@ fn clean_hosts(args: &SwarmArgs) -> i32 {
         .cloned()
         .collect();
     crate::app::remote::clean(&args.ssh, &config, &remote, deadline, SECRET_FILE)
-}
-
-/// `p2pft swarm`: returns the exit code (0 all good, 1 a peer failed or time
-/// ran out, 2 bad configuration).
-pub(crate) fn run_cli(args: &SwarmArgs) -> i32 {
-    crate::support::process::init_diagnostics("swarm".into());
-    if let Err(e) = catch_interrupts() {
-        eprintln!("error: cannot catch signals: {e}");
-        return 1;
-    }
-    if args.ssh.clean {
-        return clean_hosts(args);
-    }
-    match run(args) {
-        Ok(report) => {
-            // Everything is over by now: a closed stdout changes nothing.
-            crate::support::process::emit(&crate::support::process::render(
-                args.json,
-                &report,
-                write_table,
-            ));
-            if let Some(out) = &args.report {
-                crate::app::report::write_after_run(&args.dir, out);
-            }
-            match report.interrupted {
-                Some(signal) => exit::signal(signal),
-                None if report.ok => exit::OK,
-                None => exit::FAILED,
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            if let Some(signal) = interrupted() {
-                eprintln!("stopped by signal {signal} before any peer started");
-            }
-            unless_interrupted(crate::app::exit::ExitCode::exit_code(&e))
-        }
-    }
 }
 
 #[cfg(test)]
