@@ -1058,7 +1058,7 @@ impl Machine {
     /// once instead of at the next interval: a preferred one while fewer than
     /// k are preferred, else the optimistic one while there is none.
     fn offer_free_slot(&mut self, peer: u32) {
-        if self.unchoked.contains(&peer) {
+        if self.unchoked.contains(&peer) || !self.config.common.serve {
             return;
         }
         if self.preferred.len() < self.config.common.preferred_neighbors {
@@ -1396,7 +1396,12 @@ impl Machine {
         }
     }
 
+    /// The neighbours the choking rounds choose among: none for a peer that
+    /// does not serve (`--leech-only`).
     fn stats(&self) -> Vec<NeighbourStats> {
+        if !self.config.common.serve {
+            return Vec::new();
+        }
         self.neighbours
             .iter()
             .map(|(&id, n)| NeighbourStats {

@@ -57,12 +57,14 @@ pub(crate) enum BenchError {
     Meta(#[from] crate::integrity::meta::MetaError),
     #[error("{0}")]
     Swarm(#[from] swarm::SwarmError),
+    #[error("{0}")]
+    Hosts(#[from] crate::app::netns::NetnsError),
     #[error("stopped by signal {0}")]
     Stopped(i32),
 }
 
 /// Says what was being done when an I/O error came.
-fn doing(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> BenchError {
+pub(super) fn doing(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> BenchError {
     let what = what.to_string();
     move |source| BenchError::Io { what, source }
 }
@@ -129,6 +131,19 @@ pub struct BenchArgs {
     /// report`); with --runs N, one file a run, `-runN` before the extension.
     #[arg(long, value_name = "FILE.svg")]
     pub report: Option<PathBuf>,
+    /// Put each peer on a host of its own: a network namespace on a bridge,
+    /// its link capped at --link-rate both ways (needs root; `--peers` is
+    /// this many).
+    #[arg(long, value_name = "N", requires = "link_rate", value_parser = clap::value_parser!(u64).range(2..=2000))]
+    pub hosts: Option<u64>,
+    /// With --hosts: each host's link rate, bytes a second both ways (K, M,
+    /// G are KiB/s, MiB/s, GiB/s), set with `tbf`.
+    #[arg(long, value_name = "RATE", requires = "hosts", value_parser = crate::protocol::config::parse_rate)]
+    pub link_rate: Option<u64>,
+    /// With --hosts: skip the baseline run without peer-to-peer (leechers
+    /// that serve nobody), which takes about leechers times as long.
+    #[arg(long, requires = "hosts")]
+    pub no_baseline: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -434,7 +449,7 @@ fn sync_fs(dir: &Path) -> io::Result<()> {
 
 /// Removes the leechers' files of an earlier run in `dir` and lets the file
 /// system settle, before anything of this run is measured.
-fn clear_leechers(args: &BenchArgs, dir: &Path) -> io::Result<()> {
+pub(super) fn clear_leechers(args: &BenchArgs, dir: &Path) -> io::Result<()> {
     for i in args.seeds..args.peers {
         match std::fs::remove_file(peer_file(dir, i)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -452,7 +467,7 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
-fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
+pub(super) fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     if args.peers < 2 || args.seeds == 0 || args.seeds >= args.peers {
         return Err(BenchError::Peers);
     }
@@ -576,7 +591,7 @@ fn check_free_space(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
 }
 
 /// The file of the `i`-th peer (0-based: ID 1001 + `i`, seeds first).
-fn peer_file(dir: &Path, i: usize) -> PathBuf {
+pub(super) fn peer_file(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("peer_{}/bench.bin", 1001 + i))
 }
 
@@ -751,7 +766,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &BenchRecord) -> std::fmt::Res
 
 /// Says what the bench is doing, on a terminal only (a run is quiet for
 /// several seconds, more with a large file); the figures go to stdout.
-fn phase(what: std::fmt::Arguments) {
+pub(super) fn phase(what: std::fmt::Arguments) {
     use std::io::IsTerminal;
     if io::stderr().is_terminal() {
         let _ = writeln!(io::stderr(), "bench: {what}");
@@ -759,7 +774,7 @@ fn phase(what: std::fmt::Arguments) {
 }
 
 /// An error once a signal asked the bench to stop (see [`swarm::catch_interrupts`]).
-fn go_on() -> Result<(), BenchError> {
+pub(super) fn go_on() -> Result<(), BenchError> {
     match swarm::interrupted() {
         Some(signal) => Err(BenchError::Stopped(signal)),
         None => Ok(()),
@@ -818,6 +833,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
         max_download_rate: None,
         report: None,
         ssh: Default::default(),
+        placed: Default::default(),
     };
     let report = swarm::run(&swarm_args)?;
     go_on()?;
@@ -888,6 +904,9 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
     if let Err(e) = swarm::catch_interrupts() {
         eprintln!("error: cannot catch signals: {e}");
         return 1;
+    }
+    if let (Some(hosts), Some(rate)) = (args.hosts, args.link_rate) {
+        return crate::app::bench_hosts::run_cli(args, hosts as usize, rate);
     }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("p2pft-bench-{}", std::process::id()));
@@ -961,7 +980,7 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
 
 /// Where run `run` of `runs` draws its report: `out` for a single run,
 /// `name-runN.svg` for each of several.
-fn report_path(out: &Path, run: u32, runs: u32) -> PathBuf {
+pub(super) fn report_path(out: &Path, run: u32, runs: u32) -> PathBuf {
     if runs == 1 {
         return out.to_path_buf();
     }
@@ -978,9 +997,9 @@ fn report_path(out: &Path, run: u32, runs: u32) -> PathBuf {
 
 /// The bench's directory, removed (unless kept) however the bench ends,
 /// a panic included.
-struct Scratch {
-    dir: PathBuf,
-    keep: bool,
+pub(super) struct Scratch {
+    pub dir: PathBuf,
+    pub keep: bool,
 }
 
 impl Drop for Scratch {

@@ -45,6 +45,10 @@ pub struct PeerArgs {
     /// Piece bytes a second it receives, at most (overrides P2pftMaxDownloadRate).
     #[arg(long, value_name = "RATE", value_parser = crate::protocol::config::parse_rate)]
     pub max_download_rate: Option<u64>,
+    /// Never upload to anyone (the baseline of `bench --hosts`: a swarm
+    /// without peer-to-peer). Hidden: a peer that takes and never gives.
+    #[arg(long, hide = true)]
+    pub leech_only: bool,
 }
 
 impl PeerArgs {
@@ -60,6 +64,7 @@ impl PeerArgs {
             secret_file: self.secret_file.clone(),
             max_upload_rate: self.max_upload_rate,
             max_download_rate: self.max_download_rate,
+            leech_only: self.leech_only,
         }
     }
 }

@@ -4,8 +4,10 @@
 //! below this layer imports it.
 
 pub(crate) mod bench;
+pub(crate) mod bench_hosts;
 pub mod cli;
 pub(crate) mod exit;
+pub(crate) mod netns;
 pub(crate) mod remote;
 pub(crate) mod report;
 pub(crate) mod ssh;

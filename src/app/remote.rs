@@ -18,7 +18,7 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,11 +61,45 @@ pub(crate) enum RemoteError {
     /// Hosts that cannot run the swarm, one line each: nothing was started.
     #[error("{}\nnothing was started", .0.join("\n"))]
     Preflight(Vec<String>),
-    /// Putting the swarm on a host failed half way.
-    #[error("host {host}: {reason}")]
-    Staging { host: String, reason: String },
+    /// Putting the swarm on a host failed half way: what was being done,
+    /// and why.
+    #[error("host {host}: {doing}: {cause}")]
+    Staging {
+        host: String,
+        doing: String,
+        #[source]
+        cause: Box<StagingFailure>,
+    },
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+/// Why a step of staging failed on a host.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StagingFailure {
+    /// A file of this machine's could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Local { path: PathBuf, source: io::Error },
+    /// ssh itself: the connection, or the command's time limit.
+    #[error("{0}")]
+    Ssh(#[from] SshError),
+    /// The command ran and failed, in its own words.
+    #[error("{status}: {stderr}")]
+    Command { status: ExitStatus, stderr: String },
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Meta(#[from] crate::integrity::meta::MetaError),
+}
+
+/// The error of a step of staging on `host`, from its cause.
+fn staging(host: &Host, doing: impl Into<String>) -> impl FnOnce(StagingFailure) -> RemoteError {
+    let (host, doing) = (host.name.clone(), doing.into());
+    move |cause| RemoteError::Staging {
+        host,
+        doing,
+        cause: Box::new(cause),
+    }
 }
 
 /// What the launcher's own work took, for the summary.
@@ -440,35 +474,46 @@ impl Launch {
         from: &Path,
         mode: u32,
         deadline: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), StagingFailure> {
         let tmp = format!("{path}.part");
         let script = format!(
             "umask 077 && mkdir -p \"$(dirname {p})\" && cat > {t} && chmod {mode:o} {t} && mv -f {t} {p}",
             p = quote(path),
             t = quote(&tmp),
         );
-        let input = std::fs::File::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
+        let input = std::fs::File::open(from).map_err(|source| StagingFailure::Local {
+            path: from.to_path_buf(),
+            source,
+        })?;
         match host.master.run(
             &script,
             Some(Box::new(input)),
             left(deadline, COMMAND_LIMIT),
-        ) {
-            Ok((status, _, _)) if status.success() => Ok(()),
-            Ok((status, _, err)) => Err(format!("cannot write {path} ({status}): {}", err.trim())),
-            Err(e) => Err(e.to_string()),
+        )? {
+            (status, _, _) if status.success() => Ok(()),
+            (status, _, err) => Err(StagingFailure::Command {
+                status,
+                stderr: err.trim().to_string(),
+            }),
         }
     }
 
     /// Runs `script` (given on stdin: no limit on its length) on `host`,
     /// and returns its stdout.
-    fn run_script(host: &Host, script: Vec<u8>, limit: Duration) -> Result<Vec<u8>, String> {
+    fn run_script(
+        host: &Host,
+        script: Vec<u8>,
+        limit: Duration,
+    ) -> Result<Vec<u8>, StagingFailure> {
         match host
             .master
-            .run("exec sh -s", Some(Box::new(io::Cursor::new(script))), limit)
+            .run("exec sh -s", Some(Box::new(io::Cursor::new(script))), limit)?
         {
-            Ok((status, out, _)) if status.success() => Ok(out),
-            Ok((status, _, err)) => Err(format!("{status}: {}", err.trim())),
-            Err(e) => Err(e.to_string()),
+            (status, out, _) if status.success() => Ok(out),
+            (status, _, err) => Err(StagingFailure::Command {
+                status,
+                stderr: err.trim().to_string(),
+            }),
         }
     }
 
@@ -509,13 +554,13 @@ impl Launch {
             if let (Some((exe, size)), false) = (&push, host.has_bin || host.shared) {
                 // Pushed once: its name carries the version and hash.
                 Launch::push(host, &bin, exe, 0o755, deadline)
-                    .map_err(|reason| (host.name.clone(), reason))?;
+                    .map_err(staging(host, format!("cannot write {bin}")))?;
                 pushed.fetch_add(*size, std::sync::atomic::Ordering::Relaxed);
             }
-            Ok(())
+            Ok::<(), RemoteError>(())
         });
         for r in results {
-            r.map_err(|(host, reason)| RemoteError::Staging { host, reason })?;
+            r?;
         }
         self.report.pushed_bytes = pushed.into_inner();
         if let Some(meta) = self.fetch_meta(config, &files, deadline)? {
@@ -539,15 +584,10 @@ impl Launch {
             }
             Launch::run_script(host, script.clone(), left(deadline, COMMAND_LIMIT))
                 .map(|_| ())
-                .map_err(|reason| {
-                    (
-                        host.name.clone(),
-                        format!("cannot stage the swarm's files: {reason}"),
-                    )
-                })
+                .map_err(staging(host, "cannot stage the swarm's files"))
         });
         for r in results {
-            r.map_err(|(host, reason)| RemoteError::Staging { host, reason })?;
+            r?;
         }
         self.report.staging_secs = started.elapsed().as_secs_f64();
         Ok(())
@@ -593,19 +633,16 @@ impl Launch {
         script.extend(
             format!("cd {} && {make}cat {}\n", quote(&dir), quote(&remote_meta)).into_bytes(),
         );
-        let fail = |reason: String| RemoteError::Staging {
-            host: host.name.clone(),
-            reason,
-        };
+        let fail = |doing: String| staging(host, doing);
         let out = Launch::run_script(host, script, left(deadline, Duration::from_secs(3600)))
-            .map_err(|e| fail(format!("cannot make the metadata: {e}")))?;
+            .map_err(fail("cannot make the metadata".into()))?;
         let meta: crate::integrity::meta::Meta = serde_json::from_slice(&out)
-            .map_err(|e| fail(format!("its metadata {remote_meta} is not valid: {e}")))?;
+            .map_err(|e| fail(format!("its metadata {remote_meta} is not valid"))(e.into()))?;
         meta.save(&local)
-            .map_err(|e| fail(format!("cannot keep its metadata here: {e}")))?;
+            .map_err(|e| fail("cannot keep its metadata here".into())(e.into()))?;
         crate::integrity::meta::Meta::load(&local)
             .and_then(|m| m.verifier(&local, Some(&config.common)).map(|_| ()))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail("its metadata does not fit the configs".into())(e.into()))?;
         eprintln!(
             "{} the metadata on host {} from peer {}'s file",
             if host.has_meta { "took" } else { "made" },

@@ -78,6 +78,19 @@ pub struct SwarmArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub ssh: crate::app::remote::SshArgs,
+    /// Peers started inside a network namespace of this machine (a host of
+    /// `bench --hosts`), by ID: local, whatever their address.
+    #[arg(skip)]
+    pub(crate) placed: std::collections::BTreeMap<u32, Placement>,
+}
+
+/// Where and how `bench --hosts` has a peer started.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Placement {
+    /// The network namespace it runs in (`ip netns exec`).
+    pub netns: String,
+    /// Flags for it alone, after the swarm's.
+    pub args: Vec<std::ffi::OsString>,
 }
 
 impl SwarmArgs {
@@ -653,8 +666,17 @@ fn spawn_peer(
     entry: &PeerEntry,
     connect_timeout: f64,
     extra: &[std::ffi::OsString],
+    placed: Option<&Placement>,
 ) -> io::Result<Child> {
-    let mut command = Command::new(exe);
+    // `ip netns exec` execs the peer: the child's PID is the peer's.
+    let mut command = match placed {
+        Some(p) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &p.netns]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     command
         .arg("peer")
         .arg(entry.id.to_string())
@@ -663,7 +685,8 @@ fn spawn_peer(
         .arg("--status")
         .arg("--connect-timeout")
         .arg(connect_timeout.to_string())
-        .args(extra);
+        .args(extra)
+        .args(placed.iter().flat_map(|p| &p.args));
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -736,6 +759,10 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     };
     let (mut local, mut remote, mut over_ssh) = (Vec::new(), Vec::new(), Vec::new());
     for p in &config.peers {
+        if args.placed.contains_key(&p.id) {
+            local.push(p.clone());
+            continue;
+        }
         match is_local_host(&p.host) {
             Ok(true) => local.push(p.clone()),
             _ if args.ssh.ssh => over_ssh.push(p.clone()),
@@ -760,7 +787,13 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     check_space(&config, &local)?;
     check_threads(local.len() as u64, config.peers.len() as u64)?;
     let _held = hold_peer_dirs(&config, &local)?;
-    check_not_running(&local)?;
+    // A placed peer's namespace is new: nothing else can hold its port.
+    let unplaced: Vec<PeerEntry> = local
+        .iter()
+        .filter(|p| !args.placed.contains_key(&p.id))
+        .cloned()
+        .collect();
+    check_not_running(&unplaced)?;
     let mut launch = match over_ssh.is_empty() {
         true => None,
         false => {
@@ -864,7 +897,14 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         let stderr = Arc::new(parking_lot::Mutex::new(VecDeque::new()));
         let mut child = match &launch {
             Some(l) if l.runs(entry) => l.start(entry)?,
-            _ => spawn_peer(&exe, &config, entry, connect_timeout, &peer_args)?,
+            _ => spawn_peer(
+                &exe,
+                &config,
+                entry,
+                connect_timeout,
+                &peer_args,
+                args.placed.get(&entry.id),
+            )?,
         };
         forward_status(i, child.stdout.take().expect("piped"), tx.clone());
         keep_tail(

@@ -484,6 +484,33 @@ fn an_interested_neighbour_is_unchoked_at_once_when_a_slot_is_free() {
 }
 
 #[test]
+fn a_leech_only_peer_unchokes_nobody_early_in_rounds_or_once_complete() {
+    let peers = [(1, true), (2, false), (3, false), (4, false)];
+    let mut s = Swarm::new(&peers, 4).start(2, &[0, 1, 2, 3]);
+    s.m.config.common.serve = false;
+    for p in [1, 3, 4] {
+        s.connect(p, true);
+    }
+    s.commands();
+    s.recv(3, Message::Interested);
+    s.recv(4, Message::Interested);
+    for _ in 0..4 {
+        s.advance(5.0);
+        s.m.rechoke(s.now);
+        s.m.reoptimise();
+    }
+    let sent = s.sent();
+    assert!(s.m.unchoked().is_empty());
+    assert!(
+        !sent.iter().any(|(_, m)| *m == Message::Unchoke),
+        "{sent:?}"
+    );
+    // Asked all the same, it sends nothing.
+    s.recv(3, Message::Request(0));
+    assert!(s.sent().is_empty());
+}
+
+#[test]
 fn a_slot_given_up_goes_to_a_waiting_neighbour_at_once() {
     let peers = [(1, true), (2, false), (3, false), (4, false), (5, false)];
     let mut s = Swarm::new(&peers, 8).start(1, &[]);

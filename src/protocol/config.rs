@@ -82,6 +82,9 @@ pub struct CommonConfig {
     pub max_upload_rate: Option<u64>,
     /// `P2pftMaxDownloadRate RATE`: piece bytes a second it receives, at most.
     pub max_download_rate: Option<u64>,
+    /// Unchokes interested neighbours (always, from Common.cfg); a peer
+    /// started with `--leech-only` does not, the baseline of `bench --hosts`.
+    pub serve: bool,
 }
 
 /// One line of `PeerInfo.cfg`.
@@ -391,6 +394,7 @@ impl CommonConfig {
                 secret_file: raw.get("P2pftSecretFile").map(|(v, _)| PathBuf::from(v)),
                 max_upload_rate,
                 max_download_rate,
+                serve: true,
             },
             warnings,
         ))

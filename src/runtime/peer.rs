@@ -61,6 +61,9 @@ pub struct PeerOptions {
     /// Rate caps in bytes a second, instead of Common.cfg's.
     pub max_upload_rate: Option<u64>,
     pub max_download_rate: Option<u64>,
+    /// Never unchoke anyone: a swarm of such leechers around a seed is one
+    /// without peer-to-peer, the baseline `bench --hosts` measures against.
+    pub leech_only: bool,
 }
 
 impl PeerOptions {
@@ -76,6 +79,7 @@ impl PeerOptions {
             secret_file: None,
             max_upload_rate: None,
             max_download_rate: None,
+            leech_only: false,
         }
     }
 }
@@ -257,6 +261,7 @@ pub(crate) fn run(opts: &PeerOptions) -> Result<(), PeerError> {
     config.common.strict |= opts.strict;
     config.common.max_upload_rate = opts.max_upload_rate.or(config.common.max_upload_rate);
     config.common.max_download_rate = opts.max_download_rate.or(config.common.max_download_rate);
+    config.common.serve &= !opts.leech_only;
     let extensions = !config.common.strict;
     let me = config.check_local_peer(opts.id)?.clone();
     let secret = match opts.secret_file.clone().or_else(|| config.secret_path()) {

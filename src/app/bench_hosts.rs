@@ -1,0 +1,534 @@
+//! `p2pft bench --hosts N --link-rate RATE`: the swarm as it runs across
+//! machines whose network cards cap it. Each peer runs on a host of its own
+//! ([`crate::app::netns`]), each host's link capped at RATE both ways. A run
+//! measures one TCP stream through two capped links, runs the swarm, then
+//! (unless `--no-baseline`) runs it again with leechers that serve nobody,
+//! the same file from the seeds alone: the swarm's gain is the ratio of the
+//! two, measured side by side.
+//!
+//! Efficiency of a peer: the time its link needs for the file
+//! (FileSize / RATE) over the time it took, from the launcher's start to the
+//! peer's verified completion. Owns this arithmetic and the hosts' set-up;
+//! never changes how a peer works beyond `--leech-only` in the baseline.
+
+use crate::app::bench::{
+    clear_leechers, doing, go_on, peer_file, phase, report_path, setup, BenchArgs, BenchError,
+    Scratch,
+};
+use crate::app::netns::{host_addr, Lan};
+use crate::app::swarm::{self, Placement, SwarmArgs, SwarmReport};
+use crate::support::status::{mib, MIB};
+use serde::Serialize;
+use std::path::Path;
+
+/// The port every peer listens on: each host has its own.
+const PORT: u16 = 6008;
+
+/// How long the TCP stream through the caps is measured, seconds.
+const STREAM_SECS: f64 = 2.0;
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HostFigures {
+    pub id: u32,
+    pub seed: bool,
+    pub complete_after_secs: Option<f64>,
+    /// (FileSize / RATE) / complete_after_secs.
+    pub efficiency: Option<f64>,
+    /// Piece bytes sent and received, as the peer counted them.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// Bytes its link carried up, as its `tbf` counted them (headers and
+    /// every message included).
+    pub link_sent_bytes: Option<u64>,
+    pub cpu_secs: f64,
+}
+
+/// One swarm of a run: peer-to-peer, or the baseline.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SwarmFigures {
+    pub ok: bool,
+    /// The last leecher's completion, from the launcher's start.
+    pub wall_secs: f64,
+    pub efficiency_median: f64,
+    /// The last host's efficiency: the least.
+    pub efficiency_last: f64,
+    /// Piece bytes the seeds sent, over what their links could carry in
+    /// the wall time.
+    pub seed_upload_use: f64,
+    /// Copies of the file the seeds sent (piece bytes over FileSize).
+    pub copies_from_seeds: f64,
+    pub per_host: Vec<HostFigures>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HostsRecord {
+    pub ok: bool,
+    pub hosts: usize,
+    pub seeds: usize,
+    pub link_rate_bytes_per_sec: u64,
+    /// One TCP stream from the first host to the second, through both caps.
+    pub one_stream_bytes_per_sec: f64,
+    pub one_stream_to_rate: f64,
+    pub file_size_bytes: u64,
+    pub piece_size_bytes: u64,
+    pub k: usize,
+    pub p_secs: f64,
+    pub m_secs: f64,
+    pub strict: bool,
+    /// FileSize / RATE: the time one link needs for the file.
+    pub ideal_secs: f64,
+    pub swarm: SwarmFigures,
+    /// The same hosts, leechers serving nobody.
+    pub baseline: Option<SwarmFigures>,
+    /// Baseline wall over swarm wall.
+    pub gain: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+/// The figures of one swarm; `sent_before`/`sent_after` are the links'
+/// `tbf` counters around it.
+fn figures(
+    report: &SwarmReport,
+    file_size: u64,
+    rate: u64,
+    sent_before: &[Option<u64>],
+    sent_after: &[Option<u64>],
+) -> SwarmFigures {
+    let ideal = file_size as f64 / rate as f64;
+    let per_host: Vec<HostFigures> = report
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| HostFigures {
+            id: p.id,
+            seed: p.seed,
+            complete_after_secs: p.complete_after_secs,
+            efficiency: p
+                .complete_after_secs
+                .filter(|_| !p.seed)
+                .map(|t| ideal / t.max(1e-9)),
+            bytes_out: p.bytes_out,
+            bytes_in: p.bytes_in,
+            link_sent_bytes: match (sent_before.get(i), sent_after.get(i)) {
+                (Some(Some(a)), Some(Some(b))) => Some(b.saturating_sub(*a)),
+                _ => None,
+            },
+            cpu_secs: p.cpu_secs,
+        })
+        .collect();
+    let leechers: Vec<&HostFigures> = per_host.iter().filter(|h| !h.seed).collect();
+    // A leecher that never completed counts as 0.
+    let efficiencies: Vec<f64> = leechers
+        .iter()
+        .map(|h| h.efficiency.unwrap_or(0.0))
+        .collect();
+    let wall = match report.ok {
+        true => leechers
+            .iter()
+            .filter_map(|h| h.complete_after_secs)
+            .fold(0.0, f64::max),
+        false => report.wall_secs,
+    };
+    let seeds = per_host.iter().filter(|h| h.seed).count().max(1);
+    let seed_sent: u64 = per_host
+        .iter()
+        .filter(|h| h.seed)
+        .map(|h| h.bytes_out)
+        .sum();
+    SwarmFigures {
+        ok: report.ok,
+        wall_secs: wall,
+        efficiency_median: median(efficiencies.clone()),
+        efficiency_last: efficiencies.iter().copied().fold(f64::INFINITY, f64::min),
+        seed_upload_use: seed_sent as f64 / (seeds as f64 * rate as f64 * wall.max(1e-9)),
+        copies_from_seeds: seed_sent as f64 / file_size as f64,
+        per_host,
+    }
+}
+
+/// Rewrites PeerInfo.cfg: peer `i` on host `i`, every one on [`PORT`].
+fn place_peers(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
+    let info: String = (0..args.peers)
+        .map(|i| {
+            format!(
+                "{} {} {PORT} {}\n",
+                1001 + i,
+                host_addr(i),
+                u8::from(i < args.seeds)
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("PeerInfo.cfg"), info).map_err(doing("writing PeerInfo.cfg"))
+}
+
+/// Runs the swarm once on `lan`; leechers serve nobody when `baseline`.
+fn run_swarm(
+    args: &BenchArgs,
+    dir: &Path,
+    lan: &Lan,
+    rate: u64,
+    baseline: bool,
+) -> Result<SwarmFigures, BenchError> {
+    clear_leechers(args, dir).map_err(doing("clearing the last run"))?;
+    let placed = (0..args.peers)
+        .map(|i| {
+            let args = match baseline && i >= args.seeds {
+                true => vec!["--leech-only".into()],
+                false => Vec::new(),
+            };
+            let placement = Placement {
+                netns: lan.host(i).to_string(),
+                args,
+            };
+            (1001 + i as u32, placement)
+        })
+        .collect();
+    let swarm_args = SwarmArgs {
+        dir: dir.to_path_buf(),
+        timeout: args.timeout,
+        keep: false,
+        quiet: true,
+        json: true,
+        connect_timeout: Some(30.0),
+        secret: false,
+        max_upload_rate: None,
+        max_download_rate: None,
+        report: None,
+        ssh: Default::default(),
+        placed,
+    };
+    let before = lan.sent_bytes();
+    let report = swarm::run(&swarm_args)?;
+    let after = lan.sent_bytes();
+    go_on()?;
+    Ok(figures(&report, args.file_size, rate, &before, &after))
+}
+
+fn run_once(
+    args: &BenchArgs,
+    dir: &Path,
+    lan: &Lan,
+    rate: u64,
+    run: u32,
+) -> Result<HostsRecord, BenchError> {
+    phase(format_args!(
+        "one TCP stream through two links capped at {:.1} MiB/s",
+        rate as f64 / MIB
+    ));
+    let stream = lan.one_stream(0, 1, STREAM_SECS)?;
+    go_on()?;
+    let ideal = args.file_size as f64 / rate as f64;
+    phase(format_args!(
+        "the swarm: {} hosts, {:.0} MiB to each of {} leechers (one link needs {ideal:.1} s)",
+        args.peers,
+        mib(args.file_size),
+        args.peers - args.seeds
+    ));
+    let swarm = run_swarm(args, dir, lan, rate, false)?;
+    if let Some(out) = &args.report {
+        crate::app::report::write_after_run(dir, &report_path(out, run, args.runs));
+    }
+    let baseline = match args.no_baseline {
+        true => None,
+        false => {
+            phase(format_args!(
+                "the baseline: leechers that serve nobody (about {:.0} s)",
+                ideal * (args.peers - args.seeds) as f64 / args.seeds as f64
+            ));
+            Some(run_swarm(args, dir, lan, rate, true)?)
+        }
+    };
+    let common = crate::protocol::config::Config::load(dir)
+        .map_err(BenchError::Options)?
+        .common;
+    Ok(HostsRecord {
+        ok: swarm.ok && baseline.as_ref().is_none_or(|b| b.ok),
+        hosts: args.peers,
+        seeds: args.seeds,
+        link_rate_bytes_per_sec: rate,
+        one_stream_bytes_per_sec: stream,
+        one_stream_to_rate: stream / rate as f64,
+        file_size_bytes: args.file_size,
+        piece_size_bytes: args.piece_size,
+        k: args.k,
+        p_secs: args.p,
+        m_secs: args.m,
+        strict: common.strict,
+        ideal_secs: ideal,
+        gain: baseline
+            .as_ref()
+            .map(|b| b.wall_secs / swarm.wall_secs.max(1e-9)),
+        swarm,
+        baseline,
+    })
+}
+
+fn write_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SwarmFigures) -> std::fmt::Result {
+    writeln!(
+        out,
+        "{name:<9} last done {:>8.2} s  efficiency median {:.2}, last host {:.2}  seed upload use {:.2}, {:.2} copies from the seeds{}",
+        s.wall_secs,
+        s.efficiency_median,
+        s.efficiency_last,
+        s.seed_upload_use,
+        s.copies_from_seeds,
+        if s.ok { "" } else { "  FAILED" }
+    )
+}
+
+/// The table of one run.
+fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Result {
+    writeln!(
+        out,
+        "hosts: {} ({} seed{}), links capped at {:.2} MiB/s both ways (tbf); {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}",
+        r.hosts,
+        r.seeds,
+        if r.seeds == 1 { "" } else { "s" },
+        r.link_rate_bytes_per_sec as f64 / MIB,
+        mib(r.file_size_bytes),
+        r.piece_size_bytes / 1024,
+        r.k,
+        r.p_secs,
+        r.m_secs,
+        if r.strict { "spec-strict" } else { "p2pft extensions" },
+    )?;
+    writeln!(
+        out,
+        "one TCP stream through two capped links: {:.2} MiB/s = {:.2} of the link rate; one link needs {:.2} s for the file",
+        r.one_stream_bytes_per_sec / MIB,
+        r.one_stream_to_rate,
+        r.ideal_secs
+    )?;
+    let base = r.baseline.as_ref();
+    writeln!(
+        out,
+        "{:>6}  {:>7}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}",
+        "peer", "role", "done s", "efficiency", "sent MiB", "link MiB", "baseline s"
+    )?;
+    for (i, h) in r.swarm.per_host.iter().enumerate() {
+        let b = base.and_then(|b| b.per_host.get(i));
+        writeln!(
+            out,
+            "{:>6}  {:>7}  {:>10}  {:>10}  {:>9.1}  {:>10}  {:>10}",
+            h.id,
+            if h.seed { "seed" } else { "leecher" },
+            h.complete_after_secs
+                .filter(|_| !h.seed)
+                .map_or("-".into(), |s| format!("{s:.2}")),
+            h.efficiency.map_or("-".into(), |e| format!("{e:.2}")),
+            mib(h.bytes_out),
+            h.link_sent_bytes
+                .map_or("-".into(), |b| format!("{:.1}", mib(b))),
+            b.and_then(|b| b.complete_after_secs)
+                .filter(|_| !h.seed)
+                .map_or("-".into(), |s| format!("{s:.2}")),
+        )?;
+    }
+    write_swarm(out, "swarm", &r.swarm)?;
+    if let Some(b) = base {
+        write_swarm(out, "baseline", b)?;
+    }
+    if let Some(gain) = r.gain {
+        writeln!(
+            out,
+            "gain: the swarm finished {gain:.2} times as fast as the seeds alone"
+        )?;
+    }
+    writeln!(
+        out,
+        "result: {}",
+        if r.ok {
+            "OK (every file identical to the seed's)"
+        } else {
+            "FAILED"
+        }
+    )
+}
+
+/// Median, least and most of each figure over several runs.
+fn write_summary(out: &mut impl std::fmt::Write, records: &[HostsRecord]) -> std::fmt::Result {
+    type Figure = dyn Fn(&HostsRecord) -> Option<f64>;
+    let ok = records.iter().filter(|r| r.ok).count();
+    writeln!(
+        out,
+        "summary of {} runs ({ok} OK): median (least-most)",
+        records.len()
+    )?;
+    let rows: [(&str, &Figure); 7] = [
+        ("one TCP stream / link rate", &|r| {
+            Some(r.one_stream_to_rate)
+        }),
+        ("efficiency, median host", &|r| {
+            Some(r.swarm.efficiency_median)
+        }),
+        ("efficiency, last host", &|r| Some(r.swarm.efficiency_last)),
+        ("seed upload use", &|r| Some(r.swarm.seed_upload_use)),
+        ("copies from the seeds", &|r| {
+            Some(r.swarm.copies_from_seeds)
+        }),
+        ("baseline efficiency, last host", &|r| {
+            r.baseline.as_ref().map(|b| b.efficiency_last)
+        }),
+        ("gain over the baseline", &|r| r.gain),
+    ];
+    for (name, f) in rows {
+        let mut v: Vec<f64> = records.iter().filter_map(f).collect();
+        if v.is_empty() {
+            continue;
+        }
+        v.sort_by(f64::total_cmp);
+        let (least, most) = (v[0], v[v.len() - 1]);
+        writeln!(out, "  {name:<34}{:>9.2} ({least:.2}-{most:.2})", median(v))?;
+    }
+    Ok(())
+}
+
+/// `p2pft bench --hosts N --link-rate RATE` (exit codes as `bench`).
+pub(crate) fn run_cli(args: &BenchArgs, hosts: usize, rate: u64) -> i32 {
+    let args = BenchArgs {
+        peers: hosts,
+        ..args.clone()
+    };
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("p2pft-bench-{}", std::process::id()));
+    let mut scratch = Scratch {
+        dir: dir.clone(),
+        keep: false,
+    };
+    phase(format_args!(
+        "making {hosts} hosts of network namespaces, links capped at {:.2} MiB/s",
+        rate as f64 / MIB
+    ));
+    // Made before the files: without root, nothing is written.
+    let lan = match Lan::new(hosts, Some(rate)) {
+        Ok(lan) => lan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return swarm::unless_interrupted(crate::app::exit::FAILED);
+        }
+    };
+    phase(format_args!(
+        "making the seed's {:.0} MiB file in {}",
+        mib(args.file_size),
+        dir.display()
+    ));
+    if let Err(e) = setup(&args, &dir).and_then(|()| place_peers(&args, &dir)) {
+        eprintln!("error: {e}");
+        return swarm::unless_interrupted(crate::app::exit::BAD_INPUT);
+    }
+    debug_assert!(peer_file(&dir, 0).exists());
+    scratch.keep = args.keep;
+    let mut records = Vec::new();
+    let mut code = 0;
+    const STDOUT_CLOSED: i32 = 128 + 13;
+    for run in 1..=args.runs {
+        if args.runs > 1
+            && !args.json
+            && !crate::support::process::emit(&format!("run {run} of {}\n", args.runs))
+        {
+            code = STDOUT_CLOSED;
+            break;
+        }
+        match run_once(&args, &dir, &lan, rate, run) {
+            Ok(r) => {
+                if !r.ok {
+                    code = 1;
+                }
+                let text = crate::support::process::render(args.json, &r, write_table);
+                records.push(r);
+                if !crate::support::process::emit(&text) {
+                    code = STDOUT_CLOSED;
+                    break;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = swarm::unless_interrupted(crate::app::exit::FAILED);
+                break;
+            }
+        }
+    }
+    if records.len() > 1 && !args.json && code != STDOUT_CLOSED {
+        let mut text = String::new();
+        write_summary(&mut text, &records).expect("a String takes any text");
+        if !crate::support::process::emit(&text) {
+            code = STDOUT_CLOSED;
+        }
+    }
+    if scratch.keep {
+        eprintln!("swarm directory kept: {}", dir.display());
+    }
+    drop(lan);
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::swarm::{FileCheck, PeerReport};
+
+    fn peer(id: u32, seed: bool, done: Option<f64>, out: u64) -> PeerReport {
+        PeerReport {
+            id,
+            host: String::new(),
+            seed,
+            ssh: false,
+            local: true,
+            started: true,
+            exit_code: Some(0),
+            complete_after_secs: done,
+            bytes_in: 0,
+            bytes_out: out,
+            file_ok: true,
+            file_check: FileCheck::SameAsSeed,
+            stderr_tail: Vec::new(),
+            cpu_secs: 0.0,
+            peak_rss_kb: 0,
+            threads: 0,
+            violations: 0,
+        }
+    }
+
+    #[test]
+    fn efficiency_is_one_links_time_over_each_hosts_time() {
+        let mib = 1 << 20;
+        let report = SwarmReport {
+            ok: true,
+            timed_out: false,
+            interrupted: None,
+            wall_secs: 9.0,
+            file_size_bytes: 8 * mib,
+            peers: vec![
+                peer(1001, true, Some(0.0), 12 * mib),
+                peer(1002, false, Some(2.0), 4 * mib),
+                peer(1003, false, Some(4.0), 4 * mib),
+                peer(1004, false, Some(8.0), 0),
+            ],
+            launch: None,
+            lost: Vec::new(),
+        };
+        // 8 MiB at 4 MiB/s: 2 s.
+        let f = figures(&report, 8 * mib, 4 * mib, &[Some(0); 4], &[Some(100); 4]);
+        let e: Vec<Option<f64>> = f.per_host.iter().map(|h| h.efficiency).collect();
+        assert_eq!(e, [None, Some(1.0), Some(0.5), Some(0.25)]);
+        assert_eq!(f.efficiency_median, 0.5);
+        assert_eq!(f.efficiency_last, 0.25);
+        assert_eq!(f.wall_secs, 8.0);
+        assert_eq!(f.copies_from_seeds, 1.5);
+        // 12 MiB sent where 8 s at 4 MiB/s could carry 32.
+        assert_eq!(f.seed_upload_use, 12.0 / 32.0);
+        assert_eq!(f.per_host[0].link_sent_bytes, Some(100));
+    }
+}
