@@ -289,6 +289,9 @@ struct Neighbour {
     /// for a p2pft neighbour, which still holds them in memory (see
     /// [`picker::pick_newest`]). Empty for a plain one.
     recent: VecDeque<u32>,
+    /// It runs on this machine (a loopback or own address): its pieces cost
+    /// disk reads and memory bandwidth here, not a network link.
+    same_host: bool,
 }
 
 /// What a peer's protocol state starts from.
@@ -364,6 +367,9 @@ pub(crate) struct Machine {
     absent: Unchanged<Vec<u32>>,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
+    /// How many connected neighbours have each piece (rarest first, see
+    /// [`picker::pick_rarest`]).
+    available: Vec<u32>,
     neighbours: BTreeMap<u32, Neighbour>,
     /// Peers known to have the complete file (kept after they disconnect).
     complete_peers: BTreeSet<u32>,
@@ -436,6 +442,7 @@ impl Machine {
             absent: Unchanged::new(Vec::new(), now),
             have: setup.have,
             wanted,
+            available: vec![0; layout.num_pieces() as usize],
             neighbours: BTreeMap::new(),
             complete_peers,
             unconnected_since,
@@ -676,6 +683,7 @@ impl Machine {
                 declared: false,
                 sent_bad: Vec::new(),
                 recent: VecDeque::new(),
+                same_host,
             },
         );
         if self.have_count > 0 {
@@ -736,6 +744,9 @@ impl Machine {
         let Some(n) = self.neighbours.remove(&peer) else {
             return;
         };
+        for i in n.has.iter_ones() {
+            self.available[i as usize] -= 1;
+        }
         self.push(Command::Close { conn: n.conn, peer });
         self.unconnected_since.insert(peer, now);
         // A p2pft neighbour that ends as usual says goodbye first; one that
@@ -856,6 +867,7 @@ impl Machine {
                 if !n.has.has(index) {
                     n.has.set(index, true);
                     n.has_count += 1;
+                    self.available[index as usize] += 1;
                     if n.pipelining {
                         if n.recent.len() == RECENT_HAVES {
                             n.recent.pop_front();
@@ -872,6 +884,9 @@ impl Machine {
                 let n = self.neighbours.get_mut(&peer).expect("present");
                 if !first {
                     log::warn!("peer {}: {peer} sent a bitfield late; merging it", self.me);
+                }
+                for i in bits.iter_ones().filter(|&i| !n.has.has(i)) {
+                    self.available[i as usize] += 1;
                 }
                 n.has.union_with(&bits);
                 n.has_count = n.has.count();
@@ -1341,7 +1356,14 @@ impl Machine {
     fn request_one(&mut self, now: Instant, peer: u32) -> bool {
         let neighbours = &self.neighbours;
         let n = &neighbours[&peer];
-        let pick = if n.sent_bad.is_empty() && n.pipelining {
+        let pick = if n.sent_bad.is_empty() && n.pipelining && !n.same_host {
+            // Across a network link, what limits the swarm is the links:
+            // each piece should reach the swarm once from the seed and
+            // then spread, so a piece few neighbours have comes first.
+            picker::pick_newest(&n.recent, &self.wanted).or_else(|| {
+                picker::pick_rarest(&n.has, &self.wanted, &self.available, &mut self.rng)
+            })
+        } else if n.sent_bad.is_empty() && n.pipelining {
             // It is a leecher, and another neighbour with the whole file
             // unchokes us.
             let seed_instead = || {

@@ -12,7 +12,11 @@
 //! anything else. A neighbour on the same host, a local link (shortest time
 //! under [`LOCAL_LATENCY`]) and a depth the user configured keep the
 //! configured depth, so a local swarm behaves as before; the depth never
-//! exceeds [`MAX_DEPTH_BYTES`] of pieces nor [`MAX_DEPTH`] requests.
+//! exceeds [`MAX_DEPTH_BYTES`] of pieces nor [`MAX_DEPTH`] requests. Any
+//! other link starts at one request and may settle below the configured
+//! depth: a capped link that several neighbours share carries a piece in
+//! longer than a round trip, so one request keeps it busy, and more only
+//! tie pieces to one neighbour for longer (see docs/PERFORMANCE.md).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -100,15 +104,28 @@ impl Pacing {
 
     /// Requests to keep outstanding now.
     pub(crate) fn depth(&self) -> u32 {
-        let (Some(shortest), Some(rate)) = (self.shortest, self.rate) else {
-            return self.base;
-        };
-        if !self.adapts || shortest < LOCAL_LATENCY {
+        if !self.adapts {
             return self.base;
         }
+        // Unmeasured, a link to another host starts at one request, as TCP
+        // starts with a small window: on a capped link a deeper queue only
+        // ties pieces to one neighbour for longer.
+        let Some(shortest) = self.shortest else {
+            return 1;
+        };
+        if shortest < LOCAL_LATENCY {
+            return self.base;
+        }
+        let Some(rate) = self.rate else {
+            return 1;
+        };
         let most = (MAX_DEPTH_BYTES / self.piece_bytes).clamp(1, u64::from(MAX_DEPTH)) as u32;
         let wanted = (2.0 * rate * shortest.as_secs_f64() / self.piece_bytes as f64).ceil();
-        (wanted.min(f64::from(MAX_DEPTH)) as u32).clamp(self.base, most.max(self.base))
+        // Not clamped up to `base`: on a capped link shared by several
+        // neighbours a piece takes longer than a round trip, one request
+        // keeps it busy, and each further one only ties a piece to this
+        // neighbour for longer.
+        (wanted.min(f64::from(MAX_DEPTH)) as u32).clamp(1, most)
     }
 }
 
@@ -155,6 +172,8 @@ mod tests {
     fn a_local_link_keeps_the_configured_depth() {
         let (depths, _) = run(Duration::from_micros(200), 2e9, 400);
         assert!(depths.iter().all(|&d| d == 4), "{depths:?}");
+        let unmeasured = Pacing::new(4, PIECE, true, Instant::now());
+        assert_eq!(unmeasured.depth(), 1, "one request until a piece has come");
     }
 
     #[test]
@@ -163,7 +182,7 @@ mod tests {
         // configured depth of 4 cannot keep full (a piece's own time adds).
         let link = 50.0 * 1024.0 * 1024.0;
         let (depths, rate) = run(Duration::from_millis(20), link, 2000);
-        assert_eq!(depths[0], 4, "no rate measured yet");
+        assert_eq!(depths[0], 1, "no rate measured yet");
         let most = *depths.iter().max().unwrap();
         assert!((8..=16).contains(&most), "{most}");
         assert!(rate > 0.95 * link, "{:.1} MiB/s", rate / 1048576.0);
@@ -181,11 +200,13 @@ mod tests {
         let (depths, _) = run(Duration::from_millis(200), 1024.0 * 1024.0 * 1024.0, 2000);
         assert_eq!(*depths.iter().max().unwrap(), 16, "{depths:?}");
         let mut small = Pacing::new(32, 16 * 1024, true, Instant::now());
-        let t = Instant::now();
-        small.requested(0, t);
-        small.arrived(0, t + Duration::from_millis(300));
-        small.arrived(1, t + Duration::from_millis(400));
-        assert!(small.depth() >= 32 && small.depth() <= MAX_DEPTH);
+        small.shortest = Some(Duration::from_millis(300));
+        small.rate = Some(100.0 * 1024.0 * 1024.0);
+        assert_eq!(small.depth(), MAX_DEPTH);
+        // A slow link (a capped one shared with others): one request, not
+        // the configured 32.
+        small.rate = Some(16.0 * 1024.0);
+        assert_eq!(small.depth(), 1);
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //! into granules (see [`crate::runtime::coalesce`]), a p2pft neighbour is asked for
 //! the rest of the granules already begun ([`Filling`]) before a random
 //! piece begins another: a granule completes soon and goes to the disk in
-//! one write. The caller keeps `wanted` (missing
+//! one write. A p2pft neighbour on another host is asked for its newest
+//! announced piece, else for the rarest piece it has ([`pick_rarest`]):
+//! there the links, not the disks, set the pace, and a piece spreads fastest
+//! when the seed sends each piece once before any twice. The caller keeps `wanted` (missing
 //! and not in flight) up to date; this module only chooses, with the RNG
 //! passed in so tests can pin the choice. Never touches protocol state.
 
@@ -121,6 +124,48 @@ impl Filling {
     }
 }
 
+/// Of the pieces in both `theirs` and `wanted`, one that the fewest
+/// neighbours have (`available`, a count a piece), at random among those;
+/// `None` when there is none. One pass over the bitfields, 64 pieces at a
+/// time, and a look at the count of each candidate.
+pub(crate) fn pick_rarest(
+    theirs: &Bitfield,
+    wanted: &Bitfield,
+    available: &[u32],
+    rng: &mut impl Rng,
+) -> Option<u32> {
+    let mut best: Option<(u32, u32)> = None; // (count, piece)
+    let mut ties = 0u32;
+    for (word_index, word) in words(theirs.as_wire())
+        .zip(words(wanted.as_wire()))
+        .map(|(a, b)| a & b)
+        .enumerate()
+    {
+        let mut word = word;
+        while word != 0 {
+            let bit = word.leading_zeros();
+            word &= !(1u64 << 63 >> bit);
+            let index = word_index as u32 * 64 + bit;
+            let count = available.get(index as usize).copied().unwrap_or(0);
+            match best {
+                Some((least, _)) if count > least => {}
+                Some((least, _)) if count == least => {
+                    // Reservoir sampling: each tie is kept with equal chance.
+                    ties += 1;
+                    if rng.random_range(0..ties) == 0 {
+                        best = Some((count, index));
+                    }
+                }
+                _ => {
+                    best = Some((count, index));
+                    ties = 1;
+                }
+            }
+        }
+    }
+    best.map(|(_, index)| index)
+}
+
 /// Random draws tried before the exact pass of [`pick_random`].
 const DRAWS: u32 = 8;
 
@@ -194,6 +239,26 @@ mod tests {
             b.set(i, true);
         }
         b
+    }
+
+    #[test]
+    fn the_rarest_piece_is_picked_at_random_among_the_rarest() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let theirs = field(130, &[1, 2, 70, 100, 129]);
+        let wanted = field(130, &[2, 70, 100, 129]);
+        let mut available = vec![5; 130];
+        available[70] = 2;
+        available[129] = 2;
+        available[1] = 0; // not wanted: never picked
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            seen.insert(pick_rarest(&theirs, &wanted, &available, &mut rng).unwrap());
+        }
+        assert_eq!(seen, [70, 129].into());
+        assert_eq!(
+            pick_rarest(&theirs, &field(130, &[3]), &available, &mut rng),
+            None
+        );
     }
 
     #[test]
