@@ -292,6 +292,9 @@ struct Neighbour {
     /// It runs on this machine (a loopback or own address): its pieces cost
     /// disk reads and memory bandwidth here, not a network link.
     same_host: bool,
+    /// Pieces it rejected ([`Message::Reject`]): not asked of it again
+    /// until the next choking round.
+    refused: Vec<u32>,
 }
 
 /// What a peer's protocol state starts from.
@@ -370,6 +373,12 @@ pub(crate) struct Machine {
     /// How many connected neighbours have each piece (rarest first, see
     /// [`picker::pick_rarest`]).
     available: Vec<u32>,
+    /// Pieces we have never sent anyone: while a p2pft neighbour on another
+    /// host lacks one, we reject its requests for the others (see
+    /// [`Machine::on_request`]).
+    unserved: Bitfield,
+    /// Where [`Machine::next_unserved`] looks first.
+    suggest_from: u32,
     neighbours: BTreeMap<u32, Neighbour>,
     /// Peers known to have the complete file (kept after they disconnect).
     complete_peers: BTreeSet<u32>,
@@ -443,6 +452,8 @@ impl Machine {
             have: setup.have,
             wanted,
             available: vec![0; layout.num_pieces() as usize],
+            unserved: Bitfield::full(layout.num_pieces()),
+            suggest_from: 0,
             neighbours: BTreeMap::new(),
             complete_peers,
             unconnected_since,
@@ -684,6 +695,7 @@ impl Machine {
                 sent_bad: Vec::new(),
                 recent: VecDeque::new(),
                 same_host,
+                refused: Vec::new(),
             },
         );
         if self.have_count > 0 {
@@ -894,6 +906,40 @@ impl Machine {
                 self.after_news(now, peer, interested, first);
             }
             Message::Request(index) => self.on_request(peer, index),
+            Message::Reject { index, instead } => {
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                if !n.pipelining {
+                    let reason = CloseReason::Protocol(WireError::UnknownType(Kind::Reject as u8));
+                    log::warn!("peer {}: connection to {peer} ended: {reason}", self.me);
+                    self.drop_neighbour(now, peer, false);
+                    return;
+                }
+                let Some(at) = n.outstanding.iter().position(|&i| i == index) else {
+                    return; // not asked, or answered already: nothing to undo
+                };
+                n.outstanding.swap_remove(at);
+                if let Some(count) = n.asked.get_mut(&index) {
+                    *count -= 1;
+                    if *count == 0 {
+                        n.asked.remove(&index);
+                    }
+                }
+                n.pacing.cancel(index);
+                n.refused.push(index);
+                self.wanted.set(index, true);
+                if let Some(filling) = &mut self.filling {
+                    filling.reopen(index);
+                }
+                log::debug!(
+                    "peer {}: {peer} rejected piece {index} for {instead}",
+                    self.me
+                );
+                let n = &self.neighbours[&peer];
+                if self.wanted.has(instead) && n.has.has(instead) && !n.they_choke_us {
+                    self.request_piece(now, peer, instead);
+                }
+                self.request_from(now, peer);
+            }
             Message::Goodbye => {
                 let n = self.neighbours.get_mut(&peer).expect("present");
                 if n.pipelining {
@@ -962,6 +1008,20 @@ impl Machine {
         self.request_from(now, peer);
     }
 
+    /// The next piece we never sent that `peer` lacks, going round from
+    /// where the last suggestion was, so that neighbours asking at once are
+    /// sent different pieces.
+    fn next_unserved(&mut self, peer: u32) -> Option<u32> {
+        let n = self.unserved.len();
+        let theirs = &self.neighbours[&peer].has;
+        let found = (0..n)
+            .map(|k| (self.suggest_from + k) % n)
+            .find(|&i| self.unserved.has(i) && !theirs.has(i))?;
+        self.suggest_from = (found + 1) % n;
+        // Suggested once: not again until it has been asked for and sent.
+        Some(found)
+    }
+
     fn on_request(&mut self, peer: u32, index: u32) {
         if !self.unchoked.contains(&peer) {
             return; // SPEC: a request from a choked neighbour is ignored
@@ -973,7 +1033,23 @@ impl Machine {
             );
             return;
         }
+        let n = &self.neighbours[&peer];
+        // A seed sends each piece once before any twice, where links are
+        // what limits the swarm: a piece sent once already is on its way
+        // through the swarm, and the requester can have one nobody has.
+        if self.extensions
+            && n.pipelining
+            && !n.same_host
+            && self.have_complete()
+            && !self.unserved.has(index)
+        {
+            if let Some(instead) = self.next_unserved(peer) {
+                self.send(peer, Message::Reject { index, instead });
+                return;
+            }
+        }
         let conn = self.neighbours[&peer].conn;
+        self.unserved.set(index, false);
         self.push(Command::Serve { conn, peer, index });
     }
 
@@ -1360,9 +1436,19 @@ impl Machine {
             // Across a network link, what limits the swarm is the links:
             // each piece should reach the swarm once from the seed and
             // then spread, so a piece few neighbours have comes first.
-            picker::pick_newest(&n.recent, &self.wanted).or_else(|| {
-                picker::pick_rarest(&n.has, &self.wanted, &self.available, &mut self.rng)
-            })
+            let refused;
+            let wanted = if n.refused.is_empty() {
+                &self.wanted
+            } else {
+                let mut w = self.wanted.clone();
+                for &i in &n.refused {
+                    w.set(i, false);
+                }
+                refused = w;
+                &refused
+            };
+            picker::pick_newest(&n.recent, wanted)
+                .or_else(|| picker::pick_rarest(&n.has, wanted, &self.available, &mut self.rng))
         } else if n.sent_bad.is_empty() && n.pipelining {
             // It is a leecher, and another neighbour with the whole file
             // unchokes us.
@@ -1393,6 +1479,12 @@ impl Machine {
         let Some(index) = pick else {
             return false;
         };
+        self.request_piece(now, peer, index);
+        true
+    }
+
+    /// Asks `peer` for piece `index`.
+    fn request_piece(&mut self, now: Instant, peer: u32, index: u32) {
         if let Some(filling) = &mut self.filling {
             filling.begun(index);
         }
@@ -1402,7 +1494,6 @@ impl Machine {
         n.pacing.requested(index, now);
         self.wanted.set(index, false);
         self.send(peer, Message::Request(index));
-        true
     }
 
     /// Tops up the requests of every unchoking neighbour (after pieces were freed).
@@ -1438,6 +1529,10 @@ impl Machine {
     /// the stall and waiting notices looked at.
     pub(crate) fn rechoke(&mut self, now: Instant) {
         self.rounds = Rounds::Running;
+        for n in self.neighbours.values_mut() {
+            n.refused.clear();
+        }
+        self.recover_lost_pieces();
         self.select_preferred(now);
         self.note_stall(now);
         self.note_waiting(now);
@@ -1470,6 +1565,37 @@ impl Machine {
     /// piece, what it waits for: which neighbours are connected and whether
     /// any has a piece it lacks (none: a seed gone, or the swarm without
     /// one). Said again after pieces came in between.
+    /// Pieces we lack that are neither wanted, asked of a neighbour, on
+    /// their way in nor being stored would never be asked for again: a
+    /// swarm that never ends. Each becomes wanted again, with a warning, as
+    /// it means a path of the protocol lost track of it.
+    fn recover_lost_pieces(&mut self) {
+        if self.have_complete() || self.wanted.count() + self.have_count == self.have.len() {
+            return;
+        }
+        let mut accounted = self.have.clone();
+        accounted.union_with(&self.wanted);
+        let in_flight = self
+            .neighbours
+            .values()
+            .flat_map(|n| n.outstanding.iter().chain(&n.arrived));
+        for &i in in_flight.chain(self.storing.keys()) {
+            accounted.set(i, true);
+        }
+        let lost: Vec<u32> = (0..self.have.len())
+            .filter(|&i| !accounted.has(i))
+            .collect();
+        for &i in &lost {
+            self.wanted.set(i, true);
+        }
+        if !lost.is_empty() {
+            log::warn!(
+                "peer {}: pieces {lost:?} were neither wanted nor asked for; asking again",
+                self.me
+            );
+        }
+    }
+
     fn note_stall(&mut self, now: Instant) {
         let Some(stalled) = self.progress.due(self.have_count, STALL_NOTICE, now) else {
             return;

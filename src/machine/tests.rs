@@ -123,12 +123,21 @@ impl Script {
 
     /// A handshake with `peer` completes (on this host: no pacing).
     fn connect(&mut self, peer: u32, pipelining: bool) -> ConnId {
+        self.connect_on(peer, pipelining, true)
+    }
+
+    /// A p2pft neighbour on another host: across a link, not loopback.
+    fn connect_remote(&mut self, peer: u32) -> ConnId {
+        self.connect_on(peer, true, false)
+    }
+
+    fn connect_on(&mut self, peer: u32, pipelining: bool, same_host: bool) -> ConnId {
         self.next_conn += 1;
         let conn = self.next_conn;
         self.conns.insert(peer, conn);
         let dialled = self.m.config().position(peer) < self.m.config().position(self.m.me());
         self.m
-            .connected(self.now, peer, conn, dialled, pipelining, true);
+            .connected(self.now, peer, conn, dialled, pipelining, same_host);
         conn
     }
 
@@ -508,6 +517,143 @@ fn a_leech_only_peer_unchokes_nobody_early_in_rounds_or_once_complete() {
     // Asked all the same, it sends nothing.
     s.recv(3, Message::Request(0));
     assert!(s.sent().is_empty());
+}
+
+/// The pieces `commands` serve, as (to, index).
+fn served(commands: &[Command]) -> Vec<(u32, u32)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Serve { peer, index, .. } => Some((*peer, *index)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn across_hosts_a_seed_sends_each_piece_once_before_any_twice() {
+    let peers = [(1, true), (2, false), (3, false)];
+    let mut s = Swarm::new(&peers, 8).start(1, &[]);
+    s.connect_remote(2);
+    s.connect_remote(3);
+    s.recv(2, Message::Interested);
+    s.recv(3, Message::Interested);
+    s.commands();
+    s.recv(2, Message::Request(5));
+    assert_eq!(served(&s.commands()), [(2, 5)]);
+    // Piece 5 is on its way through the swarm: 3 is told to take 0,
+    // which nobody has been sent.
+    s.recv(3, Message::Request(5));
+    let commands = s.commands();
+    assert!(served(&commands).is_empty());
+    assert!(commands.iter().any(|c| matches!(
+        c,
+        Command::Send {
+            peer: 3,
+            message: Message::Reject {
+                index: 5,
+                instead: 0
+            },
+            ..
+        }
+    )));
+    s.recv(3, Message::Request(0));
+    assert_eq!(served(&s.commands()), [(3, 0)]);
+    // The next one suggested is another: neighbours asking at once are
+    // sent different pieces.
+    s.recv(2, Message::Request(0));
+    assert!(has(
+        &s.sent(),
+        2,
+        &Message::Reject {
+            index: 0,
+            instead: 1
+        }
+    ));
+}
+
+#[test]
+fn a_seed_rejects_nothing_on_this_host_in_strict_mode_or_once_all_went_out() {
+    let peers = [(1, true), (2, false), (3, false)];
+    // On this host.
+    let mut s = Swarm::new(&peers, 2).start(1, &[]);
+    s.connect(2, true);
+    s.connect(3, true);
+    s.recv(2, Message::Interested);
+    s.recv(3, Message::Interested);
+    s.commands();
+    s.recv(2, Message::Request(1));
+    s.recv(3, Message::Request(1));
+    assert_eq!(served(&s.commands()), [(2, 1), (3, 1)]);
+    // Every piece sent once: anything is served.
+    let mut s = Swarm::new(&peers, 2).start(1, &[]);
+    s.connect_remote(2);
+    s.connect_remote(3);
+    s.recv(2, Message::Interested);
+    s.recv(3, Message::Interested);
+    s.commands();
+    s.recv(2, Message::Request(0));
+    s.recv(2, Message::Request(1));
+    s.recv(3, Message::Request(1));
+    assert_eq!(served(&s.commands()), [(2, 0), (2, 1), (3, 1)]);
+}
+
+#[test]
+fn a_rejected_request_is_asked_again_as_the_seed_suggests() {
+    let peers = [(1, true), (2, false)];
+    let mut s = Swarm::new(&peers, 8).start(2, &[]);
+    s.connect_remote(1);
+    s.recv(1, full(8));
+    s.recv(1, Message::Unchoke);
+    // One request to begin with across a link.
+    let asked = requests(&s.sent(), 1);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let first = asked[0];
+    let instead = (first + 3) % 8;
+    s.recv(
+        1,
+        Message::Reject {
+            index: first,
+            instead,
+        },
+    );
+    let asked = requests(&s.sent(), 1);
+    assert_eq!(asked.first(), Some(&instead), "{asked:?}");
+    assert!(!asked.contains(&first), "not asked again of it this round");
+    // A reject of a piece not asked for changes nothing.
+    s.recv(
+        1,
+        Message::Reject {
+            index: first,
+            instead: first,
+        },
+    );
+    assert!(s.sent().is_empty());
+    // The piece is wanted still: delivered from the seed later, it is kept.
+    s.advance(5.0);
+    s.m.rechoke(s.now);
+    s.deliver(1, instead);
+    s.store_all();
+    assert!(s.m.have().has(instead));
+}
+
+#[test]
+fn a_reject_from_a_plain_neighbour_ends_its_connection() {
+    let peers = [(1, true), (2, false)];
+    let mut s = Swarm::new(&peers, 8).start(2, &[]);
+    s.connect(1, false);
+    s.commands();
+    s.recv(
+        1,
+        Message::Reject {
+            index: 0,
+            instead: 1,
+        },
+    );
+    assert!(s
+        .commands()
+        .iter()
+        .any(|c| matches!(c, Command::Close { peer: 1, .. })));
 }
 
 #[test]

@@ -91,6 +91,11 @@ impl Pacing {
         self.sent.clear();
     }
 
+    /// The request for `index` will not be answered (it was rejected).
+    pub(crate) fn cancel(&mut self, index: u32) {
+        self.sent.retain(|&(i, _)| i != index);
+    }
+
     /// The shortest request-to-piece time so far, and the depth now: for
     /// diagnostics.
     pub(crate) fn summary(&self) -> String {

@@ -55,6 +55,12 @@ pub enum Kind {
     /// Sent only to a p2pft neighbour that negotiated the extensions; from
     /// any other it ends the connection as an unknown type would.
     Goodbye = 0xF1,
+    /// p2pft extension: "I will not send you this piece now; ask me for that
+    /// one instead". A seed says it of a piece it has sent once already
+    /// while pieces it never sent remain, naming one of those. Sent only to
+    /// a p2pft neighbour; from any other it ends the connection as an
+    /// unknown type would.
+    Reject = 0xF2,
 }
 
 impl std::fmt::Display for Kind {
@@ -69,6 +75,7 @@ impl std::fmt::Display for Kind {
             Kind::Request => "request",
             Kind::Piece => "piece",
             Kind::Goodbye => "goodbye",
+            Kind::Reject => "reject",
         };
         f.write_str(name)
     }
@@ -86,6 +93,7 @@ impl Kind {
             6 => Kind::Request,
             7 => Kind::Piece,
             0xF1 => Kind::Goodbye,
+            0xF2 => Kind::Reject,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -102,6 +110,7 @@ pub enum Message {
     Request(u32),
     Piece { index: u32, data: PieceBuf },
     Goodbye,
+    Reject { index: u32, instead: u32 },
 }
 
 impl Message {
@@ -116,6 +125,7 @@ impl Message {
             Message::Request(_) => Kind::Request,
             Message::Piece { .. } => Kind::Piece,
             Message::Goodbye => Kind::Goodbye,
+            Message::Reject { .. } => Kind::Reject,
         }
     }
 }
@@ -268,6 +278,7 @@ impl Limits {
             | Kind::NotInterested
             | Kind::Goodbye => Some(1),
             Kind::Have | Kind::Request => Some(5),
+            Kind::Reject => Some(9),
             Kind::Bitfield => Some(1 + self.layout.bitfield_len() as u32),
             Kind::Piece => None,
         };
@@ -317,6 +328,12 @@ impl Limits {
                 Bitfield::from_wire(body, self.layout.num_pieces()).expect("checked length"),
             ),
             Kind::Goodbye => Message::Goodbye,
+            Kind::Reject => Message::Reject {
+                index: self.check_index(index())?,
+                instead: self.check_index(u32::from_be_bytes(
+                    body[4..8].try_into().expect("checked length"),
+                ))?,
+            },
             Kind::Piece => unreachable!("a piece's data is never decoded here"),
         })
     }
@@ -417,6 +434,9 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
         | Message::NotInterested
         | Message::Goodbye => frame(&[]),
         Message::Have(index) | Message::Request(index) => frame(&[&index.to_be_bytes()]),
+        Message::Reject { index, instead } => {
+            frame(&[&index.to_be_bytes(), &instead.to_be_bytes()])
+        }
         Message::Bitfield(bits) => frame(&[bits.as_wire()]),
         Message::Piece { index, data } => frame(&[&index.to_be_bytes(), data]),
     }
@@ -545,6 +565,10 @@ mod tests {
                 data: vec![1, 2, 3, 4].into(),
             },
             Message::Goodbye,
+            Message::Reject {
+                index: 1,
+                instead: 2,
+            },
             Message::Piece {
                 index: 2,
                 data: vec![5, 6].into(),
