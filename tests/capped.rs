@@ -114,6 +114,55 @@ fn a_capped_swarm_and_its_baseline_are_measured_and_nothing_is_left() {
 }
 
 #[test]
+fn the_peers_own_rate_caps_hold_on_uncapped_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(P2PFT)
+        .args([
+            "bench",
+            "--hosts",
+            "3",
+            "--link-rate",
+            "4M",
+            "--cap-by",
+            "config",
+            "--file-size",
+            "4M",
+            "--piece-size",
+            "64K",
+            "--no-baseline",
+            "--timeout",
+            "60",
+            "--json",
+            "--dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["cap_by"], "config");
+    // Uncapped, one stream is far faster than the rate the peers keep to.
+    assert!(r["one_stream_to_rate"].as_f64().unwrap() > 3.0, "{r}");
+    let swarm = &r["swarm"];
+    let wall = swarm["wall_secs"].as_f64().unwrap();
+    let seed = &swarm["per_host"][0];
+    let sent = seed["bytes_out"].as_f64().unwrap();
+    assert!(
+        sent <= mib(4) as f64 * (wall + 0.5),
+        "{sent} bytes in {wall} s"
+    );
+    for h in swarm["per_host"].as_array().unwrap().iter().skip(1) {
+        let e = h["efficiency"].as_f64().unwrap();
+        assert!(e > 0.0 && e <= 1.1, "{h}");
+    }
+}
+
+#[test]
 fn ctrl_c_removes_the_hosts_and_every_peer() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(P2PFT)

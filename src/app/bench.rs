@@ -144,6 +144,21 @@ pub struct BenchArgs {
     /// that serve nobody), which takes about leechers times as long.
     #[arg(long, requires = "hosts")]
     pub no_baseline: bool,
+    /// With --hosts: what caps the links: `tbf` on each host's link, or
+    /// `config`, the peers' own P2pftMaxUploadRate and
+    /// P2pftMaxDownloadRate in Common.cfg with the links left uncapped.
+    #[arg(long, value_enum, default_value_t = CapBy::Tbf, requires = "hosts")]
+    pub cap_by: CapBy,
+}
+
+/// What caps each host's link in `bench --hosts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapBy {
+    /// The kernel's token bucket on each link, both ways, as a network card.
+    Tbf,
+    /// The peers' own rate caps (Common.cfg), the links uncapped.
+    Config,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -488,6 +503,9 @@ pub(super) fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     }
     if args.buffered_io {
         common += "P2pftDirectIo 0\n";
+    }
+    if let (Some(rate), CapBy::Config) = (args.link_rate, args.cap_by) {
+        common += &format!("P2pftMaxUploadRate {rate}\nP2pftMaxDownloadRate {rate}\n");
     }
     std::fs::write(dir.join("Common.cfg"), common).map_err(doing("writing Common.cfg"))?;
     let ports = free_ports(args.peers).map_err(doing("finding free ports"))?;

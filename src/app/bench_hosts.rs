@@ -13,7 +13,7 @@
 
 use crate::app::bench::{
     clear_leechers, doing, go_on, peer_file, phase, report_path, setup, BenchArgs, BenchError,
-    Scratch,
+    CapBy, Scratch,
 };
 use crate::app::netns::{host_addr, Lan};
 use crate::app::swarm::{self, Placement, SwarmArgs, SwarmReport};
@@ -66,7 +66,10 @@ pub(crate) struct HostsRecord {
     pub hosts: usize,
     pub seeds: usize,
     pub link_rate_bytes_per_sec: u64,
-    /// One TCP stream from the first host to the second, through both caps.
+    /// `tbf` on the links, or the peers' own caps (`config`).
+    pub cap_by: CapBy,
+    /// One TCP stream from the first host to the second, through both caps
+    /// (with `config`, through uncapped links: what the caps hold back).
     pub one_stream_bytes_per_sec: f64,
     pub one_stream_to_rate: f64,
     pub file_size_bytes: u64,
@@ -258,6 +261,7 @@ fn run_once(
         hosts: args.peers,
         seeds: args.seeds,
         link_rate_bytes_per_sec: rate,
+        cap_by: args.cap_by,
         one_stream_bytes_per_sec: stream,
         one_stream_to_rate: stream / rate as f64,
         file_size_bytes: args.file_size,
@@ -292,11 +296,15 @@ fn write_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SwarmFigures) -> 
 fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Result {
     writeln!(
         out,
-        "hosts: {} ({} seed{}), links capped at {:.2} MiB/s both ways (tbf); {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}",
+        "hosts: {} ({} seed{}), links capped at {:.2} MiB/s both ways ({}); {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}",
         r.hosts,
         r.seeds,
         if r.seeds == 1 { "" } else { "s" },
         r.link_rate_bytes_per_sec as f64 / MIB,
+        match r.cap_by {
+            CapBy::Tbf => "tbf",
+            CapBy::Config => "by the peers: P2pftMaxUploadRate, P2pftMaxDownloadRate",
+        },
         mib(r.file_size_bytes),
         r.piece_size_bytes / 1024,
         r.k,
@@ -306,7 +314,11 @@ fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Res
     )?;
     writeln!(
         out,
-        "one TCP stream through two capped links: {:.2} MiB/s = {:.2} of the link rate; one link needs {:.2} s for the file",
+        "one TCP stream through two {} links: {:.2} MiB/s = {:.2} of the link rate; one link needs {:.2} s for the file",
+        match r.cap_by {
+            CapBy::Tbf => "capped",
+            CapBy::Config => "uncapped",
+        },
         r.one_stream_bytes_per_sec / MIB,
         r.one_stream_to_rate,
         r.ideal_secs
@@ -412,7 +424,8 @@ pub(crate) fn run_cli(args: &BenchArgs, hosts: usize, rate: u64) -> i32 {
         rate as f64 / MIB
     ));
     // Made before the files: without root, nothing is written.
-    let lan = match Lan::new(hosts, Some(rate)) {
+    let tbf = (args.cap_by == CapBy::Tbf).then_some(rate);
+    let lan = match Lan::new(hosts, tbf) {
         Ok(lan) => lan,
         Err(e) => {
             eprintln!("error: {e}");
