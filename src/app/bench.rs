@@ -923,9 +923,6 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
         eprintln!("error: cannot catch signals: {e}");
         return 1;
     }
-    if let (Some(hosts), Some(rate)) = (args.hosts, args.link_rate) {
-        return crate::app::bench_hosts::run_cli(args, hosts as usize, rate);
-    }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("p2pft-bench-{}", std::process::id()));
     // A directory the setup could not complete goes, even with `--keep`.

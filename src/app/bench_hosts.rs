@@ -409,6 +409,11 @@ fn write_summary(out: &mut impl std::fmt::Write, records: &[HostsRecord]) -> std
 
 /// `p2pft bench --hosts N --link-rate RATE` (exit codes as `bench`).
 pub(crate) fn run_cli(args: &BenchArgs, hosts: usize, rate: u64) -> i32 {
+    crate::support::process::init_diagnostics("bench".into());
+    if let Err(e) = swarm::catch_interrupts() {
+        eprintln!("error: cannot catch signals: {e}");
+        return 1;
+    }
     let args = BenchArgs {
         peers: hosts,
         ..args.clone()

@@ -159,7 +159,12 @@ pub fn main_p2pft() -> i32 {
         Command::Swarm(args) => run_swarm(args),
         Command::Meta(args) => run_meta(args),
         Command::Verify(args) => run_verify(args),
-        Command::Bench(args) => crate::app::bench::run_cli(args),
+        Command::Bench(args) => match (args.hosts, args.link_rate) {
+            (Some(hosts), Some(rate)) => {
+                crate::app::bench_hosts::run_cli(args, hosts as usize, rate)
+            }
+            _ => crate::app::bench::run_cli(args),
+        },
         Command::Report(args) => run_report(args),
     }
 }
