@@ -379,6 +379,8 @@ pub(crate) struct Machine {
     unserved: Bitfield,
     /// Where [`Machine::next_unserved`] looks first.
     suggest_from: u32,
+    /// When [`Machine::retry_stalled`] last asked again.
+    retried_at: Option<Instant>,
     neighbours: BTreeMap<u32, Neighbour>,
     /// Peers known to have the complete file (kept after they disconnect).
     complete_peers: BTreeSet<u32>,
@@ -454,6 +456,7 @@ impl Machine {
             available: vec![0; layout.num_pieces() as usize],
             unserved: Bitfield::full(layout.num_pieces()),
             suggest_from: 0,
+            retried_at: None,
             neighbours: BTreeMap::new(),
             complete_peers,
             unconnected_since,
@@ -926,10 +929,7 @@ impl Machine {
                 }
                 n.pacing.cancel(index);
                 n.refused.push(index);
-                self.wanted.set(index, true);
-                if let Some(filling) = &mut self.filling {
-                    filling.reopen(index);
-                }
+                self.release(index);
                 log::debug!(
                     "peer {}: {peer} rejected piece {index} for {instead}",
                     self.me
@@ -1565,6 +1565,40 @@ impl Machine {
     /// piece, what it waits for: which neighbours are connected and whether
     /// any has a piece it lacks (none: a seed gone, or the swarm without
     /// one). Said again after pieces came in between.
+    /// A leecher that has had no new piece for [`STALL_NOTICE`] takes back
+    /// every request still unanswered and asks again (a late answer is still
+    /// taken), once each [`STALL_NOTICE`]: a request that a neighbour will
+    /// never answer must not hold the swarm up for good.
+    fn retry_stalled(&mut self, now: Instant) {
+        let stalled = now.saturating_duration_since(self.progress.since) >= STALL_NOTICE
+            && self.progress.value == self.have_count;
+        let due = self
+            .retried_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= STALL_NOTICE);
+        if self.have_complete() || !stalled || !due {
+            return;
+        }
+        let mut taken = Vec::new();
+        for (&peer, n) in &mut self.neighbours {
+            if !n.outstanding.is_empty() {
+                taken.push((peer, std::mem::take(&mut n.outstanding)));
+                n.pacing.forget();
+            }
+        }
+        if taken.is_empty() {
+            return;
+        }
+        self.retried_at = Some(now);
+        log::warn!(
+            "peer {}: requests unanswered while no piece came: {taken:?} (neighbour, pieces); asking again",
+            self.me
+        );
+        for index in taken.into_iter().flat_map(|(_, pieces)| pieces) {
+            self.release(index);
+        }
+        self.fill_requests(now);
+    }
+
     /// Pieces we lack that are neither wanted, asked of a neighbour, on
     /// their way in nor being stored would never be asked for again: a
     /// swarm that never ends. Each becomes wanted again, with a warning, as
@@ -1597,6 +1631,7 @@ impl Machine {
     }
 
     fn note_stall(&mut self, now: Instant) {
+        self.retry_stalled(now);
         let Some(stalled) = self.progress.due(self.have_count, STALL_NOTICE, now) else {
             return;
         };
@@ -1608,7 +1643,16 @@ impl Machine {
             .iter()
             .map(|(id, n)| {
                 let some = n.has.has_any_missing_from(&self.have);
-                format!("{id} ({})", if some { "has some" } else { "has none" })
+                let has = if some { "has some" } else { "has none" };
+                let chokes = if n.they_choke_us {
+                    "chokes us"
+                } else {
+                    "unchokes us"
+                };
+                match n.outstanding.as_slice() {
+                    [] => format!("{id} ({has}, {chokes})"),
+                    asked => format!("{id} ({has}, {chokes}, asked for {asked:?})"),
+                }
             })
             .collect();
         log::warn!(

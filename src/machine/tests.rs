@@ -657,6 +657,28 @@ fn a_reject_from_a_plain_neighbour_ends_its_connection() {
 }
 
 #[test]
+fn requests_unanswered_while_nothing_comes_are_asked_again() {
+    let peers = [(1, true), (2, false)];
+    let mut s = Swarm::new(&peers, 8).start(2, &[]);
+    s.connect(1, false);
+    s.recv(1, full(8));
+    s.recv(1, Message::Unchoke);
+    let first = requests(&s.sent(), 1);
+    assert_eq!(first.len(), 1);
+    // A round before the stall notice: nothing asked again.
+    s.advance(5.0);
+    s.m.rechoke(s.now);
+    assert!(requests(&s.sent(), 1).is_empty());
+    s.advance(6.0);
+    s.m.rechoke(s.now);
+    assert_eq!(requests(&s.sent(), 1).len(), 1, "asked again after 11 s");
+    // Not again in the next round.
+    s.advance(1.0);
+    s.m.rechoke(s.now);
+    assert!(requests(&s.sent(), 1).is_empty());
+}
+
+#[test]
 fn a_slot_given_up_goes_to_a_waiting_neighbour_at_once() {
     let peers = [(1, true), (2, false), (3, false), (4, false), (5, false)];
     let mut s = Swarm::new(&peers, 8).start(1, &[]);
