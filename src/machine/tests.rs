@@ -596,6 +596,20 @@ fn a_seed_rejects_nothing_on_this_host_in_strict_mode_or_once_all_went_out() {
     s.recv(2, Message::Request(1));
     s.recv(3, Message::Request(1));
     assert_eq!(served(&s.commands()), [(2, 0), (2, 1), (3, 1)]);
+    // With --strict.
+    let mut strict = Swarm::new(&peers, 8);
+    strict.strict = true;
+    let mut s = strict.start(1, &[]);
+    s.connect_remote(2);
+    s.connect_remote(3);
+    s.recv(2, Message::Interested);
+    s.recv(3, Message::Interested);
+    s.advance(5.0);
+    s.m.rechoke(s.now);
+    s.commands();
+    s.recv(2, Message::Request(5));
+    s.recv(3, Message::Request(5));
+    assert_eq!(served(&s.commands()), [(2, 5), (3, 5)]);
 }
 
 #[test]
