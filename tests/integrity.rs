@@ -214,7 +214,7 @@ fn a_seed_that_crashed_and_came_back_is_dialled_again() {
         let stderr = swarm.stderr_text(id);
         let other = 2005 - id;
         assert!(
-            stderr.contains(&format!("missing; neighbours: {other} (has none)")),
+            stderr.contains(&format!("missing; neighbours: {other} (has none,")),
             "{stderr}"
         );
     }
