@@ -799,6 +799,29 @@ pub(super) fn go_on() -> Result<(), BenchError> {
     }
 }
 
+/// How the bench has the launcher run its swarm in `dir`: quietly, JSON
+/// summary, fresh each run; `placed` peers in network namespaces.
+pub(super) fn swarm_args(
+    args: &BenchArgs,
+    dir: &Path,
+    placed: std::collections::BTreeMap<u32, swarm::Placement>,
+) -> SwarmArgs {
+    SwarmArgs {
+        dir: dir.to_path_buf(),
+        timeout: args.timeout,
+        keep: false,
+        quiet: true,
+        json: true,
+        connect_timeout: Some(30.0),
+        secret: false,
+        max_upload_rate: None,
+        max_download_rate: None,
+        report: None,
+        ssh: Default::default(),
+        placed,
+    }
+}
+
 /// Measures the ceilings, runs the swarm once in `dir` and makes its record.
 fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
     clear_leechers(args, dir).map_err(doing("clearing the last run"))?;
@@ -839,21 +862,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
         mib(args.file_size),
         leechers(args)
     ));
-    let swarm_args = SwarmArgs {
-        dir: dir.to_path_buf(),
-        timeout: args.timeout,
-        keep: false,
-        quiet: true,
-        json: true,
-        connect_timeout: Some(30.0),
-        secret: false,
-        max_upload_rate: None,
-        max_download_rate: None,
-        report: None,
-        ssh: Default::default(),
-        placed: Default::default(),
-    };
-    let report = swarm::run(&swarm_args)?;
+    let report = swarm::run(&swarm_args(args, dir, Default::default()))?;
     go_on()?;
     let common = Config::load(dir).map_err(BenchError::Options)?.common;
     Ok(record(args, &common, &report, ceilings))
@@ -945,32 +954,54 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
         return swarm::unless_interrupted(crate::app::exit::BAD_INPUT);
     }
     scratch.keep = args.keep;
+    let code = each_run(
+        args,
+        |run| {
+            let r = run_once(args, &dir)?;
+            if let Some(out) = &args.report {
+                crate::app::report::write_after_run(&dir, &report_path(out, run, args.runs));
+            }
+            Ok(r)
+        },
+        |r| r.ok,
+        write_table,
+        write_summary,
+    );
+    if scratch.keep {
+        eprintln!("swarm directory kept: {}", dir.display());
+    }
+    code
+}
+
+/// Runs `run_once` for runs 1 to `--runs`, prints each record as it comes
+/// (a table, or a JSON line) and, after several, their summary; the exit
+/// code: 0 when every run was `ok`, 1 if one was not or failed (which ends
+/// the runs), 128 + the signal that stopped it, or that of SIGPIPE once
+/// nobody reads the figures any more (`--json | head -1`: no more runs).
+pub(super) fn each_run<R: Serialize>(
+    args: &BenchArgs,
+    mut run_once: impl FnMut(u32) -> Result<R, BenchError>,
+    ok: impl Fn(&R) -> bool,
+    table: impl Fn(&mut String, &R) -> std::fmt::Result,
+    summary: impl Fn(&mut String, &[R]) -> std::fmt::Result,
+) -> i32 {
+    const STDOUT_CLOSED: i32 = 128 + 13;
+    let emit = crate::support::process::emit;
     let mut records = Vec::new();
     let mut code = 0;
-    // Nobody reads the figures any more (`--json | head -1`): no more runs,
-    // and the exit status of a program that SIGPIPE ended.
-    const STDOUT_CLOSED: i32 = 128 + 13;
     for run in 1..=args.runs {
-        if args.runs > 1
-            && !args.json
-            && !crate::support::process::emit(&format!("run {run} of {}\n", args.runs))
-        {
-            code = STDOUT_CLOSED;
-            break;
+        if args.runs > 1 && !args.json && !emit(&format!("run {run} of {}\n", args.runs)) {
+            return STDOUT_CLOSED;
         }
-        match run_once(args, &dir) {
+        match run_once(run) {
             Ok(r) => {
-                if !r.ok {
+                if !ok(&r) {
                     code = 1;
                 }
-                if let Some(out) = &args.report {
-                    crate::app::report::write_after_run(&dir, &report_path(out, run, args.runs));
-                }
-                let text = crate::support::process::render(args.json, &r, write_table);
+                let text = crate::support::process::render(args.json, &r, &table);
                 records.push(r);
-                if !crate::support::process::emit(&text) {
-                    code = STDOUT_CLOSED;
-                    break;
+                if !emit(&text) {
+                    return STDOUT_CLOSED;
                 }
             }
             Err(e) => {
@@ -980,15 +1011,12 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
             }
         }
     }
-    if records.len() > 1 && !args.json && code != STDOUT_CLOSED {
+    if records.len() > 1 && !args.json {
         let mut text = String::new();
-        write_summary(&mut text, &records).expect("a String takes any text");
-        if !crate::support::process::emit(&text) {
-            code = STDOUT_CLOSED;
+        summary(&mut text, &records).expect("a String takes any text");
+        if !emit(&text) {
+            return STDOUT_CLOSED;
         }
-    }
-    if scratch.keep {
-        eprintln!("swarm directory kept: {}", dir.display());
     }
     code
 }

@@ -12,11 +12,11 @@
 //! never changes how a peer works beyond `--leech-only` in the baseline.
 
 use crate::app::bench::{
-    clear_leechers, doing, go_on, peer_file, phase, report_path, setup, BenchArgs, BenchError,
-    CapBy, Scratch,
+    clear_leechers, doing, each_run, go_on, peer_file, phase, report_path, setup, swarm_args,
+    BenchArgs, BenchError, CapBy, Scratch,
 };
 use crate::app::netns::{host_addr, Lan};
-use crate::app::swarm::{self, Placement, SwarmArgs, SwarmReport};
+use crate::app::swarm::{self, Placement, SwarmReport};
 use crate::support::status::{mib, MIB};
 use serde::Serialize;
 use std::path::Path;
@@ -198,22 +198,8 @@ fn run_swarm(
             (1001 + i as u32, placement)
         })
         .collect();
-    let swarm_args = SwarmArgs {
-        dir: dir.to_path_buf(),
-        timeout: args.timeout,
-        keep: false,
-        quiet: true,
-        json: true,
-        connect_timeout: Some(30.0),
-        secret: false,
-        max_upload_rate: None,
-        max_download_rate: None,
-        report: None,
-        ssh: Default::default(),
-        placed,
-    };
     let before = lan.sent_bytes();
-    let report = swarm::run(&swarm_args)?;
+    let report = swarm::run(&swarm_args(args, dir, placed))?;
     let after = lan.sent_bytes();
     go_on()?;
     Ok(figures(&report, args.file_size, rate, &before, &after))
@@ -448,43 +434,13 @@ pub(crate) fn run_cli(args: &BenchArgs, hosts: usize, rate: u64) -> i32 {
     }
     debug_assert!(peer_file(&dir, 0).exists());
     scratch.keep = args.keep;
-    let mut records = Vec::new();
-    let mut code = 0;
-    const STDOUT_CLOSED: i32 = 128 + 13;
-    for run in 1..=args.runs {
-        if args.runs > 1
-            && !args.json
-            && !crate::support::process::emit(&format!("run {run} of {}\n", args.runs))
-        {
-            code = STDOUT_CLOSED;
-            break;
-        }
-        match run_once(&args, &dir, &lan, rate, run) {
-            Ok(r) => {
-                if !r.ok {
-                    code = 1;
-                }
-                let text = crate::support::process::render(args.json, &r, write_table);
-                records.push(r);
-                if !crate::support::process::emit(&text) {
-                    code = STDOUT_CLOSED;
-                    break;
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                code = swarm::unless_interrupted(crate::app::exit::FAILED);
-                break;
-            }
-        }
-    }
-    if records.len() > 1 && !args.json && code != STDOUT_CLOSED {
-        let mut text = String::new();
-        write_summary(&mut text, &records).expect("a String takes any text");
-        if !crate::support::process::emit(&text) {
-            code = STDOUT_CLOSED;
-        }
-    }
+    let code = each_run(
+        &args,
+        |run| run_once(&args, &dir, &lan, rate, run),
+        |r| r.ok,
+        write_table,
+        write_summary,
+    );
     if scratch.keep {
         eprintln!("swarm directory kept: {}", dir.display());
     }
