@@ -871,25 +871,58 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
 /// One figure of a run's record.
 type Figure = dyn Fn(&BenchRecord) -> f64;
 
-/// Median, least and most of each figure over several runs.
-fn write_summary(out: &mut impl std::fmt::Write, records: &[BenchRecord]) -> std::fmt::Result {
-    let spread = |f: &Figure| {
-        let mut v: Vec<f64> = records.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        let mid = v.len() / 2;
-        let median = if v.len() % 2 == 0 {
-            (v[mid - 1] + v[mid]) / 2.0
-        } else {
-            v[mid]
-        };
-        (median, v[0], v[v.len() - 1])
+/// The median of `v` (0 for none).
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+/// The head line of a summary of `runs` runs, `ok` of them OK.
+pub(super) fn write_summary_head(
+    out: &mut impl std::fmt::Write,
+    runs: usize,
+    ok: usize,
+) -> std::fmt::Result {
+    writeln!(out, "summary of {runs} runs ({ok} OK): median (least-most)")
+}
+
+/// One line of a summary: the median, least and most of `v` (nothing for
+/// no value), `unit` after them.
+pub(super) fn write_spread(
+    out: &mut impl std::fmt::Write,
+    name: &str,
+    v: Vec<f64>,
+    unit: &str,
+) -> std::fmt::Result {
+    let least = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let most = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        return Ok(());
+    }
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
     };
-    let ok = records.iter().filter(|r| r.ok).count();
+    let median = median(v);
     writeln!(
         out,
-        "summary of {} runs ({ok} OK): median (least-most)",
-        records.len()
-    )?;
+        "  {name:<34}{median:>9.2} ({least:.2}-{most:.2}){unit}"
+    )
+}
+
+/// Median, least and most of each figure over several runs.
+fn write_summary(out: &mut impl std::fmt::Write, records: &[BenchRecord]) -> std::fmt::Result {
+    let ok = records.iter().filter(|r| r.ok).count();
+    write_summary_head(out, records.len(), ok)?;
     let rows: [(&str, &Figure, &str); 7] = [
         ("wall to last verified completion", &|r| r.wall_secs, "s"),
         ("delivered", &|r| r.delivered_bytes_per_sec / MIB, "MiB/s"),
@@ -908,16 +941,7 @@ fn write_summary(out: &mut impl std::fmt::Write, records: &[BenchRecord]) -> std
         ("peak RSS, largest peer", &|r| r.peak_rss_mb_max, "MB"),
     ];
     for (name, f, unit) in rows {
-        let (median, least, most) = spread(f);
-        let unit = if unit.is_empty() {
-            String::new()
-        } else {
-            format!(" {unit}")
-        };
-        writeln!(
-            out,
-            "  {name:<34}{median:>9.2} ({least:.2}-{most:.2}){unit}"
-        )?;
+        write_spread(out, name, records.iter().map(f).collect(), unit)?;
     }
     Ok(())
 }
@@ -927,18 +951,11 @@ fn write_summary(out: &mut impl std::fmt::Write, records: &[BenchRecord]) -> std
 /// stopped it (its peers stopped and, unless `--keep`, its directory removed
 /// like after any run).
 pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
-    crate::support::process::init_diagnostics("bench".into());
-    if let Err(e) = swarm::catch_interrupts() {
-        eprintln!("error: cannot catch signals: {e}");
-        return 1;
-    }
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("p2pft-bench-{}", std::process::id()));
-    // A directory the setup could not complete goes, even with `--keep`.
-    let mut scratch = Scratch {
-        dir: dir.clone(),
-        keep: false,
+    let mut scratch = match begin(args) {
+        Ok(scratch) => scratch,
+        Err(code) => return code,
     };
+    let dir = scratch.dir.clone();
     phase(format_args!(
         "making the seed's {:.0} MiB file{} in {}",
         mib(args.file_size),
@@ -1036,6 +1053,23 @@ pub(super) fn report_path(out: &Path, run: u32, runs: u32) -> PathBuf {
         None => format!("{stem}-run{run}"),
     };
     out.with_file_name(name)
+}
+
+/// What every bench does first: its diagnostics, signals caught, and the
+/// directory it will work in (not made yet), removed on drop until the
+/// caller sets `keep`: a directory the setup could not complete goes, even
+/// with `--keep`. `Err` is the exit code.
+pub(super) fn begin(args: &BenchArgs) -> Result<Scratch, i32> {
+    crate::support::process::init_diagnostics("bench".into());
+    if let Err(e) = swarm::catch_interrupts() {
+        eprintln!("error: cannot catch signals: {e}");
+        return Err(1);
+    }
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    Ok(Scratch {
+        dir: base.join(format!("p2pft-bench-{}", std::process::id())),
+        keep: false,
+    })
 }
 
 /// The bench's directory, removed (unless kept) however the bench ends,

@@ -12,8 +12,8 @@
 //! never changes how a peer works beyond `--leech-only` in the baseline.
 
 use crate::app::bench::{
-    clear_leechers, doing, each_run, go_on, peer_file, phase, report_path, setup, swarm_args,
-    BenchArgs, BenchError, CapBy, Scratch,
+    begin, clear_leechers, doing, each_run, go_on, median, phase, report_path, setup, swarm_args,
+    write_spread, write_summary_head, BenchArgs, BenchError, CapBy,
 };
 use crate::app::netns::{host_addr, Lan};
 use crate::app::swarm::{self, Placement, SwarmReport};
@@ -85,19 +85,6 @@ pub(crate) struct HostsRecord {
     pub baseline: Option<SwarmFigures>,
     /// Baseline wall over swarm wall.
     pub gain: Option<f64>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 0 {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    }
 }
 
 /// The figures of one swarm; `sent_before`/`sent_after` are the links'
@@ -359,11 +346,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Res
 fn write_summary(out: &mut impl std::fmt::Write, records: &[HostsRecord]) -> std::fmt::Result {
     type Figure = dyn Fn(&HostsRecord) -> Option<f64>;
     let ok = records.iter().filter(|r| r.ok).count();
-    writeln!(
-        out,
-        "summary of {} runs ({ok} OK): median (least-most)",
-        records.len()
-    )?;
+    write_summary_head(out, records.len(), ok)?;
     let rows: [(&str, &Figure); 7] = [
         ("one TCP stream / link rate", &|r| {
             Some(r.one_stream_to_rate)
@@ -382,34 +365,22 @@ fn write_summary(out: &mut impl std::fmt::Write, records: &[HostsRecord]) -> std
         ("gain over the baseline", &|r| r.gain),
     ];
     for (name, f) in rows {
-        let mut v: Vec<f64> = records.iter().filter_map(f).collect();
-        if v.is_empty() {
-            continue;
-        }
-        v.sort_by(f64::total_cmp);
-        let (least, most) = (v[0], v[v.len() - 1]);
-        writeln!(out, "  {name:<34}{:>9.2} ({least:.2}-{most:.2})", median(v))?;
+        write_spread(out, name, records.iter().filter_map(f).collect(), "")?;
     }
     Ok(())
 }
 
 /// `p2pft bench --hosts N --link-rate RATE` (exit codes as `bench`).
 pub(crate) fn run_cli(args: &BenchArgs, hosts: usize, rate: u64) -> i32 {
-    crate::support::process::init_diagnostics("bench".into());
-    if let Err(e) = swarm::catch_interrupts() {
-        eprintln!("error: cannot catch signals: {e}");
-        return 1;
-    }
     let args = BenchArgs {
         peers: hosts,
         ..args.clone()
     };
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("p2pft-bench-{}", std::process::id()));
-    let mut scratch = Scratch {
-        dir: dir.clone(),
-        keep: false,
+    let mut scratch = match begin(&args) {
+        Ok(scratch) => scratch,
+        Err(code) => return code,
     };
+    let dir = scratch.dir.clone();
     phase(format_args!(
         "making {hosts} hosts of network namespaces, links capped at {:.2} MiB/s",
         rate as f64 / MIB
@@ -432,7 +403,6 @@ pub(crate) fn run_cli(args: &BenchArgs, hosts: usize, rate: u64) -> i32 {
         eprintln!("error: {e}");
         return swarm::unless_interrupted(crate::app::exit::BAD_INPUT);
     }
-    debug_assert!(peer_file(&dir, 0).exists());
     scratch.keep = args.keep;
     let code = each_run(
         &args,
