@@ -1529,10 +1529,21 @@ impl Machine {
     /// the stall and waiting notices looked at.
     pub(crate) fn rechoke(&mut self, now: Instant) {
         self.rounds = Rounds::Running;
-        for n in self.neighbours.values_mut() {
-            n.refused.clear();
-        }
+        // Pieces a neighbour rejected may be asked of it again: ask, as no
+        // other event may come from it (a seed that has sent everything).
+        let refused: Vec<u32> = self
+            .neighbours
+            .iter_mut()
+            .filter(|(_, n)| !n.refused.is_empty())
+            .map(|(&peer, n)| {
+                n.refused.clear();
+                peer
+            })
+            .collect();
         self.recover_lost_pieces();
+        for peer in refused {
+            self.request_from(now, peer);
+        }
         self.select_preferred(now);
         self.note_stall(now);
         self.note_waiting(now);
@@ -1578,6 +1589,7 @@ impl Machine {
         if self.have_complete() || !stalled || !due {
             return;
         }
+        self.retried_at = Some(now);
         let mut taken = Vec::new();
         for (&peer, n) in &mut self.neighbours {
             if !n.outstanding.is_empty() {
@@ -1585,14 +1597,12 @@ impl Machine {
                 n.pacing.forget();
             }
         }
-        if taken.is_empty() {
-            return;
+        if !taken.is_empty() {
+            log::warn!(
+                "peer {}: requests unanswered while no piece came: {taken:?} (neighbour, pieces); asking again",
+                self.me
+            );
         }
-        self.retried_at = Some(now);
-        log::warn!(
-            "peer {}: requests unanswered while no piece came: {taken:?} (neighbour, pieces); asking again",
-            self.me
-        );
         for index in taken.into_iter().flat_map(|(_, pieces)| pieces) {
             self.release(index);
         }

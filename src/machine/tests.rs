@@ -693,6 +693,29 @@ fn requests_unanswered_while_nothing_comes_are_asked_again() {
 }
 
 #[test]
+fn a_piece_rejected_is_asked_again_at_the_next_round() {
+    // The seed suggests a piece we have: nothing else to ask it for, and
+    // it sends no more events; the round must ask again by itself.
+    let peers = [(1, true), (2, false)];
+    let mut s = Swarm::new(&peers, 2).start(2, &[1]);
+    s.connect_remote(1);
+    s.recv(1, full(2));
+    s.recv(1, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 1), [0]);
+    s.recv(
+        1,
+        Message::Reject {
+            index: 0,
+            instead: 1,
+        },
+    );
+    assert!(requests(&s.sent(), 1).is_empty());
+    s.advance(5.0);
+    s.m.rechoke(s.now);
+    assert_eq!(requests(&s.sent(), 1), [0]);
+}
+
+#[test]
 fn a_slot_given_up_goes_to_a_waiting_neighbour_at_once() {
     let peers = [(1, true), (2, false), (3, false), (4, false), (5, false)];
     let mut s = Swarm::new(&peers, 8).start(1, &[]);
