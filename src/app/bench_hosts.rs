@@ -252,7 +252,11 @@ fn run_once(
     })
 }
 
-fn write_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SwarmFigures) -> std::fmt::Result {
+pub(crate) fn write_swarm(
+    out: &mut impl std::fmt::Write,
+    name: &str,
+    s: &SwarmFigures,
+) -> std::fmt::Result {
     writeln!(
         out,
         "{name:<9} last done {:>8.2} s  efficiency median {:.2}, last host {:.2}  seed upload use {:.2}, {:.2} copies from the seeds{}",

@@ -94,6 +94,8 @@ pub enum Command {
     Bench(crate::app::bench::BenchArgs),
     /// Draw a swarm directory's spec logs as one SVG: pieces over time, delivered rate, who fed whom.
     Report(crate::app::report::ReportArgs),
+    /// Simulate a capped swarm of any size in one process (the real protocol core, a modelled network).
+    Sim(crate::app::sim::SimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +168,7 @@ pub fn main_p2pft() -> i32 {
             _ => crate::app::bench::run_cli(args),
         },
         Command::Report(args) => run_report(args),
+        Command::Sim(args) => crate::app::sim::run_cli(args),
     }
 }
 

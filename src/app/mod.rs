@@ -10,5 +10,6 @@ pub(crate) mod exit;
 pub(crate) mod netns;
 pub(crate) mod remote;
 pub(crate) mod report;
+pub(crate) mod sim;
 pub(crate) mod ssh;
 pub(crate) mod swarm;

@@ -1,0 +1,1320 @@
+//! `p2pft sim`: the swarm of `bench --hosts` at any size, in one process
+//! on a virtual clock. Every host runs the real protocol core
+//! ([`crate::machine::Machine`]); what is simulated is the network: each
+//! host's link capped both ways, a latency, and TCP reduced to what decides
+//! throughput through a cap (a window of bytes in flight per connection,
+//! the link shared round robin among the connections with something to
+//! send, a FIFO into each host). Disk and CPU cost nothing. Everything
+//! random comes from `--seed`, so a run is replayed exactly.
+//!
+//! Owns the network model, the event loop and the figures of a simulated
+//! run; never decides anything a peer decides (that is the core's), and
+//! never touches a socket, a thread or the real clock inside the loop.
+
+use crate::app::bench::median;
+use crate::app::bench_hosts::{write_swarm, HostFigures, SwarmFigures};
+use crate::app::report::{self, Event as LogEvent, Line, Parsed, Picture, SwarmInfo};
+use crate::machine::{CloseReason, Command, ConnId, Machine, MachineSetup, SpecLine};
+use crate::protocol::bitfield::Bitfield;
+use crate::protocol::config::{parse_peer_info, CommonConfig, Config};
+use crate::protocol::wire::Message;
+use crate::support::piecebuf::PieceBuf;
+use crate::support::status::{mib, Counters, MIB};
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Payload bytes a TCP segment carries, and the bytes it takes on an
+/// Ethernet link (headers of Ethernet, IP and TCP with time stamps): what
+/// `tbf` counts, and why one stream reaches 0.96 of a cap.
+const MSS: u64 = 1448;
+const SEGMENT_OVERHEAD: u64 = 66;
+/// Bytes a host's link sends for one connection before it turns to the
+/// next with something to send.
+const CHUNK: u64 = 16 * 1024;
+/// Bytes in flight a connection may have, as seconds of the link rate (the
+/// `tbf` queue of the bench is 50 ms), and at least [`MIN_WINDOW`].
+const WINDOW_SECS: f64 = 0.05;
+const MIN_WINDOW: u64 = 64 * 1024;
+
+#[derive(Debug, Args, Clone)]
+pub struct SimArgs {
+    /// Hosts in the swarm, seeds included.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub hosts: u64,
+    /// Each host's link rate, bytes a second both ways (K, M, G are KiB/s,
+    /// MiB/s, GiB/s).
+    #[arg(long, value_name = "RATE", value_parser = crate::protocol::config::parse_rate)]
+    pub link_rate: u64,
+    /// How many hosts start with the file.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// File size (K, M, G suffixes are powers of 1024).
+    #[arg(long, default_value = "512M", value_parser = crate::protocol::config::parse_size)]
+    pub file_size: u64,
+    /// Piece size.
+    #[arg(long, default_value = "256K", value_parser = crate::protocol::config::parse_size)]
+    pub piece_size: u64,
+    /// NumberOfPreferredNeighbors.
+    #[arg(short, long, default_value_t = 4)]
+    pub k: usize,
+    /// UnchokingInterval, seconds.
+    #[arg(short, long, default_value_t = 1.0)]
+    pub p: f64,
+    /// OptimisticUnchokingInterval, seconds.
+    #[arg(short, long, default_value_t = 2.0)]
+    pub m: f64,
+    /// Spec-strict peers: no pipelining, no early unchoke, random picks only.
+    #[arg(long)]
+    pub strict: bool,
+    /// Requests outstanding per p2pft neighbour (P2pftPipelineDepth).
+    #[arg(long)]
+    pub pipeline_depth: Option<u32>,
+    /// One-way latency between two hosts, milliseconds.
+    #[arg(long, default_value_t = 0.1, value_name = "MS")]
+    pub latency_ms: f64,
+    /// Neighbours a host connects to: a random overlay of about this
+    /// degree instead of SPEC.md's every peer to every peer (which costs
+    /// hosts squared connections).
+    #[arg(long, value_name = "D")]
+    pub degree: Option<usize>,
+    /// `COUNT@SECS`: this many leechers, picked at random, leave at SECS.
+    #[arg(long, value_name = "COUNT@SECS", value_parser = parse_leave)]
+    pub leave: Option<(usize, f64)>,
+    /// `COUNT@RATE`: this many leechers, picked at random, have links of
+    /// RATE instead of --link-rate.
+    #[arg(long, value_name = "COUNT@RATE", value_parser = parse_slow)]
+    pub slow: Option<(usize, u64)>,
+    /// Seed of every random choice: the overlay, the peers' own RNGs, who
+    /// leaves and who is slow. A run with the same options and seed is the
+    /// same run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Runs, each with the next seed; summarised at the end.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// Skip the baseline without peer-to-peer (leechers serving nobody).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Print every host's row (default: with 64 hosts or fewer).
+    #[arg(long)]
+    pub per_host: bool,
+    /// Print one JSON record a run instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the swarm's simulated spec log as an SVG (as `p2pft report`).
+    #[arg(long, value_name = "FILE.svg")]
+    pub report: Option<PathBuf>,
+}
+
+fn parse_leave(s: &str) -> Result<(usize, f64), String> {
+    let (n, t) = s.split_once('@').ok_or("expected COUNT@SECS, as 1@2.5")?;
+    let n = n.parse().map_err(|e| format!("COUNT: {e}"))?;
+    let t: f64 = t.parse().map_err(|e| format!("SECS: {e}"))?;
+    match t.is_finite() && t >= 0.0 {
+        true => Ok((n, t)),
+        false => Err("SECS must be 0 or more".into()),
+    }
+}
+
+fn parse_slow(s: &str) -> Result<(usize, u64), String> {
+    let (n, r) = s.split_once('@').ok_or("expected COUNT@RATE, as 1@1M")?;
+    let n = n.parse().map_err(|e| format!("COUNT: {e}"))?;
+    let r = crate::protocol::config::parse_rate(r).map_err(|e| e.to_string())?;
+    Ok((n, r))
+}
+
+/// Virtual time, nanoseconds from the start.
+type Nanos = u64;
+
+fn nanos(secs: f64) -> Nanos {
+    (secs.max(0.0) * 1e9).round() as Nanos
+}
+
+fn secs(t: Nanos) -> f64 {
+    t as f64 / 1e9
+}
+
+/// Bytes a link carries for `payload` bytes of TCP payload.
+fn on_link(payload: u64) -> u64 {
+    payload + payload.div_ceil(MSS) * SEGMENT_OVERHEAD
+}
+
+/// Frame bytes of a message other than a piece.
+fn frame_len(message: &Message) -> u64 {
+    5 + match message {
+        Message::Have(_) | Message::Request(_) => 4,
+        Message::Reject { .. } => 8,
+        Message::Bitfield(bits) => bits.as_wire().len() as u64,
+        Message::Piece { data, .. } => 4 + data.len() as u64,
+        _ => 0,
+    }
+}
+
+enum Payload {
+    Message(Message),
+    Piece(u32),
+}
+
+/// A frame queued on a connection, and how much of it is still to send.
+struct Out {
+    left: u64,
+    payload: Payload,
+}
+
+/// One direction of a connection.
+struct Dir {
+    from: usize,
+    to: usize,
+    queue: VecDeque<Out>,
+    /// Bytes taken by the sender's link and not yet delivered.
+    in_flight: u64,
+    /// In the sender's round-robin list.
+    listed: bool,
+}
+
+struct Conn {
+    /// Directions `a -> b` and `b -> a`; `a` dialled.
+    dirs: [Dir; 2],
+    open: bool,
+}
+
+struct Host {
+    id: u32,
+    machine: Option<Machine>,
+    up: f64,
+    down: f64,
+    window: u64,
+    /// Its link is sending a chunk.
+    sending: bool,
+    /// Directions with something to send and room in their window, round robin.
+    ready: VecDeque<(usize, usize)>,
+    /// When its incoming FIFO is free.
+    down_free: Nanos,
+    /// Timer generations: a restarted timer makes the old one's events void.
+    timers: u64,
+    complete_at: Option<Nanos>,
+    left_at: Option<Nanos>,
+    slow: bool,
+    piece_bytes_out: u64,
+    piece_bytes_in: u64,
+    link_bytes_out: u64,
+    log: Vec<Line>,
+}
+
+/// Bytes of one direction of a connection on their way, and the frames
+/// whose last byte they carry.
+struct Chunk {
+    conn: usize,
+    dir: usize,
+    bytes: u64,
+    frames: Vec<Payload>,
+}
+
+enum Ev {
+    Start(usize),
+    Connect(usize),
+    /// A host's link finished sending a chunk of a direction.
+    Sent {
+        host: usize,
+    },
+    Delivered(Chunk),
+    Closed {
+        host: usize,
+        conn: usize,
+        peer: u32,
+    },
+    Rechoke(usize, u64),
+    Optimistic(usize, u64),
+    Leave(usize),
+}
+
+struct Scheduled {
+    at: Nanos,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The settings of one simulated swarm.
+struct Setup<'a> {
+    args: &'a SimArgs,
+    seed: u64,
+    /// Leechers serve nobody.
+    baseline: bool,
+    log: bool,
+}
+
+/// One simulated swarm: hosts, connections, the event queue.
+struct World {
+    hosts: Vec<Host>,
+    conns: Vec<Conn>,
+    /// The chunk each host's link is sending.
+    on_wire: Vec<Option<Chunk>>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    now: Nanos,
+    base: Instant,
+    latency: Nanos,
+    p: Nanos,
+    m: Nanos,
+    pipelining: bool,
+    layout: crate::protocol::layout::Layout,
+    buffers: Vec<PieceBuf>,
+    events: u64,
+    log: bool,
+}
+
+/// Which host each host connects to: everyone, or a random overlay of
+/// about `degree` (a ring keeps it connected).
+fn overlay(n: usize, degree: Option<usize>, rng: &mut StdRng) -> Vec<Vec<usize>> {
+    let mut adj: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); n];
+    match degree {
+        Some(d) if d + 1 < n => {
+            let mut link = |a: usize, b: usize| {
+                if a != b {
+                    adj[a].insert(b);
+                    adj[b].insert(a);
+                }
+            };
+            for i in 0..n {
+                link(i, (i + 1) % n);
+                for _ in 0..d.saturating_sub(2).div_ceil(2) {
+                    link(i, rng.random_range(0..n));
+                }
+            }
+        }
+        _ => {
+            for (i, set) in adj.iter_mut().enumerate() {
+                set.extend((0..n).filter(|&j| j != i));
+            }
+        }
+    }
+    adj.into_iter().map(|s| s.into_iter().collect()).collect()
+}
+
+fn common_text(args: &SimArgs) -> String {
+    let mut text = format!(
+        "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName sim.bin\nFileSize {}\nPieceSize {}\n",
+        args.k, args.p, args.m, args.file_size, args.piece_size
+    );
+    if let Some(depth) = args.pipeline_depth {
+        text += &format!("P2pftPipelineDepth {depth}\n");
+    }
+    if args.strict {
+        text += "P2pftStrict 1\n";
+    }
+    text
+}
+
+/// An error in the options, as the peers' own config rules judge them.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SimError {
+    #[error("{0}")]
+    Config(#[from] crate::protocol::config::ConfigError),
+    #[error("--seeds must be at least 1 and fewer than --hosts")]
+    Seeds,
+    #[error("--leave and --slow pick among the {0} leechers: too many asked for")]
+    TooMany(usize),
+}
+
+impl World {
+    fn new(setup: &Setup) -> Result<World, SimError> {
+        let args = setup.args;
+        let n = args.hosts as usize;
+        if args.seeds == 0 || args.seeds >= n {
+            return Err(SimError::Seeds);
+        }
+        let (common, _) = CommonConfig::parse(Path::new("Common.cfg"), &common_text(args))?;
+        let layout = common.layout;
+        let mut rng = StdRng::seed_from_u64(setup.seed);
+        let adj = overlay(n, args.degree, &mut rng);
+        let mut leechers: Vec<usize> = (args.seeds..n).collect();
+        leechers.shuffle(&mut rng);
+        let slow = args.slow.map_or(0, |s| s.0);
+        let leave = args.leave.map_or(0, |l| l.0);
+        if slow + leave > leechers.len() {
+            return Err(SimError::TooMany(leechers.len()));
+        }
+        let base = Instant::now();
+        let pieces = layout.num_pieces();
+        let mut hosts = Vec::with_capacity(n);
+        for (i, neighbours) in adj.iter().enumerate() {
+            let seed = i < args.seeds;
+            let mut view: Vec<usize> = neighbours.clone();
+            view.push(i);
+            view.sort_unstable();
+            let info: String = view
+                .iter()
+                .map(|&j| {
+                    let ip = format!("10.{}.{}.{}", 64 + (j >> 16), (j >> 8) & 255, j & 255);
+                    format!("{} {ip} 6008 {}\n", 1001 + j, u8::from(j < args.seeds))
+                })
+                .collect();
+            let mut common = common.clone();
+            common.serve = seed || !setup.baseline;
+            let config = Config {
+                dir: PathBuf::new(),
+                common,
+                peers: parse_peer_info(Path::new("PeerInfo.cfg"), &info)?,
+                warnings: Vec::new(),
+            };
+            let have = match seed {
+                true => Bitfield::full(pieces),
+                false => Bitfield::empty(pieces),
+            };
+            let is_slow = leechers[..slow].contains(&i);
+            let rate = match is_slow {
+                true => args.slow.map_or(args.link_rate, |s| s.1),
+                false => args.link_rate,
+            } as f64;
+            hosts.push(Host {
+                id: 1001 + i as u32,
+                machine: Some(Machine::new(MachineSetup {
+                    me: 1001 + i as u32,
+                    config,
+                    have,
+                    counters: Arc::new(Counters::default()),
+                    rng_seed: setup.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
+                    checkpoints: false,
+                    granule_pieces: None,
+                    now: base,
+                })),
+                up: rate,
+                down: rate,
+                window: MIN_WINDOW.max((rate * WINDOW_SECS) as u64),
+                sending: false,
+                ready: VecDeque::new(),
+                down_free: 0,
+                timers: 0,
+                complete_at: seed.then_some(0),
+                left_at: None,
+                slow: is_slow,
+                piece_bytes_out: 0,
+                piece_bytes_in: 0,
+                link_bytes_out: 0,
+                log: Vec::new(),
+            });
+        }
+        let mut world = World {
+            on_wire: (0..n).map(|_| None).collect(),
+            hosts,
+            conns: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now: 0,
+            base,
+            latency: nanos(args.latency_ms / 1e3),
+            p: nanos(args.p),
+            m: nanos(args.m),
+            pipelining: !args.strict,
+            layout,
+            buffers: Vec::new(),
+            events: 0,
+            log: setup.log,
+        };
+        for i in 0..n {
+            world.at(0, Ev::Start(i));
+        }
+        for &h in &leechers[slow..slow + leave] {
+            let t = args.leave.map_or(0.0, |l| l.1);
+            world.at(nanos(t), Ev::Leave(h));
+        }
+        // Host `i` dials those before it (SPEC.md: each peer connects to
+        // the peers started before it).
+        for (i, others) in adj.iter().enumerate() {
+            for &j in others.iter().filter(|&&j| j < i) {
+                world.dial(i, j);
+            }
+        }
+        Ok(world)
+    }
+
+    fn at(&mut self, at: Nanos, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_nanos(self.now)
+    }
+
+    /// A new connection from `a` to `b`, its handshake done after a round
+    /// trip and a half.
+    fn dial(&mut self, a: usize, b: usize) {
+        let dir = |from, to| Dir {
+            from,
+            to,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            listed: false,
+        };
+        self.conns.push(Conn {
+            dirs: [dir(a, b), dir(b, a)],
+            open: true,
+        });
+        let c = self.conns.len() - 1;
+        self.at(self.now + 3 * self.latency, Ev::Connect(c));
+    }
+
+    fn alive(&self, h: usize) -> bool {
+        self.hosts[h].machine.is_some()
+    }
+
+    /// Runs until every leecher still there has the file, or `until`.
+    fn run(&mut self, until: Nanos) {
+        while let Some(Reverse(s)) = self.queue.pop() {
+            if s.at > until || self.all_complete() {
+                break;
+            }
+            self.now = s.at;
+            self.events += 1;
+            self.handle(s.ev);
+        }
+    }
+
+    fn all_complete(&self) -> bool {
+        self.hosts
+            .iter()
+            .all(|h| h.complete_at.is_some() || h.left_at.is_some())
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Start(h) => {
+                self.restart_timers(h);
+            }
+            Ev::Connect(c) => {
+                let [a, b] = [self.conns[c].dirs[0].from, self.conns[c].dirs[0].to];
+                if !self.conns[c].open || !self.alive(a) || !self.alive(b) {
+                    return;
+                }
+                let now = self.instant();
+                let (ida, idb) = (self.hosts[a].id, self.hosts[b].id);
+                let pipelining = self.pipelining;
+                let conn = c as ConnId;
+                if let Some(m) = self.hosts[a].machine.as_mut() {
+                    m.connected(now, idb, conn, true, pipelining, false);
+                }
+                if let Some(m) = self.hosts[b].machine.as_mut() {
+                    m.connected(now, ida, conn, false, pipelining, false);
+                }
+                self.carry_out(a);
+                self.carry_out(b);
+            }
+            Ev::Sent { host } => {
+                self.hosts[host].sending = false;
+                if let Some(chunk) = self.on_wire[host].take() {
+                    let to = self.conns[chunk.conn].dirs[chunk.dir].to;
+                    let link = on_link(chunk.bytes);
+                    let arrive = self.now + self.latency;
+                    let start = arrive.max(self.hosts[to].down_free);
+                    let done = start + nanos(link as f64 / self.hosts[to].down);
+                    self.hosts[to].down_free = done;
+                    self.at(done, Ev::Delivered(chunk));
+                }
+                self.pump(host);
+            }
+            Ev::Delivered(Chunk {
+                conn,
+                dir,
+                bytes,
+                frames,
+            }) => {
+                let (from, to) = {
+                    let d = &mut self.conns[conn].dirs[dir];
+                    d.in_flight -= bytes;
+                    (d.from, d.to)
+                };
+                if !self.conns[conn].open {
+                    return;
+                }
+                self.list(conn, dir);
+                self.pump(from);
+                self.receive(to, from, conn, frames);
+            }
+            Ev::Closed { host, conn, peer } => {
+                let now = self.instant();
+                if let Some(m) = self.hosts[host].machine.as_mut() {
+                    m.closed(now, conn as ConnId, peer, CloseReason::Eof);
+                    self.carry_out(host);
+                }
+            }
+            Ev::Rechoke(h, generation) => {
+                if self.alive(h) && self.hosts[h].timers == generation {
+                    let now = self.instant();
+                    if let Some(m) = self.hosts[h].machine.as_mut() {
+                        m.rechoke(now);
+                    }
+                    self.at(self.now + self.p, Ev::Rechoke(h, generation));
+                    self.carry_out(h);
+                }
+            }
+            Ev::Optimistic(h, generation) => {
+                if self.alive(h) && self.hosts[h].timers == generation {
+                    if let Some(m) = self.hosts[h].machine.as_mut() {
+                        m.reoptimise();
+                    }
+                    self.at(self.now + self.m, Ev::Optimistic(h, generation));
+                    self.carry_out(h);
+                }
+            }
+            Ev::Leave(h) => self.leave(h),
+        }
+    }
+
+    fn restart_timers(&mut self, h: usize) {
+        self.hosts[h].timers += 1;
+        let generation = self.hosts[h].timers;
+        self.at(self.now + self.p, Ev::Rechoke(h, generation));
+        self.at(self.now + self.m, Ev::Optimistic(h, generation));
+    }
+
+    /// Frames of a chunk reach host `to` from `from` on `conn`.
+    fn receive(&mut self, to: usize, from: usize, conn: usize, frames: Vec<Payload>) {
+        let now = self.instant();
+        let peer = self.hosts[from].id;
+        for frame in frames {
+            match frame {
+                Payload::Message(message) => {
+                    if let Some(m) = self.hosts[to].machine.as_mut() {
+                        m.frame(now, conn as ConnId, peer, message);
+                    }
+                }
+                Payload::Piece(index) => {
+                    let len = self.layout.piece_len(index) as usize;
+                    let mut data = self.buffers.pop().unwrap_or_default();
+                    data.resize(len);
+                    self.hosts[from].piece_bytes_out += len as u64;
+                    self.hosts[to].piece_bytes_in += len as u64;
+                    if let Some(m) = self.hosts[to].machine.as_mut() {
+                        m.arrived(now, conn as ConnId, peer, index);
+                        m.piece(now, conn as ConnId, peer, index, data, true);
+                    }
+                }
+            }
+        }
+        self.carry_out(to);
+    }
+
+    /// Puts a direction on its sender's round-robin list if it has
+    /// something to send and room to send it.
+    fn list(&mut self, c: usize, d: usize) {
+        let dir = &mut self.conns[c].dirs[d];
+        let window = self.hosts[dir.from].window;
+        if !dir.listed && !dir.queue.is_empty() && dir.in_flight < window {
+            dir.listed = true;
+            self.hosts[dir.from].ready.push_back((c, d));
+        }
+    }
+
+    /// Starts the next chunk on host `h`'s link, if it is free.
+    fn pump(&mut self, h: usize) {
+        if self.hosts[h].sending {
+            return;
+        }
+        while let Some((c, d)) = self.hosts[h].ready.pop_front() {
+            let open = self.conns[c].open;
+            let dir = &mut self.conns[c].dirs[d];
+            dir.listed = false;
+            if !open || dir.queue.is_empty() {
+                continue;
+            }
+            let mut bytes = 0;
+            let mut frames = Vec::new();
+            while bytes < CHUNK {
+                let Some(head) = dir.queue.front_mut() else {
+                    break;
+                };
+                let take = head.left.min(CHUNK - bytes);
+                head.left -= take;
+                bytes += take;
+                if head.left == 0 {
+                    frames.push(dir.queue.pop_front().expect("a head").payload);
+                }
+            }
+            dir.in_flight += bytes;
+            let link = on_link(bytes);
+            let host = &mut self.hosts[h];
+            host.link_bytes_out += link;
+            host.sending = true;
+            let done = self.now + nanos(link as f64 / host.up).max(1);
+            self.on_wire[h] = Some(Chunk {
+                conn: c,
+                dir: d,
+                bytes,
+                frames,
+            });
+            self.at(done, Ev::Sent { host: h });
+            self.list(c, d);
+            return;
+        }
+    }
+
+    fn enqueue(&mut self, h: usize, conn: ConnId, out: Out) {
+        let c = conn as usize;
+        if !self.conns[c].open {
+            return;
+        }
+        let d = usize::from(self.conns[c].dirs[0].from != h);
+        self.conns[c].dirs[d].queue.push_back(out);
+        self.list(c, d);
+        self.pump(h);
+    }
+
+    /// Closes a connection: both queues dropped, the other end told after
+    /// the latency.
+    fn close(&mut self, h: usize, conn: ConnId) {
+        let c = conn as usize;
+        if !self.conns[c].open {
+            return;
+        }
+        self.conns[c].open = false;
+        for d in &mut self.conns[c].dirs {
+            d.queue.clear();
+        }
+        let dir = &self.conns[c].dirs[0];
+        let other = if dir.from == h { dir.to } else { dir.from };
+        let peer = self.hosts[h].id;
+        self.at(
+            self.now + self.latency,
+            Ev::Closed {
+                host: other,
+                conn: c,
+                peer,
+            },
+        );
+    }
+
+    fn leave(&mut self, h: usize) {
+        self.hosts[h].left_at = Some(self.now);
+        let Some(mut machine) = self.hosts[h].machine.take() else {
+            return;
+        };
+        machine.end();
+        for c in 0..self.conns.len() {
+            let d = &self.conns[c].dirs[0];
+            if self.conns[c].open && (d.from == h || d.to == h) {
+                self.close(h, c as ConnId);
+            }
+        }
+    }
+
+    /// Carries out what host `h`'s core asked for; disk work is done at once.
+    fn carry_out(&mut self, h: usize) {
+        loop {
+            let Some(command) = self.hosts[h].machine.as_mut().and_then(|m| m.poll()) else {
+                break;
+            };
+            let now = self.instant();
+            match command {
+                Command::Send { conn, message, .. } => {
+                    let left = frame_len(&message);
+                    let payload = Payload::Message(message);
+                    self.enqueue(h, conn, Out { left, payload });
+                }
+                Command::Serve { conn, index, .. } => {
+                    let left = 9 + u64::from(self.layout.piece_len(index));
+                    self.enqueue(
+                        h,
+                        conn,
+                        Out {
+                            left,
+                            payload: Payload::Piece(index),
+                        },
+                    );
+                }
+                Command::Close { conn, .. } => self.close(h, conn),
+                Command::Dial(peer) => {
+                    let j = (peer - 1001) as usize;
+                    if j < self.hosts.len() && self.alive(j) {
+                        self.dial(h, j);
+                    }
+                }
+                Command::Store { index, data, .. } => {
+                    self.buffers.push(data);
+                    if let Some(m) = self.hosts[h].machine.as_mut() {
+                        m.stored(now, index, Ok(()));
+                    }
+                }
+                Command::WriteHeld { .. } => {}
+                Command::Checkpoint { .. } => {
+                    if let Some(m) = self.hosts[h].machine.as_mut() {
+                        m.checkpointed(Ok(()));
+                    }
+                }
+                Command::Finish => {
+                    if let Some(m) = self.hosts[h].machine.as_mut() {
+                        m.finished(Ok(()));
+                    }
+                }
+                Command::Recycle(data) => self.buffers.push(data),
+                Command::Log(line) => self.note(h, line),
+            }
+        }
+        let now = self.instant();
+        if self.hosts[h]
+            .machine
+            .as_mut()
+            .is_some_and(|m| m.take_round_due(now))
+        {
+            self.restart_timers(h);
+            self.carry_out(h);
+        }
+    }
+
+    /// A spec log line: completion is recorded; downloads, completion and
+    /// the first connection are kept for the picture.
+    fn note(&mut self, h: usize, line: SpecLine) {
+        let host = &mut self.hosts[h];
+        let peer = host.id;
+        if line == SpecLine::Complete {
+            host.complete_at.get_or_insert(self.now);
+        }
+        if !self.log {
+            return;
+        }
+        let event = match line {
+            SpecLine::DownloadedPiece { index, from, count } => LogEvent::Downloaded {
+                peer,
+                piece: index,
+                from,
+                count,
+            },
+            SpecLine::Complete => LogEvent::Complete { peer },
+            SpecLine::MakesConnection(other) if host.log.is_empty() => {
+                LogEvent::Dials { peer, other }
+            }
+            SpecLine::ConnectedFrom(other) if host.log.is_empty() => {
+                LogEvent::Accepts { peer, other }
+            }
+            _ => return,
+        };
+        host.log.push(Line {
+            at_micros: (self.now / 1_000) as i64,
+            resolution_secs: 1e-6,
+            event,
+        });
+    }
+}
+
+/// One simulated swarm's figures.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SimSwarm {
+    #[serde(flatten)]
+    pub figures: SwarmFigures,
+    /// Hosts that left mid-run, and slow hosts with their efficiency
+    /// against their own link.
+    pub left: Vec<u32>,
+    pub slow: Vec<(u32, Option<f64>)>,
+    /// Simulated seconds until the end, events handled, and the real
+    /// seconds it took.
+    pub simulated_secs: f64,
+    pub events: u64,
+    pub took_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SimRecord {
+    pub ok: bool,
+    pub hosts: usize,
+    pub seeds: usize,
+    pub link_rate_bytes_per_sec: u64,
+    pub file_size_bytes: u64,
+    pub piece_size_bytes: u64,
+    pub k: usize,
+    pub p_secs: f64,
+    pub m_secs: f64,
+    pub strict: bool,
+    pub latency_ms: f64,
+    /// Neighbours a host has: the mean over hosts.
+    pub degree: f64,
+    pub seed: u64,
+    pub ideal_secs: f64,
+    pub swarm: SimSwarm,
+    pub baseline: Option<SimSwarm>,
+    pub gain: Option<f64>,
+}
+
+/// Runs one swarm and returns its figures, and its picture when `log`.
+fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError> {
+    let args = setup.args;
+    let started = Instant::now();
+    let mut world = World::new(setup)?;
+    let degree = world
+        .hosts
+        .iter()
+        .filter_map(|h| h.machine.as_ref())
+        .map(|m| m.config().peers.len() - 1)
+        .sum::<usize>() as f64
+        / world.hosts.len() as f64;
+    let ideal = args.file_size as f64 / args.link_rate as f64;
+    let leechers = (args.hosts as usize - args.seeds) as f64;
+    // Past every leecher fed by the seeds alone, three times over.
+    let until = nanos(60.0 + 3.0 * ideal * leechers / args.seeds as f64);
+    world.run(until);
+    let took = started.elapsed().as_secs_f64();
+    let wall_all = secs(world.now);
+    let per_host: Vec<HostFigures> = world
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let seed = i < args.seeds;
+            let done = h.complete_at.filter(|_| !seed).map(secs);
+            HostFigures {
+                id: h.id,
+                seed,
+                complete_after_secs: done,
+                efficiency: done.map(|t| args.file_size as f64 / h.down / t.max(1e-9)),
+                bytes_out: h.piece_bytes_out,
+                bytes_in: h.piece_bytes_in,
+                link_sent_bytes: Some(h.link_bytes_out),
+                cpu_secs: 0.0,
+            }
+        })
+        .collect();
+    let counted: Vec<&HostFigures> = per_host
+        .iter()
+        .zip(&world.hosts)
+        .filter(|(f, h)| !f.seed && !h.slow && h.left_at.is_none())
+        .map(|(f, _)| f)
+        .collect();
+    let efficiencies: Vec<f64> = counted
+        .iter()
+        .map(|h| h.efficiency.unwrap_or(0.0))
+        .collect();
+    let ok = counted.iter().all(|h| h.complete_after_secs.is_some())
+        && world
+            .hosts
+            .iter()
+            .all(|h| h.machine.as_ref().is_none_or(|m| m.fatal().is_none()));
+    let wall = per_host
+        .iter()
+        .filter_map(|h| h.complete_after_secs)
+        .fold(0.0, f64::max);
+    let wall = if ok { wall } else { wall_all };
+    let seed_sent: u64 = per_host
+        .iter()
+        .filter(|h| h.seed)
+        .map(|h| h.bytes_out)
+        .sum();
+    let figures = SwarmFigures {
+        ok,
+        wall_secs: wall,
+        efficiency_median: median(efficiencies.clone()),
+        efficiency_last: efficiencies.iter().copied().fold(f64::INFINITY, f64::min),
+        seed_upload_use: seed_sent as f64
+            / (args.seeds as f64 * args.link_rate as f64 * wall.max(1e-9)),
+        copies_from_seeds: seed_sent as f64 / args.file_size as f64,
+        per_host,
+    };
+    let slow = world
+        .hosts
+        .iter()
+        .zip(&figures.per_host)
+        .filter(|(h, _)| h.slow)
+        .map(|(h, f)| (h.id, f.efficiency))
+        .collect();
+    let left = world
+        .hosts
+        .iter()
+        .filter(|h| h.left_at.is_some())
+        .map(|h| h.id)
+        .collect();
+    let picture = setup.log.then(|| {
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let logs: Vec<Parsed> = world
+            .hosts
+            .iter_mut()
+            .map(|h| Parsed {
+                lines: std::mem::take(&mut h.log)
+                    .into_iter()
+                    .map(|l| Line {
+                        at_micros: l.at_micros + base,
+                        ..l
+                    })
+                    .collect(),
+                skipped: 0,
+            })
+            .collect();
+        let info = SwarmInfo {
+            file_name: "sim.bin".into(),
+            layout: world.layout,
+            peers: world
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.id, i < args.seeds))
+                .collect(),
+        };
+        Picture::build(&info, &logs)
+    });
+    Ok((
+        SimSwarm {
+            figures,
+            left,
+            slow,
+            simulated_secs: wall_all,
+            events: world.events,
+            took_secs: took,
+        },
+        picture,
+        degree,
+    ))
+}
+
+fn run_once(args: &SimArgs, seed: u64, report: Option<&Path>) -> Result<SimRecord, SimError> {
+    let (swarm, picture, degree) = simulate(&Setup {
+        args,
+        seed,
+        baseline: false,
+        log: report.is_some(),
+    })?;
+    if let (Some(out), Some(picture)) = (report, picture) {
+        match std::fs::write(out, report::render_svg(&picture)) {
+            Ok(()) => eprintln!("report: {} ({})", out.display(), picture.summary()),
+            Err(e) => eprintln!("warning: no report: {}: {e}", out.display()),
+        }
+    }
+    let baseline = match args.no_baseline {
+        true => None,
+        false => Some(
+            simulate(&Setup {
+                args,
+                seed,
+                baseline: true,
+                log: false,
+            })?
+            .0,
+        ),
+    };
+    Ok(SimRecord {
+        ok: swarm.figures.ok && baseline.as_ref().is_none_or(|b| b.figures.ok),
+        hosts: args.hosts as usize,
+        seeds: args.seeds,
+        link_rate_bytes_per_sec: args.link_rate,
+        file_size_bytes: args.file_size,
+        piece_size_bytes: args.piece_size,
+        k: args.k,
+        p_secs: args.p,
+        m_secs: args.m,
+        strict: args.strict,
+        latency_ms: args.latency_ms,
+        degree,
+        seed,
+        ideal_secs: args.file_size as f64 / args.link_rate as f64,
+        gain: baseline
+            .as_ref()
+            .map(|b| b.figures.wall_secs / swarm.figures.wall_secs.max(1e-9)),
+        swarm,
+        baseline,
+    })
+}
+
+fn write_sim_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SimSwarm) -> std::fmt::Result {
+    write_swarm(out, name, &s.figures)?;
+    if !s.left.is_empty() {
+        writeln!(out, "{:<9} left mid-run (not counted): {:?}", "", s.left)?;
+    }
+    for (id, e) in &s.slow {
+        writeln!(
+            out,
+            "{:<9} slow host {id} (not counted): efficiency against its own link {}",
+            "",
+            e.map_or("- (not complete)".into(), |e| format!("{e:.2}"))
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<9} simulated {:.2} s of swarm time in {:.2} s ({} events)",
+        "", s.simulated_secs, s.took_secs, s.events
+    )
+}
+
+fn write_table(out: &mut impl std::fmt::Write, r: &SimRecord, per_host: bool) -> std::fmt::Result {
+    writeln!(
+        out,
+        "simulated hosts: {} ({} seed{}), links capped at {:.2} MiB/s both ways, latency {} ms, {:.1} neighbours a host; {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}, seed {}",
+        r.hosts,
+        r.seeds,
+        if r.seeds == 1 { "" } else { "s" },
+        r.link_rate_bytes_per_sec as f64 / MIB,
+        r.latency_ms,
+        r.degree,
+        mib(r.file_size_bytes),
+        r.piece_size_bytes / 1024,
+        r.k,
+        r.p_secs,
+        r.m_secs,
+        if r.strict { "spec-strict" } else { "p2pft extensions" },
+        r.seed,
+    )?;
+    writeln!(
+        out,
+        "one stream through a capped link: {:.2} of the link rate (frame headers); one link needs {:.2} s for the file",
+        MSS as f64 / (MSS + SEGMENT_OVERHEAD) as f64,
+        r.ideal_secs
+    )?;
+    if per_host {
+        writeln!(
+            out,
+            "{:>6}  {:>7}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}",
+            "peer", "role", "done s", "efficiency", "sent MiB", "link MiB", "baseline s"
+        )?;
+        let base = r.baseline.as_ref();
+        for (i, h) in r.swarm.figures.per_host.iter().enumerate() {
+            let b = base.and_then(|b| b.figures.per_host.get(i));
+            writeln!(
+                out,
+                "{:>6}  {:>7}  {:>10}  {:>10}  {:>9.1}  {:>10.1}  {:>10}",
+                h.id,
+                if h.seed { "seed" } else { "leecher" },
+                h.complete_after_secs
+                    .map_or("-".into(), |s| format!("{s:.2}")),
+                h.efficiency.map_or("-".into(), |e| format!("{e:.2}")),
+                mib(h.bytes_out),
+                mib(h.link_sent_bytes.unwrap_or(0)),
+                b.and_then(|b| b.complete_after_secs)
+                    .map_or("-".into(), |s| format!("{s:.2}")),
+            )?;
+        }
+    }
+    write_sim_swarm(out, "swarm", &r.swarm)?;
+    if let Some(b) = &r.baseline {
+        write_sim_swarm(out, "baseline", b)?;
+    }
+    if let Some(gain) = r.gain {
+        writeln!(
+            out,
+            "gain: the swarm finished {gain:.2} times as fast as the seeds alone"
+        )?;
+    }
+    writeln!(
+        out,
+        "result: {}",
+        if r.ok {
+            "OK (every leecher counted completed)"
+        } else {
+            "FAILED (a counted leecher did not complete, or a peer failed)"
+        }
+    )
+}
+
+/// `p2pft sim` (exit codes: 0 every counted leecher completed, 1 not, 2 bad
+/// options).
+pub(crate) fn run_cli(args: &SimArgs) -> i32 {
+    crate::support::process::init_diagnostics("sim".into());
+    // A thousand peers' warnings (a neighbour that left) would drown the figures.
+    log::set_max_level(log::LevelFilter::Error);
+    let mut records = Vec::new();
+    for run in 0..args.runs {
+        let seed = args.seed + u64::from(run);
+        let report = args
+            .report
+            .as_ref()
+            .map(|out| crate::app::bench::report_path(out, run + 1, args.runs));
+        match run_once(args, seed, report.as_deref()) {
+            Ok(record) => {
+                if args.json {
+                    println!("{}", serde_json::to_string(&record).expect("serialisable"));
+                } else {
+                    let mut text = String::new();
+                    let per_host = args.per_host || args.hosts <= 64;
+                    let _ = write_table(&mut text, &record, per_host);
+                    print!("{text}");
+                }
+                records.push(record);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return crate::app::exit::BAD_INPUT;
+            }
+        }
+    }
+    if args.runs > 1 && !args.json {
+        let mut text = String::new();
+        let _ = crate::app::bench::write_summary_head(
+            &mut text,
+            records.len(),
+            records.iter().filter(|r| r.ok).count(),
+        );
+        type Figure = dyn Fn(&SimRecord) -> Option<f64>;
+        let rows: [(&str, &Figure); 5] = [
+            ("efficiency, median host", &|r| {
+                Some(r.swarm.figures.efficiency_median)
+            }),
+            ("efficiency, last host", &|r| {
+                Some(r.swarm.figures.efficiency_last)
+            }),
+            ("seed upload use", &|r| {
+                Some(r.swarm.figures.seed_upload_use)
+            }),
+            ("copies from the seeds", &|r| {
+                Some(r.swarm.figures.copies_from_seeds)
+            }),
+            ("gain over the baseline", &|r| r.gain),
+        ];
+        for (name, f) in rows {
+            let _ = crate::app::bench::write_spread(
+                &mut text,
+                name,
+                records.iter().filter_map(f).collect(),
+                "",
+            );
+        }
+        print!("{text}");
+    }
+    match records.iter().all(|r| r.ok) {
+        true => crate::app::exit::OK,
+        false => crate::app::exit::FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    fn args(line: &str) -> SimArgs {
+        Cli::parse_from(std::iter::once("sim").chain(line.split_whitespace())).sim
+    }
+
+    fn run(line: &str) -> SimRecord {
+        let a = args(line);
+        run_once(&a, a.seed, None).expect("a valid swarm")
+    }
+
+    #[test]
+    fn one_leecher_gets_the_file_at_the_link_rate() {
+        // 4 MiB at 4 MiB/s: 1 s of link, less what frame headers take.
+        let r = run("--hosts 2 --link-rate 4M --file-size 4M --no-baseline");
+        let s = &r.swarm.figures;
+        assert!(s.ok);
+        let e = s.efficiency_last;
+        let headers = MSS as f64 / (MSS + SEGMENT_OVERHEAD) as f64;
+        assert!(e <= headers && e > 0.9 * headers, "efficiency {e}");
+        assert_eq!(s.copies_from_seeds, 1.0);
+    }
+
+    #[test]
+    fn the_baseline_is_the_seed_feeding_every_leecher_alone() {
+        let r = run("--hosts 4 --link-rate 8M --file-size 4M");
+        let b = r.baseline.as_ref().expect("a baseline");
+        assert!(r.ok);
+        assert_eq!(b.figures.copies_from_seeds, 3.0);
+        // Three copies through one link: at least three links' time.
+        assert!(b.figures.wall_secs >= 3.0 * r.ideal_secs);
+        assert!(r.gain.expect("a gain") > 1.0);
+    }
+
+    #[test]
+    fn a_seeded_run_is_replayed_exactly() {
+        let line = "--hosts 12 --link-rate 4M --file-size 6M --no-baseline --seed 5";
+        let (a, b) = (run(line), run(line));
+        let times = |r: &SimRecord| -> Vec<Option<f64>> {
+            r.swarm
+                .figures
+                .per_host
+                .iter()
+                .map(|h| h.complete_after_secs)
+                .collect()
+        };
+        assert_eq!(times(&a), times(&b));
+        assert_eq!(a.swarm.events, b.swarm.events);
+    }
+
+    #[test]
+    fn an_overlay_has_about_the_degree_asked_and_is_connected() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let adj = overlay(500, Some(16), &mut rng);
+        let mean = adj.iter().map(Vec::len).sum::<usize>() as f64 / 500.0;
+        assert!((12.0..=20.0).contains(&mean), "mean degree {mean}");
+        let mut seen = vec![false; 500];
+        let mut stack = vec![0];
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut seen[i], true) {
+                stack.extend(adj[i].iter().copied());
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+        let full = overlay(5, None, &mut rng);
+        assert!(full.iter().all(|n| n.len() == 4));
+    }
+
+    #[test]
+    fn a_host_that_leaves_is_not_waited_for_and_the_rest_finish() {
+        let r = run("--hosts 8 --link-rate 4M --file-size 8M --no-baseline --leave 2@0.5");
+        assert_eq!(r.swarm.left.len(), 2);
+        assert!(r.ok, "every host that stayed completed");
+        let done = r
+            .swarm
+            .figures
+            .per_host
+            .iter()
+            .filter(|h| h.complete_after_secs.is_some())
+            .count();
+        assert_eq!(done, 5, "five leechers stayed");
+    }
+
+    #[test]
+    fn a_slow_host_is_reported_against_its_own_link() {
+        let r = run("--hosts 6 --link-rate 8M --file-size 4M --no-baseline --slow 1@1M");
+        assert!(r.ok);
+        let [(_, e)] = r.swarm.slow.as_slice() else {
+            panic!("one slow host: {:?}", r.swarm.slow);
+        };
+        // It cannot beat its own link.
+        let e = e.expect("the slow host completed");
+        assert!(e > 0.3 && e <= 1.0, "slow host efficiency {e}");
+    }
+
+    #[test]
+    fn the_strict_swarm_completes_too() {
+        let r = run("--hosts 6 --link-rate 4M --file-size 4M --no-baseline --strict");
+        assert!(r.ok);
+    }
+
+    #[test]
+    fn counts_and_rates_are_parsed() {
+        assert_eq!(parse_leave("3@2.5"), Ok((3, 2.5)));
+        assert!(parse_leave("3").is_err());
+        assert_eq!(parse_slow("1@1M"), Ok((1, 1 << 20)));
+        assert!(parse_slow("x@1M").is_err());
+    }
+}
