@@ -194,6 +194,15 @@ struct Host {
     window: u64,
     /// Its link is sending a chunk.
     sending: bool,
+    /// Since when its link is idle, and whether something waits to be sent
+    /// on a connection whose window is full (else nothing is asked of it).
+    idle_since: Option<(Nanos, bool)>,
+    /// Idle time so far: with nothing to send, and with sends waiting on a
+    /// full window.
+    idle_nothing: Nanos,
+    idle_window: Nanos,
+    /// Its connections, as (conn, its sending direction).
+    outgoing: Vec<(usize, usize)>,
     /// Directions with something to send and room in their window, round robin.
     ready: VecDeque<(usize, usize)>,
     /// When its incoming FIFO is free.
@@ -203,6 +212,9 @@ struct Host {
     complete_at: Option<Nanos>,
     left_at: Option<Nanos>,
     slow: bool,
+    /// A leecher whose completion the figures count: neither slow nor
+    /// leaving.
+    counted: bool,
     piece_bytes_out: u64,
     piece_bytes_in: u64,
     link_bytes_out: u64,
@@ -216,6 +228,19 @@ struct Chunk {
     dir: usize,
     bytes: u64,
     frames: Vec<Payload>,
+}
+
+impl Host {
+    /// Its link's idle time up to `now` is counted.
+    fn end_idle(&mut self, now: Nanos) {
+        if let Some((since, blocked)) = self.idle_since.take() {
+            let idle = now.saturating_sub(since);
+            match blocked {
+                true => self.idle_window += idle,
+                false => self.idle_nothing += idle,
+            }
+        }
+    }
 }
 
 enum Ev {
@@ -286,6 +311,11 @@ struct World {
     buffers: Vec<PieceBuf>,
     events: u64,
     log: bool,
+    /// Counted leechers not complete yet.
+    counted_left: usize,
+    /// Each host's idle time (nothing asked, full window) when the last
+    /// counted leecher completed: the link use the figures give.
+    idle_at_wall: Option<(Nanos, Vec<(Nanos, Nanos)>)>,
 }
 
 /// Which host each host connects to: everyone, or a random overlay of
@@ -407,12 +437,17 @@ impl World {
                 down: rate,
                 window: MIN_WINDOW.max((rate * WINDOW_SECS) as u64),
                 sending: false,
+                idle_since: Some((0, false)),
+                idle_nothing: 0,
+                idle_window: 0,
+                outgoing: Vec::new(),
                 ready: VecDeque::new(),
                 down_free: 0,
                 timers: 0,
                 complete_at: seed.then_some(0),
                 left_at: None,
                 slow: is_slow,
+                counted: !seed && !is_slow && !leechers[slow..slow + leave].contains(&i),
                 piece_bytes_out: 0,
                 piece_bytes_in: 0,
                 link_bytes_out: 0,
@@ -435,7 +470,10 @@ impl World {
             buffers: Vec::new(),
             events: 0,
             log: setup.log,
+            counted_left: 0,
+            idle_at_wall: None,
         };
+        world.counted_left = world.hosts.iter().filter(|h| h.counted).count();
         for i in 0..n {
             world.at(0, Ev::Start(i));
         }
@@ -481,6 +519,8 @@ impl World {
             open: true,
         });
         let c = self.conns.len() - 1;
+        self.hosts[a].outgoing.push((c, 0));
+        self.hosts[b].outgoing.push((c, 1));
         self.at(self.now + 3 * self.latency, Ev::Connect(c));
     }
 
@@ -662,7 +702,9 @@ impl World {
             }
             dir.in_flight += bytes;
             let link = on_link(bytes);
+            let now = self.now;
             let host = &mut self.hosts[h];
+            host.end_idle(now);
             host.link_bytes_out += link;
             host.sending = true;
             let done = self.now + nanos(link as f64 / host.up).max(1);
@@ -676,6 +718,16 @@ impl World {
             self.list(c, d);
             return;
         }
+        let blocked = self.hosts[h]
+            .outgoing
+            .iter()
+            .any(|&(c, d)| self.conns[c].open && !self.conns[c].dirs[d].queue.is_empty());
+        let now = self.now;
+        let host = &mut self.hosts[h];
+        if host.idle_since.is_some_and(|(_, b)| b != blocked) {
+            host.end_idle(now);
+        }
+        host.idle_since.get_or_insert((now, blocked));
     }
 
     fn enqueue(&mut self, h: usize, conn: ConnId, out: Out) {
@@ -725,6 +777,23 @@ impl World {
                 self.close(h, c as ConnId);
             }
         }
+    }
+
+    /// Takes each host's idle time so far as the figures' link use.
+    fn note_idle(&mut self) {
+        let now = self.now;
+        let idle = self
+            .hosts
+            .iter_mut()
+            .map(|h| {
+                let open = h.idle_since;
+                h.end_idle(now);
+                // The interval goes on, counted from here.
+                h.idle_since = open.map(|(_, blocked)| (now, blocked));
+                (h.idle_nothing, h.idle_window)
+            })
+            .collect();
+        self.idle_at_wall = Some((now, idle));
     }
 
     /// Carries out what host `h`'s core asked for; disk work is done at once.
@@ -795,9 +864,16 @@ impl World {
     fn note(&mut self, h: usize, line: SpecLine) {
         let host = &mut self.hosts[h];
         let peer = host.id;
-        if line == SpecLine::Complete {
-            host.complete_at.get_or_insert(self.now);
+        if line == SpecLine::Complete && host.complete_at.is_none() {
+            host.complete_at = Some(self.now);
+            if host.counted {
+                self.counted_left -= 1;
+                if self.counted_left == 0 {
+                    self.note_idle();
+                }
+            }
         }
+        let host = &mut self.hosts[h];
         if !self.log {
             return;
         }
@@ -839,6 +915,19 @@ pub(crate) struct SimSwarm {
     pub simulated_secs: f64,
     pub events: u64,
     pub took_secs: f64,
+    /// Where the leechers' and the seeds' uplinks spent the wall time.
+    pub leecher_links: LinkUse,
+    pub seed_links: LinkUse,
+}
+
+/// Shares of a group of links' time until the last counted leecher
+/// completed (hosts that left not included): sending, idle with nothing asked of them, idle with sends
+/// waiting on a full window (the receiving end's link is the bottleneck).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct LinkUse {
+    pub busy: f64,
+    pub idle_nothing_to_send: f64,
+    pub idle_window_full: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -881,6 +970,29 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
     let until = nanos(60.0 + 3.0 * ideal * leechers / args.seeds as f64);
     world.run(until);
     let took = started.elapsed().as_secs_f64();
+    if world.idle_at_wall.is_none() {
+        world.note_idle();
+    }
+    let (now, idle) = world.idle_at_wall.take().expect("noted");
+    let link_use = |seeds: bool| {
+        let group: Vec<(Nanos, Nanos)> = world
+            .hosts
+            .iter()
+            .zip(&idle)
+            .enumerate()
+            .filter(|(i, (h, _))| (*i < args.seeds) == seeds && h.left_at.is_none())
+            .map(|(_, (_, idle))| *idle)
+            .collect();
+        let total = (group.len() as f64 * now.max(1) as f64).max(1.0);
+        let nothing: u64 = group.iter().map(|i| i.0).sum();
+        let window: u64 = group.iter().map(|i| i.1).sum();
+        LinkUse {
+            busy: 1.0 - (nothing + window) as f64 / total,
+            idle_nothing_to_send: nothing as f64 / total,
+            idle_window_full: window as f64 / total,
+        }
+    };
+    let (leecher_links, seed_links) = (link_use(false), link_use(true));
     let wall_all = secs(world.now);
     let per_host: Vec<HostFigures> = world
         .hosts
@@ -916,7 +1028,7 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
             .hosts
             .iter()
             .all(|h| h.machine.as_ref().is_none_or(|m| m.fatal().is_none()));
-    let wall = per_host
+    let wall = counted
         .iter()
         .filter_map(|h| h.complete_after_secs)
         .fold(0.0, f64::max);
@@ -987,6 +1099,8 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
             simulated_secs: wall_all,
             events: world.events,
             took_secs: took,
+            leecher_links,
+            seed_links,
         },
         picture,
         degree,
@@ -1044,16 +1158,48 @@ fn run_once(args: &SimArgs, seed: u64, report: Option<&Path>) -> Result<SimRecor
 fn write_sim_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SimSwarm) -> std::fmt::Result {
     write_swarm(out, name, &s.figures)?;
     if !s.left.is_empty() {
-        writeln!(out, "{:<9} left mid-run (not counted): {:?}", "", s.left)?;
-    }
-    for (id, e) in &s.slow {
+        let shown: Vec<String> = s.left.iter().take(8).map(u32::to_string).collect();
+        let more = match s.left.len() > shown.len() {
+            true => format!(" and {} more", s.left.len() - shown.len()),
+            false => String::new(),
+        };
         writeln!(
             out,
-            "{:<9} slow host {id} (not counted): efficiency against its own link {}",
+            "{:<9} {} left mid-run (not counted): {}{more}",
             "",
-            e.map_or("- (not complete)".into(), |e| format!("{e:.2}"))
+            s.left.len(),
+            shown.join(", ")
         )?;
     }
+    if !s.slow.is_empty() {
+        let done: Vec<f64> = s.slow.iter().filter_map(|(_, e)| *e).collect();
+        writeln!(
+            out,
+            "{:<9} {} slow host{} (not counted), efficiency against their own link: median {:.2}, least {:.2}{}",
+            "",
+            s.slow.len(),
+            if s.slow.len() == 1 { "" } else { "s" },
+            median(done.clone()),
+            done.iter().copied().fold(f64::INFINITY, f64::min),
+            match s.slow.len() - done.len() {
+                0 => String::new(),
+                n => format!(", {n} not complete"),
+            }
+        )?;
+    }
+    let shares = |u: &LinkUse| {
+        format!(
+            "busy {:.2}, idle with nothing asked {:.2}, idle on a full window {:.2}",
+            u.busy, u.idle_nothing_to_send, u.idle_window_full
+        )
+    };
+    writeln!(out, "{:<9} seed uplinks: {}", "", shares(&s.seed_links))?;
+    writeln!(
+        out,
+        "{:<9} leecher uplinks: {}",
+        "",
+        shares(&s.leecher_links)
+    )?;
     writeln!(
         out,
         "{:<9} simulated {:.2} s of swarm time in {:.2} s ({} events)",
