@@ -373,9 +373,11 @@ pub(crate) struct Machine {
     /// How many connected neighbours have each piece (rarest first, see
     /// [`picker::pick_rarest`]).
     available: Vec<u32>,
-    /// Pieces we have never sent anyone: while a p2pft neighbour on another
-    /// host lacks one, we reject its requests for the others (see
-    /// [`Machine::on_request`]).
+    /// Pieces we have never sent anyone, if we started with the whole file:
+    /// while a p2pft neighbour on another host lacks one, we reject its
+    /// requests for the others (see [`Machine::on_request`]). Empty for a
+    /// leecher: its pieces came from the swarm, which has them already,
+    /// and the last pieces a straggler asks it for must not be refused.
     unserved: Bitfield,
     /// Where [`Machine::next_unserved`] looks first.
     suggest_from: u32,
@@ -436,6 +438,10 @@ impl Machine {
             wanted.set(i, false);
         }
         setup.counters.pieces.store(setup.have.count(), Relaxed);
+        let unserved = match setup.have.is_complete() {
+            true => Bitfield::full(n),
+            false => Bitfield::empty(n),
+        };
         let mut complete_peers = BTreeSet::new();
         if setup.have.is_complete() {
             complete_peers.insert(setup.me);
@@ -454,7 +460,7 @@ impl Machine {
             have: setup.have,
             wanted,
             available: vec![0; layout.num_pieces() as usize],
-            unserved: Bitfield::full(layout.num_pieces()),
+            unserved,
             suggest_from: 0,
             retried_at: None,
             neighbours: BTreeMap::new(),

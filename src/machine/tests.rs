@@ -613,6 +613,29 @@ fn a_seed_rejects_nothing_on_this_host_in_strict_mode_or_once_all_went_out() {
 }
 
 #[test]
+fn a_leecher_that_completed_rejects_nothing() {
+    // Its pieces came from the swarm: refusing a straggler the last pieces
+    // it lacks held the whole swarm's last host up by a choking round.
+    let peers = [(1, true), (2, false), (3, false), (4, false)];
+    let mut s = Swarm::new(&peers, 8).start(2, &[0, 1, 2, 3, 4, 5, 6]);
+    s.connect_remote(1);
+    s.recv(1, full(8));
+    s.recv(1, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 1), [7]);
+    s.deliver(1, 7);
+    s.store_all();
+    assert!(s.m.have_complete());
+    s.connect_remote(3);
+    s.connect_remote(4);
+    s.recv(3, Message::Interested);
+    s.recv(4, Message::Interested);
+    s.commands();
+    s.recv(3, Message::Request(5));
+    s.recv(4, Message::Request(5));
+    assert_eq!(served(&s.commands()), [(3, 5), (4, 5)]);
+}
+
+#[test]
 fn a_rejected_request_is_asked_again_as_the_seed_suggests() {
     let peers = [(1, true), (2, false)];
     let mut s = Swarm::new(&peers, 8).start(2, &[]);
