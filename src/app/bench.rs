@@ -69,11 +69,10 @@ pub(super) fn doing(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> B
     move |source| BenchError::Io { what, source }
 }
 
+/// The swarm a benchmark or a simulation runs: its seeds, its file and
+/// pieces, and the choking and pipelining settings of Common.cfg.
 #[derive(Debug, Args, Clone)]
-pub struct BenchArgs {
-    /// Peers in the swarm, seeds included.
-    #[arg(long, default_value_t = 5)]
-    pub peers: usize,
+pub struct SwarmShape {
     /// How many of them start with the file.
     #[arg(long, default_value_t = 1)]
     pub seeds: usize,
@@ -95,10 +94,20 @@ pub struct BenchArgs {
     /// Spec-strict peers: no pipelining, no early unchoke, random picks only.
     #[arg(long)]
     pub strict: bool,
-    /// Requests outstanding per p2pft neighbour.
-    /// (default: enough for 512 KiB in flight, 4 to 64).
+    /// Requests outstanding per p2pft neighbour (P2pftPipelineDepth;
+    /// default: enough for 512 KiB in flight, 4 to 64, and to another
+    /// host what its link needs).
     #[arg(long)]
     pub pipeline_depth: Option<u32>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Peers in the swarm, seeds included.
+    #[arg(long, default_value_t = 5)]
+    pub peers: usize,
+    #[command(flatten)]
+    pub shape: SwarmShape,
     /// Leechers write pieces through the page cache (`P2pftDirectIo 0`)
     /// instead of with direct I/O.
     #[arg(long)]
@@ -465,7 +474,7 @@ fn sync_fs(dir: &Path) -> io::Result<()> {
 /// Removes the leechers' files of an earlier run in `dir` and lets the file
 /// system settle, before anything of this run is measured.
 pub(super) fn clear_leechers(args: &BenchArgs, dir: &Path) -> io::Result<()> {
-    for i in args.seeds..args.peers {
+    for i in args.shape.seeds..args.peers {
         match std::fs::remove_file(peer_file(dir, i)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -483,22 +492,22 @@ fn gcd(a: u32, b: u32) -> u32 {
 }
 
 pub(super) fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
-    if args.peers < 2 || args.seeds == 0 || args.seeds >= args.peers {
+    if args.peers < 2 || args.shape.seeds == 0 || args.shape.seeds >= args.peers {
         return Err(BenchError::Peers);
     }
     swarm::check_threads(args.peers as u64, args.peers as u64)?;
-    let piece_size =
-        u32::try_from(args.piece_size).map_err(|_| BenchError::PieceSize(args.piece_size))?;
+    let piece_size = u32::try_from(args.shape.piece_size)
+        .map_err(|_| BenchError::PieceSize(args.shape.piece_size))?;
     std::fs::create_dir_all(dir).map_err(doing(format_args!("cannot create {}", dir.display())))?;
     check_free_space(args, dir)?;
     let mut common = format!(
         "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName bench.bin\nFileSize {}\nPieceSize {piece_size}\n",
-        args.k, args.p, args.m, args.file_size
+        args.shape.k, args.shape.p, args.shape.m, args.shape.file_size
     );
-    if let Some(depth) = args.pipeline_depth {
+    if let Some(depth) = args.shape.pipeline_depth {
         common += &format!("P2pftPipelineDepth {depth}\n");
     }
-    if args.strict {
+    if args.shape.strict {
         common += "P2pftStrict 1\n";
     }
     if args.buffered_io {
@@ -514,7 +523,7 @@ pub(super) fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
         info += &format!(
             "{} 127.0.0.1 {port} {}\n",
             1001 + i,
-            u8::from(i < args.seeds)
+            u8::from(i < args.shape.seeds)
         );
     }
     std::fs::write(dir.join("PeerInfo.cfg"), info).map_err(doing("writing PeerInfo.cfg"))?;
@@ -524,7 +533,7 @@ pub(super) fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
     let making = |path: &Path| doing(format!("making {}", path.display()));
     std::fs::create_dir_all(first.parent().expect("in a peer directory"))
         .map_err(making(&first))?;
-    write_random_file(&first, args.file_size).map_err(making(&first))?;
+    write_random_file(&first, args.shape.file_size).map_err(making(&first))?;
     for path in seed_files(args, dir).skip(1) {
         std::fs::create_dir_all(path.parent().expect("in a peer directory"))
             .map_err(making(&path))?;
@@ -563,18 +572,18 @@ pub(super) fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
 const DISK_CEILING_BYTES: u64 = 2 << 30;
 
 fn leechers(args: &BenchArgs) -> u64 {
-    (args.peers - args.seeds) as u64
+    (args.peers - args.shape.seeds) as u64
 }
 
 /// What the disk ceiling writes: the leechers' load, up to [`DISK_CEILING_BYTES`].
 fn disk_ceiling_bytes(args: &BenchArgs) -> u64 {
-    (args.file_size * leechers(args)).min(DISK_CEILING_BYTES)
+    (args.shape.file_size * leechers(args)).min(DISK_CEILING_BYTES)
 }
 
 /// Bytes of logs and metadata a run writes at most: they grow with the
 /// pieces, and with the square of the peers.
 fn records_space(args: &BenchArgs) -> u64 {
-    let pieces = args.file_size.div_ceil(args.piece_size.max(1));
+    let pieces = args.shape.file_size.div_ceil(args.shape.piece_size.max(1));
     let peers = args.peers as u64;
     swarm::records_bytes(pieces, peers, peers, true)
 }
@@ -583,7 +592,8 @@ fn records_space(args: &BenchArgs) -> u64 {
 /// are hard links to it), every leecher's, the disk ceiling's scratch
 /// files, the logs and the metadata.
 fn space_needed(args: &BenchArgs) -> u64 {
-    args.file_size
+    args.shape
+        .file_size
         .saturating_mul(1 + leechers(args))
         .saturating_add(disk_ceiling_bytes(args))
         .saturating_add(records_space(args))
@@ -615,7 +625,7 @@ pub(super) fn peer_file(dir: &Path, i: usize) -> PathBuf {
 
 /// The seeds' files, the first one's first.
 fn seed_files<'a>(args: &BenchArgs, dir: &'a Path) -> impl Iterator<Item = PathBuf> + 'a {
-    (0..args.seeds).map(move |i| peer_file(dir, i))
+    (0..args.shape.seeds).map(move |i| peer_file(dir, i))
 }
 
 /// The figures of one run; the mode (`common`) as the peers read it.
@@ -631,7 +641,7 @@ fn record(
         .iter()
         .filter(|p| !p.seed && p.complete_after_secs.is_some())
         .count() as u64;
-    let delivered = leechers * args.file_size;
+    let delivered = leechers * args.shape.file_size;
     let wall = report
         .peers
         .iter()
@@ -656,12 +666,12 @@ fn record(
     BenchRecord {
         ok: report.ok,
         peers: args.peers,
-        seeds: args.seeds,
-        file_size_bytes: args.file_size,
-        piece_size_bytes: args.piece_size,
-        k: args.k,
-        p_secs: args.p,
-        m_secs: args.m,
+        seeds: args.shape.seeds,
+        file_size_bytes: args.shape.file_size,
+        piece_size_bytes: args.shape.piece_size,
+        k: args.shape.k,
+        p_secs: args.shape.p,
+        m_secs: args.shape.m,
         strict: common.strict,
         pipeline_depth: common.pipeline_depth,
         direct_io: common.direct_io,
@@ -859,7 +869,7 @@ fn run_once(args: &BenchArgs, dir: &Path) -> Result<BenchRecord, BenchError> {
     phase(format_args!(
         "running the swarm: {} peers, {:.0} MiB to each of {} leechers",
         args.peers,
-        mib(args.file_size),
+        mib(args.shape.file_size),
         leechers(args)
     ));
     let report = swarm::run(&swarm_args(args, dir, Default::default()))?;
@@ -958,7 +968,7 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
     let dir = scratch.dir.clone();
     phase(format_args!(
         "making the seed's {:.0} MiB file{} in {}",
-        mib(args.file_size),
+        mib(args.shape.file_size),
         if args.no_verify {
             ""
         } else {

@@ -156,7 +156,7 @@ fn place_peers(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
                 "{} {} {PORT} {}\n",
                 1001 + i,
                 host_addr(i),
-                u8::from(i < args.seeds)
+                u8::from(i < args.shape.seeds)
             )
         })
         .collect();
@@ -174,7 +174,7 @@ fn run_swarm(
     clear_leechers(args, dir).map_err(doing("clearing the last run"))?;
     let placed = (0..args.peers)
         .map(|i| {
-            let args = match baseline && i >= args.seeds {
+            let args = match baseline && i >= args.shape.seeds {
                 true => vec!["--leech-only".into()],
                 false => Vec::new(),
             };
@@ -189,7 +189,13 @@ fn run_swarm(
     let report = swarm::run(&swarm_args(args, dir, placed))?;
     let after = lan.sent_bytes();
     go_on()?;
-    Ok(figures(&report, args.file_size, rate, &before, &after))
+    Ok(figures(
+        &report,
+        args.shape.file_size,
+        rate,
+        &before,
+        &after,
+    ))
 }
 
 fn run_once(
@@ -205,12 +211,12 @@ fn run_once(
     ));
     let stream = lan.one_stream(0, 1, STREAM_SECS)?;
     go_on()?;
-    let ideal = args.file_size as f64 / rate as f64;
+    let ideal = args.shape.file_size as f64 / rate as f64;
     phase(format_args!(
         "the swarm: {} hosts, {:.0} MiB to each of {} leechers (one link needs {ideal:.1} s)",
         args.peers,
-        mib(args.file_size),
-        args.peers - args.seeds
+        mib(args.shape.file_size),
+        args.peers - args.shape.seeds
     ));
     let swarm = run_swarm(args, dir, lan, rate, false)?;
     if let Some(out) = &args.report {
@@ -221,7 +227,7 @@ fn run_once(
         false => {
             phase(format_args!(
                 "the baseline: leechers that serve nobody (about {:.0} s)",
-                ideal * (args.peers - args.seeds) as f64 / args.seeds as f64
+                ideal * (args.peers - args.shape.seeds) as f64 / args.shape.seeds as f64
             ));
             Some(run_swarm(args, dir, lan, rate, true)?)
         }
@@ -232,16 +238,16 @@ fn run_once(
     Ok(HostsRecord {
         ok: swarm.ok && baseline.as_ref().is_none_or(|b| b.ok),
         hosts: args.peers,
-        seeds: args.seeds,
+        seeds: args.shape.seeds,
         link_rate_bytes_per_sec: rate,
         cap_by: args.cap_by,
         one_stream_bytes_per_sec: stream,
         one_stream_to_rate: stream / rate as f64,
-        file_size_bytes: args.file_size,
-        piece_size_bytes: args.piece_size,
-        k: args.k,
-        p_secs: args.p,
-        m_secs: args.m,
+        file_size_bytes: args.shape.file_size,
+        piece_size_bytes: args.shape.piece_size,
+        k: args.shape.k,
+        p_secs: args.shape.p,
+        m_secs: args.shape.m,
         strict: common.strict,
         ideal_secs: ideal,
         gain: baseline
@@ -301,13 +307,50 @@ fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Res
         r.ideal_secs
     )?;
     let base = r.baseline.as_ref();
+    write_hosts(out, &r.swarm, base)?;
+    write_swarm(out, "swarm", &r.swarm)?;
+    if let Some(b) = base {
+        write_swarm(out, "baseline", b)?;
+    }
+    write_outcome(
+        out,
+        r.gain,
+        match r.ok {
+            true => "OK (every file identical to the seed's)",
+            false => "FAILED",
+        },
+    )
+}
+
+/// The last lines of a run: the gain over the baseline, and the result.
+pub(crate) fn write_outcome(
+    out: &mut impl std::fmt::Write,
+    gain: Option<f64>,
+    result: &str,
+) -> std::fmt::Result {
+    if let Some(gain) = gain {
+        writeln!(
+            out,
+            "gain: the swarm finished {gain:.2} times as fast as the seeds alone"
+        )?;
+    }
+    writeln!(out, "result: {result}")
+}
+
+/// A row a host: completion, efficiency, bytes sent, link bytes, and its
+/// completion in the baseline.
+pub(crate) fn write_hosts(
+    out: &mut impl std::fmt::Write,
+    swarm: &SwarmFigures,
+    baseline: Option<&SwarmFigures>,
+) -> std::fmt::Result {
     writeln!(
         out,
         "{:>6}  {:>7}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}",
         "peer", "role", "done s", "efficiency", "sent MiB", "link MiB", "baseline s"
     )?;
-    for (i, h) in r.swarm.per_host.iter().enumerate() {
-        let b = base.and_then(|b| b.per_host.get(i));
+    for (i, h) in swarm.per_host.iter().enumerate() {
+        let b = baseline.and_then(|b| b.per_host.get(i));
         writeln!(
             out,
             "{:>6}  {:>7}  {:>10}  {:>10}  {:>9.1}  {:>10}  {:>10}",
@@ -325,25 +368,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Res
                 .map_or("-".into(), |s| format!("{s:.2}")),
         )?;
     }
-    write_swarm(out, "swarm", &r.swarm)?;
-    if let Some(b) = base {
-        write_swarm(out, "baseline", b)?;
-    }
-    if let Some(gain) = r.gain {
-        writeln!(
-            out,
-            "gain: the swarm finished {gain:.2} times as fast as the seeds alone"
-        )?;
-    }
-    writeln!(
-        out,
-        "result: {}",
-        if r.ok {
-            "OK (every file identical to the seed's)"
-        } else {
-            "FAILED"
-        }
-    )
+    Ok(())
 }
 
 /// Median, least and most of each figure over several runs.
@@ -400,7 +425,7 @@ pub(crate) fn run_cli(args: &BenchArgs, hosts: usize, rate: u64) -> i32 {
     };
     phase(format_args!(
         "making the seed's {:.0} MiB file in {}",
-        mib(args.file_size),
+        mib(args.shape.file_size),
         dir.display()
     ));
     if let Err(e) = setup(&args, &dir).and_then(|()| place_peers(&args, &dir)) {

@@ -11,8 +11,8 @@
 //! run; never decides anything a peer decides (that is the core's), and
 //! never touches a socket, a thread or the real clock inside the loop.
 
-use crate::app::bench::median;
-use crate::app::bench_hosts::{write_swarm, HostFigures, SwarmFigures};
+use crate::app::bench::{median, SwarmShape};
+use crate::app::bench_hosts::{write_hosts, write_outcome, write_swarm, HostFigures, SwarmFigures};
 use crate::app::report::{self, Event as LogEvent, Line, Parsed, Picture, SwarmInfo};
 use crate::machine::{CloseReason, Command, ConnId, Machine, MachineSetup, SpecLine};
 use crate::protocol::bitfield::Bitfield;
@@ -53,30 +53,8 @@ pub struct SimArgs {
     /// MiB/s, GiB/s).
     #[arg(long, value_name = "RATE", value_parser = crate::protocol::config::parse_rate)]
     pub link_rate: u64,
-    /// How many hosts start with the file.
-    #[arg(long, default_value_t = 1)]
-    pub seeds: usize,
-    /// File size (K, M, G suffixes are powers of 1024).
-    #[arg(long, default_value = "512M", value_parser = crate::protocol::config::parse_size)]
-    pub file_size: u64,
-    /// Piece size.
-    #[arg(long, default_value = "256K", value_parser = crate::protocol::config::parse_size)]
-    pub piece_size: u64,
-    /// NumberOfPreferredNeighbors.
-    #[arg(short, long, default_value_t = 4)]
-    pub k: usize,
-    /// UnchokingInterval, seconds.
-    #[arg(short, long, default_value_t = 1.0)]
-    pub p: f64,
-    /// OptimisticUnchokingInterval, seconds.
-    #[arg(short, long, default_value_t = 2.0)]
-    pub m: f64,
-    /// Spec-strict peers: no pipelining, no early unchoke, random picks only.
-    #[arg(long)]
-    pub strict: bool,
-    /// Requests outstanding per p2pft neighbour (P2pftPipelineDepth).
-    #[arg(long)]
-    pub pipeline_depth: Option<u32>,
+    #[command(flatten)]
+    pub shape: SwarmShape,
     /// One-way latency between two hosts, milliseconds.
     #[arg(long, default_value_t = 0.1, value_name = "MS")]
     pub latency_ms: f64,
@@ -357,12 +335,12 @@ fn overlay(n: usize, degree: Option<usize>, rng: &mut StdRng) -> Vec<Vec<usize>>
 fn common_text(args: &SimArgs) -> String {
     let mut text = format!(
         "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName sim.bin\nFileSize {}\nPieceSize {}\n",
-        args.k, args.p, args.m, args.file_size, args.piece_size
+        args.shape.k, args.shape.p, args.shape.m, args.shape.file_size, args.shape.piece_size
     );
-    if let Some(depth) = args.pipeline_depth {
+    if let Some(depth) = args.shape.pipeline_depth {
         text += &format!("P2pftPipelineDepth {depth}\n");
     }
-    if args.strict {
+    if args.shape.strict {
         text += "P2pftStrict 1\n";
     }
     text
@@ -383,14 +361,14 @@ impl World {
     fn new(setup: &Setup) -> Result<World, SimError> {
         let args = setup.args;
         let n = args.hosts as usize;
-        if args.seeds == 0 || args.seeds >= n {
+        if args.shape.seeds == 0 || args.shape.seeds >= n {
             return Err(SimError::Seeds);
         }
         let (common, _) = CommonConfig::parse(Path::new("Common.cfg"), &common_text(args))?;
         let layout = common.layout;
         let mut rng = StdRng::seed_from_u64(setup.seed);
         let adj = overlay(n, args.degree, &mut rng);
-        let mut leechers: Vec<usize> = (args.seeds..n).collect();
+        let mut leechers: Vec<usize> = (args.shape.seeds..n).collect();
         leechers.shuffle(&mut rng);
         let slow = args.slow.map_or(0, |s| s.0);
         let leave = args.leave.map_or(0, |l| l.0);
@@ -401,7 +379,7 @@ impl World {
         let pieces = layout.num_pieces();
         let mut hosts = Vec::with_capacity(n);
         for (i, neighbours) in adj.iter().enumerate() {
-            let seed = i < args.seeds;
+            let seed = i < args.shape.seeds;
             let mut view: Vec<usize> = neighbours.clone();
             view.push(i);
             view.sort_unstable();
@@ -409,7 +387,11 @@ impl World {
                 .iter()
                 .map(|&j| {
                     let ip = format!("10.{}.{}.{}", 64 + (j >> 16), (j >> 8) & 255, j & 255);
-                    format!("{} {ip} 6008 {}\n", 1001 + j, u8::from(j < args.seeds))
+                    format!(
+                        "{} {ip} 6008 {}\n",
+                        1001 + j,
+                        u8::from(j < args.shape.seeds)
+                    )
                 })
                 .collect();
             let mut common = common.clone();
@@ -472,9 +454,9 @@ impl World {
             now: 0,
             base,
             latency: nanos(args.latency_ms / 1e3),
-            p: nanos(args.p),
-            m: nanos(args.m),
-            pipelining: !args.strict,
+            p: nanos(args.shape.p),
+            m: nanos(args.shape.m),
+            pipelining: !args.shape.strict,
             layout,
             buffers: Vec::new(),
             events: 0,
@@ -975,10 +957,10 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
         .map(|m| m.config().peers.len() - 1)
         .sum::<usize>() as f64
         / world.hosts.len() as f64;
-    let ideal = args.file_size as f64 / args.link_rate as f64;
-    let leechers = (args.hosts as usize - args.seeds) as f64;
+    let ideal = args.shape.file_size as f64 / args.link_rate as f64;
+    let leechers = (args.hosts as usize - args.shape.seeds) as f64;
     // Past every leecher fed by the seeds alone, three times over.
-    let until = nanos(60.0 + 3.0 * ideal * leechers / args.seeds as f64);
+    let until = nanos(60.0 + 3.0 * ideal * leechers / args.shape.seeds as f64);
     world.run(until);
     let took = started.elapsed().as_secs_f64();
     if world.idle_at_wall.is_none() {
@@ -991,7 +973,7 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
             .iter()
             .zip(&idle)
             .enumerate()
-            .filter(|(i, (h, _))| (*i < args.seeds) == seeds && h.left_at.is_none())
+            .filter(|(i, (h, _))| (*i < args.shape.seeds) == seeds && h.left_at.is_none())
             .map(|(_, (_, idle))| *idle)
             .collect();
         let total = (group.len() as f64 * now.max(1) as f64).max(1.0);
@@ -1010,13 +992,13 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let seed = i < args.seeds;
+            let seed = i < args.shape.seeds;
             let done = h.complete_at.filter(|_| !seed).map(secs);
             HostFigures {
                 id: h.id,
                 seed,
                 complete_after_secs: done,
-                efficiency: done.map(|t| args.file_size as f64 / h.down / t.max(1e-9)),
+                efficiency: done.map(|t| args.shape.file_size as f64 / h.down / t.max(1e-9)),
                 bytes_out: h.piece_bytes_out,
                 bytes_in: h.piece_bytes_in,
                 link_sent_bytes: Some(h.link_bytes_out),
@@ -1055,8 +1037,8 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
         efficiency_median: median(efficiencies.clone()),
         efficiency_last: efficiencies.iter().copied().fold(f64::INFINITY, f64::min),
         seed_upload_use: seed_sent as f64
-            / (args.seeds as f64 * args.link_rate as f64 * wall.max(1e-9)),
-        copies_from_seeds: seed_sent as f64 / args.file_size as f64,
+            / (args.shape.seeds as f64 * args.link_rate as f64 * wall.max(1e-9)),
+        copies_from_seeds: seed_sent as f64 / args.shape.file_size as f64,
         per_host,
     };
     let slow = world
@@ -1097,7 +1079,7 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
                 .hosts
                 .iter()
                 .enumerate()
-                .map(|(i, h)| (h.id, i < args.seeds))
+                .map(|(i, h)| (h.id, i < args.shape.seeds))
                 .collect(),
         };
         Picture::build(&info, &logs)
@@ -1146,18 +1128,18 @@ fn run_once(args: &SimArgs, seed: u64, report: Option<&Path>) -> Result<SimRecor
     Ok(SimRecord {
         ok: swarm.figures.ok && baseline.as_ref().is_none_or(|b| b.figures.ok),
         hosts: args.hosts as usize,
-        seeds: args.seeds,
+        seeds: args.shape.seeds,
         link_rate_bytes_per_sec: args.link_rate,
-        file_size_bytes: args.file_size,
-        piece_size_bytes: args.piece_size,
-        k: args.k,
-        p_secs: args.p,
-        m_secs: args.m,
-        strict: args.strict,
+        file_size_bytes: args.shape.file_size,
+        piece_size_bytes: args.shape.piece_size,
+        k: args.shape.k,
+        p_secs: args.shape.p,
+        m_secs: args.shape.m,
+        strict: args.shape.strict,
         latency_ms: args.latency_ms,
         degree,
         seed,
-        ideal_secs: args.file_size as f64 / args.link_rate as f64,
+        ideal_secs: args.shape.file_size as f64 / args.link_rate as f64,
         gain: baseline
             .as_ref()
             .map(|b| b.figures.wall_secs / swarm.figures.wall_secs.max(1e-9)),
@@ -1243,47 +1225,23 @@ fn write_table(out: &mut impl std::fmt::Write, r: &SimRecord, per_host: bool) ->
         r.ideal_secs
     )?;
     if per_host {
-        writeln!(
+        write_hosts(
             out,
-            "{:>6}  {:>7}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}",
-            "peer", "role", "done s", "efficiency", "sent MiB", "link MiB", "baseline s"
+            &r.swarm.figures,
+            r.baseline.as_ref().map(|b| &b.figures),
         )?;
-        let base = r.baseline.as_ref();
-        for (i, h) in r.swarm.figures.per_host.iter().enumerate() {
-            let b = base.and_then(|b| b.figures.per_host.get(i));
-            writeln!(
-                out,
-                "{:>6}  {:>7}  {:>10}  {:>10}  {:>9.1}  {:>10.1}  {:>10}",
-                h.id,
-                if h.seed { "seed" } else { "leecher" },
-                h.complete_after_secs
-                    .map_or("-".into(), |s| format!("{s:.2}")),
-                h.efficiency.map_or("-".into(), |e| format!("{e:.2}")),
-                mib(h.bytes_out),
-                mib(h.link_sent_bytes.unwrap_or(0)),
-                b.and_then(|b| b.complete_after_secs)
-                    .map_or("-".into(), |s| format!("{s:.2}")),
-            )?;
-        }
     }
     write_sim_swarm(out, "swarm", &r.swarm)?;
     if let Some(b) = &r.baseline {
         write_sim_swarm(out, "baseline", b)?;
     }
-    if let Some(gain) = r.gain {
-        writeln!(
-            out,
-            "gain: the swarm finished {gain:.2} times as fast as the seeds alone"
-        )?;
-    }
-    writeln!(
+    write_outcome(
         out,
-        "result: {}",
-        if r.ok {
-            "OK (every leecher counted completed)"
-        } else {
-            "FAILED (a counted leecher did not complete, or a peer failed)"
-        }
+        r.gain,
+        match r.ok {
+            true => "OK (every leecher counted completed)",
+            false => "FAILED (a counted leecher did not complete, or a peer failed)",
+        },
     )
 }
 
