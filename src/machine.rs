@@ -246,6 +246,21 @@ struct Storing {
     held: bool,
 }
 
+impl Neighbour {
+    /// Piece `index` came, or will not come (rejected), on this connection:
+    /// one request for it fewer. False when none was outstanding.
+    fn answered(&mut self, index: u32) -> bool {
+        let Some(count) = self.asked.get_mut(&index) else {
+            return false;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.asked.remove(&index);
+        }
+        true
+    }
+}
+
 struct Neighbour {
     conn: ConnId,
     has: Bitfield,
@@ -373,12 +388,13 @@ pub(crate) struct Machine {
     /// How many connected neighbours have each piece (rarest first, see
     /// [`picker::pick_rarest`]).
     available: Vec<u32>,
-    /// Pieces we have never sent anyone, if we started with the whole file:
-    /// while a p2pft neighbour on another host lacks one, we reject its
-    /// requests for the others (see [`Machine::on_request`]). Empty for a
-    /// leecher: its pieces came from the swarm, which has them already,
-    /// and the last pieces a straggler asks it for must not be refused.
-    unserved: Bitfield,
+    /// Pieces we have never sent anyone, if we started with the whole file
+    /// and some remain: while a p2pft neighbour on another host lacks one,
+    /// we reject its requests for the others (see [`Machine::on_request`]).
+    /// None for a leecher: its pieces came from the swarm, which has them
+    /// already, and the last pieces a straggler asks it for must not be
+    /// refused.
+    unserved: Option<Bitfield>,
     /// Where [`Machine::next_unserved`] looks first.
     suggest_from: u32,
     /// When [`Machine::retry_stalled`] last asked again.
@@ -438,10 +454,7 @@ impl Machine {
             wanted.set(i, false);
         }
         setup.counters.pieces.store(setup.have.count(), Relaxed);
-        let unserved = match setup.have.is_complete() {
-            true => Bitfield::full(n),
-            false => Bitfield::empty(n),
-        };
+        let unserved = setup.have.is_complete().then(|| Bitfield::full(n));
         let mut complete_peers = BTreeSet::new();
         if setup.have.is_complete() {
             complete_peers.insert(setup.me);
@@ -918,21 +931,14 @@ impl Machine {
             Message::Reject { index, instead } => {
                 let n = self.neighbours.get_mut(&peer).expect("present");
                 if !n.pipelining {
-                    let reason = CloseReason::Protocol(WireError::UnknownType(Kind::Reject as u8));
-                    log::warn!("peer {}: connection to {peer} ended: {reason}", self.me);
-                    self.drop_neighbour(now, peer, false);
+                    self.not_negotiated(now, peer, Kind::Reject);
                     return;
                 }
                 let Some(at) = n.outstanding.iter().position(|&i| i == index) else {
                     return; // not asked, or answered already: nothing to undo
                 };
                 n.outstanding.swap_remove(at);
-                if let Some(count) = n.asked.get_mut(&index) {
-                    *count -= 1;
-                    if *count == 0 {
-                        n.asked.remove(&index);
-                    }
-                }
+                n.answered(index);
                 n.pacing.cancel(index);
                 n.refused.push(index);
                 self.release(index);
@@ -951,10 +957,7 @@ impl Machine {
                 if n.pipelining {
                     n.said_goodbye = true;
                 } else {
-                    // Not negotiated: to a plain peer's eyes an unknown type.
-                    let reason = CloseReason::Protocol(WireError::UnknownType(Kind::Goodbye as u8));
-                    log::warn!("peer {}: connection to {peer} ended: {reason}", self.me);
-                    self.drop_neighbour(now, peer, false);
+                    self.not_negotiated(now, peer, Kind::Goodbye);
                 }
             }
             Message::Piece { data, .. } => {
@@ -962,6 +965,15 @@ impl Machine {
                 self.push(Command::Recycle(data));
             }
         }
+    }
+
+    /// `peer` sent an extension's message without having negotiated the
+    /// extensions: to a plain peer's eyes an unknown type, which ends the
+    /// connection.
+    fn not_negotiated(&mut self, now: Instant, peer: u32, kind: Kind) {
+        let reason = CloseReason::Protocol(WireError::UnknownType(kind as u8));
+        log::warn!("peer {}: connection to {peer} ended: {reason}", self.me);
+        self.drop_neighbour(now, peer, false);
     }
 
     /// Counts a frame of `peer`'s; true (and the connection closed) when it
@@ -1018,11 +1030,12 @@ impl Machine {
     /// where the last suggestion was, so that neighbours asking at once are
     /// sent different pieces.
     fn next_unserved(&mut self, peer: u32) -> Option<u32> {
-        let n = self.unserved.len();
+        let unserved = self.unserved.as_ref()?;
+        let n = unserved.len();
         let theirs = &self.neighbours[&peer].has;
         let found = (0..n)
             .map(|k| (self.suggest_from + k) % n)
-            .find(|&i| self.unserved.has(i) && !theirs.has(i))?;
+            .find(|&i| unserved.has(i) && !theirs.has(i))?;
         self.suggest_from = (found + 1) % n;
         // Suggested once: not again until it has been asked for and sent.
         Some(found)
@@ -1046,8 +1059,7 @@ impl Machine {
         if self.extensions
             && n.pipelining
             && !n.same_host
-            && self.have_complete()
-            && !self.unserved.has(index)
+            && self.unserved.as_ref().is_some_and(|u| !u.has(index))
         {
             if let Some(instead) = self.next_unserved(peer) {
                 self.send(peer, Message::Reject { index, instead });
@@ -1055,7 +1067,13 @@ impl Machine {
             }
         }
         let conn = self.neighbours[&peer].conn;
-        self.unserved.set(index, false);
+        if let Some(unserved) = &mut self.unserved {
+            unserved.set(index, false);
+            if unserved.none() {
+                // Every piece went out once: nothing to reject for any more.
+                self.unserved = None;
+            }
+        }
         self.push(Command::Serve { conn, peer, index });
     }
 
@@ -1089,12 +1107,7 @@ impl Machine {
             return;
         }
         let n = self.neighbours.get_mut(&peer).expect("present");
-        if let Some(asked) = n.asked.get_mut(&index) {
-            *asked -= 1;
-            if *asked == 0 {
-                n.asked.remove(&index);
-            }
-        } else {
+        if !n.answered(index) {
             // Never requested on this connection, or answered already: a
             // piece nobody asked for is never stored, counted or announced.
             n.unrequested += 1;
@@ -1578,10 +1591,6 @@ impl Machine {
         self.apply_choking();
     }
 
-    /// Says once, when a leecher has gone [`STALL_NOTICE`] without a new
-    /// piece, what it waits for: which neighbours are connected and whether
-    /// any has a piece it lacks (none: a seed gone, or the swarm without
-    /// one). Said again after pieces came in between.
     /// A leecher that has had no new piece for [`STALL_NOTICE`] takes back
     /// every request still unanswered and asks again (a late answer is still
     /// taken), once each [`STALL_NOTICE`]: a request that a neighbour will
@@ -1646,6 +1655,11 @@ impl Machine {
         }
     }
 
+    /// Says once, when a leecher has gone [`STALL_NOTICE`] without a new
+    /// piece, what it waits for: which neighbours are connected and whether
+    /// any has a piece it lacks (none: a seed gone, or the swarm without
+    /// one), what it asked of whom and who chokes it. Said again after
+    /// pieces came in between. First, asks again if it is stalled.
     fn note_stall(&mut self, now: Instant) {
         self.retry_stalled(now);
         let Some(stalled) = self.progress.due(self.have_count, STALL_NOTICE, now) else {

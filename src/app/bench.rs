@@ -101,6 +101,24 @@ pub struct SwarmShape {
     pub pipeline_depth: Option<u32>,
 }
 
+impl SwarmShape {
+    /// The Common.cfg that says this, for a file named `file_name` (the
+    /// piece size unchecked: the peers' config rules judge it).
+    pub(super) fn common_cfg(&self, file_name: &str) -> String {
+        let mut text = format!(
+            "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName {file_name}\nFileSize {}\nPieceSize {}\n",
+            self.k, self.p, self.m, self.file_size, self.piece_size
+        );
+        if let Some(depth) = self.pipeline_depth {
+            text += &format!("P2pftPipelineDepth {depth}\n");
+        }
+        if self.strict {
+            text += "P2pftStrict 1\n";
+        }
+        text
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
     /// Peers in the swarm, seeds included.
@@ -500,16 +518,7 @@ pub(super) fn setup(args: &BenchArgs, dir: &Path) -> Result<(), BenchError> {
         .map_err(|_| BenchError::PieceSize(args.shape.piece_size))?;
     std::fs::create_dir_all(dir).map_err(doing(format_args!("cannot create {}", dir.display())))?;
     check_free_space(args, dir)?;
-    let mut common = format!(
-        "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName bench.bin\nFileSize {}\nPieceSize {piece_size}\n",
-        args.shape.k, args.shape.p, args.shape.m, args.shape.file_size
-    );
-    if let Some(depth) = args.shape.pipeline_depth {
-        common += &format!("P2pftPipelineDepth {depth}\n");
-    }
-    if args.shape.strict {
-        common += "P2pftStrict 1\n";
-    }
+    let mut common = args.shape.common_cfg("bench.bin");
     if args.buffered_io {
         common += "P2pftDirectIo 0\n";
     }
@@ -912,11 +921,11 @@ pub(super) fn write_spread(
     v: Vec<f64>,
     unit: &str,
 ) -> std::fmt::Result {
-    let least = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let most = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if v.is_empty() {
         return Ok(());
     }
+    let least = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let most = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let unit = if unit.is_empty() {
         String::new()
     } else {
@@ -982,13 +991,15 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
     }
     scratch.keep = args.keep;
     let code = each_run(
-        args,
+        args.runs,
+        args.json,
+        crate::app::exit::FAILED,
         |run| {
             let r = run_once(args, &dir)?;
             if let Some(out) = &args.report {
                 crate::app::report::write_after_run(&dir, &report_path(out, run, args.runs));
             }
-            Ok(r)
+            Ok::<_, BenchError>(r)
         },
         |r| r.ok,
         write_table,
@@ -1000,14 +1011,17 @@ pub(crate) fn run_cli(args: &BenchArgs) -> i32 {
     code
 }
 
-/// Runs `run_once` for runs 1 to `--runs`, prints each record as it comes
-/// (a table, or a JSON line) and, after several, their summary; the exit
-/// code: 0 when every run was `ok`, 1 if one was not or failed (which ends
-/// the runs), 128 + the signal that stopped it, or that of SIGPIPE once
-/// nobody reads the figures any more (`--json | head -1`: no more runs).
-pub(super) fn each_run<R: Serialize>(
-    args: &BenchArgs,
-    mut run_once: impl FnMut(u32) -> Result<R, BenchError>,
+/// Runs `run_once` for runs 1 to `runs`, prints each record as it comes
+/// (a table, or a JSON line with `json`) and, after several, their
+/// summary; the exit code: 0 when every run was `ok`, 1 if one was not,
+/// `failed` if one failed (which ends the runs), 128 + the signal that
+/// stopped it, or that of SIGPIPE once nobody reads the figures any more
+/// (`--json | head -1`: no more runs).
+pub(super) fn each_run<R: Serialize, E: std::fmt::Display>(
+    runs: u32,
+    json: bool,
+    failed: i32,
+    mut run_once: impl FnMut(u32) -> Result<R, E>,
     ok: impl Fn(&R) -> bool,
     table: impl Fn(&mut String, &R) -> std::fmt::Result,
     summary: impl Fn(&mut String, &[R]) -> std::fmt::Result,
@@ -1016,8 +1030,8 @@ pub(super) fn each_run<R: Serialize>(
     let emit = crate::support::process::emit;
     let mut records = Vec::new();
     let mut code = 0;
-    for run in 1..=args.runs {
-        if args.runs > 1 && !args.json && !emit(&format!("run {run} of {}\n", args.runs)) {
+    for run in 1..=runs {
+        if runs > 1 && !json && !emit(&format!("run {run} of {runs}\n")) {
             return STDOUT_CLOSED;
         }
         match run_once(run) {
@@ -1025,7 +1039,7 @@ pub(super) fn each_run<R: Serialize>(
                 if !ok(&r) {
                     code = 1;
                 }
-                let text = crate::support::process::render(args.json, &r, &table);
+                let text = crate::support::process::render(json, &r, &table);
                 records.push(r);
                 if !emit(&text) {
                     return STDOUT_CLOSED;
@@ -1033,12 +1047,12 @@ pub(super) fn each_run<R: Serialize>(
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                code = swarm::unless_interrupted(crate::app::exit::FAILED);
+                code = swarm::unless_interrupted(failed);
                 break;
             }
         }
     }
-    if records.len() > 1 && !args.json {
+    if records.len() > 1 && !json {
         let mut text = String::new();
         summary(&mut text, &records).expect("a String takes any text");
         if !emit(&text) {

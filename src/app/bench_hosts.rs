@@ -118,18 +118,45 @@ fn figures(
             cpu_secs: p.cpu_secs,
         })
         .collect();
-    let leechers: Vec<&HostFigures> = per_host.iter().filter(|h| !h.seed).collect();
-    // A leecher that never completed counts as 0.
+    let leechers: Vec<bool> = per_host.iter().map(|h| !h.seed).collect();
+    summarise(
+        per_host,
+        &leechers,
+        report.ok,
+        report.wall_secs,
+        file_size,
+        rate,
+    )
+}
+
+/// A swarm's figures from its hosts': efficiency median and last over the
+/// `counted` leechers (one that never completed counts as 0), the wall to
+/// the last of them (`wall_if_failed` unless `ok`), the seeds' upload use
+/// at `rate` and the copies of the file they sent.
+pub(crate) fn summarise(
+    per_host: Vec<HostFigures>,
+    counted: &[bool],
+    ok: bool,
+    wall_if_failed: f64,
+    file_size: u64,
+    rate: u64,
+) -> SwarmFigures {
+    let leechers: Vec<&HostFigures> = per_host
+        .iter()
+        .zip(counted)
+        .filter(|(_, &c)| c)
+        .map(|(h, _)| h)
+        .collect();
     let efficiencies: Vec<f64> = leechers
         .iter()
         .map(|h| h.efficiency.unwrap_or(0.0))
         .collect();
-    let wall = match report.ok {
+    let wall = match ok {
         true => leechers
             .iter()
             .filter_map(|h| h.complete_after_secs)
             .fold(0.0, f64::max),
-        false => report.wall_secs,
+        false => wall_if_failed,
     };
     let seeds = per_host.iter().filter(|h| h.seed).count().max(1);
     let seed_sent: u64 = per_host
@@ -138,7 +165,7 @@ fn figures(
         .map(|h| h.bytes_out)
         .sum();
     SwarmFigures {
-        ok: report.ok,
+        ok,
         wall_secs: wall,
         efficiency_median: median(efficiencies.clone()),
         efficiency_last: efficiencies.iter().copied().fold(f64::INFINITY, f64::min),
@@ -376,25 +403,33 @@ fn write_summary(out: &mut impl std::fmt::Write, records: &[HostsRecord]) -> std
     type Figure = dyn Fn(&HostsRecord) -> Option<f64>;
     let ok = records.iter().filter(|r| r.ok).count();
     write_summary_head(out, records.len(), ok)?;
-    let rows: [(&str, &Figure); 7] = [
-        ("one TCP stream / link rate", &|r| {
-            Some(r.one_stream_to_rate)
-        }),
-        ("efficiency, median host", &|r| {
-            Some(r.swarm.efficiency_median)
-        }),
-        ("efficiency, last host", &|r| Some(r.swarm.efficiency_last)),
-        ("seed upload use", &|r| Some(r.swarm.seed_upload_use)),
-        ("copies from the seeds", &|r| {
-            Some(r.swarm.copies_from_seeds)
-        }),
-        ("baseline efficiency, last host", &|r| {
-            r.baseline.as_ref().map(|b| b.efficiency_last)
-        }),
-        ("gain over the baseline", &|r| r.gain),
+    let spread = |out: &mut _, name, f: &Figure| {
+        write_spread(out, name, records.iter().filter_map(f).collect(), "")
+    };
+    spread(out, "one TCP stream / link rate", &|r| {
+        Some(r.one_stream_to_rate)
+    })?;
+    write_swarm_spread(out, records.iter().map(|r| &r.swarm))?;
+    spread(out, "baseline efficiency, last host", &|r| {
+        r.baseline.as_ref().map(|b| b.efficiency_last)
+    })?;
+    spread(out, "gain over the baseline", &|r| r.gain)
+}
+
+/// The summary lines of a swarm's figures over several runs.
+pub(crate) fn write_swarm_spread<'a>(
+    out: &mut impl std::fmt::Write,
+    swarms: impl Iterator<Item = &'a SwarmFigures> + Clone,
+) -> std::fmt::Result {
+    type Figure = dyn Fn(&SwarmFigures) -> f64;
+    let rows: [(&str, &Figure); 4] = [
+        ("efficiency, median host", &|s| s.efficiency_median),
+        ("efficiency, last host", &|s| s.efficiency_last),
+        ("seed upload use", &|s| s.seed_upload_use),
+        ("copies from the seeds", &|s| s.copies_from_seeds),
     ];
     for (name, f) in rows {
-        write_spread(out, name, records.iter().filter_map(f).collect(), "")?;
+        write_spread(out, name, swarms.clone().map(f).collect(), "")?;
     }
     Ok(())
 }
@@ -434,7 +469,9 @@ pub(crate) fn run_cli(args: &BenchArgs, hosts: usize, rate: u64) -> i32 {
     }
     scratch.keep = args.keep;
     let code = each_run(
-        &args,
+        args.runs,
+        args.json,
+        crate::app::exit::FAILED,
         |run| run_once(&args, &dir, &lan, rate, run),
         |r| r.ok,
         write_table,

@@ -12,12 +12,15 @@
 //! never touches a socket, a thread or the real clock inside the loop.
 
 use crate::app::bench::{median, SwarmShape};
-use crate::app::bench_hosts::{write_hosts, write_outcome, write_swarm, HostFigures, SwarmFigures};
+use crate::app::bench_hosts::{
+    summarise, write_hosts, write_outcome, write_swarm, write_swarm_spread, HostFigures,
+    SwarmFigures,
+};
 use crate::app::report::{self, Event as LogEvent, Line, Parsed, Picture, SwarmInfo};
 use crate::machine::{CloseReason, Command, ConnId, Machine, MachineSetup, SpecLine};
 use crate::protocol::bitfield::Bitfield;
 use crate::protocol::config::{parse_peer_info, CommonConfig, Config};
-use crate::protocol::wire::Message;
+use crate::protocol::wire::{self, Message};
 use crate::support::piecebuf::PieceBuf;
 use crate::support::status::{mib, Counters, MIB};
 use clap::Args;
@@ -131,17 +134,6 @@ fn on_link(payload: u64) -> u64 {
     payload + payload.div_ceil(MSS) * SEGMENT_OVERHEAD
 }
 
-/// Frame bytes of a message other than a piece.
-fn frame_len(message: &Message) -> u64 {
-    5 + match message {
-        Message::Have(_) | Message::Request(_) => 4,
-        Message::Reject { .. } => 8,
-        Message::Bitfield(bits) => bits.as_wire().len() as u64,
-        Message::Piece { data, .. } => 4 + data.len() as u64,
-        _ => 0,
-    }
-}
-
 enum Payload {
     Message(Message),
     Piece(u32),
@@ -187,6 +179,8 @@ struct Host {
     idle_window: Nanos,
     /// Its connections, as (conn, its sending direction).
     outgoing: Vec<(usize, usize)>,
+    /// Of those, the open ones with something queued to send.
+    queued: usize,
     /// Directions with something to send and room in their window, round robin.
     ready: VecDeque<(usize, usize)>,
     /// When its incoming FIFO is free.
@@ -299,6 +293,8 @@ struct World {
     log: bool,
     /// Counted leechers not complete yet.
     counted_left: usize,
+    /// Hosts neither complete nor gone: the run ends at none.
+    remaining: usize,
     /// Each host's idle time (nothing asked, full window) when the last
     /// counted leecher completed: the link use the figures give.
     idle_at_wall: Option<(Nanos, Vec<(Nanos, Nanos)>)>,
@@ -332,20 +328,6 @@ fn overlay(n: usize, degree: Option<usize>, rng: &mut StdRng) -> Vec<Vec<usize>>
     adj.into_iter().map(|s| s.into_iter().collect()).collect()
 }
 
-fn common_text(args: &SimArgs) -> String {
-    let mut text = format!(
-        "NumberOfPreferredNeighbors {}\nUnchokingInterval {}\nOptimisticUnchokingInterval {}\nFileName sim.bin\nFileSize {}\nPieceSize {}\n",
-        args.shape.k, args.shape.p, args.shape.m, args.shape.file_size, args.shape.piece_size
-    );
-    if let Some(depth) = args.shape.pipeline_depth {
-        text += &format!("P2pftPipelineDepth {depth}\n");
-    }
-    if args.shape.strict {
-        text += "P2pftStrict 1\n";
-    }
-    text
-}
-
 /// An error in the options, as the peers' own config rules judge them.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SimError {
@@ -364,7 +346,8 @@ impl World {
         if args.shape.seeds == 0 || args.shape.seeds >= n {
             return Err(SimError::Seeds);
         }
-        let (common, _) = CommonConfig::parse(Path::new("Common.cfg"), &common_text(args))?;
+        let (common, _) =
+            CommonConfig::parse(Path::new("Common.cfg"), &args.shape.common_cfg("sim.bin"))?;
         let layout = common.layout;
         let mut rng = StdRng::seed_from_u64(setup.seed);
         let adj = overlay(n, args.degree, &mut rng);
@@ -431,6 +414,7 @@ impl World {
                 idle_nothing: 0,
                 idle_window: 0,
                 outgoing: Vec::new(),
+                queued: 0,
                 ready: VecDeque::new(),
                 down_free: 0,
                 timers: 0,
@@ -462,9 +446,11 @@ impl World {
             events: 0,
             log: setup.log,
             counted_left: 0,
+            remaining: 0,
             idle_at_wall: None,
         };
         world.counted_left = world.hosts.iter().filter(|h| h.counted).count();
+        world.remaining = n - args.shape.seeds;
         for i in 0..n {
             world.at(nanos(i as f64 * args.start_gap_ms / 1e3), Ev::Start(i));
         }
@@ -516,19 +502,13 @@ impl World {
     /// Runs until every leecher still there has the file, or `until`.
     fn run(&mut self, until: Nanos) {
         while let Some(Reverse(s)) = self.queue.pop() {
-            if s.at > until || self.all_complete() {
+            if s.at > until || self.remaining == 0 {
                 break;
             }
             self.now = s.at;
             self.events += 1;
             self.handle(s.ev);
         }
-    }
-
-    fn all_complete(&self) -> bool {
-        self.hosts
-            .iter()
-            .all(|h| h.complete_at.is_some() || h.left_at.is_some())
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -694,9 +674,11 @@ impl World {
                 }
             }
             dir.in_flight += bytes;
+            let drained = dir.queue.is_empty();
             let link = on_link(bytes);
             let now = self.now;
             let host = &mut self.hosts[h];
+            host.queued -= usize::from(drained);
             host.end_idle(now);
             host.link_bytes_out += link;
             host.sending = true;
@@ -711,12 +693,9 @@ impl World {
             self.list(c, d);
             return;
         }
-        let blocked = self.hosts[h]
-            .outgoing
-            .iter()
-            .any(|&(c, d)| self.conns[c].open && !self.conns[c].dirs[d].queue.is_empty());
         let now = self.now;
         let host = &mut self.hosts[h];
+        let blocked = host.queued > 0;
         if host.idle_since.is_some_and(|(_, b)| b != blocked) {
             host.end_idle(now);
         }
@@ -729,7 +708,9 @@ impl World {
             return;
         }
         let d = usize::from(self.conns[c].dirs[0].from != h);
-        self.conns[c].dirs[d].queue.push_back(out);
+        let queue = &mut self.conns[c].dirs[d].queue;
+        self.hosts[h].queued += usize::from(queue.is_empty());
+        queue.push_back(out);
         self.list(c, d);
         self.pump(h);
     }
@@ -743,7 +724,10 @@ impl World {
         }
         self.conns[c].open = false;
         for d in &mut self.conns[c].dirs {
-            d.queue.clear();
+            if !d.queue.is_empty() {
+                d.queue.clear();
+                self.hosts[d.from].queued -= 1;
+            }
         }
         let dir = &self.conns[c].dirs[0];
         let other = if dir.from == h { dir.to } else { dir.from };
@@ -764,11 +748,12 @@ impl World {
             return;
         };
         machine.end();
-        for c in 0..self.conns.len() {
-            let d = &self.conns[c].dirs[0];
-            if self.conns[c].open && (d.from == h || d.to == h) {
-                self.close(h, c as ConnId);
-            }
+        if self.hosts[h].complete_at.is_none() {
+            self.remaining -= 1;
+        }
+        for i in 0..self.hosts[h].outgoing.len() {
+            let (c, _) = self.hosts[h].outgoing[i];
+            self.close(h, c as ConnId);
         }
     }
 
@@ -798,12 +783,13 @@ impl World {
             let now = self.instant();
             match command {
                 Command::Send { conn, message, .. } => {
-                    let left = frame_len(&message);
+                    let left = wire::frame_len(&message) as u64;
                     let payload = Payload::Message(message);
                     self.enqueue(h, conn, Out { left, payload });
                 }
                 Command::Serve { conn, index, .. } => {
-                    let left = 9 + u64::from(self.layout.piece_len(index));
+                    let left =
+                        (wire::PIECE_HEADER_LEN as u32 + self.layout.piece_len(index)).into();
                     self.enqueue(
                         h,
                         conn,
@@ -859,6 +845,7 @@ impl World {
         let peer = host.id;
         if line == SpecLine::Complete && host.complete_at.is_none() {
             host.complete_at = Some(self.now);
+            self.remaining -= 1;
             if host.counted {
                 self.counted_left -= 1;
                 if self.counted_left == 0 {
@@ -1006,41 +993,20 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
             }
         })
         .collect();
-    let counted: Vec<&HostFigures> = per_host
-        .iter()
-        .zip(&world.hosts)
-        .filter(|(f, h)| !f.seed && !h.slow && h.left_at.is_none())
-        .map(|(f, _)| f)
-        .collect();
-    let efficiencies: Vec<f64> = counted
-        .iter()
-        .map(|h| h.efficiency.unwrap_or(0.0))
-        .collect();
-    let ok = counted.iter().all(|h| h.complete_after_secs.is_some())
+    let counted: Vec<bool> = world.hosts.iter().map(|h| h.counted).collect();
+    let ok = world.counted_left == 0
         && world
             .hosts
             .iter()
             .all(|h| h.machine.as_ref().is_none_or(|m| m.fatal().is_none()));
-    let wall = counted
-        .iter()
-        .filter_map(|h| h.complete_after_secs)
-        .fold(0.0, f64::max);
-    let wall = if ok { wall } else { wall_all };
-    let seed_sent: u64 = per_host
-        .iter()
-        .filter(|h| h.seed)
-        .map(|h| h.bytes_out)
-        .sum();
-    let figures = SwarmFigures {
-        ok,
-        wall_secs: wall,
-        efficiency_median: median(efficiencies.clone()),
-        efficiency_last: efficiencies.iter().copied().fold(f64::INFINITY, f64::min),
-        seed_upload_use: seed_sent as f64
-            / (args.shape.seeds as f64 * args.link_rate as f64 * wall.max(1e-9)),
-        copies_from_seeds: seed_sent as f64 / args.shape.file_size as f64,
+    let figures = summarise(
         per_host,
-    };
+        &counted,
+        ok,
+        wall_all,
+        args.shape.file_size,
+        args.link_rate,
+    );
     let slow = world
         .hosts
         .iter()
@@ -1251,68 +1217,31 @@ pub(crate) fn run_cli(args: &SimArgs) -> i32 {
     crate::support::process::init_diagnostics("sim".into());
     // A thousand peers' warnings (a neighbour that left) would drown the figures.
     log::set_max_level(log::LevelFilter::Error);
-    let mut records = Vec::new();
-    for run in 0..args.runs {
-        let seed = args.seed + u64::from(run);
-        let report = args
-            .report
-            .as_ref()
-            .map(|out| crate::app::bench::report_path(out, run + 1, args.runs));
-        match run_once(args, seed, report.as_deref()) {
-            Ok(record) => {
-                if args.json {
-                    println!("{}", serde_json::to_string(&record).expect("serialisable"));
-                } else {
-                    let mut text = String::new();
-                    let per_host = args.per_host || args.hosts <= 64;
-                    let _ = write_table(&mut text, &record, per_host);
-                    print!("{text}");
-                }
-                records.push(record);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return crate::app::exit::BAD_INPUT;
-            }
-        }
-    }
-    if args.runs > 1 && !args.json {
-        let mut text = String::new();
-        let _ = crate::app::bench::write_summary_head(
-            &mut text,
-            records.len(),
-            records.iter().filter(|r| r.ok).count(),
-        );
-        type Figure = dyn Fn(&SimRecord) -> Option<f64>;
-        let rows: [(&str, &Figure); 5] = [
-            ("efficiency, median host", &|r| {
-                Some(r.swarm.figures.efficiency_median)
-            }),
-            ("efficiency, last host", &|r| {
-                Some(r.swarm.figures.efficiency_last)
-            }),
-            ("seed upload use", &|r| {
-                Some(r.swarm.figures.seed_upload_use)
-            }),
-            ("copies from the seeds", &|r| {
-                Some(r.swarm.figures.copies_from_seeds)
-            }),
-            ("gain over the baseline", &|r| r.gain),
-        ];
-        for (name, f) in rows {
-            let _ = crate::app::bench::write_spread(
-                &mut text,
-                name,
-                records.iter().filter_map(f).collect(),
-                "",
-            );
-        }
-        print!("{text}");
-    }
-    match records.iter().all(|r| r.ok) {
-        true => crate::app::exit::OK,
-        false => crate::app::exit::FAILED,
-    }
+    let per_host = args.per_host || args.hosts <= 64;
+    crate::app::bench::each_run(
+        args.runs,
+        args.json,
+        crate::app::exit::BAD_INPUT,
+        |run| {
+            let report = args
+                .report
+                .as_ref()
+                .map(|out| crate::app::bench::report_path(out, run, args.runs));
+            run_once(args, args.seed + u64::from(run - 1), report.as_deref())
+        },
+        |r| r.ok,
+        |out, r| write_table(out, r, per_host),
+        write_summary,
+    )
+}
+
+/// Median, least and most of each figure over several runs.
+fn write_summary(out: &mut impl std::fmt::Write, records: &[SimRecord]) -> std::fmt::Result {
+    let ok = records.iter().filter(|r| r.ok).count();
+    crate::app::bench::write_summary_head(out, records.len(), ok)?;
+    write_swarm_spread(out, records.iter().map(|r| &r.swarm.figures))?;
+    let gains = records.iter().filter_map(|r| r.gain).collect();
+    crate::app::bench::write_spread(out, "gain over the baseline", gains, "")
 }
 
 #[cfg(test)]

@@ -442,6 +442,22 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
     }
 }
 
+/// How many bytes [`encode`] writes for `message`, without writing them.
+pub fn frame_len(message: &Message) -> usize {
+    FRAME_HEADER_LEN
+        + match message {
+            Message::Choke
+            | Message::Unchoke
+            | Message::Interested
+            | Message::NotInterested
+            | Message::Goodbye => 0,
+            Message::Have(_) | Message::Request(_) => PIECE_INDEX_LEN,
+            Message::Reject { .. } => 2 * PIECE_INDEX_LEN,
+            Message::Bitfield(bits) => bits.as_wire().len(),
+            Message::Piece { data, .. } => PIECE_INDEX_LEN + data.len(),
+        }
+}
+
 /// The frame of `message` as a new buffer.
 pub fn encode_to_vec(message: &Message) -> Vec<u8> {
     let mut out = Vec::new();
@@ -575,6 +591,7 @@ mod tests {
             },
         ] {
             let bytes = encode_to_vec(&m);
+            assert_eq!(frame_len(&m), bytes.len(), "{m:?}");
             assert_eq!(
                 l.decode_frame(&bytes),
                 Ok(Some((m.clone(), bytes.len()))),
