@@ -883,7 +883,7 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let mut failed_to_start = false;
     // The peer that failed to start closed its status pipe: it is exiting.
     let mut exiting: Option<usize> = None;
-    for entry in &to_start {
+    for (k, entry) in to_start.iter().enumerate() {
         if stop_requested() {
             break;
         }
@@ -926,6 +926,14 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             closed: false,
         });
         // The next peer dials this one: wait until it listens (or dies).
+        // Hosts of `bench --hosts` start together instead, as a job's hosts
+        // do: their peers dial again until the one before them listens, and
+        // a launcher that waited for each would start the last ones seconds
+        // late once the first ones load the CPUs.
+        let placed = |e: Option<&PeerEntry>| e.is_some_and(|e| args.placed.contains_key(&e.id));
+        if placed(Some(entry)) && placed(to_start.get(k + 1)) {
+            continue;
+        }
         let listening = loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(update) => {
