@@ -81,6 +81,8 @@ fn a_capped_swarm_and_its_baseline_are_measured_and_nothing_is_left() {
     // The cap holds: one stream through it gets most of it and no more.
     let stream = r["one_stream_to_rate"].as_f64().unwrap();
     assert!((0.6..=1.1).contains(&stream), "{stream}");
+    // 64 pieces, 3 leechers: the last gets a first piece in round 2.
+    assert_eq!(r["bound"]["last"].as_f64().unwrap(), 64.0 / 65.0);
     let rate = mib(4) as f64;
     for (name, swarm) in [("swarm", &r["swarm"]), ("baseline", &r["baseline"])] {
         let hosts = swarm["per_host"].as_array().unwrap();

@@ -46,6 +46,10 @@ fn a_simulated_swarm_prints_the_bench_figures_and_draws_itself() {
     );
     // No host beats its own link (less frame headers), and the last is last.
     assert!(0.0 < last && last <= median && median < 0.97, "{swarm}");
+    // 32 pieces to 11 leechers: the 6th gets a first piece in round 3 at
+    // the earliest, the 11th in round 4.
+    assert_eq!(r["bound"]["median"].as_f64().unwrap(), 32.0 / 34.0);
+    assert_eq!(r["bound"]["last"].as_f64().unwrap(), 32.0 / 35.0);
     let hosts = swarm["per_host"].as_array().unwrap();
     assert_eq!(hosts.len(), 12);
     // Every leecher received the whole file (a few pieces twice: answers

@@ -80,6 +80,9 @@ pub(crate) struct HostsRecord {
     pub strict: bool,
     /// FileSize / RATE: the time one link needs for the file.
     pub ideal_secs: f64,
+    /// The best any schedule of whole pieces allows, before the stream's
+    /// loss ([`whole_piece_bound`]).
+    pub bound: WholePieceBound,
     pub swarm: SwarmFigures,
     /// The same hosts, leechers serving nobody.
     pub baseline: Option<SwarmFigures>,
@@ -173,6 +176,54 @@ pub(crate) fn summarise(
         copies_from_seeds: seed_sent as f64 / file_size as f64,
         per_host,
     }
+}
+
+/// The best efficiency any schedule of whole pieces allows, median and last
+/// leecher, as fractions of one link's time for the file (before what one
+/// stream loses to headers). Each host sends one piece at a time and takes
+/// one at a time, a piece time each, and passes a piece on only once it has
+/// all of it: the hosts holding anything at most double each piece time, so
+/// the i-th leecher to get a first piece gets it in round r, the least with
+/// seeds x (2^r - 1) >= i, and has the file in round r + pieces - 1 at the
+/// earliest. The binomial pipeline (Ganesan and Seshadri, "On cooperative
+/// content distribution and the price of barter", 2005) reaches it.
+pub(crate) fn whole_piece_bound(pieces: u32, leechers: usize, seeds: usize) -> WholePieceBound {
+    let first_round = |i: usize| {
+        let mut r = 1u32;
+        while (seeds.max(1) as u128) * ((1u128 << r) - 1) < i as u128 {
+            r += 1;
+        }
+        r
+    };
+    let at = |i: usize| f64::from(pieces) / f64::from(first_round(i) + pieces - 1);
+    WholePieceBound {
+        median: at(leechers.div_ceil(2).max(1)),
+        last: at(leechers.max(1)),
+    }
+}
+
+/// See [`whole_piece_bound`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct WholePieceBound {
+    pub median: f64,
+    pub last: f64,
+}
+
+/// The line that puts a swarm's efficiency beside [`whole_piece_bound`],
+/// scaled by what one stream gets of the link.
+pub(crate) fn write_bound(
+    out: &mut impl std::fmt::Write,
+    bound: WholePieceBound,
+    stream: f64,
+) -> std::fmt::Result {
+    writeln!(
+        out,
+        "{:<9} best any schedule of whole pieces allows: median {:.2}, last host {:.2} (one piece a link at a time, {:.2} of the rate a stream)",
+        "bound",
+        bound.median * stream,
+        bound.last * stream,
+        stream
+    )
 }
 
 /// Rewrites PeerInfo.cfg: peer `i` on host `i`, every one on [`PORT`].
@@ -277,6 +328,11 @@ fn run_once(
         m_secs: args.shape.m,
         strict: common.strict,
         ideal_secs: ideal,
+        bound: whole_piece_bound(
+            common.layout.num_pieces(),
+            args.peers - args.shape.seeds,
+            args.shape.seeds,
+        ),
         gain: baseline
             .as_ref()
             .map(|b| b.wall_secs / swarm.wall_secs.max(1e-9)),
@@ -336,6 +392,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Res
     let base = r.baseline.as_ref();
     write_hosts(out, &r.swarm, base)?;
     write_swarm(out, "swarm", &r.swarm)?;
+    write_bound(out, r.bound, r.one_stream_to_rate.min(1.0))?;
     if let Some(b) = base {
         write_swarm(out, "baseline", b)?;
     }
@@ -509,6 +566,27 @@ mod tests {
             threads: 0,
             violations: 0,
         }
+    }
+
+    #[test]
+    fn the_whole_piece_bound_is_the_pieces_over_the_rounds_of_the_binomial_pipeline() {
+        let b = whole_piece_bound(96, 31, 1);
+        // 31 leechers: the last and the 16th get a first piece in round 5.
+        assert_eq!(b.last, 96.0 / 100.0);
+        assert_eq!(b.median, 96.0 / 100.0);
+        let b = whole_piece_bound(192, 15, 1);
+        assert_eq!((b.median, b.last), (192.0 / 195.0, 192.0 / 195.0));
+        // 7 leechers: the 4th is reached in round 3, the 7th too (2^3 - 1).
+        assert_eq!(whole_piece_bound(1024, 7, 1).last, 1024.0 / 1026.0);
+        // Three leechers: one in round 1, two more in round 2.
+        let b = whole_piece_bound(10, 3, 1);
+        assert_eq!((b.median, b.last), (10.0 / 11.0, 10.0 / 11.0));
+        let b = whole_piece_bound(10, 4, 1);
+        assert_eq!((b.median, b.last), (10.0 / 11.0, 10.0 / 12.0));
+        // Two seeds reach six leechers in two rounds.
+        assert_eq!(whole_piece_bound(10, 6, 2).last, 10.0 / 11.0);
+        // One leecher: the link rate.
+        assert_eq!(whole_piece_bound(5, 1, 1).last, 1.0);
     }
 
     #[test]

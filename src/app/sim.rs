@@ -13,8 +13,8 @@
 
 use crate::app::bench::{median, SwarmShape};
 use crate::app::bench_hosts::{
-    summarise, write_hosts, write_outcome, write_swarm, write_swarm_spread, HostFigures,
-    SwarmFigures,
+    summarise, whole_piece_bound, write_bound, write_hosts, write_outcome, write_swarm,
+    write_swarm_spread, HostFigures, SwarmFigures, WholePieceBound,
 };
 use crate::app::report::{self, Event as LogEvent, Line, Parsed, Picture, SwarmInfo};
 use crate::machine::{CloseReason, Command, ConnId, Machine, MachineSetup, SpecLine};
@@ -927,6 +927,9 @@ pub(crate) struct SimRecord {
     pub degree: f64,
     pub seed: u64,
     pub ideal_secs: f64,
+    /// The best any schedule of whole pieces allows, before headers
+    /// ([`whole_piece_bound`]).
+    pub bound: WholePieceBound,
     pub swarm: SimSwarm,
     pub baseline: Option<SimSwarm>,
     pub gain: Option<f64>,
@@ -1106,6 +1109,11 @@ fn run_once(args: &SimArgs, seed: u64, report: Option<&Path>) -> Result<SimRecor
         degree,
         seed,
         ideal_secs: args.shape.file_size as f64 / args.link_rate as f64,
+        bound: whole_piece_bound(
+            args.shape.file_size.div_ceil(args.shape.piece_size) as u32,
+            args.hosts as usize - args.shape.seeds,
+            args.shape.seeds,
+        ),
         gain: baseline
             .as_ref()
             .map(|b| b.figures.wall_secs / swarm.figures.wall_secs.max(1e-9)),
@@ -1198,6 +1206,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &SimRecord, per_host: bool) ->
         )?;
     }
     write_sim_swarm(out, "swarm", &r.swarm)?;
+    write_bound(out, r.bound, MSS as f64 / (MSS + SEGMENT_OVERHEAD) as f64)?;
     if let Some(b) = &r.baseline {
         write_sim_swarm(out, "baseline", b)?;
     }
