@@ -46,6 +46,11 @@ const CHUNK: u64 = 16 * 1024;
 /// `tbf` queue of the bench is 50 ms), and at least [`MIN_WINDOW`].
 const WINDOW_SECS: f64 = 0.05;
 const MIN_WINDOW: u64 = 64 * 1024;
+/// A connection's congestion window never shrinks below this.
+const MIN_CWND: u64 = 2 * CHUNK;
+/// TCP's least retransmission timeout (Linux): how long a lost chunk with
+/// nothing sent after it on its connection waits to be sent again.
+const RTO_MIN: f64 = 0.2;
 
 #[derive(Debug, Args, Clone)]
 pub struct SimArgs {
@@ -61,6 +66,14 @@ pub struct SimArgs {
     /// One-way latency between two hosts, milliseconds.
     #[arg(long, default_value_t = 0.1, value_name = "MS")]
     pub latency_ms: f64,
+    /// Longest queue a downlink keeps, milliseconds of its rate, as the
+    /// bench's `tbf` (`latency 50ms`): a chunk that finds it full is lost,
+    /// its connection's window halves, and it is sent again after a round
+    /// trip (or TCP's 200 ms timeout when nothing followed it), later
+    /// chunks of the connection waiting for it. 0: a queue without end,
+    /// nothing lost.
+    #[arg(long, default_value_t = 50.0, value_name = "MS")]
+    pub queue_ms: f64,
     /// Milliseconds between one host's start and the next one's, in
     /// PeerInfo order (`bench --hosts` starts each peer once the one before
     /// it listens: 20 ms apart at first, and more as the swarm already
@@ -152,6 +165,15 @@ struct Dir {
     queue: VecDeque<Out>,
     /// Bytes taken by the sender's link and not yet delivered.
     in_flight: u64,
+    /// Its congestion window: halved at each loss, a chunk more each
+    /// window delivered, at most the host's window.
+    cwnd: u64,
+    /// Chunks numbered as sent, and the next one the receiver takes: one
+    /// that overtook a lost chunk waits in `held` for it (TCP delivers in
+    /// order).
+    sent_seq: u64,
+    deliver_seq: u64,
+    held: std::collections::BTreeMap<u64, Chunk>,
     /// In the sender's round-robin list.
     listed: bool,
 }
@@ -183,6 +205,8 @@ struct Host {
     queued: usize,
     /// Directions with something to send and room in their window, round robin.
     ready: VecDeque<(usize, usize)>,
+    /// Lost chunks due to be sent again, before anything else.
+    resend: VecDeque<Chunk>,
     /// When its incoming FIFO is free.
     down_free: Nanos,
     /// Timer generations: a restarted timer makes the old one's events void.
@@ -204,6 +228,7 @@ struct Host {
 struct Chunk {
     conn: usize,
     dir: usize,
+    seq: u64,
     bytes: u64,
     frames: Vec<Payload>,
 }
@@ -229,6 +254,11 @@ enum Ev {
         host: usize,
     },
     Delivered(Chunk),
+    /// A lost chunk is due to be sent again.
+    Resend {
+        host: usize,
+        chunk: Chunk,
+    },
     Closed {
         host: usize,
         conn: usize,
@@ -284,6 +314,11 @@ struct World {
     now: Nanos,
     base: Instant,
     latency: Nanos,
+    /// The longest a downlink queues (0: no end).
+    queue_limit: Nanos,
+    /// Chunks sent (again included) and lost at a full downlink queue.
+    chunks_sent: u64,
+    chunks_lost: u64,
     p: Nanos,
     m: Nanos,
     pipelining: bool,
@@ -416,6 +451,7 @@ impl World {
                 outgoing: Vec::new(),
                 queued: 0,
                 ready: VecDeque::new(),
+                resend: VecDeque::new(),
                 down_free: 0,
                 timers: 0,
                 complete_at: seed.then_some(0),
@@ -438,6 +474,9 @@ impl World {
             now: 0,
             base,
             latency: nanos(args.latency_ms / 1e3),
+            queue_limit: nanos(args.queue_ms / 1e3),
+            chunks_sent: 0,
+            chunks_lost: 0,
             p: nanos(args.shape.p),
             m: nanos(args.shape.m),
             pipelining: !args.shape.strict,
@@ -478,11 +517,16 @@ impl World {
     /// A new connection from `a` to `b`, its handshake done after a round
     /// trip and a half.
     fn dial(&mut self, a: usize, b: usize) {
+        let window = |h: usize| self.hosts[h].window;
         let dir = |from, to| Dir {
             from,
             to,
             queue: VecDeque::new(),
             in_flight: 0,
+            cwnd: window(from),
+            sent_seq: 0,
+            deliver_seq: 0,
+            held: Default::default(),
             listed: false,
         };
         self.conns.push(Conn {
@@ -545,25 +589,23 @@ impl World {
             Ev::Sent { host } => {
                 self.hosts[host].sending = false;
                 if let Some(chunk) = self.on_wire[host].take() {
-                    let to = self.conns[chunk.conn].dirs[chunk.dir].to;
-                    let link = on_link(chunk.bytes);
-                    let arrive = self.now + self.latency;
-                    let start = arrive.max(self.hosts[to].down_free);
-                    let done = start + nanos(link as f64 / self.hosts[to].down);
-                    self.hosts[to].down_free = done;
-                    self.at(done, Ev::Delivered(chunk));
+                    self.arrive(host, chunk);
                 }
                 self.pump(host);
             }
-            Ev::Delivered(Chunk {
-                conn,
-                dir,
-                bytes,
-                frames,
-            }) => {
+            Ev::Resend { host, chunk } => {
+                if self.conns[chunk.conn].open {
+                    self.hosts[host].resend.push_back(chunk);
+                    self.pump(host);
+                }
+            }
+            Ev::Delivered(chunk) => {
+                let (conn, dir) = (chunk.conn, chunk.dir);
                 let (from, to) = {
                     let d = &mut self.conns[conn].dirs[dir];
-                    d.in_flight -= bytes;
+                    d.in_flight -= chunk.bytes;
+                    let window = self.hosts[d.from].window;
+                    d.cwnd = (d.cwnd + CHUNK * CHUNK / d.cwnd.max(1)).min(window);
                     (d.from, d.to)
                 };
                 if !self.conns[conn].open {
@@ -571,6 +613,18 @@ impl World {
                 }
                 self.list(conn, dir);
                 self.pump(from);
+                // In order: a chunk that overtook a lost one waits for it.
+                let d = &mut self.conns[conn].dirs[dir];
+                if chunk.seq != d.deliver_seq {
+                    d.held.insert(chunk.seq, chunk);
+                    return;
+                }
+                let mut frames = chunk.frames;
+                d.deliver_seq += 1;
+                while let Some(next) = d.held.remove(&d.deliver_seq) {
+                    frames.extend(next.frames);
+                    d.deliver_seq += 1;
+                }
                 self.receive(to, from, conn, frames);
             }
             Ev::Closed { host, conn, peer } => {
@@ -601,6 +655,32 @@ impl World {
             }
             Ev::Leave(h) => self.leave(h),
         }
+    }
+
+    /// A chunk that left host `from`'s link reaches the far end's downlink
+    /// after the latency: queued there, or lost when the queue is full.
+    fn arrive(&mut self, from: usize, chunk: Chunk) {
+        self.chunks_sent += 1;
+        let to = self.conns[chunk.conn].dirs[chunk.dir].to;
+        let arrive = self.now + self.latency;
+        let start = arrive.max(self.hosts[to].down_free);
+        if self.queue_limit > 0 && start - arrive > self.queue_limit {
+            self.chunks_lost += 1;
+            let d = &mut self.conns[chunk.conn].dirs[chunk.dir];
+            d.cwnd = (d.cwnd / 2).max(MIN_CWND);
+            // Chunks sent after it bring duplicate acknowledgements within a
+            // round trip (through the full queue); with none, the timeout.
+            let followed = chunk.seq + 1 < d.sent_seq || !d.queue.is_empty();
+            let wait = match followed {
+                true => 2 * self.latency + self.queue_limit,
+                false => nanos(RTO_MIN),
+            };
+            self.at(self.now + wait, Ev::Resend { host: from, chunk });
+            return;
+        }
+        let done = start + nanos(on_link(chunk.bytes) as f64 / self.hosts[to].down);
+        self.hosts[to].down_free = done;
+        self.at(done, Ev::Delivered(chunk));
     }
 
     fn restart_timers(&mut self, h: usize) {
@@ -641,7 +721,7 @@ impl World {
     /// something to send and room to send it.
     fn list(&mut self, c: usize, d: usize) {
         let dir = &mut self.conns[c].dirs[d];
-        let window = self.hosts[dir.from].window;
+        let window = self.hosts[dir.from].window.min(dir.cwnd);
         if !dir.listed && !dir.queue.is_empty() && dir.in_flight < window {
             dir.listed = true;
             self.hosts[dir.from].ready.push_back((c, d));
@@ -651,6 +731,21 @@ impl World {
     /// Starts the next chunk on host `h`'s link, if it is free.
     fn pump(&mut self, h: usize) {
         if self.hosts[h].sending {
+            return;
+        }
+        while let Some(chunk) = self.hosts[h].resend.pop_front() {
+            if !self.conns[chunk.conn].open {
+                continue;
+            }
+            let link = on_link(chunk.bytes);
+            let now = self.now;
+            let host = &mut self.hosts[h];
+            host.end_idle(now);
+            host.link_bytes_out += link;
+            host.sending = true;
+            let done = self.now + nanos(link as f64 / host.up).max(1);
+            self.on_wire[h] = Some(chunk);
+            self.at(done, Ev::Sent { host: h });
             return;
         }
         while let Some((c, d)) = self.hosts[h].ready.pop_front() {
@@ -674,6 +769,8 @@ impl World {
                 }
             }
             dir.in_flight += bytes;
+            let seq = dir.sent_seq;
+            dir.sent_seq += 1;
             let drained = dir.queue.is_empty();
             let link = on_link(bytes);
             let now = self.now;
@@ -686,6 +783,7 @@ impl World {
             self.on_wire[h] = Some(Chunk {
                 conn: c,
                 dir: d,
+                seq,
                 bytes,
                 frames,
             });
@@ -898,6 +996,9 @@ pub(crate) struct SimSwarm {
     /// Where the leechers' and the seeds' uplinks spent the wall time.
     pub leecher_links: LinkUse,
     pub seed_links: LinkUse,
+    /// Chunks lost at a full downlink queue, over all chunks sent (those
+    /// sent again included): as TCP's retransmitted share.
+    pub lost: f64,
 }
 
 /// Shares of a group of links' time until the last counted leecher
@@ -1063,6 +1164,7 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
             took_secs: took,
             leecher_links,
             seed_links,
+            lost: world.chunks_lost as f64 / world.chunks_sent.max(1) as f64,
         },
         picture,
         degree,
@@ -1166,6 +1268,12 @@ fn write_sim_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SimSwarm) -> 
         "{:<9} leecher uplinks: {}",
         "",
         shares(&s.leecher_links)
+    )?;
+    writeln!(
+        out,
+        "{:<9} lost at a full downlink queue and sent again: {:.1}% of chunks",
+        "",
+        100.0 * s.lost
     )?;
     writeln!(
         out,
@@ -1294,6 +1402,30 @@ mod tests {
         // Three copies through one link: at least three links' time.
         assert!(b.figures.wall_secs >= 3.0 * r.ideal_secs);
         assert!(r.gain.expect("a gain") > 1.0);
+    }
+
+    #[test]
+    fn a_full_downlink_queue_loses_chunks_and_every_piece_still_arrives_once_asked() {
+        // Several neighbours at once fill a downlink's 50 ms queue: chunks
+        // are lost and sent again, and the swarm still completes with
+        // every leecher's file in (a few pieces twice, as without loss).
+        let line = "--hosts 16 --link-rate 4M --file-size 4M --no-baseline";
+        let lossy = run(line);
+        assert!(lossy.ok);
+        assert!(lossy.swarm.lost > 0.0, "{}", lossy.swarm.lost);
+        let file = 4u64 << 20;
+        for h in lossy.swarm.figures.per_host.iter().filter(|h| !h.seed) {
+            assert!(
+                (file..=file * 11 / 10).contains(&h.bytes_in),
+                "{}: {}",
+                h.id,
+                h.bytes_in
+            );
+        }
+        // A queue without end loses nothing.
+        let unbounded = run(&format!("{line} --queue-ms 0"));
+        assert!(unbounded.ok);
+        assert_eq!(unbounded.swarm.lost, 0.0);
     }
 
     #[test]
