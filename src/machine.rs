@@ -240,6 +240,21 @@ pub enum Command {
     Log(SpecLine),
 }
 
+/// What a leecher's download waits on ([`Machine::demand`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Demand {
+    /// A request is out.
+    Asked,
+    /// None is: every neighbour holding a piece it wants chokes it.
+    Choked,
+    /// None is, though a neighbour holding a piece it wants unchokes it: it
+    /// refused that piece this round, or pieces wait for the disk.
+    HeldBack,
+    /// None is, and no neighbour holds a piece it wants (not yet, or all
+    /// it lacks is on its way to disk).
+    NoneHeld,
+}
+
 /// A piece on its way to disk.
 struct Storing {
     from: u32,
@@ -548,6 +563,22 @@ impl Machine {
     pub(crate) fn next_checkpoint_generation(&mut self) -> u64 {
         self.checkpoint_generation += 1;
         self.checkpoint_generation
+    }
+
+    /// What keeps our download going, or would: see [`Demand`].
+    pub(crate) fn demand(&self) -> Demand {
+        if self.neighbours.values().any(|n| !n.outstanding.is_empty()) {
+            return Demand::Asked;
+        }
+        let offers = |n: &Neighbour| n.has.iter_ones().any(|i| self.wanted.has(i));
+        let holders: Vec<&Neighbour> = self.neighbours.values().filter(|n| offers(n)).collect();
+        if holders.is_empty() {
+            Demand::NoneHeld
+        } else if holders.iter().all(|n| n.they_choke_us) {
+            Demand::Choked
+        } else {
+            Demand::HeldBack
+        }
     }
 
     /// The neighbours we unchoke now.

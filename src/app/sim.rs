@@ -17,7 +17,7 @@ use crate::app::bench_hosts::{
     write_swarm_spread, HostFigures, SwarmFigures, WholePieceBound,
 };
 use crate::app::report::{self, Event as LogEvent, Line, Parsed, Picture, SwarmInfo};
-use crate::machine::{CloseReason, Command, ConnId, Machine, MachineSetup, SpecLine};
+use crate::machine::{CloseReason, Command, ConnId, Demand, Machine, MachineSetup, SpecLine};
 use crate::protocol::bitfield::Bitfield;
 use crate::protocol::config::{parse_peer_info, CommonConfig, Config};
 use crate::protocol::wire::{self, Message};
@@ -209,6 +209,11 @@ struct Host {
     resend: VecDeque<Chunk>,
     /// When its incoming FIFO is free.
     down_free: Nanos,
+    /// Since when its downlink idles, and what its core waited on then;
+    /// idle time so far by [`Demand`] (until it completes).
+    down_wait: Option<(Nanos, Demand)>,
+    down_idle: [Nanos; 4],
+    started_at: Nanos,
     /// Timer generations: a restarted timer makes the old one's events void.
     timers: u64,
     complete_at: Option<Nanos>,
@@ -453,6 +458,9 @@ impl World {
                 ready: VecDeque::new(),
                 resend: VecDeque::new(),
                 down_free: 0,
+                down_wait: None,
+                down_idle: [0; 4],
+                started_at: 0,
                 timers: 0,
                 complete_at: seed.then_some(0),
                 left_at: None,
@@ -558,6 +566,8 @@ impl World {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Start(h) => {
+                self.hosts[h].started_at = self.now;
+                self.note_down_idle(h);
                 self.restart_timers(h);
                 // It dials those before it (SPEC.md: each peer connects to
                 // the peers started before it).
@@ -617,15 +627,18 @@ impl World {
                 let d = &mut self.conns[conn].dirs[dir];
                 if chunk.seq != d.deliver_seq {
                     d.held.insert(chunk.seq, chunk);
-                    return;
-                }
-                let mut frames = chunk.frames;
-                d.deliver_seq += 1;
-                while let Some(next) = d.held.remove(&d.deliver_seq) {
-                    frames.extend(next.frames);
+                } else {
+                    let mut frames = chunk.frames;
                     d.deliver_seq += 1;
+                    while let Some(next) = d.held.remove(&d.deliver_seq) {
+                        frames.extend(next.frames);
+                        d.deliver_seq += 1;
+                    }
+                    self.receive(to, from, conn, frames);
                 }
-                self.receive(to, from, conn, frames);
+                if self.hosts[to].down_free <= self.now {
+                    self.note_down_idle(to);
+                }
             }
             Ev::Closed { host, conn, peer } => {
                 let now = self.instant();
@@ -679,8 +692,24 @@ impl World {
             return;
         }
         let done = start + nanos(on_link(chunk.bytes) as f64 / self.hosts[to].down);
-        self.hosts[to].down_free = done;
+        let host = &mut self.hosts[to];
+        if let Some((since, demand)) = host.down_wait.take() {
+            host.down_idle[demand as usize] += start.saturating_sub(since);
+        }
+        host.down_free = done;
         self.at(done, Ev::Delivered(chunk));
+    }
+
+    /// Host `h`'s downlink has nothing queued: idle from now, waiting on
+    /// what its core says (a leecher's, until it completes).
+    fn note_down_idle(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        if host.complete_at.is_some() || host.down_wait.is_some() {
+            return;
+        }
+        if let Some(m) = &host.machine {
+            host.down_wait = Some((self.now, m.demand()));
+        }
     }
 
     fn restart_timers(&mut self, h: usize) {
@@ -943,6 +972,9 @@ impl World {
         let peer = host.id;
         if line == SpecLine::Complete && host.complete_at.is_none() {
             host.complete_at = Some(self.now);
+            if let Some((since, demand)) = host.down_wait.take() {
+                host.down_idle[demand as usize] += self.now.saturating_sub(since);
+            }
             self.remaining -= 1;
             if host.counted {
                 self.counted_left -= 1;
@@ -996,6 +1028,7 @@ pub(crate) struct SimSwarm {
     /// Where the leechers' and the seeds' uplinks spent the wall time.
     pub leecher_links: LinkUse,
     pub seed_links: LinkUse,
+    pub leecher_downlinks: DownlinkUse,
     /// Chunks lost at a full downlink queue, over all chunks sent (those
     /// sent again included): as TCP's retransmitted share.
     pub lost: f64,
@@ -1009,6 +1042,20 @@ pub(crate) struct LinkUse {
     pub busy: f64,
     pub idle_nothing_to_send: f64,
     pub idle_window_full: f64,
+}
+
+/// Shares of the counted leechers' downlink time from their start to their
+/// completion: receiving, or idle while their core waits on a request out,
+/// is choked by every neighbour holding a piece it wants, holds back from an
+/// unchoking one (refused this round, or the disk queue full), or has no
+/// neighbour holding a piece it wants (see [`Demand`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct DownlinkUse {
+    pub busy: f64,
+    pub idle_asked: f64,
+    pub idle_choked: f64,
+    pub idle_held_back: f64,
+    pub idle_none_held: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1077,6 +1124,33 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
         }
     };
     let (leecher_links, seed_links) = (link_use(false), link_use(true));
+    let leecher_downlinks = {
+        let counted = || world.hosts.iter().filter(|h| h.counted);
+        let total: Nanos = counted()
+            .map(|h| {
+                h.complete_at
+                    .unwrap_or(world.now)
+                    .saturating_sub(h.started_at)
+            })
+            .sum();
+        let share = |d: Demand| {
+            counted().map(|h| h.down_idle[d as usize]).sum::<Nanos>() as f64 / total.max(1) as f64
+        };
+        let idle = [
+            Demand::Asked,
+            Demand::Choked,
+            Demand::HeldBack,
+            Demand::NoneHeld,
+        ]
+        .map(share);
+        DownlinkUse {
+            busy: 1.0 - idle.iter().sum::<f64>(),
+            idle_asked: idle[0],
+            idle_choked: idle[1],
+            idle_held_back: idle[2],
+            idle_none_held: idle[3],
+        }
+    };
     let wall_all = secs(world.now);
     let per_host: Vec<HostFigures> = world
         .hosts
@@ -1164,6 +1238,7 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
             took_secs: took,
             leecher_links,
             seed_links,
+            leecher_downlinks,
             lost: world.chunks_lost as f64 / world.chunks_sent.max(1) as f64,
         },
         picture,
@@ -1268,6 +1343,12 @@ fn write_sim_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SimSwarm) -> 
         "{:<9} leecher uplinks: {}",
         "",
         shares(&s.leecher_links)
+    )?;
+    let d = &s.leecher_downlinks;
+    writeln!(
+        out,
+        "{:<9} leecher downlinks: busy {:.2}; idle waiting on a request {:.2}, choked by all that hold a piece it wants {:.2}, holding back {:.2}, no neighbour holds a piece it wants {:.2}",
+        "", d.busy, d.idle_asked, d.idle_choked, d.idle_held_back, d.idle_none_held
     )?;
     writeln!(
         out,
@@ -1391,6 +1472,32 @@ mod tests {
         let headers = MSS as f64 / (MSS + SEGMENT_OVERHEAD) as f64;
         assert!(e <= headers && e > 0.9 * headers, "efficiency {e}");
         assert_eq!(s.copies_from_seeds, 1.0);
+        // Its downlink is busy but for the start, the round trips and the
+        // headers' share.
+        let d = r.swarm.leecher_downlinks;
+        assert!(d.busy > 0.9, "{d:?}");
+        let idle = d.idle_asked + d.idle_choked + d.idle_held_back + d.idle_none_held;
+        assert!((d.busy + idle - 1.0).abs() < 1e-9, "{d:?}");
+    }
+
+    #[test]
+    fn downlink_time_is_busy_as_efficiency_says_and_idle_time_has_its_reasons() {
+        let r = run("--hosts 12 --link-rate 4M --file-size 6M --no-baseline");
+        let s = &r.swarm.figures;
+        let headers = MSS as f64 / (MSS + SEGMENT_OVERHEAD) as f64;
+        let leechers: Vec<&HostFigures> = s.per_host.iter().filter(|h| !h.seed).collect();
+        // Busy time is the pieces' bytes (and headers) over the link: the
+        // leechers' mean efficiency over what headers leave, give or take
+        // the duplicates and the control frames.
+        let mean =
+            leechers.iter().filter_map(|h| h.efficiency).sum::<f64>() / leechers.len() as f64;
+        let d = r.swarm.leecher_downlinks;
+        assert!(
+            (d.busy - mean / headers).abs() < 0.08,
+            "{d:?} against {mean}"
+        );
+        // A swarm that starts from one seed waits on choking, then on requests.
+        assert!(d.idle_asked > 0.0 && d.idle_choked > 0.0, "{d:?}");
     }
 
     #[test]

@@ -962,3 +962,19 @@ fn a_seeded_run_replays_exactly() {
     assert_eq!(first, scripted_run(42));
     assert_ne!(first, scripted_run(43), "the seed decides the random picks");
 }
+
+#[test]
+fn demand_says_what_a_leechers_download_waits_on() {
+    let peers = [(1, true), (2, false), (3, false)];
+    let mut s = Swarm::new(&peers, 4).start(2, &[]);
+    assert_eq!(s.m.demand(), Demand::NoneHeld);
+    s.connect_remote(3);
+    s.recv(3, Message::Bitfield(Bitfield::empty(4)));
+    assert_eq!(s.m.demand(), Demand::NoneHeld);
+    s.connect_remote(1);
+    s.recv(1, full(4));
+    assert_eq!(s.m.demand(), Demand::Choked);
+    s.recv(1, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 1).len(), 1);
+    assert_eq!(s.m.demand(), Demand::Asked);
+}
