@@ -4,7 +4,9 @@
 //! host's link capped both ways, a latency, and TCP reduced to what decides
 //! throughput through a cap (a window of bytes in flight per connection,
 //! the link shared round robin among the connections with something to
-//! send, a FIFO into each host). Disk and CPU cost nothing. Everything
+//! send, a FIFO into each host that holds 50 ms and loses what finds it
+//! full, as `tbf` does, with TCP's halved window, resend and in-order
+//! delivery after a loss). Disk and CPU cost nothing. Everything
 //! random comes from `--seed`, so a run is replayed exactly.
 //!
 //! Owns the network model, the event loop and the figures of a simulated
@@ -75,9 +77,10 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 50.0, value_name = "MS")]
     pub queue_ms: f64,
     /// Milliseconds between one host's start and the next one's, in
-    /// PeerInfo order (`bench --hosts` starts each peer once the one before
-    /// it listens: 20 ms apart at first, and more as the swarm already
-    /// running takes the CPUs).
+    /// PeerInfo order (`bench --hosts` starts its hosts within 0.3 s of
+    /// each other; `swarm` starts each peer once the one before it listens,
+    /// 20 ms apart at first and more as the peers already running take the
+    /// CPUs).
     #[arg(long, default_value_t = 0.0, value_name = "MS")]
     pub start_gap_ms: f64,
     /// Neighbours a host connects to: a random overlay of about this
