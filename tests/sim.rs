@@ -73,6 +73,8 @@ fn a_simulated_swarm_prints_the_bench_figures_and_draws_itself() {
     assert!(r["gain"].as_f64().unwrap() > 2.0, "{r}");
 
     let doc = std::fs::read_to_string(&svg).unwrap();
+    // Its subtitle says the lines were simulated, not read from logs.
+    assert!(doc.contains("from the simulated peers"));
     let doc = roxmltree::Document::parse(&doc).expect("well-formed SVG");
     let series: BTreeSet<u32> = doc
         .descendants()

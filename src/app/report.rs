@@ -385,6 +385,8 @@ pub(crate) struct Picture {
     pub delivered_bytes: u64,
     pub lines: usize,
     pub skipped: usize,
+    /// Where the lines came from, as the subtitle says it.
+    pub source: &'static str,
 }
 
 /// 1, 2 or 5 times a power of ten, the least at or above `x`.
@@ -512,6 +514,7 @@ impl Picture {
             *r /= bin_secs * MIB;
         }
         Picture {
+            source: "the peers' spec logs",
             file_name: info.file_name.clone(),
             layout: info.layout,
             peers: order.iter().filter_map(|id| series.remove(id)).collect(),
@@ -791,7 +794,8 @@ pub(crate) fn render_svg(picture: &Picture) -> String {
         secs_text(picture.wall_secs)
     );
     let mut note = format!(
-        "from the peers' spec logs: {} lines, the first at {}; {:.1} MiB delivered",
+        "from {}: {} lines, the first at {}; {:.1} MiB delivered",
+        picture.source,
         picture.lines,
         picture.start_text,
         mib(picture.delivered_bytes)

@@ -1229,7 +1229,10 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
                 .map(|(i, h)| (h.id, i < args.shape.seeds))
                 .collect(),
         };
-        Picture::build(&info, &logs)
+        Picture {
+            source: "the simulated peers' spec log lines",
+            ..Picture::build(&info, &logs)
+        }
     });
     Ok((
         SimSwarm {
