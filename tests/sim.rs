@@ -64,12 +64,13 @@ fn a_simulated_swarm_prints_the_bench_figures_and_draws_itself() {
     );
     assert_eq!(sent, received);
     // Peer-to-peer: the seed sent far fewer than 11 copies, and the
-    // baseline of the same run, the seed alone, sent 11 (and a few pieces
-    // twice: it chokes leechers in turn, and what was queued still goes).
+    // baseline of the same run, the seed alone, sent 11 (and some pieces
+    // twice: it chokes leechers in turn, and what its uplink queue and the
+    // windows hold still goes).
     let copies = swarm["copies_from_seeds"].as_f64().unwrap();
     assert!((1.0..5.0).contains(&copies), "{copies}");
     let alone = r["baseline"]["copies_from_seeds"].as_f64().unwrap();
-    assert!((11.0..11.6).contains(&alone), "{alone}");
+    assert!((11.0..12.0).contains(&alone), "{alone}");
     assert!(r["gain"].as_f64().unwrap() > 2.0, "{r}");
 
     let doc = std::fs::read_to_string(&svg).unwrap();

@@ -2,11 +2,11 @@
 //! on a virtual clock. Every host runs the real protocol core
 //! ([`crate::machine::Machine`]); what is simulated is the network: each
 //! host's link capped both ways, a latency, and TCP reduced to what decides
-//! throughput through a cap (a window of bytes in flight per connection,
-//! the link shared round robin among the connections with something to
-//! send, a FIFO into each host that holds 50 ms and loses what finds it
-//! full, as `tbf` does, with TCP's halved window, resend and in-order
-//! delivery after a loss). Disk and CPU cost nothing. Everything
+//! throughput through a cap: a window of bytes in flight per connection;
+//! a FIFO out of each host and one into it, each holding at most 50 ms of
+//! the link and losing what finds it full, as `tbf` does; TCP's halved
+//! window, resend and in-order delivery after a loss. Disk and CPU cost
+//! nothing. Everything
 //! random comes from `--seed`, so a run is replayed exactly.
 //!
 //! Owns the network model, the event loop and the figures of a simulated
@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 /// `tbf` counts, and why one stream reaches 0.96 of a cap.
 const MSS: u64 = 1448;
 const SEGMENT_OVERHEAD: u64 = 66;
-/// Bytes a host's link sends for one connection before it turns to the
-/// next with something to send.
+/// The unit the network moves: a connection's window lets its bytes into
+/// its host's uplink queue this many at a time (about 11 segments).
 const CHUNK: u64 = 16 * 1024;
 /// Bytes in flight a connection may have, as seconds of the link rate (the
 /// `tbf` queue of the bench is 50 ms), and at least [`MIN_WINDOW`].
@@ -68,11 +68,11 @@ pub struct SimArgs {
     /// One-way latency between two hosts, milliseconds.
     #[arg(long, default_value_t = 0.1, value_name = "MS")]
     pub latency_ms: f64,
-    /// Longest queue a downlink keeps, milliseconds of its rate, as the
-    /// bench's `tbf` (`latency 50ms`): a chunk that finds it full is lost,
-    /// its connection's window halves, and it is sent again after a round
-    /// trip (or TCP's 200 ms timeout when nothing followed it), later
-    /// chunks of the connection waiting for it. 0: a queue without end,
+    /// Longest queue a link keeps each way, milliseconds of its rate, as
+    /// the bench's `tbf` (`latency 50ms`): a chunk that finds it full is
+    /// lost, its connection's window halves, and it is sent again after a
+    /// round trip (or TCP's 200 ms timeout when nothing followed it), later
+    /// chunks of the connection waiting for it. 0: queues without end,
     /// nothing lost.
     #[arg(long, default_value_t = 50.0, value_name = "MS")]
     pub queue_ms: f64,
@@ -177,8 +177,6 @@ struct Dir {
     sent_seq: u64,
     deliver_seq: u64,
     held: std::collections::BTreeMap<u64, Chunk>,
-    /// In the sender's round-robin list.
-    listed: bool,
 }
 
 struct Conn {
@@ -206,10 +204,10 @@ struct Host {
     outgoing: Vec<(usize, usize)>,
     /// Of those, the open ones with something queued to send.
     queued: usize,
-    /// Directions with something to send and room in their window, round robin.
-    ready: VecDeque<(usize, usize)>,
-    /// Lost chunks due to be sent again, before anything else.
-    resend: VecDeque<Chunk>,
+    /// Its uplink's queue (`tbf`'s, FIFO): chunks its connections' windows
+    /// let go, in the order they did, and their bytes.
+    fifo: VecDeque<Chunk>,
+    fifo_bytes: u64,
     /// When its incoming FIFO is free.
     down_free: Nanos,
     /// Since when its downlink idles, and what its core waited on then;
@@ -322,9 +320,9 @@ struct World {
     now: Nanos,
     base: Instant,
     latency: Nanos,
-    /// The longest a downlink queues (0: no end).
+    /// The longest a link queues, each way (0: no end).
     queue_limit: Nanos,
-    /// Chunks sent (again included) and lost at a full downlink queue.
+    /// Chunks sent (again included) and lost at a full queue.
     chunks_sent: u64,
     chunks_lost: u64,
     p: Nanos,
@@ -458,8 +456,8 @@ impl World {
                 idle_window: 0,
                 outgoing: Vec::new(),
                 queued: 0,
-                ready: VecDeque::new(),
-                resend: VecDeque::new(),
+                fifo: VecDeque::new(),
+                fifo_bytes: 0,
                 down_free: 0,
                 down_wait: None,
                 down_idle: [0; 4],
@@ -538,7 +536,6 @@ impl World {
             sent_seq: 0,
             deliver_seq: 0,
             held: Default::default(),
-            listed: false,
         };
         self.conns.push(Conn {
             dirs: [dir(a, b), dir(b, a)],
@@ -608,7 +605,7 @@ impl World {
             }
             Ev::Resend { host, chunk } => {
                 if self.conns[chunk.conn].open {
-                    self.hosts[host].resend.push_back(chunk);
+                    self.queue_up(host, chunk);
                     self.pump(host);
                 }
             }
@@ -624,8 +621,7 @@ impl World {
                 if !self.conns[conn].open {
                     return;
                 }
-                self.list(conn, dir);
-                self.pump(from);
+                self.admit(conn, dir);
                 // In order: a chunk that overtook a lost one waits for it.
                 let d = &mut self.conns[conn].dirs[dir];
                 if chunk.seq != d.deliver_seq {
@@ -676,22 +672,11 @@ impl World {
     /// A chunk that left host `from`'s link reaches the far end's downlink
     /// after the latency: queued there, or lost when the queue is full.
     fn arrive(&mut self, from: usize, chunk: Chunk) {
-        self.chunks_sent += 1;
         let to = self.conns[chunk.conn].dirs[chunk.dir].to;
         let arrive = self.now + self.latency;
         let start = arrive.max(self.hosts[to].down_free);
         if self.queue_limit > 0 && start - arrive > self.queue_limit {
-            self.chunks_lost += 1;
-            let d = &mut self.conns[chunk.conn].dirs[chunk.dir];
-            d.cwnd = (d.cwnd / 2).max(MIN_CWND);
-            // Chunks sent after it bring duplicate acknowledgements within a
-            // round trip (through the full queue); with none, the timeout.
-            let followed = chunk.seq + 1 < d.sent_seq || !d.queue.is_empty();
-            let wait = match followed {
-                true => 2 * self.latency + self.queue_limit,
-                false => nanos(RTO_MIN),
-            };
-            self.at(self.now + wait, Ev::Resend { host: from, chunk });
+            self.lose(from, chunk);
             return;
         }
         let done = start + nanos(on_link(chunk.bytes) as f64 / self.hosts[to].down);
@@ -701,6 +686,22 @@ impl World {
         }
         host.down_free = done;
         self.at(done, Ev::Delivered(chunk));
+    }
+
+    /// A chunk lost at a full queue: its connection's window halves, and it
+    /// is sent again once the sender can know: after a round trip through
+    /// the full queue when chunks sent after it bring duplicate
+    /// acknowledgements, else after TCP's timeout.
+    fn lose(&mut self, from: usize, chunk: Chunk) {
+        self.chunks_lost += 1;
+        let d = &mut self.conns[chunk.conn].dirs[chunk.dir];
+        d.cwnd = (d.cwnd / 2).max(MIN_CWND);
+        let followed = chunk.seq + 1 < d.sent_seq || !d.queue.is_empty();
+        let wait = match followed {
+            true => 2 * self.latency + self.queue_limit,
+            false => nanos(RTO_MIN),
+        };
+        self.at(self.now + wait, Ev::Resend { host: from, chunk });
     }
 
     /// Host `h`'s downlink has nothing queued: idle from now, waiting on
@@ -749,43 +750,16 @@ impl World {
         self.carry_out(to);
     }
 
-    /// Puts a direction on its sender's round-robin list if it has
-    /// something to send and room to send it.
-    fn list(&mut self, c: usize, d: usize) {
-        let dir = &mut self.conns[c].dirs[d];
-        let window = self.hosts[dir.from].window.min(dir.cwnd);
-        if !dir.listed && !dir.queue.is_empty() && dir.in_flight < window {
-            dir.listed = true;
-            self.hosts[dir.from].ready.push_back((c, d));
-        }
-    }
-
-    /// Starts the next chunk on host `h`'s link, if it is free.
-    fn pump(&mut self, h: usize) {
-        if self.hosts[h].sending {
-            return;
-        }
-        while let Some(chunk) = self.hosts[h].resend.pop_front() {
-            if !self.conns[chunk.conn].open {
-                continue;
-            }
-            let link = on_link(chunk.bytes);
-            let now = self.now;
-            let host = &mut self.hosts[h];
-            host.end_idle(now);
-            host.link_bytes_out += link;
-            host.sending = true;
-            let done = self.now + nanos(link as f64 / host.up).max(1);
-            self.on_wire[h] = Some(chunk);
-            self.at(done, Ev::Sent { host: h });
-            return;
-        }
-        while let Some((c, d)) = self.hosts[h].ready.pop_front() {
-            let open = self.conns[c].open;
+    /// Hands what direction `d` of connection `c` may send now (its queue,
+    /// up to its window) to its host's uplink queue in chunks, as TCP hands
+    /// segments to `tbf`, then starts the link if it is free.
+    fn admit(&mut self, c: usize, d: usize) {
+        let h = self.conns[c].dirs[d].from;
+        while self.conns[c].open {
+            let window = self.hosts[h].window;
             let dir = &mut self.conns[c].dirs[d];
-            dir.listed = false;
-            if !open || dir.queue.is_empty() {
-                continue;
+            if dir.queue.is_empty() || dir.in_flight >= window.min(dir.cwnd) {
+                break;
             }
             let mut bytes = 0;
             let mut frames = Vec::new();
@@ -803,24 +777,56 @@ impl World {
             dir.in_flight += bytes;
             let seq = dir.sent_seq;
             dir.sent_seq += 1;
-            let drained = dir.queue.is_empty();
-            let link = on_link(bytes);
-            let now = self.now;
-            let host = &mut self.hosts[h];
-            host.queued -= usize::from(drained);
-            host.end_idle(now);
-            host.link_bytes_out += link;
-            host.sending = true;
-            let done = self.now + nanos(link as f64 / host.up).max(1);
-            self.on_wire[h] = Some(Chunk {
+            if dir.queue.is_empty() {
+                self.hosts[h].queued -= 1;
+            }
+            let chunk = Chunk {
                 conn: c,
                 dir: d,
                 seq,
                 bytes,
                 frames,
-            });
+            };
+            self.queue_up(h, chunk);
+        }
+        self.pump(h);
+    }
+
+    /// A chunk joins host `h`'s uplink queue, or is lost when the queue
+    /// holds `--queue-ms` of the link already.
+    fn queue_up(&mut self, h: usize, chunk: Chunk) {
+        self.chunks_sent += 1;
+        let host = &self.hosts[h];
+        let limit = ((host.up * secs(self.queue_limit)) as u64).max(CHUNK);
+        if self.queue_limit > 0 && host.fifo_bytes + chunk.bytes > limit {
+            self.lose(h, chunk);
+            return;
+        }
+        let host = &mut self.hosts[h];
+        host.fifo_bytes += chunk.bytes;
+        host.fifo.push_back(chunk);
+    }
+
+    /// Starts the next chunk of host `h`'s uplink queue on its link, if the
+    /// link is free.
+    fn pump(&mut self, h: usize) {
+        if self.hosts[h].sending {
+            return;
+        }
+        while let Some(chunk) = self.hosts[h].fifo.pop_front() {
+            self.hosts[h].fifo_bytes -= chunk.bytes;
+            if !self.conns[chunk.conn].open {
+                continue;
+            }
+            let link = on_link(chunk.bytes);
+            let now = self.now;
+            let host = &mut self.hosts[h];
+            host.end_idle(now);
+            host.link_bytes_out += link;
+            host.sending = true;
+            let done = self.now + nanos(link as f64 / host.up).max(1);
+            self.on_wire[h] = Some(chunk);
             self.at(done, Ev::Sent { host: h });
-            self.list(c, d);
             return;
         }
         let now = self.now;
@@ -841,8 +847,7 @@ impl World {
         let queue = &mut self.conns[c].dirs[d].queue;
         self.hosts[h].queued += usize::from(queue.is_empty());
         queue.push_back(out);
-        self.list(c, d);
-        self.pump(h);
+        self.admit(c, d);
     }
 
     /// Closes a connection: both queues dropped, the other end told after
@@ -1032,7 +1037,7 @@ pub(crate) struct SimSwarm {
     pub leecher_links: LinkUse,
     pub seed_links: LinkUse,
     pub leecher_downlinks: DownlinkUse,
-    /// Chunks lost at a full downlink queue, over all chunks sent (those
+    /// Chunks lost at a full queue, up or down, over all chunks sent (those
     /// sent again included): as TCP's retransmitted share.
     pub lost: f64,
 }
@@ -1358,7 +1363,7 @@ fn write_sim_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SimSwarm) -> 
     )?;
     writeln!(
         out,
-        "{:<9} lost at a full downlink queue and sent again: {:.1}% of chunks",
+        "{:<9} lost at a full queue and sent again: {:.1}% of chunks",
         "",
         100.0 * s.lost
     )?;
@@ -1519,7 +1524,7 @@ mod tests {
 
     #[test]
     fn a_full_downlink_queue_loses_chunks_and_every_piece_still_arrives_once_asked() {
-        // Several neighbours at once fill a downlink's 50 ms queue: chunks
+        // Several neighbours at once fill a link's 50 ms queue: chunks
         // are lost and sent again, and the swarm still completes with
         // every leecher's file in (a few pieces twice, as without loss).
         let line = "--hosts 16 --link-rate 4M --file-size 4M --no-baseline";
