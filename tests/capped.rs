@@ -83,6 +83,13 @@ fn a_capped_swarm_and_its_baseline_are_measured_and_nothing_is_left() {
     assert!((0.6..=1.1).contains(&stream), "{stream}");
     // 64 pieces, 3 leechers: the last gets a first piece in round 2.
     assert_eq!(r["bound"]["last"].as_f64().unwrap(), 64.0 / 65.0);
+    // Where the CPUs went meanwhile: shares of the whole.
+    let cpu = &r["swarm"]["cpu"];
+    let shares: f64 = ["user", "system", "softirq", "idle", "steal"]
+        .iter()
+        .map(|k| cpu[k].as_f64().unwrap())
+        .sum();
+    assert!((0.97..=1.0 + 1e-9).contains(&shares), "{cpu}");
     let rate = mib(4) as f64;
     for (name, swarm) in [("swarm", &r["swarm"]), ("baseline", &r["baseline"])] {
         let hosts = swarm["per_host"].as_array().unwrap();

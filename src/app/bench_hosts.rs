@@ -58,7 +58,64 @@ pub(crate) struct SwarmFigures {
     /// Copies of the file the seeds sent (piece bytes over FileSize).
     pub copies_from_seeds: f64,
     pub per_host: Vec<HostFigures>,
+    /// Where this machine's CPUs spent the swarm's run (`/proc/stat`); none
+    /// in a simulation.
+    pub cpu: Option<CpuUse>,
 }
+
+/// Shares of all CPUs' time over an interval, from `/proc/stat`'s first
+/// line: user (and nice), system (and hardware interrupts), softirq (the
+/// kernel's network path, much of it), idle (and iowait), and steal.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct CpuUse {
+    pub user: f64,
+    pub system: f64,
+    pub softirq: f64,
+    pub idle: f64,
+    pub steal: f64,
+}
+
+/// `/proc/stat`'s `cpu` line: its first eight counters.
+fn cpu_times() -> Option<[u64; 8]> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_line(text.lines().next()?)
+}
+
+fn parse_cpu_line(line: &str) -> Option<[u64; 8]> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let mut t = [0u64; 8];
+    for v in &mut t {
+        *v = fields.next()?.parse().ok()?;
+    }
+    Some(t)
+}
+
+/// The shares between two readings of [`cpu_times`].
+fn cpu_use(before: [u64; 8], after: [u64; 8]) -> Option<CpuUse> {
+    let d: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(*b) as f64)
+        .collect();
+    let total: f64 = d.iter().sum();
+    if total <= 0.0 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal
+    Some(CpuUse {
+        user: (d[0] + d[1]) / total,
+        system: (d[2] + d[5]) / total,
+        softirq: d[6] / total,
+        idle: (d[3] + d[4]) / total,
+        steal: d[7] / total,
+    })
+}
+
+/// Below this idle share the CPUs, not the links, set a swarm's pace.
+const CPU_BOUND_IDLE: f64 = 0.05;
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct HostsRecord {
@@ -175,6 +232,7 @@ pub(crate) fn summarise(
         seed_upload_use: seed_sent as f64 / (seeds as f64 * rate as f64 * wall.max(1e-9)),
         copies_from_seeds: seed_sent as f64 / file_size as f64,
         per_host,
+        cpu: None,
     }
 }
 
@@ -264,16 +322,14 @@ fn run_swarm(
         })
         .collect();
     let before = lan.sent_bytes();
+    let cpu_before = cpu_times();
     let report = swarm::run(&swarm_args(args, dir, placed))?;
+    let cpu_after = cpu_times();
     let after = lan.sent_bytes();
     go_on()?;
-    Ok(figures(
-        &report,
-        args.shape.file_size,
-        rate,
-        &before,
-        &after,
-    ))
+    let mut figures = figures(&report, args.shape.file_size, rate, &before, &after);
+    figures.cpu = cpu_before.zip(cpu_after).and_then(|(b, a)| cpu_use(b, a));
+    Ok(figures)
 }
 
 fn run_once(
@@ -392,6 +448,25 @@ fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Res
     let base = r.baseline.as_ref();
     write_hosts(out, &r.swarm, base)?;
     write_swarm(out, "swarm", &r.swarm)?;
+    if let Some(c) = r.swarm.cpu {
+        writeln!(
+            out,
+            "{:<9} CPUs meanwhile: user {:.2}, system {:.2}, softirq {:.2}, idle {:.2}{}{}",
+            "",
+            c.user,
+            c.system,
+            c.softirq,
+            c.idle,
+            match c.steal > 0.005 {
+                true => format!(", stolen {:.2}", c.steal),
+                false => String::new(),
+            },
+            match c.idle < CPU_BOUND_IDLE {
+                true => "; none left: this machine, not the links, set the pace",
+                false => "",
+            }
+        )?;
+    }
     write_bound(out, r.bound, r.one_stream_to_rate.min(1.0))?;
     if let Some(b) = base {
         write_swarm(out, "baseline", b)?;
@@ -566,6 +641,20 @@ mod tests {
             threads: 0,
             violations: 0,
         }
+    }
+
+    #[test]
+    fn cpu_shares_come_from_two_proc_stat_readings() {
+        let before = parse_cpu_line("cpu  100 0 200 1000 0 0 50 0 0 0").unwrap();
+        let after = parse_cpu_line("cpu  116 0 228 1000 0 0 105 1 0 0").unwrap();
+        let c = cpu_use(before, after).unwrap();
+        assert_eq!(
+            (c.user, c.system, c.softirq, c.idle, c.steal),
+            (0.16, 0.28, 0.55, 0.0, 0.01)
+        );
+        assert!(parse_cpu_line("cpu0 1 2 3 4 5 6 7 8").is_none());
+        assert!(parse_cpu_line("cpu 1 2 3").is_none());
+        assert!(cpu_use(before, before).is_none());
     }
 
     #[test]
