@@ -261,21 +261,6 @@ struct Storing {
     held: bool,
 }
 
-impl Neighbour {
-    /// Piece `index` came, or will not come (rejected), on this connection:
-    /// one request for it fewer. False when none was outstanding.
-    fn answered(&mut self, index: u32) -> bool {
-        let Some(count) = self.asked.get_mut(&index) else {
-            return false;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.asked.remove(&index);
-        }
-        true
-    }
-}
-
 struct Neighbour {
     conn: ConnId,
     has: Bitfield,
@@ -325,6 +310,21 @@ struct Neighbour {
     /// Pieces it rejected ([`Message::Reject`]): not asked of it again
     /// until the next choking round.
     refused: Vec<u32>,
+}
+
+impl Neighbour {
+    /// Piece `index` came, or will not come (rejected), on this connection:
+    /// one request for it fewer. False when none was outstanding.
+    fn answered(&mut self, index: u32) -> bool {
+        let Some(count) = self.asked.get_mut(&index) else {
+            return false;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.asked.remove(&index);
+        }
+        true
+    }
 }
 
 /// What a peer's protocol state starts from.
@@ -570,15 +570,18 @@ impl Machine {
         if self.neighbours.values().any(|n| !n.outstanding.is_empty()) {
             return Demand::Asked;
         }
-        let offers = |n: &Neighbour| n.has.iter_ones().any(|i| self.wanted.has(i));
-        let holders: Vec<&Neighbour> = self.neighbours.values().filter(|n| offers(n)).collect();
-        if holders.is_empty() {
-            Demand::NoneHeld
-        } else if holders.iter().all(|n| n.they_choke_us) {
-            Demand::Choked
-        } else {
-            Demand::HeldBack
+        let mut demand = Demand::NoneHeld;
+        for n in self
+            .neighbours
+            .values()
+            .filter(|n| n.has.intersects(&self.wanted))
+        {
+            if !n.they_choke_us {
+                return Demand::HeldBack;
+            }
+            demand = Demand::Choked;
         }
+        demand
     }
 
     /// The neighbours we unchoke now.

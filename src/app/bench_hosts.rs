@@ -95,11 +95,7 @@ fn parse_cpu_line(line: &str) -> Option<[u64; 8]> {
 
 /// The shares between two readings of [`cpu_times`].
 fn cpu_use(before: [u64; 8], after: [u64; 8]) -> Option<CpuUse> {
-    let d: Vec<f64> = before
-        .iter()
-        .zip(after)
-        .map(|(b, a)| a.saturating_sub(*b) as f64)
-        .collect();
+    let d: [f64; 8] = std::array::from_fn(|i| after[i].saturating_sub(before[i]) as f64);
     let total: f64 = d.iter().sum();
     if total <= 0.0 {
         return None;

@@ -240,6 +240,14 @@ struct Chunk {
 }
 
 impl Host {
+    /// Its downlink's idle time up to `at` is counted against what its core
+    /// waited on.
+    fn end_down_wait(&mut self, at: Nanos) {
+        if let Some((since, demand)) = self.down_wait.take() {
+            self.down_idle[demand as usize] += at.saturating_sub(since);
+        }
+    }
+
     /// Its link's idle time up to `now` is counted.
     fn end_idle(&mut self, now: Nanos) {
         if let Some((since, blocked)) = self.idle_since.take() {
@@ -681,9 +689,7 @@ impl World {
         }
         let done = start + nanos(on_link(chunk.bytes) as f64 / self.hosts[to].down);
         let host = &mut self.hosts[to];
-        if let Some((since, demand)) = host.down_wait.take() {
-            host.down_idle[demand as usize] += start.saturating_sub(since);
-        }
+        host.end_down_wait(start);
         host.down_free = done;
         self.at(done, Ev::Delivered(chunk));
     }
@@ -980,9 +986,7 @@ impl World {
         let peer = host.id;
         if line == SpecLine::Complete && host.complete_at.is_none() {
             host.complete_at = Some(self.now);
-            if let Some((since, demand)) = host.down_wait.take() {
-                host.down_idle[demand as usize] += self.now.saturating_sub(since);
-            }
+            host.end_down_wait(self.now);
             self.remaining -= 1;
             if host.counted {
                 self.counted_left -= 1;
@@ -1091,8 +1095,17 @@ pub(crate) struct SimRecord {
     pub gain: Option<f64>,
 }
 
-/// Runs one swarm and returns its figures, and its picture when `log`.
-fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError> {
+/// What [`simulate`] gives: the swarm's figures, its picture when `log`,
+/// the mean neighbours a host had, and the file's pieces.
+struct Simulated {
+    swarm: SimSwarm,
+    picture: Option<Picture>,
+    degree: f64,
+    pieces: u32,
+}
+
+/// Runs one swarm.
+fn simulate(setup: &Setup) -> Result<Simulated, SimError> {
     let args = setup.args;
     let started = Instant::now();
     let mut world = World::new(setup)?;
@@ -1239,8 +1252,8 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
             ..Picture::build(&info, &logs)
         }
     });
-    Ok((
-        SimSwarm {
+    Ok(Simulated {
+        swarm: SimSwarm {
             figures,
             left,
             slow,
@@ -1254,11 +1267,17 @@ fn simulate(setup: &Setup) -> Result<(SimSwarm, Option<Picture>, f64), SimError>
         },
         picture,
         degree,
-    ))
+        pieces: world.layout.num_pieces(),
+    })
 }
 
 fn run_once(args: &SimArgs, seed: u64, report: Option<&Path>) -> Result<SimRecord, SimError> {
-    let (swarm, picture, degree) = simulate(&Setup {
+    let Simulated {
+        swarm,
+        picture,
+        degree,
+        pieces,
+    } = simulate(&Setup {
         args,
         seed,
         baseline: false,
@@ -1279,7 +1298,7 @@ fn run_once(args: &SimArgs, seed: u64, report: Option<&Path>) -> Result<SimRecor
                 baseline: true,
                 log: false,
             })?
-            .0,
+            .swarm,
         ),
     };
     Ok(SimRecord {
@@ -1298,7 +1317,7 @@ fn run_once(args: &SimArgs, seed: u64, report: Option<&Path>) -> Result<SimRecor
         seed,
         ideal_secs: args.shape.file_size as f64 / args.link_rate as f64,
         bound: whole_piece_bound(
-            args.shape.file_size.div_ceil(args.shape.piece_size) as u32,
+            pieces,
             args.hosts as usize - args.shape.seeds,
             args.shape.seeds,
         ),

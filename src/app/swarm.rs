@@ -883,6 +883,7 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
     let mut failed_to_start = false;
     // The peer that failed to start closed its status pipe: it is exiting.
     let mut exiting: Option<usize> = None;
+    let placed = |e: Option<&PeerEntry>| e.is_some_and(|e| args.placed.contains_key(&e.id));
     for (k, entry) in to_start.iter().enumerate() {
         if stop_requested() {
             break;
@@ -930,7 +931,6 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         // do: their peers dial again until the one before them listens, and
         // a launcher that waited for each would start the last ones seconds
         // late once the first ones load the CPUs.
-        let placed = |e: Option<&PeerEntry>| e.is_some_and(|e| args.placed.contains_key(&e.id));
         if placed(Some(entry)) && placed(to_start.get(k + 1)) {
             continue;
         }

@@ -131,6 +131,18 @@ impl Script {
         self.connect_on(peer, true, false)
     }
 
+    /// p2pft neighbours on other hosts connect and say they are interested;
+    /// what that makes us send is dropped.
+    fn interested_remotes(&mut self, peers: &[u32]) {
+        for &p in peers {
+            self.connect_remote(p);
+        }
+        for &p in peers {
+            self.recv(p, Message::Interested);
+        }
+        self.commands();
+    }
+
     fn connect_on(&mut self, peer: u32, pipelining: bool, same_host: bool) -> ConnId {
         self.next_conn += 1;
         let conn = self.next_conn;
@@ -534,11 +546,7 @@ fn served(commands: &[Command]) -> Vec<(u32, u32)> {
 fn across_hosts_a_seed_sends_each_piece_once_before_any_twice() {
     let peers = [(1, true), (2, false), (3, false)];
     let mut s = Swarm::new(&peers, 8).start(1, &[]);
-    s.connect_remote(2);
-    s.connect_remote(3);
-    s.recv(2, Message::Interested);
-    s.recv(3, Message::Interested);
-    s.commands();
+    s.interested_remotes(&[2, 3]);
     s.recv(2, Message::Request(5));
     assert_eq!(served(&s.commands()), [(2, 5)]);
     // Piece 5 is on its way through the swarm: 3 is told to take 0,
@@ -587,11 +595,7 @@ fn a_seed_rejects_nothing_on_this_host_in_strict_mode_or_once_all_went_out() {
     assert_eq!(served(&s.commands()), [(2, 1), (3, 1)]);
     // Every piece sent once: anything is served.
     let mut s = Swarm::new(&peers, 2).start(1, &[]);
-    s.connect_remote(2);
-    s.connect_remote(3);
-    s.recv(2, Message::Interested);
-    s.recv(3, Message::Interested);
-    s.commands();
+    s.interested_remotes(&[2, 3]);
     s.recv(2, Message::Request(0));
     s.recv(2, Message::Request(1));
     s.recv(3, Message::Request(1));
@@ -625,11 +629,7 @@ fn a_leecher_that_completed_rejects_nothing() {
     s.deliver(1, 7);
     s.store_all();
     assert!(s.m.have_complete());
-    s.connect_remote(3);
-    s.connect_remote(4);
-    s.recv(3, Message::Interested);
-    s.recv(4, Message::Interested);
-    s.commands();
+    s.interested_remotes(&[3, 4]);
     s.recv(3, Message::Request(5));
     s.recv(4, Message::Request(5));
     assert_eq!(served(&s.commands()), [(3, 5), (4, 5)]);

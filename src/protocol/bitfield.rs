@@ -88,6 +88,15 @@ impl Bitfield {
             .any(|(mine, theirs)| mine & !theirs != 0)
     }
 
+    /// True when a piece is in both.
+    pub(crate) fn intersects(&self, other: &Bitfield) -> bool {
+        debug_assert_eq!(self.len(), other.len());
+        self.as_wire()
+            .iter()
+            .zip(other.as_wire())
+            .any(|(mine, theirs)| mine & theirs != 0)
+    }
+
     /// Sets every piece `other` has (a lenient merge of a late bitfield).
     pub(crate) fn union_with(&mut self, other: &Bitfield) {
         debug_assert_eq!(self.len(), other.len());
@@ -156,5 +165,16 @@ mod tests {
         assert!(!theirs.has_any_missing_from(&mine));
         mine.union_with(&Bitfield::full(12));
         assert!(mine.is_complete());
+    }
+
+    #[test]
+    fn two_bitfields_intersect_where_both_have_a_piece() {
+        let mut a = Bitfield::empty(12);
+        let mut b = Bitfield::empty(12);
+        a.set(3, true);
+        b.set(11, true);
+        assert!(!a.intersects(&b));
+        b.set(3, true);
+        assert!(a.intersects(&b) && b.intersects(&a));
     }
 }
