@@ -60,6 +60,8 @@ fn a_capped_swarm_and_its_baseline_are_measured_and_nothing_is_left() {
             "1",
             "--timeout",
             "60",
+            "--mtu",
+            "9000",
             "--json",
             "--dir",
         ])
@@ -77,6 +79,8 @@ fn a_capped_swarm_and_its_baseline_are_measured_and_nothing_is_left() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["ok"], true);
     assert_eq!(r["hosts"], 4);
+    // As the kernel had it, read back from the first host's link.
+    assert_eq!(r["mtu"], 9000);
     assert_eq!(r["link_rate_bytes_per_sec"], mib(4));
     // The cap holds: one stream through it gets most of it and no more.
     let stream = r["one_stream_to_rate"].as_f64().unwrap();
@@ -155,6 +159,7 @@ fn the_peers_own_rate_caps_hold_on_uncapped_links() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["ok"], true);
     assert_eq!(r["cap_by"], "config");
+    assert_eq!(r["mtu"], 1500, "Ethernet's unless --mtu says otherwise");
     // Uncapped, one stream is far faster than the rate the peers keep to.
     assert!(r["one_stream_to_rate"].as_f64().unwrap() > 3.0, "{r}");
     let swarm = &r["swarm"];

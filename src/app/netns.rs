@@ -85,8 +85,8 @@ pub(crate) struct Lan {
 
 impl Lan {
     /// `n` hosts, each link capped at `rate` bytes a second both ways
-    /// (uncapped when `None`).
-    pub(crate) fn new(n: usize, rate: Option<u64>) -> Result<Lan, NetnsError> {
+    /// (uncapped when `None`), its frames at most `mtu` bytes.
+    pub(crate) fn new(n: usize, rate: Option<u64>, mtu: u32) -> Result<Lan, NetnsError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(NetnsError::NotRoot);
         }
@@ -114,10 +114,14 @@ impl Lan {
                     "netns", &name,
                 ],
             )?;
+            // Both ends of the cable; the bridge takes its ports' least.
+            let mtu = mtu.to_string();
+            run("ip", &["-n", &sw, "link", "set", &port, "mtu", &mtu])?;
             run(
                 "ip",
                 &["-n", &sw, "link", "set", &port, "master", "br0", "up"],
             )?;
+            run("ip", &["-n", &name, "link", "set", "eth0", "mtu", &mtu])?;
             let addr = format!("{}/16", host_addr(i));
             run("ip", &["-n", &name, "addr", "add", &addr, "dev", "eth0"])?;
             run("ip", &["-n", &name, "link", "set", "eth0", "up"])?;
@@ -139,6 +143,18 @@ impl Lan {
     /// The namespace of host `i`.
     pub(crate) fn host(&self, i: usize) -> &str {
         &self.hosts[i]
+    }
+
+    /// The MTU of host `i`'s link, as its kernel has it.
+    pub(crate) fn link_mtu(&self, i: usize) -> Option<u32> {
+        let out = Command::new("ip")
+            .args(["-n", &self.hosts[i], "-o", "link", "show", "eth0"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        words.find(|w| *w == "mtu")?;
+        words.next()?.parse().ok()
     }
 
     /// Bytes each host sent up its link, as its `tbf` counted them (the
