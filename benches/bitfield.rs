@@ -2,7 +2,7 @@
 //! test, counting, and picking a random wanted piece, among half the pieces
 //! (a draw finds one) and among 16 (the draws miss: the exact passes).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use p2pft::policy::picker::pick_random;
+use p2pft::policy::picker::{pick_random, pick_rarest};
 use p2pft::protocol::bitfield::Bitfield;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -52,6 +52,16 @@ fn bench(c: &mut Criterion) {
         }
         g.bench_function(BenchmarkId::new("pick_random_of_16", n), |b| {
             b.iter(|| pick_random(black_box(&wanted), black_box(&scarce), &mut rng))
+        });
+        // Every neighbour has every piece: all are tied.
+        let level = vec![3u32; n as usize];
+        g.bench_function(BenchmarkId::new("pick_rarest_all_tied", n), |b| {
+            b.iter(|| pick_rarest(black_box(&theirs), black_box(&wanted), &level, &mut rng))
+        });
+        // Counts 0-7 spread over the pieces.
+        let spread: Vec<u32> = (0..n).map(|i| (i * 2_654_435_761u32) >> 29).collect();
+        g.bench_function(BenchmarkId::new("pick_rarest_spread", n), |b| {
+            b.iter(|| pick_rarest(black_box(&theirs), black_box(&wanted), &spread, &mut rng))
         });
     }
     g.finish();

@@ -82,9 +82,10 @@ fn a_capped_swarm_and_its_baseline_are_measured_and_nothing_is_left() {
     // As the kernel had it, read back from the first host's link.
     assert_eq!(r["mtu"], 9000);
     assert_eq!(r["link_rate_bytes_per_sec"], mib(4));
-    // The cap holds: one stream through it gets most of it and no more.
+    // The cap holds: one stream through it gets most of it and, its
+    // frames' headers taking some of the link, less than all of it.
     let stream = r["one_stream_to_rate"].as_f64().unwrap();
-    assert!((0.6..=1.1).contains(&stream), "{stream}");
+    assert!((0.6..=1.0).contains(&stream), "{stream}");
     // 64 pieces, 3 leechers: the last gets a first piece in round 2.
     assert_eq!(r["bound"]["last"].as_f64().unwrap(), 64.0 / 65.0);
     // Where the CPUs went meanwhile: shares of the whole.

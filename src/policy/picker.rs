@@ -128,7 +128,7 @@ impl Filling {
 /// neighbours have (`available`, a count a piece), at random among those;
 /// `None` when there is none. One pass over the bitfields, 64 pieces at a
 /// time, and a look at the count of each candidate.
-pub(crate) fn pick_rarest(
+pub fn pick_rarest(
     theirs: &Bitfield,
     wanted: &Bitfield,
     available: &[u32],
