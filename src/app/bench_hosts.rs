@@ -462,7 +462,8 @@ fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Res
                 true => format!(", stolen {:.2}", c.steal),
                 false => String::new(),
             },
-            match (c.idle < CPU_BOUND_IDLE, r.mtu < 9000) {
+            // The kernel's share is mostly per packet: jumbo frames cut it.
+            match (c.idle < CPU_BOUND_IDLE, r.mtu < 9000 && c.softirq >= c.user.max(c.system)) {
                 (true, true) => "; none left: this machine, not the links, set the pace (--mtu 9000 sends a sixth of the packets)",
                 (true, false) => "; none left: this machine, not the links, set the pace",
                 (false, _) => "",
