@@ -1,8 +1,11 @@
 //! Bitfield operations at 1 and 100,000 pieces: wire round trip, interest
 //! test, counting, and picking a random wanted piece, among half the pieces
-//! (a draw finds one) and among 16 (the draws miss: the exact passes).
+//! (a draw finds one) and among 16 (the draws miss: the exact passes); and
+//! picking the rarest, by one pass (`pick_rarest`) and from the sorted
+//! counts (`Rarity::pick`), all tied, counts spread, and 16 wanted.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use p2pft::policy::picker::{pick_random, pick_rarest};
+use p2pft::policy::rarity::Rarity;
 use p2pft::protocol::bitfield::Bitfield;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -59,9 +62,33 @@ fn bench(c: &mut Criterion) {
             b.iter(|| pick_rarest(black_box(&theirs), black_box(&wanted), &level, &mut rng))
         });
         // Counts 0-7 spread over the pieces.
-        let spread: Vec<u32> = (0..n).map(|i| (i * 2_654_435_761u32) >> 29).collect();
+        let spread: Vec<u32> = (0..n)
+            .map(|i| (i.wrapping_mul(2_654_435_761)) >> 29)
+            .collect();
         g.bench_function(BenchmarkId::new("pick_rarest_spread", n), |b| {
             b.iter(|| pick_rarest(black_box(&theirs), black_box(&wanted), &spread, &mut rng))
+        });
+        // The same counts kept sorted, as the core keeps them.
+        let mut rarity = Rarity::new(n);
+        for (i, &c) in level.iter().enumerate() {
+            (0..c).for_each(|_| rarity.add(i as u32));
+        }
+        g.bench_function(BenchmarkId::new("rarity_pick_all_tied", n), |b| {
+            b.iter(|| rarity.pick(black_box(&theirs), black_box(&wanted), &mut rng))
+        });
+        let mut rarity = Rarity::new(n);
+        for (i, &c) in spread.iter().enumerate() {
+            (0..c).for_each(|_| rarity.add(i as u32));
+        }
+        g.bench_function(BenchmarkId::new("rarity_pick_spread", n), |b| {
+            b.iter(|| rarity.pick(black_box(&theirs), black_box(&wanted), &mut rng))
+        });
+        // The end of a download: 16 pieces wanted, none of them rare.
+        g.bench_function(BenchmarkId::new("rarity_pick_of_16", n), |b| {
+            b.iter(|| rarity.pick(black_box(&theirs), black_box(&scarce), &mut rng))
+        });
+        g.bench_function(BenchmarkId::new("pick_rarest_of_16", n), |b| {
+            b.iter(|| pick_rarest(black_box(&theirs), black_box(&scarce), &spread, &mut rng))
         });
     }
     g.finish();

@@ -28,6 +28,7 @@
 use crate::policy::choke::{self, NeighbourStats};
 use crate::policy::pacing::Pacing;
 use crate::policy::picker;
+use crate::policy::rarity::Rarity;
 use crate::protocol::bitfield::Bitfield;
 use crate::protocol::config::{Config, PeerEntry};
 use crate::protocol::wire::{Kind, Limits, Message, WireError};
@@ -400,9 +401,9 @@ pub(crate) struct Machine {
     absent: Unchanged<Vec<u32>>,
     /// Pieces we lack that are neither requested nor being stored.
     wanted: Bitfield,
-    /// How many connected neighbours have each piece (rarest first, see
-    /// [`picker::pick_rarest`]).
-    available: Vec<u32>,
+    /// How many connected neighbours have each piece, sorted (rarest
+    /// first, see [`Rarity::pick`]).
+    rarity: Rarity,
     /// Pieces we have never sent anyone, if we started with the whole file
     /// and some remain: while a p2pft neighbour on another host lacks one,
     /// we reject its requests for the others (see [`Machine::on_request`]).
@@ -470,6 +471,8 @@ impl Machine {
         }
         setup.counters.pieces.store(setup.have.count(), Relaxed);
         let unserved = setup.have.is_complete().then(|| Bitfield::full(n));
+        let mut rarity = Rarity::new(n);
+        setup.have.iter_ones().for_each(|i| rarity.retire(i));
         let mut complete_peers = BTreeSet::new();
         if setup.have.is_complete() {
             complete_peers.insert(setup.me);
@@ -487,7 +490,7 @@ impl Machine {
             absent: Unchanged::new(Vec::new(), now),
             have: setup.have,
             wanted,
-            available: vec![0; layout.num_pieces() as usize],
+            rarity,
             unserved,
             suggest_from: 0,
             retried_at: None,
@@ -813,7 +816,7 @@ impl Machine {
             return;
         };
         for i in n.has.iter_ones() {
-            self.available[i as usize] -= 1;
+            self.rarity.remove(i);
         }
         self.push(Command::Close { conn: n.conn, peer });
         self.unconnected_since.insert(peer, now);
@@ -935,7 +938,7 @@ impl Machine {
                 if !n.has.has(index) {
                     n.has.set(index, true);
                     n.has_count += 1;
-                    self.available[index as usize] += 1;
+                    self.rarity.add(index);
                     if n.pipelining {
                         if n.recent.len() == RECENT_HAVES {
                             n.recent.pop_front();
@@ -954,7 +957,7 @@ impl Machine {
                     log::warn!("peer {}: {peer} sent a bitfield late; merging it", self.me);
                 }
                 for i in bits.iter_ones().filter(|&i| !n.has.has(i)) {
-                    self.available[i as usize] += 1;
+                    self.rarity.add(i);
                 }
                 n.has.union_with(&bits);
                 n.has_count = n.has.count();
@@ -1339,6 +1342,7 @@ impl Machine {
             return;
         }
         self.have.set(index, true);
+        self.rarity.retire(index);
         self.have_count += 1;
         self.unrecorded = true;
         let count = self.have_count;
@@ -1501,7 +1505,7 @@ impl Machine {
                 &refused
             };
             picker::pick_newest(&n.recent, wanted)
-                .or_else(|| picker::pick_rarest(&n.has, wanted, &self.available, &mut self.rng))
+                .or_else(|| self.rarity.pick(&n.has, wanted, &mut self.rng))
         } else if n.sent_bad.is_empty() && n.pipelining {
             // It is a leecher, and another neighbour with the whole file
             // unchokes us.

@@ -580,6 +580,57 @@ fn across_hosts_a_seed_sends_each_piece_once_before_any_twice() {
     ));
 }
 
+/// Few pieces are counted and passed over at each pick; more are kept
+/// sorted by count (`Rarity`): both ask for the rarest.
+#[test]
+fn across_hosts_the_rarest_piece_a_neighbour_has_is_asked_for() {
+    for n in [64, 5_000] {
+        let peers = [(1, true), (2, false), (3, false), (4, false)];
+        let mut s = Swarm::new(&peers, n).start(4, &[]);
+        s.connect_remote(2);
+        s.recv(2, only(n, &(0..n / 2).collect::<Vec<_>>()));
+        s.connect_remote(3);
+        s.recv(3, full(n));
+        s.recv(3, Message::Unchoke);
+        let first = requests(&s.sent(), 3);
+        // The second half, which only 3 has, is the rarest.
+        assert!(!first.is_empty(), "{n} pieces");
+        assert!(first.iter().all(|&i| i >= n / 2), "{n}: {first:?}");
+        // 2 announces every piece of the second half but two: those two are
+        // the rarest now.
+        let rare: Vec<u32> = (n / 2..n).filter(|i| !first.contains(i)).take(2).collect();
+        assert_eq!(rare.len(), 2, "{n}: {first:?}");
+        for i in (n / 2..n).filter(|i| !rare.contains(i)) {
+            s.recv(2, Message::Have(i));
+        }
+        s.deliver(3, first[0]);
+        // Asked for one by one, each the rarest left: the two come first.
+        let next = requests(&s.store_all(), 3);
+        let firsts = &next[..next.len().min(2)];
+        assert!(!firsts.is_empty(), "{n} pieces");
+        assert!(
+            firsts.iter().all(|i| rare.contains(i)),
+            "{n}: {next:?}, {rare:?}"
+        );
+        // 2 leaves (its pieces count one fewer): every piece is as rare as
+        // any, and none held or asked for is asked for again.
+        s.m.closed(s.now, s.conns[&2], 2, CloseReason::Eof);
+        let mut outstanding: BTreeSet<u32> = first[1..].iter().chain(&next).copied().collect();
+        let mut held = BTreeSet::from([first[0]]);
+        while held.len() < 12 {
+            let i = outstanding.pop_first().expect("a request out");
+            s.deliver(3, i);
+            held.insert(i);
+            for j in requests(&s.store_all(), 3) {
+                assert!(
+                    !held.contains(&j) && outstanding.insert(j),
+                    "{n}: {j} again"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_seed_rejects_nothing_on_this_host_in_strict_mode_or_once_all_went_out() {
     let peers = [(1, true), (2, false), (3, false)];

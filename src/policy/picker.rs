@@ -14,7 +14,8 @@
 //! the rest of the granules already begun ([`Filling`]) before a random
 //! piece begins another: a granule completes soon and goes to the disk in
 //! one write. A p2pft neighbour on another host is asked for its newest
-//! announced piece, else for the rarest piece it has ([`pick_rarest`]):
+//! announced piece, else for the rarest piece it has
+//! ([`crate::policy::rarity::Rarity::pick`], or [`pick_rarest`]'s pass):
 //! there the links, not the disks, set the pace, and a piece spreads fastest
 //! when the seed sends each piece once before any twice. The caller keeps `wanted` (missing
 //! and not in flight) up to date; this module only chooses, with the RNG
@@ -127,7 +128,9 @@ impl Filling {
 /// Of the pieces in both `theirs` and `wanted`, one that the fewest
 /// neighbours have (`available`, a count a piece), at random among those;
 /// `None` when there is none. One pass over the bitfields, 64 pieces at a
-/// time, and a look at the count of each candidate.
+/// time, and a look at the count of each candidate: what
+/// [`crate::policy::rarity::Rarity::pick`] falls back to when the rarest
+/// pieces are not the neighbour's.
 pub fn pick_rarest(
     theirs: &Bitfield,
     wanted: &Bitfield,
