@@ -776,7 +776,12 @@ impl Machine {
         if !self.is_current(peer, conn) {
             return;
         }
+        // After a goodbye the end is the usual one, though the last haves
+        // may not have reached us yet, and a reset (our own goodbye unread
+        // as it closed) is as good as an end of file.
+        let goodbye = self.neighbours.get(&peer).is_some_and(|n| n.said_goodbye);
         match &reason {
+            CloseReason::Eof | CloseReason::Io(_) if goodbye => {}
             CloseReason::Eof if self.everyone_complete(now) => {}
             reason => log::warn!("peer {}: connection to {peer} ended: {reason}", self.me),
         }

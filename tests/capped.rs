@@ -74,6 +74,9 @@ fn a_capped_swarm_and_its_baseline_are_measured_and_nothing_is_left() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    // Every peer ended as usual, saying goodbye: no connection's end is
+    // worth a warning.
+    assert!(!stderr.contains("ended:"), "{stderr}");
     assert!(namespaces_of(pid).is_empty(), "{:?}", namespaces_of(pid));
     assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
