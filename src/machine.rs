@@ -411,6 +411,8 @@ pub(crate) struct Machine {
     /// already, and the last pieces a straggler asks it for must not be
     /// refused.
     unserved: Option<Bitfield>,
+    /// How many pieces `unserved` has: a count, not a pass over it a request.
+    unserved_left: u32,
     /// Where [`Machine::next_unserved`] looks first.
     suggest_from: u32,
     /// When [`Machine::retry_stalled`] last asked again.
@@ -492,6 +494,7 @@ impl Machine {
             wanted,
             rarity,
             unserved,
+            unserved_left: n,
             suggest_from: 0,
             retried_at: None,
             neighbours: BTreeMap::new(),
@@ -1109,9 +1112,10 @@ impl Machine {
             }
         }
         let conn = self.neighbours[&peer].conn;
-        if let Some(unserved) = &mut self.unserved {
+        if let Some(unserved) = self.unserved.as_mut().filter(|u| u.has(index)) {
             unserved.set(index, false);
-            if unserved.none() {
+            self.unserved_left -= 1;
+            if self.unserved_left == 0 {
                 // Every piece went out once: nothing to reject for any more.
                 self.unserved = None;
             }
