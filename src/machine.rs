@@ -799,8 +799,15 @@ impl Machine {
         if !self.is_current(peer, conn) {
             return;
         }
+        let goodbye = self.neighbours.get(&peer).is_some_and(|n| n.said_goodbye);
         if full {
             log::warn!("peer {}: {peer} stopped reading; dropping it", self.me);
+        } else if !goodbye && !self.everyone_complete(now) {
+            // Its writer saw the connection break before its reader did.
+            log::warn!(
+                "peer {}: connection to {peer} ended: it cannot be written to",
+                self.me
+            );
         }
         self.drop_neighbour(now, peer, true);
     }
