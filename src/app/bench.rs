@@ -101,7 +101,58 @@ pub struct SwarmShape {
     pub pipeline_depth: Option<u32>,
 }
 
+/// The swarm's shape as every JSON record gives it (flattened into each).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ShapeRecord {
+    pub seeds: usize,
+    pub file_size_bytes: u64,
+    pub piece_size_bytes: u64,
+    pub k: usize,
+    pub p_secs: f64,
+    pub m_secs: f64,
+    /// As the peers have it (Common.cfg's P2pftStrict).
+    pub strict: bool,
+}
+
+impl ShapeRecord {
+    /// `1 seed` or `2 seeds`.
+    pub(crate) fn seeds_text(&self) -> String {
+        let s = if self.seeds == 1 { "" } else { "s" };
+        format!("{} seed{s}", self.seeds)
+    }
+}
+
+/// `24 MiB file, 256 KiB pieces, k=4 p=1s m=2s`, as the tables' first lines
+/// say it.
+impl std::fmt::Display for ShapeRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} MiB file, {} KiB pieces, k={} p={}s m={}s",
+            mib(self.file_size_bytes),
+            self.piece_size_bytes / 1024,
+            self.k,
+            self.p_secs,
+            self.m_secs
+        )
+    }
+}
+
 impl SwarmShape {
+    /// What the JSON records say of this shape; `strict` as the peers'
+    /// configuration has it.
+    pub(crate) fn record(&self, strict: bool) -> ShapeRecord {
+        ShapeRecord {
+            seeds: self.seeds,
+            file_size_bytes: self.file_size,
+            piece_size_bytes: self.piece_size,
+            k: self.k,
+            p_secs: self.p,
+            m_secs: self.m,
+            strict,
+        }
+    }
+
     /// The Common.cfg that says this, for a file named `file_name` (the
     /// piece size unchecked: the peers' config rules judge it).
     pub(super) fn common_cfg(&self, file_name: &str) -> String {
@@ -223,13 +274,8 @@ pub(crate) struct PeerFigures {
 pub(crate) struct BenchRecord {
     pub ok: bool,
     pub peers: usize,
-    pub seeds: usize,
-    pub file_size_bytes: u64,
-    pub piece_size_bytes: u64,
-    pub k: usize,
-    pub p_secs: f64,
-    pub m_secs: f64,
-    pub strict: bool,
+    #[serde(flatten)]
+    pub shape: ShapeRecord,
     pub pipeline_depth: u32,
     pub direct_io: bool,
     pub verified: bool,
@@ -681,13 +727,7 @@ fn record(
     BenchRecord {
         ok: report.ok,
         peers: args.peers,
-        seeds: args.shape.seeds,
-        file_size_bytes: args.shape.file_size,
-        piece_size_bytes: args.shape.piece_size,
-        k: args.shape.k,
-        p_secs: args.shape.p,
-        m_secs: args.shape.m,
-        strict: common.strict,
+        shape: args.shape.record(common.strict),
         pipeline_depth: common.pipeline_depth,
         direct_io: common.direct_io,
         verified: !args.no_verify,
@@ -715,16 +755,11 @@ fn record(
 fn write_table(out: &mut impl std::fmt::Write, r: &BenchRecord) -> std::fmt::Result {
     writeln!(
         out,
-        "swarm: {} peers ({} seed{}), {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}, {}, {}",
+        "swarm: {} peers ({}), {}, {}, {}, {}",
         r.peers,
-        r.seeds,
-        if r.seeds == 1 { "" } else { "s" },
-        mib(r.file_size_bytes),
-        r.piece_size_bytes / 1024,
-        r.k,
-        r.p_secs,
-        r.m_secs,
-        if r.strict {
+        r.shape.seeds_text(),
+        r.shape,
+        if r.shape.strict {
             "spec-strict".to_string()
         } else {
             format!("pipeline depth {}", r.pipeline_depth)

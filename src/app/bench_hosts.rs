@@ -13,7 +13,7 @@
 
 use crate::app::bench::{
     begin, clear_leechers, doing, each_run, go_on, median, phase, report_path, setup, swarm_args,
-    write_spread, write_summary_head, BenchArgs, BenchError, CapBy,
+    write_spread, write_summary_head, BenchArgs, BenchError, CapBy, ShapeRecord,
 };
 use crate::app::netns::{host_addr, Lan};
 use crate::app::swarm::{self, Placement, SwarmReport};
@@ -117,7 +117,8 @@ const CPU_BOUND_IDLE: f64 = 0.05;
 pub(crate) struct HostsRecord {
     pub ok: bool,
     pub hosts: usize,
-    pub seeds: usize,
+    #[serde(flatten)]
+    pub shape: ShapeRecord,
     pub link_rate_bytes_per_sec: u64,
     /// `tbf` on the links, or the peers' own caps (`config`).
     pub cap_by: CapBy,
@@ -128,12 +129,6 @@ pub(crate) struct HostsRecord {
     /// (with `config`, through uncapped links: what the caps hold back).
     pub one_stream_bytes_per_sec: f64,
     pub one_stream_to_rate: f64,
-    pub file_size_bytes: u64,
-    pub piece_size_bytes: u64,
-    pub k: usize,
-    pub p_secs: f64,
-    pub m_secs: f64,
-    pub strict: bool,
     /// FileSize / RATE: the time one link needs for the file.
     pub ideal_secs: f64,
     /// The best any schedule of whole pieces allows, before the stream's
@@ -371,18 +366,12 @@ fn run_once(
     Ok(HostsRecord {
         ok: swarm.ok && baseline.as_ref().is_none_or(|b| b.ok),
         hosts: args.peers,
-        seeds: args.shape.seeds,
+        shape: args.shape.record(common.strict),
         link_rate_bytes_per_sec: rate,
         cap_by: args.cap_by,
         mtu: lan.link_mtu(0).unwrap_or(0),
         one_stream_bytes_per_sec: stream,
         one_stream_to_rate: stream / rate as f64,
-        file_size_bytes: args.shape.file_size,
-        piece_size_bytes: args.shape.piece_size,
-        k: args.shape.k,
-        p_secs: args.shape.p,
-        m_secs: args.shape.m,
-        strict: common.strict,
         ideal_secs: ideal,
         bound: whole_piece_bound(
             common.layout.num_pieces(),
@@ -418,22 +407,21 @@ pub(crate) fn write_swarm(
 fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Result {
     writeln!(
         out,
-        "hosts: {} ({} seed{}), links capped at {:.2} MiB/s both ways ({}), MTU {}; {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}",
+        "hosts: {} ({}), links capped at {:.2} MiB/s both ways ({}), MTU {}; {}, {}",
         r.hosts,
-        r.seeds,
-        if r.seeds == 1 { "" } else { "s" },
+        r.shape.seeds_text(),
         r.link_rate_bytes_per_sec as f64 / MIB,
         match r.cap_by {
             CapBy::Tbf => "tbf",
             CapBy::Config => "by the peers: P2pftMaxUploadRate, P2pftMaxDownloadRate",
         },
         r.mtu,
-        mib(r.file_size_bytes),
-        r.piece_size_bytes / 1024,
-        r.k,
-        r.p_secs,
-        r.m_secs,
-        if r.strict { "spec-strict" } else { "p2pft extensions" },
+        r.shape,
+        if r.shape.strict {
+            "spec-strict"
+        } else {
+            "p2pft extensions"
+        },
     )?;
     writeln!(
         out,

@@ -13,7 +13,7 @@
 //! run; never decides anything a peer decides (that is the core's), and
 //! never touches a socket, a thread or the real clock inside the loop.
 
-use crate::app::bench::{median, SwarmShape};
+use crate::app::bench::{median, ShapeRecord, SwarmShape};
 use crate::app::bench_hosts::{
     summarise, whole_piece_bound, write_bound, write_hosts, write_outcome, write_swarm,
     write_swarm_spread, HostFigures, SwarmFigures, WholePieceBound,
@@ -24,7 +24,7 @@ use crate::protocol::bitfield::Bitfield;
 use crate::protocol::config::{parse_peer_info, CommonConfig, Config};
 use crate::protocol::wire::{self, Message};
 use crate::support::piecebuf::PieceBuf;
-use crate::support::status::{mib, Counters, MIB};
+use crate::support::status::{Counters, MIB};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -1093,14 +1093,9 @@ pub(crate) struct DownlinkUse {
 pub(crate) struct SimRecord {
     pub ok: bool,
     pub hosts: usize,
-    pub seeds: usize,
+    #[serde(flatten)]
+    pub shape: ShapeRecord,
     pub link_rate_bytes_per_sec: u64,
-    pub file_size_bytes: u64,
-    pub piece_size_bytes: u64,
-    pub k: usize,
-    pub p_secs: f64,
-    pub m_secs: f64,
-    pub strict: bool,
     pub latency_ms: f64,
     /// The links' MTU, bytes a frame.
     pub mtu: u32,
@@ -1325,14 +1320,8 @@ fn run_once(args: &SimArgs, seed: u64, report: Option<&Path>) -> Result<SimRecor
     Ok(SimRecord {
         ok: swarm.figures.ok && baseline.as_ref().is_none_or(|b| b.figures.ok),
         hosts: args.hosts as usize,
-        seeds: args.shape.seeds,
+        shape: args.shape.record(args.shape.strict),
         link_rate_bytes_per_sec: args.link_rate,
-        file_size_bytes: args.shape.file_size,
-        piece_size_bytes: args.shape.piece_size,
-        k: args.shape.k,
-        p_secs: args.shape.p,
-        m_secs: args.shape.m,
-        strict: args.shape.strict,
         latency_ms: args.latency_ms,
         mtu: args.mtu,
         degree,
@@ -1418,20 +1407,15 @@ fn write_sim_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SimSwarm) -> 
 fn write_table(out: &mut impl std::fmt::Write, r: &SimRecord, per_host: bool) -> std::fmt::Result {
     writeln!(
         out,
-        "simulated hosts: {} ({} seed{}), links capped at {:.2} MiB/s both ways, MTU {}, latency {} ms, {:.1} neighbours a host; {:.0} MiB file, {} KiB pieces, k={} p={}s m={}s, {}, seed {}",
+        "simulated hosts: {} ({}), links capped at {:.2} MiB/s both ways, MTU {}, latency {} ms, {:.1} neighbours a host; {}, {}, seed {}",
         r.hosts,
-        r.seeds,
-        if r.seeds == 1 { "" } else { "s" },
+        r.shape.seeds_text(),
         r.link_rate_bytes_per_sec as f64 / MIB,
         r.mtu,
         r.latency_ms,
         r.degree,
-        mib(r.file_size_bytes),
-        r.piece_size_bytes / 1024,
-        r.k,
-        r.p_secs,
-        r.m_secs,
-        if r.strict { "spec-strict" } else { "p2pft extensions" },
+        r.shape,
+        if r.shape.strict { "spec-strict" } else { "p2pft extensions" },
         r.seed,
     )?;
     writeln!(
