@@ -1,5 +1,5 @@
 //! Bitfield operations at 1 and 100,000 pieces: wire round trip, interest
-//! test, counting, and picking a random wanted piece, among half the pieces
+//! test, copying, counting, and picking a random wanted piece, among half the pieces
 //! (a draw finds one) and among 16 (the draws miss: the exact passes); and
 //! picking the rarest, by one pass (`pick_rarest`) and from the sorted
 //! counts (`Rarity::pick`), all tied, counts spread, and 16 wanted.
@@ -34,6 +34,9 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("interest", n), |b| {
             b.iter(|| black_box(&theirs).has_any_missing_from(black_box(&mine)))
+        });
+        g.bench_function(BenchmarkId::new("clone", n), |b| {
+            b.iter(|| black_box(&theirs).clone())
         });
         g.bench_function(BenchmarkId::new("count", n), |b| {
             b.iter(|| black_box(&theirs).count())

@@ -7,9 +7,19 @@
 
 use bitvec::prelude::*;
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Bitfield {
     bits: BitVec<u8, Msb0>,
+}
+
+/// A copy of the bytes: bitvec's own clone goes through its elements one
+/// at a time, and a request that copies what we want paid for it.
+impl Clone for Bitfield {
+    fn clone(&self) -> Bitfield {
+        let mut bits = BitVec::<u8, Msb0>::from_vec(self.bits.as_raw_slice().to_vec());
+        bits.truncate(self.bits.len());
+        Bitfield { bits }
+    }
 }
 
 impl std::fmt::Debug for Bitfield {
@@ -114,6 +124,22 @@ impl Bitfield {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clone_is_the_same_bits_and_bytes() {
+        for n in [0u32, 1, 7, 8, 9, 64, 100_003] {
+            let mut b = Bitfield::empty(n);
+            for i in (0..n).filter(|i| (i * 7 + 3) % 5 < 2) {
+                b.set(i, true);
+            }
+            let c = b.clone();
+            assert_eq!(c, b, "{n}");
+            assert_eq!((c.len(), c.count()), (b.len(), b.count()));
+            assert_eq!(c.as_wire(), b.as_wire());
+        }
+        let full = Bitfield::full(13);
+        assert_eq!(full.clone().as_wire(), &[0xff, 0xf8]);
+    }
 
     #[test]
     fn ten_pieces_with_0_and_9_is_80_40() {
