@@ -180,6 +180,48 @@ fn the_peers_own_rate_caps_hold_on_uncapped_links() {
     }
 }
 
+/// More than 4,096 pieces: across hosts the rarest piece is picked from
+/// counts kept sorted (`policy::rarity`), not by a pass over them.
+#[test]
+fn a_file_of_many_pieces_crosses_the_hosts_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(P2PFT)
+        .args([
+            "bench",
+            "--hosts",
+            "4",
+            "--link-rate",
+            "50M",
+            "--file-size",
+            "8M",
+            "--piece-size",
+            "1K",
+            "--no-baseline",
+            "--timeout",
+            "60",
+            "--json",
+            "--dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Every leecher's file was checked identical to the seed's.
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["piece_size_bytes"], 1024);
+    let hosts = r["swarm"]["per_host"].as_array().unwrap();
+    assert_eq!(hosts.len(), 4);
+    // The leechers served each other, not only the seed them.
+    let from_leechers: f64 = hosts
+        .iter()
+        .filter(|h| h["seed"] == false)
+        .map(|h| h["bytes_out"].as_f64().unwrap())
+        .sum();
+    assert!(from_leechers > 0.0, "{r}");
+}
+
 #[test]
 fn ctrl_c_removes_the_hosts_and_every_peer() {
     let tmp = tempfile::tempdir().unwrap();
