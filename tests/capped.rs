@@ -130,37 +130,36 @@ fn a_capped_swarm_and_its_baseline_are_measured_and_nothing_is_left() {
     assert!(gain > 1.0, "{gain}");
 }
 
-#[test]
-fn the_peers_own_rate_caps_hold_on_uncapped_links() {
+/// `p2pft bench ARGS --no-baseline --timeout 60 --json` in a scratch
+/// directory, which must succeed: its record.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(P2PFT)
-        .args([
-            "bench",
-            "--hosts",
-            "3",
-            "--link-rate",
-            "4M",
-            "--cap-by",
-            "config",
-            "--file-size",
-            "4M",
-            "--piece-size",
-            "64K",
-            "--no-baseline",
-            "--timeout",
-            "60",
-            "--json",
-            "--dir",
-        ])
+        .arg("bench")
+        .args(args)
+        .args(["--no-baseline", "--timeout", "60", "--json", "--dir"])
         .arg(tmp.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_peers_own_rate_caps_hold_on_uncapped_links() {
+    let r = bench_json(&[
+        "--hosts",
+        "3",
+        "--link-rate",
+        "4M",
+        "--cap-by",
+        "config",
+        "--file-size",
+        "4M",
+        "--piece-size",
+        "64K",
+    ]);
     assert_eq!(r["ok"], true);
     assert_eq!(r["cap_by"], "config");
     assert_eq!(r["mtu"], 1500, "Ethernet's unless --mtu says otherwise");
@@ -184,30 +183,16 @@ fn the_peers_own_rate_caps_hold_on_uncapped_links() {
 /// counts kept sorted (`policy::rarity`), not by a pass over them.
 #[test]
 fn a_file_of_many_pieces_crosses_the_hosts_whole() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(P2PFT)
-        .args([
-            "bench",
-            "--hosts",
-            "4",
-            "--link-rate",
-            "50M",
-            "--file-size",
-            "8M",
-            "--piece-size",
-            "1K",
-            "--no-baseline",
-            "--timeout",
-            "60",
-            "--json",
-            "--dir",
-        ])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = bench_json(&[
+        "--hosts",
+        "4",
+        "--link-rate",
+        "50M",
+        "--file-size",
+        "8M",
+        "--piece-size",
+        "1K",
+    ]);
     // Every leecher's file was checked identical to the seed's.
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["piece_size_bytes"], 1024);
