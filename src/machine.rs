@@ -328,6 +328,24 @@ impl Neighbour {
     }
 }
 
+/// Pieces a seed has never sent anyone, and how many: a count, so that no
+/// request costs a pass over them.
+struct Unserved {
+    pieces: Bitfield,
+    left: u32,
+}
+
+impl Unserved {
+    /// Piece `index` goes out: true once every piece has.
+    fn sent(&mut self, index: u32) -> bool {
+        if self.pieces.has(index) {
+            self.pieces.set(index, false);
+            self.left -= 1;
+        }
+        self.left == 0
+    }
+}
+
 /// What a peer's protocol state starts from.
 pub(crate) struct MachineSetup {
     pub me: u32,
@@ -410,9 +428,7 @@ pub(crate) struct Machine {
     /// None for a leecher: its pieces came from the swarm, which has them
     /// already, and the last pieces a straggler asks it for must not be
     /// refused.
-    unserved: Option<Bitfield>,
-    /// How many pieces `unserved` has: a count, not a pass over it a request.
-    unserved_left: u32,
+    unserved: Option<Unserved>,
     /// Where [`Machine::next_unserved`] looks first.
     suggest_from: u32,
     /// When [`Machine::retry_stalled`] last asked again.
@@ -472,7 +488,10 @@ impl Machine {
             wanted.set(i, false);
         }
         setup.counters.pieces.store(setup.have.count(), Relaxed);
-        let unserved = setup.have.is_complete().then(|| Bitfield::full(n));
+        let unserved = setup.have.is_complete().then(|| Unserved {
+            pieces: Bitfield::full(n),
+            left: n,
+        });
         let mut rarity = Rarity::new(n);
         setup.have.iter_ones().for_each(|i| rarity.retire(i));
         let mut complete_peers = BTreeSet::new();
@@ -494,7 +513,6 @@ impl Machine {
             wanted,
             rarity,
             unserved,
-            unserved_left: n,
             suggest_from: 0,
             retried_at: None,
             neighbours: BTreeMap::new(),
@@ -774,19 +792,28 @@ impl Machine {
         }
     }
 
+    /// Whether the end of the connection to `peer` is the usual one, worth
+    /// no warning: how its reader saw it (`reason`), or its writer gone
+    /// (`None`). After a goodbye, an end of file or a reset (it closed with
+    /// our goodbye unread), though the last haves may not have reached us
+    /// yet; without one, an end of file or a writer gone once every peer is
+    /// known to have the file.
+    fn usual_end(&self, now: Instant, peer: u32, reason: Option<&CloseReason>) -> bool {
+        let goodbye = self.neighbours.get(&peer).is_some_and(|n| n.said_goodbye);
+        match reason {
+            None | Some(CloseReason::Eof) => goodbye || self.everyone_complete(now),
+            Some(CloseReason::Io(_)) => goodbye,
+            Some(CloseReason::Protocol(_)) => false,
+        }
+    }
+
     /// The connection ended (its reader saw it).
     pub(crate) fn closed(&mut self, now: Instant, conn: ConnId, peer: u32, reason: CloseReason) {
         if !self.is_current(peer, conn) {
             return;
         }
-        // After a goodbye the end is the usual one, though the last haves
-        // may not have reached us yet, and a reset (our own goodbye unread
-        // as it closed) is as good as an end of file.
-        let goodbye = self.neighbours.get(&peer).is_some_and(|n| n.said_goodbye);
-        match &reason {
-            CloseReason::Eof | CloseReason::Io(_) if goodbye => {}
-            CloseReason::Eof if self.everyone_complete(now) => {}
-            reason => log::warn!("peer {}: connection to {peer} ended: {reason}", self.me),
+        if !self.usual_end(now, peer, Some(&reason)) {
+            log::warn!("peer {}: connection to {peer} ended: {reason}", self.me);
         }
         // One that broke the protocol would break it again.
         let redial = !matches!(reason, CloseReason::Protocol(_));
@@ -799,10 +826,9 @@ impl Machine {
         if !self.is_current(peer, conn) {
             return;
         }
-        let goodbye = self.neighbours.get(&peer).is_some_and(|n| n.said_goodbye);
         if full {
             log::warn!("peer {}: {peer} stopped reading; dropping it", self.me);
-        } else if !goodbye && !self.everyone_complete(now) {
+        } else if !self.usual_end(now, peer, None) {
             // Its writer saw the connection break before its reader did.
             log::warn!(
                 "peer {}: connection to {peer} ended: it cannot be written to",
@@ -1082,7 +1108,7 @@ impl Machine {
     /// where the last suggestion was, so that neighbours asking at once are
     /// sent different pieces.
     fn next_unserved(&mut self, peer: u32) -> Option<u32> {
-        let unserved = self.unserved.as_ref()?;
+        let unserved = &self.unserved.as_ref()?.pieces;
         let n = unserved.len();
         let theirs = &self.neighbours[&peer].has;
         let found = (0..n)
@@ -1111,7 +1137,7 @@ impl Machine {
         if self.extensions
             && n.pipelining
             && !n.same_host
-            && self.unserved.as_ref().is_some_and(|u| !u.has(index))
+            && self.unserved.as_ref().is_some_and(|u| !u.pieces.has(index))
         {
             if let Some(instead) = self.next_unserved(peer) {
                 self.send(peer, Message::Reject { index, instead });
@@ -1119,13 +1145,9 @@ impl Machine {
             }
         }
         let conn = self.neighbours[&peer].conn;
-        if let Some(unserved) = self.unserved.as_mut().filter(|u| u.has(index)) {
-            unserved.set(index, false);
-            self.unserved_left -= 1;
-            if self.unserved_left == 0 {
-                // Every piece went out once: nothing to reject for any more.
-                self.unserved = None;
-            }
+        if self.unserved.as_mut().is_some_and(|u| u.sent(index)) {
+            // Every piece went out once: nothing to reject for any more.
+            self.unserved = None;
         }
         self.push(Command::Serve { conn, peer, index });
     }

@@ -115,6 +115,14 @@ pub(crate) struct ShapeRecord {
 }
 
 impl ShapeRecord {
+    /// `spec-strict` or `p2pft extensions`.
+    pub(crate) fn mode_text(&self) -> &'static str {
+        match self.strict {
+            true => "spec-strict",
+            false => "p2pft extensions",
+        }
+    }
+
     /// `1 seed` or `2 seeds`.
     pub(crate) fn seeds_text(&self) -> String {
         let s = if self.seeds == 1 { "" } else { "s" };

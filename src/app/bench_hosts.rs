@@ -417,11 +417,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &HostsRecord) -> std::fmt::Res
         },
         r.mtu,
         r.shape,
-        if r.shape.strict {
-            "spec-strict"
-        } else {
-            "p2pft extensions"
-        },
+        r.shape.mode_text(),
     )?;
     writeln!(
         out,

@@ -1415,7 +1415,7 @@ fn write_table(out: &mut impl std::fmt::Write, r: &SimRecord, per_host: bool) ->
         r.latency_ms,
         r.degree,
         r.shape,
-        if r.shape.strict { "spec-strict" } else { "p2pft extensions" },
+        r.shape.mode_text(),
         r.seed,
     )?;
     writeln!(

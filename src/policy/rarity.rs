@@ -136,11 +136,11 @@ impl Rarity {
     /// [`LOOKS`] pieces looked at in turn, one pass over the bitfields
     /// decides.
     pub fn pick(&self, theirs: &Bitfield, wanted: &Bitfield, rng: &mut impl Rng) -> Option<u32> {
-        if !self.sorted {
-            return crate::policy::picker::pick_rarest(theirs, wanted, &self.count, rng);
-        }
         let exact =
             |rng: &mut _| crate::policy::picker::pick_rarest(theirs, wanted, &self.count, rng);
+        if !self.sorted {
+            return exact(rng);
+        }
         let is_candidate = |i: u32| theirs.has(i) && wanted.has(i);
         let mut looks = 0;
         for c in 0..self.start.len() - 1 {
