@@ -256,6 +256,22 @@ pub(crate) enum Demand {
     NoneHeld,
 }
 
+/// How a peer stands towards one neighbour's pieces ([`Machine::asking`]):
+/// what the simulator reads to say why that neighbour's upload idles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asking {
+    /// A request to it is out.
+    Asked,
+    /// It chokes us, as far as we know.
+    Choked,
+    /// It holds a piece we want that nobody was asked for.
+    CanAsk,
+    /// What it holds that we lack is asked of others, or on its way to disk.
+    Elsewhere,
+    /// It holds nothing we lack.
+    Nothing,
+}
+
 /// A piece on its way to disk.
 struct Storing {
     from: u32,
@@ -606,6 +622,48 @@ impl Machine {
             demand = Demand::Choked;
         }
         demand
+    }
+
+    /// How we stand towards `peer`'s pieces now (see [`Asking`]); a
+    /// neighbour we do not know holds nothing for us.
+    pub(crate) fn asking(&self, peer: u32) -> Asking {
+        let Some(n) = self.neighbours.get(&peer) else {
+            return Asking::Nothing;
+        };
+        if !n.outstanding.is_empty() {
+            Asking::Asked
+        } else if n.they_choke_us {
+            Asking::Choked
+        } else {
+            self.wants_unasked_from(n)
+        }
+    }
+
+    /// Whether `peer` holds a piece we want and asked nobody for, choked
+    /// or not.
+    pub(crate) fn could_ask(&self, peer: u32) -> bool {
+        self.neighbours
+            .get(&peer)
+            .is_some_and(|n| self.wants_unasked_from(n) == Asking::CanAsk)
+    }
+
+    fn wants_unasked_from(&self, n: &Neighbour) -> Asking {
+        if n.has.intersects(&self.wanted) {
+            Asking::CanAsk
+        } else if n.has.has_any_missing_from(&self.have) {
+            Asking::Elsewhere
+        } else {
+            Asking::Nothing
+        }
+    }
+
+    /// The neighbours that said they are interested in our pieces, each
+    /// with whether we unchoke it.
+    pub(crate) fn interested(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
+        self.neighbours
+            .iter()
+            .filter(|(_, n)| n.they_are_interested)
+            .map(|(&id, _)| (id, self.unchoked.contains(&id)))
     }
 
     /// The neighbours we unchoke now.

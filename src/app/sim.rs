@@ -19,7 +19,9 @@ use crate::app::bench_hosts::{
     write_swarm_spread, HostFigures, SwarmFigures, WholePieceBound,
 };
 use crate::app::report::{self, Event as LogEvent, Line, Parsed, Picture, SwarmInfo};
-use crate::machine::{CloseReason, Command, ConnId, Demand, Machine, MachineSetup, SpecLine};
+use crate::machine::{
+    Asking, CloseReason, Command, ConnId, Demand, Machine, MachineSetup, SpecLine,
+};
 use crate::protocol::bitfield::Bitfield;
 use crate::protocol::config::{parse_peer_info, CommonConfig, Config};
 use crate::protocol::wire::{self, Message};
@@ -61,6 +63,11 @@ const WINDOW_SECS: f64 = 0.05;
 const MIN_WINDOW: u64 = 64 * 1024;
 /// A connection's congestion window never shrinks below this.
 const MIN_CWND: u64 = 2 * CHUNK;
+/// How often the reasons an uplink idles are sampled ([`IdleWhy`]).
+const WHY_EVERY: Nanos = 10_000_000;
+/// The first host's peer ID; the others follow in order.
+const FIRST_ID: u32 = 1001;
+
 /// TCP's least retransmission timeout (Linux): how long a lost chunk with
 /// nothing sent after it on its connection waits to be sent again.
 const RTO_MIN: f64 = 0.2;
@@ -297,6 +304,8 @@ enum Ev {
     Rechoke(usize, u64),
     Optimistic(usize, u64),
     Leave(usize),
+    /// Time to sample why idle uplinks idle.
+    Why,
 }
 
 struct Scheduled {
@@ -360,11 +369,40 @@ struct World {
     log: bool,
     /// Counted leechers not complete yet.
     counted_left: usize,
+    /// Counted leechers in all.
+    counted_all: usize,
     /// Hosts neither complete nor gone: the run ends at none.
     remaining: usize,
     /// Each host's idle time (nothing asked, full window) when the last
     /// counted leecher completed: the link use the figures give.
     idle_at_wall: Option<(Nanos, Vec<(Nanos, Nanos)>)>,
+    /// Samples of counted leechers' uplinks, by why they idled
+    /// ([`IdleWhy`]); None in the baseline, where leechers serve nobody.
+    why: Option<WhyCount>,
+    /// Each piece's first copies at counted leechers ([`Spread`]).
+    spread: Vec<PieceSpread>,
+}
+
+/// Counts behind [`IdleWhy`]: samples of counted leechers' uplinks.
+#[derive(Default)]
+struct WhyCount {
+    samples: u64,
+    nobody_wants: u64,
+    on_its_way: u64,
+    asked_elsewhere: u64,
+    all_choked: u64,
+    other: u64,
+    choked_could_ask: u64,
+}
+
+/// One piece's way through the counted leechers: how many have it, and
+/// when the first, half of them and all of them had it.
+#[derive(Clone, Copy, Default)]
+struct PieceSpread {
+    copies: u32,
+    first: Nanos,
+    half: Option<Nanos>,
+    all: Option<Nanos>,
 }
 
 /// Which host each host connects to: everyone, or a random overlay of
@@ -439,7 +477,7 @@ impl World {
                     let ip = format!("10.{}.{}.{}", 64 + (j >> 16), (j >> 8) & 255, j & 255);
                     format!(
                         "{} {ip} 6008 {}\n",
-                        1001 + j,
+                        FIRST_ID as usize + j,
                         u8::from(j < args.shape.seeds)
                     )
                 })
@@ -462,9 +500,9 @@ impl World {
                 false => args.link_rate,
             } as f64;
             hosts.push(Host {
-                id: 1001 + i as u32,
+                id: FIRST_ID + i as u32,
                 machine: Some(Machine::new(MachineSetup {
-                    me: 1001 + i as u32,
+                    me: FIRST_ID + i as u32,
                     config,
                     have,
                     counters: Arc::new(Counters::default()),
@@ -521,10 +559,14 @@ impl World {
             events: 0,
             log: setup.log,
             counted_left: 0,
+            counted_all: 0,
             remaining: 0,
             idle_at_wall: None,
+            why: (!setup.baseline).then(WhyCount::default),
+            spread: vec![PieceSpread::default(); layout.num_pieces() as usize],
         };
         world.counted_left = world.hosts.iter().filter(|h| h.counted).count();
+        world.counted_all = world.counted_left;
         world.remaining = n - args.shape.seeds;
         for i in 0..n {
             world.at(nanos(i as f64 * args.start_gap_ms / 1e3), Ev::Start(i));
@@ -534,6 +576,9 @@ impl World {
             world.at(nanos(t), Ev::Leave(h));
         }
         world.adj = adj;
+        if world.why.is_some() {
+            world.at(0, Ev::Why);
+        }
         Ok(world)
     }
 
@@ -585,7 +630,8 @@ impl World {
                 break;
             }
             self.now = s.at;
-            self.events += 1;
+            // Samples are the figures' own, not the swarm's.
+            self.events += u64::from(!matches!(s.ev, Ev::Why));
             self.handle(s.ev);
         }
     }
@@ -693,6 +739,12 @@ impl World {
                 }
             }
             Ev::Leave(h) => self.leave(h),
+            Ev::Why => {
+                if self.counted_left > 0 {
+                    self.sample_why();
+                    self.at(self.now + WHY_EVERY, Ev::Why);
+                }
+            }
         }
     }
 
@@ -902,6 +954,73 @@ impl World {
         );
     }
 
+    /// A counted leecher stored its first copy of piece `index`.
+    fn spread_one(&mut self, index: u32) {
+        let counted = self.counted_all as u32;
+        let now = self.now;
+        let Some(p) = self.spread.get_mut(index as usize) else {
+            return;
+        };
+        p.copies += 1;
+        if p.copies == 1 {
+            p.first = now;
+        }
+        if p.copies == counted.div_ceil(2) {
+            p.half = Some(now);
+        }
+        if p.copies == counted {
+            p.all = Some(now);
+        }
+    }
+
+    /// Each counted leecher whose uplink idles with nothing asked of it,
+    /// by why: read from its core and from those of the neighbours that
+    /// want its pieces.
+    fn sample_why(&mut self) {
+        let Some(mut why) = self.why.take() else {
+            return;
+        };
+        for host in &self.hosts {
+            let Some(m) = host.machine.as_ref().filter(|_| host.counted) else {
+                continue;
+            };
+            why.samples += 1;
+            if !matches!(host.idle_since, Some((_, false))) {
+                continue;
+            }
+            let me = host.id;
+            let core = |id: u32| self.hosts[(id - FIRST_ID) as usize].machine.as_ref();
+            let (mut any, mut unchoked, mut on_way, mut can_ask) = (false, false, false, false);
+            let mut choked_could_ask = false;
+            for (id, we_unchoke) in m.interested() {
+                any = true;
+                let Some(theirs) = core(id) else { continue };
+                if !we_unchoke {
+                    choked_could_ask |= theirs.could_ask(me);
+                    continue;
+                }
+                unchoked = true;
+                match theirs.asking(me) {
+                    // Its request, or our unchoke, or its `not interested`,
+                    // is on the way.
+                    Asking::Asked | Asking::Choked | Asking::Nothing => on_way = true,
+                    Asking::CanAsk => can_ask = true,
+                    Asking::Elsewhere => {}
+                }
+            }
+            let count = match (any, unchoked, on_way, can_ask) {
+                (false, ..) => &mut why.nobody_wants,
+                (true, false, ..) => &mut why.all_choked,
+                (true, true, true, _) => &mut why.on_its_way,
+                (true, true, false, true) => &mut why.other,
+                (true, true, false, false) => &mut why.asked_elsewhere,
+            };
+            *count += 1;
+            why.choked_could_ask += u64::from(choked_could_ask);
+        }
+        self.why = Some(why);
+    }
+
     fn leave(&mut self, h: usize) {
         self.hosts[h].left_at = Some(self.now);
         let Some(mut machine) = self.hosts[h].machine.take() else {
@@ -961,7 +1080,7 @@ impl World {
                 }
                 Command::Close { conn, .. } => self.close(h, conn),
                 Command::Dial(peer) => {
-                    let j = (peer - 1001) as usize;
+                    let j = (peer - FIRST_ID) as usize;
                     if j < self.hosts.len() && self.alive(j) {
                         self.dial(h, j);
                     }
@@ -1014,6 +1133,11 @@ impl World {
                 }
             }
         }
+        if let SpecLine::DownloadedPiece { index, .. } = line {
+            if self.hosts[h].counted {
+                self.spread_one(index);
+            }
+        }
         let host = &mut self.hosts[h];
         if !self.log {
             return;
@@ -1060,6 +1184,13 @@ pub(crate) struct SimSwarm {
     pub leecher_links: LinkUse,
     pub seed_links: LinkUse,
     pub leecher_downlinks: DownlinkUse,
+    /// Why counted leechers' uplinks idled with nothing asked of them
+    /// (none for the baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leecher_uplinks_idle_why: Option<IdleWhy>,
+    /// How fast pieces went round the counted leechers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
     /// Chunks lost at a full queue, up or down, over all chunks sent (those
     /// sent again included): as TCP's retransmitted share.
     pub lost: f64,
@@ -1080,6 +1211,39 @@ pub(crate) struct LinkUse {
 /// is choked by every neighbour holding a piece it wants, holds back from an
 /// unchoking one (refused this round, or the disk queue full), or has no
 /// neighbour holding a piece it wants (see [`Demand`]).
+/// Why counted leechers' uplinks idled with nothing asked of them, as
+/// shares of their time until the last of them completed (sampled every
+/// [`WHY_EVERY`]; together about [`LinkUse::idle_nothing_to_send`]). Read
+/// from the cores of the leecher and of the neighbours that want its
+/// pieces.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct IdleWhy {
+    /// No neighbour wants a piece it has.
+    pub nobody_wants: f64,
+    /// A neighbour it unchokes wants its pieces and its request, or word
+    /// of the unchoke, is on the way (or its `not interested`).
+    pub on_its_way: f64,
+    /// Those it unchokes want only pieces of it that they asked of others.
+    pub asked_elsewhere: f64,
+    /// All that want its pieces are choked by it.
+    pub all_choked: f64,
+    /// One it unchokes could ask and has not.
+    pub other: f64,
+    /// At those moments, besides: a neighbour it chokes wants a piece of
+    /// it that nobody was asked for (what one more upload slot would have
+    /// used).
+    pub choked_could_ask: f64,
+}
+
+/// How fast pieces went round the counted leechers: medians over pieces of
+/// the seconds from the first of them to have a piece to half of them, and
+/// to all of them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Spread {
+    pub to_half_secs: f64,
+    pub to_all_secs: f64,
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct DownlinkUse {
     pub busy: f64,
@@ -1188,6 +1352,31 @@ fn simulate(setup: &Setup) -> Result<Simulated, SimError> {
             idle_none_held: idle[3],
         }
     };
+    let leecher_uplinks_idle_why = world.why.as_ref().map(|w| {
+        let share = |n: u64| n as f64 / w.samples.max(1) as f64;
+        IdleWhy {
+            nobody_wants: share(w.nobody_wants),
+            on_its_way: share(w.on_its_way),
+            asked_elsewhere: share(w.asked_elsewhere),
+            all_choked: share(w.all_choked),
+            other: share(w.other),
+            choked_could_ask: share(w.choked_could_ask),
+        }
+    });
+    let spread = {
+        let after = |at: fn(&PieceSpread) -> Option<Nanos>| -> Vec<f64> {
+            world
+                .spread
+                .iter()
+                .filter_map(|p| at(p).map(|t| secs(t - p.first)))
+                .collect()
+        };
+        let (half, all) = (after(|p| p.half), after(|p| p.all));
+        (!all.is_empty()).then(|| Spread {
+            to_half_secs: median(half),
+            to_all_secs: median(all),
+        })
+    };
     let wall_all = secs(world.now);
     let per_host: Vec<HostFigures> = world
         .hosts
@@ -1279,6 +1468,8 @@ fn simulate(setup: &Setup) -> Result<Simulated, SimError> {
             leecher_links,
             seed_links,
             leecher_downlinks,
+            leecher_uplinks_idle_why,
+            spread,
             lost: world.chunks_lost as f64 / world.chunks_sent.max(1) as f64,
         },
         picture,
@@ -1385,12 +1576,26 @@ fn write_sim_swarm(out: &mut impl std::fmt::Write, name: &str, s: &SimSwarm) -> 
         "",
         shares(&s.leecher_links)
     )?;
+    if let Some(w) = &s.leecher_uplinks_idle_why {
+        writeln!(
+            out,
+            "{:<9} leecher uplinks idle with nothing asked, why: nobody wants their pieces {:.2}, a request or unchoke on its way {:.2}, what is wanted of them asked of others {:.2}, all who want them choked {:.2}, other {:.2}; a choked neighbour could have asked {:.2}",
+            "", w.nobody_wants, w.on_its_way, w.asked_elsewhere, w.all_choked, w.other, w.choked_could_ask
+        )?;
+    }
     let d = &s.leecher_downlinks;
     writeln!(
         out,
         "{:<9} leecher downlinks: busy {:.2}; idle waiting on a request {:.2}, choked by all that hold a piece it wants {:.2}, holding back {:.2}, no neighbour holds a piece it wants {:.2}",
         "", d.busy, d.idle_asked, d.idle_choked, d.idle_held_back, d.idle_none_held
     )?;
+    if let Some(sp) = &s.spread {
+        writeln!(
+            out,
+            "{:<9} pieces spread from the first leecher with a copy to half the leechers in {:.2} s, to all in {:.2} s (medians over pieces)",
+            "", sp.to_half_secs, sp.to_all_secs
+        )?;
+    }
     writeln!(
         out,
         "{:<9} lost at a full queue and sent again: {:.1}% of chunks",
@@ -1550,6 +1755,49 @@ mod tests {
         );
         // A swarm that starts from one seed waits on choking, then on requests.
         assert!(d.idle_asked > 0.0 && d.idle_choked > 0.0, "{d:?}");
+    }
+
+    #[test]
+    fn idle_uplinks_are_accounted_for_and_strict_slots_leave_some_choked() {
+        let why = |line: &str| {
+            let r = run(line);
+            let w = r.swarm.leecher_uplinks_idle_why.expect("sampled");
+            let sum = w.nobody_wants + w.on_its_way + w.asked_elsewhere + w.all_choked + w.other;
+            // Sampled every 10 ms against time measured exactly.
+            let idle = r.swarm.leecher_links.idle_nothing_to_send;
+            assert!((sum - idle).abs() < 0.03, "{w:?} against {idle}");
+            assert!(w.choked_could_ask <= sum + 1e-9, "{w:?}");
+            w
+        };
+        let shape = "--hosts 16 --link-rate 4M --file-size 8M --no-baseline";
+        // SPEC.md's slots change only at the rounds: interested neighbours
+        // wait choked while the uplink idles. The early unchoke gives them
+        // a slot at once.
+        let strict = why(&format!("{shape} --strict"));
+        assert!(strict.all_choked > 0.05, "{strict:?}");
+        let p2pft = why(shape);
+        assert!(p2pft.all_choked < 0.01, "{p2pft:?}");
+        // At first no leecher has a piece anyone wants.
+        assert!(p2pft.nobody_wants > 0.0, "{p2pft:?}");
+        assert!(run(shape.trim_end_matches(" --no-baseline"))
+            .baseline
+            .expect("run")
+            .leecher_uplinks_idle_why
+            .is_none());
+    }
+
+    #[test]
+    fn pieces_spread_to_half_the_leechers_before_all() {
+        let one = run("--hosts 2 --link-rate 4M --file-size 4M --no-baseline");
+        let s = one.swarm.spread.expect("pieces spread");
+        assert_eq!((s.to_half_secs, s.to_all_secs), (0.0, 0.0));
+        let many = run("--hosts 16 --link-rate 4M --file-size 8M --no-baseline");
+        let s = many.swarm.spread.expect("pieces spread");
+        // A piece needs at least a link's time for each hop after the first.
+        let hop = 256.0 * 1024.0 / (4.0 * 1024.0 * 1024.0);
+        assert!(s.to_half_secs >= hop, "{s:?}");
+        assert!(s.to_all_secs > s.to_half_secs, "{s:?}");
+        assert!(s.to_all_secs < many.swarm.simulated_secs, "{s:?}");
     }
 
     #[test]

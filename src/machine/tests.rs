@@ -1029,3 +1029,34 @@ fn demand_says_what_a_leechers_download_waits_on() {
     assert_eq!(requests(&s.sent(), 1).len(), 1);
     assert_eq!(s.m.demand(), Demand::Asked);
 }
+
+#[test]
+fn asking_says_how_we_stand_towards_a_neighbours_pieces() {
+    let peers = [(1, true), (2, false), (3, false), (4, false)];
+    let mut s = Swarm::new(&peers, 4).start(2, &[]);
+    assert_eq!(s.m.asking(1), Asking::Nothing, "not connected");
+    s.connect_remote(1);
+    s.recv(1, full(4));
+    assert_eq!(s.m.asking(1), Asking::Choked);
+    assert!(s.m.could_ask(1), "it has pieces nobody was asked for");
+    s.recv(1, Message::Unchoke);
+    let asked = requests(&s.sent(), 1);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(s.m.asking(1), Asking::Asked);
+    // Its only piece is asked of 1 already.
+    s.connect_remote(3);
+    s.recv(3, only(4, &asked));
+    assert!(!s.m.could_ask(3));
+    s.recv(3, Message::Unchoke);
+    assert!(requests(&s.sent(), 3).is_empty());
+    assert_eq!(s.m.asking(3), Asking::Elsewhere);
+    s.connect_remote(4);
+    s.recv(4, Message::Bitfield(Bitfield::empty(4)));
+    s.recv(4, Message::Unchoke);
+    assert_eq!(s.m.asking(4), Asking::Nothing);
+    // Who is interested in us, and whether we unchoke them.
+    assert_eq!(s.m.interested().count(), 0);
+    s.recv(4, Message::Interested);
+    // A slot is free: it is unchoked at once (the early unchoke).
+    assert_eq!(s.m.interested().collect::<Vec<_>>(), vec![(4, true)]);
+}
