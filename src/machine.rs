@@ -89,6 +89,13 @@ const MAX_STORING_BYTES: u64 = 4 * 1024 * 1024;
 /// [`max_storing`] when links are long and the disk slow.
 pub(crate) const MAX_IN_FLIGHT_BYTES: u64 = 8 << 20;
 
+/// Upload slots beyond the k + 1 of SPEC.md that a peer whose writers ran
+/// out of pieces to send gives p2pft neighbours on other hosts, until the
+/// next round: a spare upload link is used, yet pieces are not spread over
+/// so many neighbours at once that each takes long to arrive (see
+/// [`Machine::served`]).
+pub(crate) const SPARE_SLOTS: usize = 4;
+
 /// Pieces of `piece_size` that may wait to be written at once (at least 2).
 pub(crate) fn max_storing(piece_size: u32) -> usize {
     (MAX_STORING_BYTES / u64::from(piece_size)).max(2) as usize
@@ -327,6 +334,8 @@ struct Neighbour {
     /// Pieces it rejected ([`Message::Reject`]): not asked of it again
     /// until the next choking round.
     refused: Vec<u32>,
+    /// Pieces handed to its writer and not yet reported written.
+    serving: u32,
 }
 
 impl Neighbour {
@@ -463,6 +472,11 @@ pub(crate) struct Machine {
     unchoked: BTreeSet<u32>,
     preferred: Vec<u32>,
     optimistic: Option<u32>,
+    /// Neighbours unchoked in a spare slot until the next round (see
+    /// [`SPARE_SLOTS`]).
+    spare: Vec<u32>,
+    /// Pieces handed to writers and not yet reported written, in all.
+    serving: u32,
     logged_preferred: Vec<u32>,
     rng: StdRng,
     counters: Arc<Counters>,
@@ -539,6 +553,8 @@ impl Machine {
             unchoked: BTreeSet::new(),
             preferred: Vec::new(),
             optimistic: None,
+            spare: Vec::new(),
+            serving: 0,
             logged_preferred: Vec::new(),
             rng: StdRng::seed_from_u64(setup.rng_seed),
             counters: setup.counters,
@@ -834,6 +850,7 @@ impl Machine {
                 recent: VecDeque::new(),
                 same_host,
                 refused: Vec::new(),
+                serving: 0,
             },
         );
         if self.have_count > 0 {
@@ -932,6 +949,8 @@ impl Machine {
         for index in n.outstanding.into_iter().chain(n.arrived) {
             self.release(index);
         }
+        self.serving -= n.serving;
+        self.spare.retain(|&p| p != peer);
         self.unchoked.remove(&peer);
         let held_slot = self.preferred.contains(&peer) || self.optimistic == Some(peer);
         self.preferred.retain(|&p| p != peer);
@@ -1028,6 +1047,7 @@ impl Machine {
                 n.declared = true;
                 if self.extensions {
                     self.give_up_slot(peer);
+                    self.give_up_spare(peer);
                 }
                 self.check_neighbourhood_whole();
             }
@@ -1202,7 +1222,10 @@ impl Machine {
                 return;
             }
         }
-        let conn = self.neighbours[&peer].conn;
+        let n = self.neighbours.get_mut(&peer).expect("present");
+        n.serving += 1;
+        self.serving += 1;
+        let conn = n.conn;
         if self.unserved.as_mut().is_some_and(|u| u.sent(index)) {
             // Every piece went out once: nothing to reject for any more.
             self.unserved = None;
@@ -1341,6 +1364,53 @@ impl Machine {
         // Logs the new preferred list (or optimistic one) and sends the
         // choke and unchoke.
         self.offer_free_slot(next);
+    }
+
+    /// `peer`'s writer has written a piece we served (handed it to the
+    /// socket). When no writer has one left, our upload is about to idle:
+    /// outside strict mode one more p2pft neighbour on another host that
+    /// wants our pieces is unchoked, up to [`SPARE_SLOTS`] until the next
+    /// round. Waiting for the round would leave the link idle; a slot for
+    /// every interested neighbour would share the link so widely that each
+    /// piece arrives late (docs/PROTOCOL.md, "Spare upload slots").
+    pub(crate) fn served(&mut self, conn: ConnId, peer: u32) {
+        if !self.is_current(peer, conn) {
+            return;
+        }
+        let n = self.neighbours.get_mut(&peer).expect("current");
+        if n.serving == 0 {
+            return;
+        }
+        n.serving -= 1;
+        self.serving -= 1;
+        if self.serving > 0
+            || !self.extensions
+            || !self.config.common.serve
+            || self.stopping
+            || self.spare.len() >= SPARE_SLOTS
+        {
+            return;
+        }
+        let waiting: Vec<u32> = self
+            .neighbours
+            .iter()
+            .filter(|(id, n)| {
+                n.they_are_interested && n.pipelining && !n.same_host && !self.unchoked.contains(id)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if let Some(&next) = waiting.choose(&mut self.rng) {
+            self.spare.push(next);
+            self.apply_choking();
+        }
+    }
+
+    /// A neighbour in a spare slot that is no longer interested leaves it.
+    fn give_up_spare(&mut self, peer: u32) {
+        if self.spare.contains(&peer) {
+            self.spare.retain(|&p| p != peer);
+            self.apply_choking();
+        }
     }
 
     /// An interested neighbour left choked, at random (as the optimistic
@@ -1708,6 +1778,8 @@ impl Machine {
     }
 
     fn select_preferred(&mut self, _now: Instant) {
+        // Spare slots last a round: the rates decide again.
+        self.spare.clear();
         let stats = self.stats();
         self.preferred = choke::select_preferred(
             &stats,
@@ -1881,7 +1953,9 @@ impl Machine {
     }
 
     fn apply_choking(&mut self) {
-        let plan = choke::plan(&self.unchoked, &self.preferred, self.optimistic);
+        let mut kept = self.preferred.clone();
+        kept.extend(&self.spare);
+        let plan = choke::plan(&self.unchoked, &kept, self.optimistic);
         for peer in plan.choke {
             self.unchoked.remove(&peer);
             self.send(peer, Message::Choke);

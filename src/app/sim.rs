@@ -371,6 +371,10 @@ struct World {
     counted_left: usize,
     /// Counted leechers in all.
     counted_all: usize,
+    /// Pieces whose last byte a host's connection took, as a writer hands
+    /// a piece to its socket: (host, connection), reported to its core
+    /// once the event at hand is handled.
+    written: Vec<(usize, usize)>,
     /// Hosts neither complete nor gone: the run ends at none.
     remaining: usize,
     /// Each host's idle time (nothing asked, full window) when the last
@@ -560,6 +564,7 @@ impl World {
             log: setup.log,
             counted_left: 0,
             counted_all: 0,
+            written: Vec::new(),
             remaining: 0,
             idle_at_wall: None,
             why: (!setup.baseline).then(WhyCount::default),
@@ -633,6 +638,7 @@ impl World {
             // Samples are the figures' own, not the swarm's.
             self.events += u64::from(!matches!(s.ev, Ev::Why));
             self.handle(s.ev);
+            self.report_written();
         }
     }
 
@@ -848,7 +854,11 @@ impl World {
                 head.left -= take;
                 bytes += take;
                 if head.left == 0 {
-                    frames.push(dir.queue.pop_front().expect("a head").payload);
+                    let frame = dir.queue.pop_front().expect("a head").payload;
+                    if matches!(frame, Payload::Piece(_)) {
+                        self.written.push((h, c));
+                    }
+                    frames.push(frame);
                 }
             }
             dir.in_flight += bytes;
@@ -952,6 +962,22 @@ impl World {
                 peer,
             },
         );
+    }
+
+    /// Tells each core of the pieces its connections took
+    /// ([`Machine::served`]), and carries out what it says to that.
+    fn report_written(&mut self) {
+        while !self.written.is_empty() {
+            for (h, c) in std::mem::take(&mut self.written) {
+                let dir = &self.conns[c].dirs[0];
+                let other = if dir.from == h { dir.to } else { dir.from };
+                let peer = self.hosts[other].id;
+                if let Some(m) = self.hosts[h].machine.as_mut() {
+                    m.served(c as ConnId, peer);
+                    self.carry_out(h);
+                }
+            }
+        }
     }
 
     /// A counted leecher stored its first copy of piece `index`.

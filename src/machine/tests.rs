@@ -1060,3 +1060,78 @@ fn asking_says_how_we_stand_towards_a_neighbours_pieces() {
     // A slot is free: it is unchoked at once (the early unchoke).
     assert_eq!(s.m.interested().collect::<Vec<_>>(), vec![(4, true)]);
 }
+
+/// How many neighbours a leecher unchokes before and after one of six
+/// interested ones asked for two pieces and its writer wrote one, or both
+/// when `all_written`.
+fn spare_after_serving(strict: bool, same_host: bool, all_written: bool) -> (usize, usize) {
+    let peers: Vec<(u32, bool)> = (1..=8).map(|id| (id, id == 1)).collect();
+    let mut swarm = Swarm::new(&peers, 8);
+    swarm.strict = strict;
+    let mut s = swarm.start(2, &[0, 1, 2, 3]);
+    for p in 3..=8 {
+        s.connect_on(p, true, same_host);
+        s.recv(p, Message::Bitfield(Bitfield::empty(8)));
+        s.recv(p, Message::Interested);
+    }
+    if strict {
+        s.advance(5.0);
+        s.m.rechoke(s.now);
+        s.m.reoptimise();
+    }
+    s.commands();
+    let before = s.m.unchoked().len();
+    let asker = *s.m.unchoked().iter().next().expect("someone unchoked");
+    s.recv(asker, Message::Request(0));
+    s.recv(asker, Message::Request(1));
+    assert_eq!(served(&s.commands()).len(), 2);
+    let conn = s.conns[&asker];
+    // One of the two is written: the other is still to send.
+    s.m.served(conn, asker);
+    assert_eq!(s.m.unchoked().len(), before, "a piece is still to send");
+    if all_written {
+        s.m.served(conn, asker);
+        // Said twice for one piece is said once.
+        s.m.served(conn, asker);
+    }
+    (before, s.m.unchoked().len())
+}
+
+#[test]
+fn a_peer_whose_writers_ran_out_unchokes_a_spare_neighbour_until_the_round() {
+    // k = 2: two preferred and one optimistic of six interested.
+    assert_eq!(spare_after_serving(false, false, false), (3, 3));
+    assert_eq!(spare_after_serving(false, false, true), (3, 4));
+    // Not with --strict, nor on this host (the CPUs set the pace there).
+    assert_eq!(spare_after_serving(true, false, true), (3, 3));
+    assert_eq!(spare_after_serving(false, true, true), (3, 3));
+
+    let peers: Vec<(u32, bool)> = (1..=10).map(|id| (id, id == 1)).collect();
+    let mut s = Swarm::new(&peers, 8).start(2, &[0, 1, 2, 3]);
+    s.interested_remotes(&(3..=10).collect::<Vec<_>>());
+    let unchoked: Vec<u32> = s.m.unchoked().iter().copied().collect();
+    assert_eq!(unchoked.len(), 3);
+    let asker = unchoked[0];
+    let conn = s.conns[&asker];
+    for round in 0..6 {
+        s.recv(asker, Message::Request(round % 4));
+        s.commands();
+        s.m.served(conn, asker);
+    }
+    let sent = s.sent();
+    assert_eq!(s.m.unchoked().len(), 3 + SPARE_SLOTS, "{sent:?}");
+    // A spare that is no longer interested leaves its slot.
+    let spare =
+        *s.m.unchoked()
+            .iter()
+            .find(|p| !unchoked.contains(p))
+            .expect("a spare");
+    s.recv(spare, Message::NotInterested);
+    assert!(has(&s.sent(), spare, &Message::Choke));
+    assert_eq!(s.m.unchoked().len(), 2 + SPARE_SLOTS);
+    // The round takes the spare slots back: k + 1 at most again (fewer
+    // when the optimistic one is now preferred too).
+    s.advance(5.0);
+    s.m.rechoke(s.now);
+    assert!(s.m.unchoked().len() <= 3, "{:?}", s.m.unchoked());
+}

@@ -140,6 +140,9 @@ pub(crate) struct Engine {
     events_rx: Receiver<Event>,
     writers_done_tx: Sender<u32>,
     writers_done_rx: Receiver<u32>,
+    /// Writers say here each time a served piece is in its socket.
+    written_tx: Sender<(ConnId, u32)>,
+    written_rx: Receiver<(ConnId, u32)>,
     writers_running: usize,
     next_conn: ConnId,
     links: HashMap<ConnId, Link>,
@@ -162,6 +165,7 @@ impl Engine {
             download: cap(setup.config.common.max_download_rate),
         };
         let (writers_done_tx, writers_done_rx) = crossbeam_channel::unbounded();
+        let (written_tx, written_rx) = crossbeam_channel::unbounded();
         let core = Machine::new(MachineSetup {
             me: setup.me,
             config: setup.config,
@@ -184,6 +188,8 @@ impl Engine {
             events_rx: setup.events.1,
             writers_done_tx,
             writers_done_rx,
+            written_tx,
+            written_rx,
             writers_running: 0,
             next_conn: 0,
             links: HashMap::new(),
@@ -222,6 +228,11 @@ impl Engine {
                     if self.core.take_round_due(Instant::now()) {
                         rechoke = tick(p);
                         optimistic = tick(m);
+                    }
+                }
+                recv(self.written_rx) -> written => {
+                    if let Ok((conn, peer)) = written {
+                        self.core.served(conn, peer);
                     }
                 }
                 recv(rechoke) -> _ => self.core.rechoke(Instant::now()),
@@ -414,6 +425,7 @@ impl Engine {
         // megabytes a neighbour with many pieces).
         let (queue, queue_rx) = unbounded();
         let started = net::spawn_writer(
+            conn,
             peer,
             writer_stream,
             queue_rx,
@@ -423,6 +435,7 @@ impl Engine {
                 counters: Arc::clone(&self.counters),
                 upload: self.caps.upload.clone(),
                 finished: self.writers_done_tx.clone(),
+                written: self.written_tx.clone(),
             },
         )
         .and_then(|()| {

@@ -782,11 +782,15 @@ pub struct WriterShared {
     pub upload: Option<Arc<RateLimit>>,
     /// Told the neighbour's ID when the writer has flushed and ended.
     pub finished: Sender<u32>,
+    /// Told the connection and the neighbour's ID each time a served piece
+    /// is in the socket ([`crate::machine::Machine::served`]).
+    pub written: Sender<(ConnId, u32)>,
 }
 
 /// Sends what the engine queues for one neighbour. Small messages are batched
 /// until the queue is empty; the queue closing means "flush and hang up".
 pub fn spawn_writer(
+    conn: ConnId,
     peer: u32,
     stream: TcpStream,
     queue: Receiver<Out>,
@@ -798,12 +802,23 @@ pub fn spawn_writer(
         counters,
         upload,
         finished,
+        written,
     } = shared;
     thread::Builder::new()
         .name(format!("write-{peer}"))
         .spawn(move || {
             let upload = upload.as_deref();
-            if let Err(e) = write_loop(&stream, &queue, &store, &buffers, &counters, upload) {
+            let link = Link {
+                stream: &stream,
+                store: &store,
+                buffers: &buffers,
+                counters: &counters,
+                upload,
+            };
+            let served = || {
+                let _ = written.send((conn, peer));
+            };
+            if let Err(e) = write_loop(&link, &queue, served) {
                 log::debug!("writer to {peer} stopped: {e}");
             }
             let _ = stream.shutdown(Shutdown::Write);
@@ -812,14 +827,23 @@ pub fn spawn_writer(
         .map(drop)
 }
 
-fn write_loop(
-    stream: &TcpStream,
-    queue: &Receiver<Out>,
-    store: &Store,
-    buffers: &BufferPool,
-    counters: &Counters,
-    upload: Option<&RateLimit>,
-) -> io::Result<()> {
+/// What a writer writes with.
+struct Link<'a> {
+    stream: &'a TcpStream,
+    store: &'a Store,
+    buffers: &'a BufferPool,
+    counters: &'a Counters,
+    upload: Option<&'a RateLimit>,
+}
+
+fn write_loop(link: &Link, queue: &Receiver<Out>, served: impl Fn()) -> io::Result<()> {
+    let Link {
+        stream,
+        store,
+        buffers,
+        counters,
+        upload,
+    } = *link;
     let mut out = stream;
     // Small frames gather here and go out with the next piece or when the
     // queue runs dry; a piece goes out as header plus body in one vectored write.
@@ -876,6 +900,7 @@ fn write_loop(
                 counters
                     .bytes_out
                     .fetch_add(u64::from(len), Ordering::Relaxed);
+                served();
             }
         }
     }
