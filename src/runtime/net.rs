@@ -1187,6 +1187,49 @@ mod tests {
     /// stream of frames they agree, and the reader takes no byte of the next
     /// frame.
     #[test]
+    fn a_writer_says_each_piece_it_wrote_and_only_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.dat");
+        let layout = Layout::new(64 << 10, 16 << 10).unwrap();
+        let (file, _) = file_and_verifier(layout, 7, 251);
+        std::fs::write(&path, &file).unwrap();
+        let store = Arc::new(Store::open_seed(&path, layout).unwrap());
+        let (ours, theirs) = connected();
+        let (queue, queue_rx) = crossbeam_channel::unbounded();
+        let (finished, finished_rx) = crossbeam_channel::unbounded();
+        let (written, written_rx) = crossbeam_channel::unbounded();
+        spawn_writer(
+            7,
+            1002,
+            ours,
+            queue_rx,
+            WriterShared {
+                store,
+                buffers: Arc::new(BufferPool::new(2, 1 << 20)),
+                counters: Arc::new(Counters::default()),
+                upload: None,
+                finished,
+                written,
+            },
+        )
+        .unwrap();
+        queue.send(Out::Msg(Message::Have(3))).unwrap();
+        queue.send(Out::Serve(2)).unwrap();
+        queue.send(Out::Serve(0)).unwrap();
+        drop(queue);
+        let mut got = Vec::new();
+        (&theirs).read_to_end(&mut got).unwrap();
+        let mut want = Vec::new();
+        wire::encode(&Message::Have(3), &mut want);
+        want.extend(piece_frame(2, piece_of(&file, layout, 2)));
+        want.extend(piece_frame(0, piece_of(&file, layout, 0)));
+        assert_eq!(got, want);
+        assert_eq!(finished_rx.recv().unwrap(), 1002);
+        let said: Vec<(ConnId, u32)> = written_rx.try_iter().collect();
+        assert_eq!(said, [(7, 1002), (7, 1002)], "one notice a piece");
+    }
+
+    #[test]
     fn read_frame_reads_exactly_what_decode_frame_decodes() {
         let layout = Layout::new(10, 4).unwrap();
         let limits = Limits::new(layout);
