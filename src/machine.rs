@@ -96,6 +96,10 @@ pub(crate) const MAX_IN_FLIGHT_BYTES: u64 = 8 << 20;
 /// [`Machine::served`]).
 pub(crate) const SPARE_SLOTS: usize = 4;
 
+/// Near the end of a download, a piece asked of a neighbour this long ago
+/// and not come is asked of another one too (see [`Machine::endgame_one`]).
+pub(crate) const ENDGAME_AFTER: Duration = Duration::from_secs(1);
+
 /// Pieces of `piece_size` that may wait to be written at once (at least 2).
 pub(crate) fn max_storing(piece_size: u32) -> usize {
     (MAX_STORING_BYTES / u64::from(piece_size)).max(2) as usize
@@ -992,7 +996,13 @@ impl Machine {
 
     /// A requested piece that will not come is free to be requested again.
     fn release(&mut self, index: u32) {
-        if !self.have.has(index) && !self.storing.contains_key(&index) {
+        // (In the endgame another neighbour may have been asked for it too.)
+        let asked_elsewhere = || {
+            self.neighbours
+                .values()
+                .any(|n| n.outstanding.contains(&index))
+        };
+        if !self.have.has(index) && !self.storing.contains_key(&index) && !asked_elsewhere() {
             self.wanted.set(index, true);
             if let Some(filling) = &mut self.filling {
                 filling.reopen(index);
@@ -1643,7 +1653,7 @@ impl Machine {
                 || (n.outstanding.len() >= depth && in_flight() >= MAX_IN_FLIGHT_BYTES)
                 || self.storing_count >= self.max_storing
                 || self.stopping
-                || !self.request_one(now, peer)
+                || !(self.request_one(now, peer) || self.endgame_one(now, peer))
             {
                 return;
             }
@@ -1702,6 +1712,58 @@ impl Machine {
         let Some(index) = pick else {
             return false;
         };
+        self.request_piece(now, peer, index);
+        true
+    }
+
+    /// The endgame, outside strict mode: when `peer` has nothing we want
+    /// that nobody was asked for, and we lack no more pieces than are asked
+    /// of neighbours (the download's last pieces), the piece that has been
+    /// awaited longest from another neighbour, at least [`ENDGAME_AFTER`],
+    /// is asked of `peer` too, if it has it. One connection whose packets
+    /// were lost waits out TCP's doubling timeouts, a second to several,
+    /// while every other neighbour could send the piece at once; the copy
+    /// that comes second is dropped. False when there is no such piece.
+    fn endgame_one(&mut self, now: Instant, peer: u32) -> bool {
+        let n = &self.neighbours[&peer];
+        if !self.extensions || n.they_choke_us {
+            return false;
+        }
+        let missing = self.have.len() - self.have_count - self.storing.len() as u32;
+        let asked: usize = self.neighbours.values().map(|m| m.outstanding.len()).sum();
+        if missing == 0 || missing as usize > asked {
+            return false;
+        }
+        let awaited_once = |index: u32| {
+            self.neighbours
+                .values()
+                .filter(|m| m.outstanding.contains(&index))
+                .count()
+                == 1
+        };
+        let oldest = self
+            .neighbours
+            .iter()
+            .filter(|(&id, _)| id != peer)
+            .flat_map(|(_, m)| {
+                m.outstanding
+                    .iter()
+                    .filter_map(|&i| m.pacing.asked_at(i).map(|at| (at, i)))
+            })
+            .filter(|&(at, i)| {
+                now.saturating_duration_since(at) >= ENDGAME_AFTER
+                    && n.has.has(i)
+                    && !n.sent_bad.contains(&i)
+                    && awaited_once(i)
+            })
+            .min();
+        let Some((_, index)) = oldest else {
+            return false;
+        };
+        log::debug!(
+            "peer {}: piece {index} awaited for {ENDGAME_AFTER:?} or more: asking {peer} too",
+            self.me
+        );
         self.request_piece(now, peer, index);
         true
     }
@@ -1766,6 +1828,11 @@ impl Machine {
         self.recover_lost_pieces();
         for peer in refused {
             self.request_from(now, peer);
+        }
+        // A piece awaited too long is asked of another neighbour even when
+        // nothing else comes in (see `endgame_one`).
+        if !self.have_complete() {
+            self.fill_requests(now);
         }
         self.select_preferred(now);
         self.note_stall(now);

@@ -1135,3 +1135,45 @@ fn a_peer_whose_writers_ran_out_unchokes_a_spare_neighbour_until_the_round() {
     s.m.rechoke(s.now);
     assert!(s.m.unchoked().len() <= 3, "{:?}", s.m.unchoked());
 }
+
+/// A leecher lacking only piece 3 asks 3 for it; 4 unchokes it too. The
+/// requests each sends, to 3 and to 4, after `wait` seconds and a round.
+fn endgame_after(strict: bool, wait: f64) -> (Vec<u32>, Vec<u32>, Script) {
+    let peers = [(1, true), (2, false), (3, false), (4, false)];
+    let mut swarm = Swarm::new(&peers, 4);
+    swarm.strict = strict;
+    let mut s = swarm.start(2, &[0, 1, 2]);
+    s.connect_remote(3);
+    s.recv(3, full(4));
+    s.recv(3, Message::Unchoke);
+    let to_3 = requests(&s.sent(), 3);
+    s.connect_remote(4);
+    s.recv(4, full(4));
+    s.recv(4, Message::Unchoke);
+    let mut to_4 = requests(&s.sent(), 4);
+    s.advance(wait);
+    s.m.rechoke(s.now);
+    to_4.extend(requests(&s.sent(), 4));
+    (to_3, to_4, s)
+}
+
+#[test]
+fn a_last_piece_awaited_too_long_is_asked_of_another_neighbour_too() {
+    assert!(
+        endgame_after(false, 0.5).1.is_empty(),
+        "not yet awaited long"
+    );
+    let (to_3, to_4, _) = endgame_after(true, 5.0);
+    assert_eq!(to_3, [3]);
+    assert!(to_4.is_empty(), "SPEC.md: no second request");
+    let (to_3, to_4, mut s) = endgame_after(false, ENDGAME_AFTER.as_secs_f64());
+    assert_eq!((to_3, to_4), (vec![3], vec![3]));
+    // 3 chokes us: the piece is still awaited from 4, not asked again.
+    s.recv(3, Message::Choke);
+    assert!(requests(&s.sent(), 4).is_empty());
+    assert_eq!(s.m.asking(4), Asking::Asked);
+    // 4's copy comes and is stored; nothing is asked any more.
+    s.deliver(4, 3);
+    s.store_all();
+    assert_eq!(s.m.have_count(), 4);
+}

@@ -68,6 +68,14 @@ impl Pacing {
         self.sent.push_back((index, now));
     }
 
+    /// When piece `index` was asked for, if it is still awaited.
+    pub(crate) fn asked_at(&self, index: u32) -> Option<Instant> {
+        self.sent
+            .iter()
+            .find(|&&(i, _)| i == index)
+            .map(|&(_, at)| at)
+    }
+
     /// Piece `index` came in: a time sample if it was requested.
     pub(crate) fn arrived(&mut self, index: u32, now: Instant) {
         if let Some(at) = self.sent.iter().position(|&(i, _)| i == index) {
