@@ -16,6 +16,9 @@
 //!   that never blocks it (unbounded, with a limit it checks itself), so a
 //!   slow neighbour cannot stall it; a queue that reaches its limit (the
 //!   neighbour stopped reading) ends that connection.
+//!   Writers also say, over an unbounded channel of their own (so a writer
+//!   never waits on the engine), each time a served piece is in its socket:
+//!   the core's spare upload slots go by it.
 //!   The choke timers are crossbeam `tick` channels in the same `select!`;
 //!   in strict mode they restart when the first round comes early (see
 //!   `check_neighbourhood_whole`).
