@@ -479,8 +479,6 @@ pub(crate) struct Machine {
     /// Neighbours unchoked in a spare slot until the next round (see
     /// [`SPARE_SLOTS`]).
     spare: Vec<u32>,
-    /// Pieces handed to writers and not yet reported written, in all.
-    serving: u32,
     logged_preferred: Vec<u32>,
     rng: StdRng,
     counters: Arc<Counters>,
@@ -558,7 +556,6 @@ impl Machine {
             preferred: Vec::new(),
             optimistic: None,
             spare: Vec::new(),
-            serving: 0,
             logged_preferred: Vec::new(),
             rng: StdRng::seed_from_u64(setup.rng_seed),
             counters: setup.counters,
@@ -953,7 +950,6 @@ impl Machine {
         for index in n.outstanding.into_iter().chain(n.arrived) {
             self.release(index);
         }
-        self.serving -= n.serving;
         self.spare.retain(|&p| p != peer);
         self.unchoked.remove(&peer);
         let held_slot = self.preferred.contains(&peer) || self.optimistic == Some(peer);
@@ -962,7 +958,7 @@ impl Machine {
             self.optimistic = None;
         }
         if held_slot && self.extensions {
-            if let Some(next) = self.pick_waiting() {
+            if let Some(next) = self.pick_waiting(|_| true) {
                 self.offer_free_slot(next);
             }
         }
@@ -1234,7 +1230,6 @@ impl Machine {
         }
         let n = self.neighbours.get_mut(&peer).expect("present");
         n.serving += 1;
-        self.serving += 1;
         let conn = n.conn;
         if self.unserved.as_mut().is_some_and(|u| u.sent(index)) {
             // Every piece went out once: nothing to reject for any more.
@@ -1364,7 +1359,7 @@ impl Machine {
         if !preferred && self.optimistic != Some(peer) {
             return;
         }
-        let Some(next) = self.pick_waiting() else {
+        let Some(next) = self.pick_waiting(|_| true) else {
             return;
         };
         self.preferred.retain(|&p| p != peer);
@@ -1392,24 +1387,15 @@ impl Machine {
             return;
         }
         n.serving -= 1;
-        self.serving -= 1;
-        if self.serving > 0
-            || !self.extensions
+        if !self.extensions
             || !self.config.common.serve
             || self.stopping
             || self.spare.len() >= SPARE_SLOTS
+            || self.neighbours.values().any(|m| m.serving > 0)
         {
             return;
         }
-        let waiting: Vec<u32> = self
-            .neighbours
-            .iter()
-            .filter(|(id, n)| {
-                n.they_are_interested && n.pipelining && !n.same_host && !self.unchoked.contains(id)
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        if let Some(&next) = waiting.choose(&mut self.rng) {
+        if let Some(next) = self.pick_waiting(|n| n.pipelining && !n.same_host) {
             self.spare.push(next);
             self.apply_choking();
         }
@@ -1423,13 +1409,13 @@ impl Machine {
         }
     }
 
-    /// An interested neighbour left choked, at random (as the optimistic
-    /// pick is), if there is one.
-    fn pick_waiting(&mut self) -> Option<u32> {
+    /// An interested neighbour left choked that `also` accepts, at random
+    /// (as the optimistic pick is), if there is one.
+    fn pick_waiting(&mut self, also: impl Fn(&Neighbour) -> bool) -> Option<u32> {
         let waiting: Vec<u32> = self
             .neighbours
             .iter()
-            .filter(|(id, n)| n.they_are_interested && !self.unchoked.contains(id))
+            .filter(|(id, n)| n.they_are_interested && !self.unchoked.contains(id) && also(n))
             .map(|(id, _)| *id)
             .collect();
         waiting.choose(&mut self.rng).copied()

@@ -68,6 +68,11 @@ const WHY_EVERY: Nanos = 10_000_000;
 /// The first host's peer ID; the others follow in order.
 const FIRST_ID: u32 = 1001;
 
+/// The host of peer `id`.
+fn host_of(id: u32) -> usize {
+    (id - FIRST_ID) as usize
+}
+
 /// TCP's least retransmission timeout (Linux): how long a lost chunk with
 /// nothing sent after it on its connection waits to be sent again.
 const RTO_MIN: f64 = 0.2;
@@ -372,9 +377,9 @@ struct World {
     /// Counted leechers in all.
     counted_all: usize,
     /// Pieces whose last byte a host's connection took, as a writer hands
-    /// a piece to its socket: (host, connection), reported to its core
-    /// once the event at hand is handled.
-    written: Vec<(usize, usize)>,
+    /// a piece to its socket: (host, connection, receiving host), reported
+    /// to its core once the event at hand is handled.
+    written: Vec<(usize, usize, usize)>,
     /// Hosts neither complete nor gone: the run ends at none.
     remaining: usize,
     /// Each host's idle time (nothing asked, full window) when the last
@@ -856,7 +861,7 @@ impl World {
                 if head.left == 0 {
                     let frame = dir.queue.pop_front().expect("a head").payload;
                     if matches!(frame, Payload::Piece(_)) {
-                        self.written.push((h, c));
+                        self.written.push((h, c, dir.to));
                     }
                     frames.push(frame);
                 }
@@ -968,10 +973,8 @@ impl World {
     /// ([`Machine::served`]), and carries out what it says to that.
     fn report_written(&mut self) {
         while !self.written.is_empty() {
-            for (h, c) in std::mem::take(&mut self.written) {
-                let dir = &self.conns[c].dirs[0];
-                let other = if dir.from == h { dir.to } else { dir.from };
-                let peer = self.hosts[other].id;
+            for (h, c, to) in std::mem::take(&mut self.written) {
+                let peer = self.hosts[to].id;
                 if let Some(m) = self.hosts[h].machine.as_mut() {
                     m.served(c as ConnId, peer);
                     self.carry_out(h);
@@ -1015,7 +1018,7 @@ impl World {
                 continue;
             }
             let me = host.id;
-            let core = |id: u32| self.hosts[(id - FIRST_ID) as usize].machine.as_ref();
+            let core = |id: u32| self.hosts[host_of(id)].machine.as_ref();
             let (mut any, mut unchoked, mut on_way, mut can_ask) = (false, false, false, false);
             let mut choked_could_ask = false;
             for (id, we_unchoke) in m.interested() {
@@ -1106,7 +1109,7 @@ impl World {
                 }
                 Command::Close { conn, .. } => self.close(h, conn),
                 Command::Dial(peer) => {
-                    let j = (peer - FIRST_ID) as usize;
+                    let j = host_of(peer);
                     if j < self.hosts.len() && self.alive(j) {
                         self.dial(h, j);
                     }
@@ -1232,11 +1235,6 @@ pub(crate) struct LinkUse {
     pub idle_window_full: f64,
 }
 
-/// Shares of the counted leechers' downlink time from their start to their
-/// completion: receiving, or idle while their core waits on a request out,
-/// is choked by every neighbour holding a piece it wants, holds back from an
-/// unchoking one (refused this round, or the disk queue full), or has no
-/// neighbour holding a piece it wants (see [`Demand`]).
 /// Why counted leechers' uplinks idled with nothing asked of them, as
 /// shares of their time until the last of them completed (sampled every
 /// [`WHY_EVERY`]; together about [`LinkUse::idle_nothing_to_send`]). Read
@@ -1270,6 +1268,11 @@ pub(crate) struct Spread {
     pub to_all_secs: f64,
 }
 
+/// Shares of the counted leechers' downlink time from their start to their
+/// completion: receiving, or idle while their core waits on a request out,
+/// is choked by every neighbour holding a piece it wants, holds back from an
+/// unchoking one (refused this round, or the disk queue full), or has no
+/// neighbour holding a piece it wants (see [`Demand`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct DownlinkUse {
     pub busy: f64,
