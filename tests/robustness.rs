@@ -189,3 +189,46 @@ fn a_seed_with_another_file_size_is_named_as_such_and_not_dialled_again() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_peer_that_ends_reads_on_until_its_neighbour_closes_so_nothing_is_reset() {
+    // The seed ends as soon as 1002 (a socket here) says it has every
+    // piece. 1002 goes on sending for a while: a peer that closed its
+    // socket with those bytes unread would reset the connection, and a
+    // reset throws away what it had not sent yet (its last haves, its
+    // goodbye), which on a capped link can be a lot.
+    let mut spec = Spec::new(2, 300 * 1024, 16 * 1024);
+    spec.seeds[0] = true;
+    let mut swarm = Swarm::new(spec);
+    swarm.start(1001);
+    let mut s = handshake_as(&swarm, &encode_handshake(1002));
+    let n = swarm.spec.num_pieces();
+    s.write_all(&encode_to_vec(&Message::Bitfield(
+        p2pft::protocol::bitfield::Bitfield::full(n),
+    )))
+    .unwrap();
+    // Meanwhile the seed ends: 'not interested' every 10 ms for 1 s.
+    for _ in 0..100 {
+        if s.write_all(&encode_to_vec(&Message::NotInterested))
+            .is_err()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A reset connection is no longer connected.
+    if let Err(e) = s.shutdown(std::net::Shutdown::Write) {
+        panic!("the seed reset the connection: {e}");
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => panic!(
+            "the seed's end of the connection: {e} (after {} bytes)",
+            rest.len()
+        ),
+    }
+    let status = swarm.wait_one(1001, Duration::from_secs(20));
+    assert!(status.success(), "the seed exited with {status}");
+}

@@ -61,7 +61,7 @@ use crate::support::piecebuf::BufferPool;
 use crate::support::piecebuf::PieceBuf;
 use crate::support::status::Counters;
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -604,7 +604,11 @@ impl Engine {
                 _ => {}
             }
         }
-        let streams: Vec<TcpStream> = self.links.drain().map(|(_, link)| link.stream).collect();
+        let (mut open, streams): (HashSet<ConnId>, Vec<TcpStream>) = self
+            .links
+            .drain()
+            .map(|(conn, link)| (conn, link.stream))
+            .unzip();
         let grace = if self.core.fatal().is_some() {
             INTERRUPT_GRACE
         } else {
@@ -615,6 +619,23 @@ impl Engine {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.writers_done_rx.recv_timeout(left) {
                 Ok(_) => self.writers_running -= 1,
+                Err(_) => break,
+            }
+        }
+        // Each writer has half-closed. A socket closed with bytes unread is
+        // reset, and a reset throws away what is still in its send buffer:
+        // on a capped link our last haves and goodbye, without which the
+        // neighbour waits for us to come back, dials us in vain and fails.
+        // So until each neighbour closes its side too, its reader goes on
+        // and what it sends is dropped.
+        while !open.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events_rx.recv_timeout(left) {
+                Ok(Event::Closed { conn, .. }) => {
+                    open.remove(&conn);
+                }
+                Ok(Event::Piece { data, .. }) => self.buffers.give(data),
+                Ok(_) => {}
                 Err(_) => break,
             }
         }
