@@ -993,12 +993,7 @@ impl Machine {
     /// A requested piece that will not come is free to be requested again.
     fn release(&mut self, index: u32) {
         // (In the endgame another neighbour may have been asked for it too.)
-        let asked_elsewhere = || {
-            self.neighbours
-                .values()
-                .any(|n| n.outstanding.contains(&index))
-        };
-        if !self.have.has(index) && !self.storing.contains_key(&index) && !asked_elsewhere() {
+        if !self.have.has(index) && !self.storing.contains_key(&index) && self.askers(index) == 0 {
             self.wanted.set(index, true);
             if let Some(filling) = &mut self.filling {
                 filling.reopen(index);
@@ -1630,10 +1625,7 @@ impl Machine {
             } else {
                 1
             };
-            let in_flight = || {
-                let asked: usize = self.neighbours.values().map(|m| m.outstanding.len()).sum();
-                asked as u64 * piece
-            };
+            let in_flight = || self.asked_total() as u64 * piece;
             if n.they_choke_us
                 || n.outstanding.len() >= limit
                 || (n.outstanding.len() >= depth && in_flight() >= MAX_IN_FLIGHT_BYTES)
@@ -1716,17 +1708,9 @@ impl Machine {
             return false;
         }
         let missing = self.have.len() - self.have_count - self.storing.len() as u32;
-        let asked: usize = self.neighbours.values().map(|m| m.outstanding.len()).sum();
-        if missing == 0 || missing as usize > asked {
+        if missing == 0 || missing as usize > self.asked_total() {
             return false;
         }
-        let awaited_once = |index: u32| {
-            self.neighbours
-                .values()
-                .filter(|m| m.outstanding.contains(&index))
-                .count()
-                == 1
-        };
         let oldest = self
             .neighbours
             .iter()
@@ -1740,7 +1724,7 @@ impl Machine {
                 now.saturating_duration_since(at) >= ENDGAME_AFTER
                     && n.has.has(i)
                     && !n.sent_bad.contains(&i)
-                    && awaited_once(i)
+                    && self.askers(i) == 1
             })
             .min();
         let Some((_, index)) = oldest else {
@@ -1752,6 +1736,20 @@ impl Machine {
         );
         self.request_piece(now, peer, index);
         true
+    }
+
+    /// Requests out to all neighbours together.
+    fn asked_total(&self) -> usize {
+        self.neighbours.values().map(|n| n.outstanding.len()).sum()
+    }
+
+    /// Neighbours asked for piece `index` and not answered yet (two at most,
+    /// in the endgame).
+    fn askers(&self, index: u32) -> usize {
+        self.neighbours
+            .values()
+            .filter(|n| n.outstanding.contains(&index))
+            .count()
     }
 
     /// Asks `peer` for piece `index`.

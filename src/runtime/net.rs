@@ -1183,9 +1183,6 @@ mod tests {
 
     /// Pieces already waiting are read and hashed two at a time; each keeps
     /// its own verdict, and what follows them still arrives, in order.
-    /// The socket reader and the buffer decoder are one decoder: over a
-    /// stream of frames they agree, and the reader takes no byte of the next
-    /// frame.
     #[test]
     fn a_writer_says_each_piece_it_wrote_and_only_pieces() {
         let dir = tempfile::tempdir().unwrap();
@@ -1229,6 +1226,9 @@ mod tests {
         assert_eq!(said, [(7, 1002), (7, 1002)], "one notice a piece");
     }
 
+    /// The socket reader and the buffer decoder are one decoder: over a
+    /// stream of frames they agree, and the reader takes no byte of the next
+    /// frame.
     #[test]
     fn read_frame_reads_exactly_what_decode_frame_decodes() {
         let layout = Layout::new(10, 4).unwrap();
