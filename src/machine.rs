@@ -169,6 +169,10 @@ pub(crate) enum EngineError {
     Unreachable(BoxedDialFailure),
     #[error("cannot start the threads for neighbour {0}: {1} (more peers on this machine than its thread limit allows?)")]
     Threads(u32, io::Error),
+    /// A peer that dials us left before it had the file and did not come
+    /// back (see [`MachineSetup::return_wait`]).
+    #[error("peer {peer} left before it had the file and has not come back in {} s: the swarm cannot end without it", .waited.as_secs())]
+    Departed { peer: u32, waited: Duration },
     #[error("the finished file could not be made complete: {0}")]
     Integrity(FinishError),
     /// The signal, and for a leecher the pieces it recorded of all.
@@ -387,6 +391,11 @@ pub(crate) struct MachineSetup {
     pub checkpoints: bool,
     /// Pieces a granule when the store gathers small pieces into granules.
     pub granule_pieces: Option<u32>,
+    /// How long a peer that dials us and left before it had the file is
+    /// waited for, once we have it, before the run fails: as long as a
+    /// dialler tries to reach a peer (`--connect-timeout`), so that either
+    /// side of a departed peer gives up alike.
+    pub return_wait: Duration,
     pub now: Instant,
 }
 
@@ -473,6 +482,8 @@ pub(crate) struct Machine {
     left_early: BTreeMap<u32, bool>,
     /// When we first knew that every peer has the file.
     everyone_known_at: Option<Instant>,
+    /// See [`MachineSetup::return_wait`].
+    return_wait: Duration,
     unchoked: BTreeSet<u32>,
     preferred: Vec<u32>,
     optimistic: Option<u32>,
@@ -551,6 +562,7 @@ impl Machine {
             complete_peers,
             unconnected_since,
             left_early: BTreeMap::new(),
+            return_wait: setup.return_wait,
             everyone_known_at: None,
             unchoked: BTreeSet::new(),
             preferred: Vec::new(),
@@ -1821,6 +1833,7 @@ impl Machine {
         self.select_preferred(now);
         self.note_stall(now);
         self.note_waiting(now);
+        self.check_departed(now);
     }
 
     /// The optimistic unchoking interval (m).
@@ -1990,6 +2003,34 @@ impl Machine {
             waited.as_secs(),
             ids.join(", ")
         );
+    }
+
+    /// Once we have the file, a peer listed after us (it dials us; we never
+    /// dial it) that left before it had the file and stayed away for
+    /// [`MachineSetup::return_wait`] ends the run as a failure: the swarm
+    /// cannot end as usual without it, and a peer listed before us that did
+    /// the same fails our dialler after as long (`dial_failed`). Without
+    /// this a peer would wait for it without end.
+    fn check_departed(&mut self, now: Instant) {
+        if self.fatal.is_some() || self.stopping || !self.have_complete() {
+            return;
+        }
+        let me = self.config.position(self.me);
+        let gone = self.left_early.keys().copied().find(|p| {
+            !self.complete_peers.contains(p)
+                && !self.neighbours.contains_key(p)
+                && self.config.position(*p) > me
+                && self
+                    .unconnected_since
+                    .get(p)
+                    .is_some_and(|&left| now.saturating_duration_since(left) >= self.return_wait)
+        });
+        if let Some(peer) = gone {
+            self.fatal = Some(EngineError::Departed {
+                peer,
+                waited: self.return_wait,
+            });
+        }
     }
 
     fn select_optimistic(&mut self) {

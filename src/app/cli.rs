@@ -21,7 +21,8 @@ pub struct PeerArgs {
     /// Directory holding Common.cfg, PeerInfo.cfg and `peer_<ID>/`.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
-    /// Seconds to keep dialling a peer listed above this one before giving up.
+    /// Seconds to keep dialling a peer listed above this one, or to wait for one listed below
+    /// that left before it had the file, before giving up.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     pub connect_timeout: f64,
     /// Print one JSON status line every 200 ms on stdout (used by `p2pft swarm`).

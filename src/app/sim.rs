@@ -518,6 +518,8 @@ impl World {
                     rng_seed: setup.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
                     checkpoints: false,
                     granule_pieces: None,
+                    // `peer`'s default `--connect-timeout`.
+                    return_wait: Duration::from_secs(120),
                     now: base,
                 })),
                 up: rate,

@@ -18,6 +18,9 @@ struct Script {
     trace: Vec<String>,
 }
 
+/// Seconds a departed peer is waited for in these scripts.
+const RETURN_WAIT: u64 = 120;
+
 /// Settings of a scripted swarm.
 struct Swarm {
     /// Peer ids in PeerInfo.cfg order, with HasFile.
@@ -85,6 +88,7 @@ impl Swarm {
                 rng_seed: self.seed,
                 checkpoints: !seed,
                 granule_pieces: None,
+                return_wait: Duration::from_secs(RETURN_WAIT),
                 now,
             }),
             now,
@@ -849,6 +853,62 @@ fn a_p2pft_neighbour_gone_without_goodbye_is_waited_for() {
     let conn = s.conns[&1];
     s.m.closed(s.now, conn, 1, CloseReason::Eof);
     assert!(s.all_done());
+}
+
+#[test]
+fn a_peer_that_dials_us_and_left_without_the_file_ends_the_run_after_the_wait() {
+    let departed = |s: &Script| matches!(s.m.fatal(), Some(EngineError::Departed { peer: 3, .. }));
+    // We (2) have the file; 3, listed after us, dialled us, then was
+    // killed with nothing: it will never dial again, and we never dial it.
+    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 1).start(2, &[0]);
+    s.m.finished(Ok(()));
+    s.connect(1, true);
+    s.recv(1, full(1));
+    s.connect(3, true);
+    s.m.closed(s.now, s.conns[&3], 3, CloseReason::Eof);
+    s.advance(RETURN_WAIT as f64 - 1.0);
+    s.m.rechoke(s.now);
+    assert!(s.m.fatal().is_none(), "still within the wait");
+    assert!(!s.all_done());
+    s.advance(1.0);
+    s.m.rechoke(s.now);
+    assert!(departed(&s), "{:?}", s.m.fatal().map(|e| e.to_string()));
+    let text = s.m.fatal().unwrap().to_string();
+    assert!(
+        text.contains("peer 3 left before it had the file"),
+        "{text}"
+    );
+
+    // It came back within the wait: no failure.
+    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 1).start(2, &[0]);
+    s.m.finished(Ok(()));
+    s.connect(1, true);
+    s.recv(1, full(1));
+    s.connect(3, true);
+    s.m.closed(s.now, s.conns[&3], 3, CloseReason::Eof);
+    s.advance(RETURN_WAIT as f64 - 1.0);
+    s.connect(3, true);
+    s.advance(10.0);
+    s.m.rechoke(s.now);
+    assert!(s.m.fatal().is_none());
+
+    // A peer listed before us is our dialler's to give up on, and one
+    // still downloading waits as long as it needs: neither fails here.
+    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 2).start(3, &[]);
+    s.connect(1, true);
+    s.connect(2, true);
+    s.m.closed(s.now, s.conns[&2], 2, CloseReason::Eof);
+    s.advance(RETURN_WAIT as f64 * 2.0);
+    s.m.rechoke(s.now);
+    assert!(s.m.fatal().is_none(), "we lack the file");
+    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 1).start(3, &[0]);
+    s.m.finished(Ok(()));
+    s.connect(1, true);
+    s.connect(2, true);
+    s.m.closed(s.now, s.conns[&2], 2, CloseReason::Eof);
+    s.advance(RETURN_WAIT as f64 * 2.0);
+    s.m.rechoke(s.now);
+    assert!(s.m.fatal().is_none(), "2 is redialled, not waited for");
 }
 
 #[test]

@@ -177,6 +177,7 @@ impl Engine {
             rng_seed: setup.rng_seed,
             checkpoints: setup.checkpointer.is_some(),
             granule_pieces: setup.store.granule_pieces(),
+            return_wait: setup.connect_timeout,
             now: Instant::now(),
         });
         Engine {
