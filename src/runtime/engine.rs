@@ -13,7 +13,8 @@
 //!   the final flush). Readers verify (SHA-1) the pieces they receive.
 //! - Channels: every producer sends [`Event`]s to the engine over one bounded
 //!   channel ([`EVENT_QUEUE`]). The engine sends to each writer over a queue
-//!   that never blocks it (unbounded, with a limit it checks itself), so a
+//!   ([`crate::runtime::mailbox`]: a writer with nothing to do sleeps at
+//!   once) that never blocks it (unbounded, with a limit it checks itself), so a
 //!   slow neighbour cannot stall it; a queue that reaches its limit (the
 //!   neighbour stopped reading) ends that connection.
 //!   Writers also say, over an unbounded channel of their own (so a writer
@@ -52,6 +53,7 @@ use crate::protocol::bitfield::Bitfield;
 use crate::protocol::config::Config;
 use crate::protocol::wire::Limits;
 use crate::runtime::events::Event;
+use crate::runtime::mailbox::{mailbox, MailSender};
 use crate::runtime::net::{self, Out};
 use crate::runtime::rate_limit::RateLimit;
 use crate::runtime::speclog::SpecLog;
@@ -60,7 +62,7 @@ use crate::runtime::workers::Workers;
 use crate::support::piecebuf::BufferPool;
 use crate::support::piecebuf::PieceBuf;
 use crate::support::status::Counters;
-use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
+use crossbeam_channel::{select, tick, Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -102,7 +104,7 @@ struct Caps {
 
 /// One connection's edge: its writer's queue and its socket.
 struct Link {
-    queue: Sender<Out>,
+    queue: MailSender<Out>,
     stream: TcpStream,
 }
 
@@ -425,9 +427,9 @@ impl Engine {
         self.next_conn += 1;
         let conn = self.next_conn;
         // Unbounded, with `queue_limit` checked on each send: a bounded
-        // channel allocates all of its room up front (64 bytes a message,
+        // queue would allocate all of its room up front (64 bytes a message,
         // megabytes a neighbour with many pieces).
-        let (queue, queue_rx) = unbounded();
+        let (queue, queue_rx) = mailbox();
         let started = net::spawn_writer(
             conn,
             peer,

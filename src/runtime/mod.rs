@@ -8,6 +8,7 @@ pub(crate) mod coalesce;
 pub(crate) mod connect_error;
 pub(crate) mod engine;
 pub(crate) mod events;
+pub mod mailbox;
 pub mod net;
 pub(crate) mod peer;
 pub(crate) mod rate_limit;

@@ -36,12 +36,13 @@ use crate::protocol::wire::{
 };
 use crate::runtime::connect_error::{DialError, DialFailure, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::runtime::events::Event;
+use crate::runtime::mailbox::{Empty, MailReceiver};
 use crate::runtime::rate_limit::RateLimit;
 use crate::runtime::store::Store;
 use crate::support::piecebuf::BufferPool;
 use crate::support::piecebuf::PieceBuf;
 use crate::support::status::Counters;
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
@@ -793,7 +794,7 @@ pub fn spawn_writer(
     conn: ConnId,
     peer: u32,
     stream: TcpStream,
-    queue: Receiver<Out>,
+    queue: MailReceiver<Out>,
     shared: WriterShared,
 ) -> io::Result<()> {
     let WriterShared {
@@ -836,7 +837,7 @@ struct Link<'a> {
     upload: Option<&'a RateLimit>,
 }
 
-fn write_loop(link: &Link, queue: &Receiver<Out>, served: impl Fn()) -> io::Result<()> {
+fn write_loop(link: &Link, queue: &MailReceiver<Out>, served: impl Fn()) -> io::Result<()> {
     let Link {
         stream,
         store,
@@ -853,7 +854,7 @@ fn write_loop(link: &Link, queue: &Receiver<Out>, served: impl Fn()) -> io::Resu
     loop {
         let next = match queue.try_recv() {
             Ok(next) => next,
-            Err(TryRecvError::Empty) if only_haves && !pending.is_empty() => {
+            Err(Empty::Now) if only_haves && !pending.is_empty() => {
                 match queue.recv_timeout(HAVE_COALESCE) {
                     Ok(next) => next,
                     Err(_) => {
@@ -863,7 +864,7 @@ fn write_loop(link: &Link, queue: &Receiver<Out>, served: impl Fn()) -> io::Resu
                     }
                 }
             }
-            Err(TryRecvError::Empty) => {
+            Err(Empty::Now) => {
                 out.write_all(&pending)?;
                 pending.clear();
                 only_haves = true;
@@ -872,7 +873,7 @@ fn write_loop(link: &Link, queue: &Receiver<Out>, served: impl Fn()) -> io::Resu
                     Err(_) => break,
                 }
             }
-            Err(TryRecvError::Disconnected) => break,
+            Err(Empty::Closed) => break,
         };
         match next {
             Out::Msg(message) => {
@@ -1192,7 +1193,7 @@ mod tests {
         std::fs::write(&path, &file).unwrap();
         let store = Arc::new(Store::open_seed(&path, layout).unwrap());
         let (ours, theirs) = connected();
-        let (queue, queue_rx) = crossbeam_channel::unbounded();
+        let (queue, queue_rx) = crate::runtime::mailbox::mailbox();
         let (finished, finished_rx) = crossbeam_channel::unbounded();
         let (written, written_rx) = crossbeam_channel::unbounded();
         spawn_writer(
