@@ -328,6 +328,9 @@ struct Neighbour {
     arrived: Vec<u32>,
     /// Piece bytes received since the last preferred-neighbour selection.
     bytes_this_interval: u64,
+    /// Pieces we served it that its writer put in the socket, since then
+    /// (see [`Machine::stats`]).
+    written_this_interval: u64,
     /// It has told us whether it is interested (either message).
     declared: bool,
     /// Pieces this neighbour sent that failed verification: asked elsewhere first.
@@ -858,6 +861,7 @@ impl Machine {
                 pacing,
                 arrived: Vec::new(),
                 bytes_this_interval: 0,
+                written_this_interval: 0,
                 declared: false,
                 sent_bad: Vec::new(),
                 recent: VecDeque::new(),
@@ -1394,6 +1398,7 @@ impl Machine {
             return;
         }
         n.serving -= 1;
+        n.written_this_interval += 1;
         if !self.extensions
             || !self.config.common.serve
             || self.stopping
@@ -1791,17 +1796,28 @@ impl Machine {
     }
 
     /// The neighbours the choking rounds choose among: none for a peer that
-    /// does not serve (`--leech-only`).
+    /// does not serve (`--leech-only`). A neighbour's rate is what it sent
+    /// us (SPEC.md), except, outside strict mode, a p2pft neighbour on
+    /// another host's: what we sent it. Behind capped links a neighbour
+    /// whose downlink many others fill takes our pieces slowly, so the
+    /// rounds keep those whose links have room; by what they send us,
+    /// the fed get fed and the starved stay starved (docs/PERFORMANCE.md,
+    /// "Preferred by what they take").
     fn stats(&self) -> Vec<NeighbourStats> {
         if !self.config.common.serve {
             return Vec::new();
         }
+        let piece = u64::from(self.config.common.layout.piece_size_bytes());
         self.neighbours
             .iter()
             .map(|(&id, n)| NeighbourStats {
                 id,
                 interested: n.they_are_interested,
-                bytes_received: n.bytes_this_interval,
+                bytes: if self.extensions && n.pipelining && !n.same_host {
+                    n.written_this_interval * piece
+                } else {
+                    n.bytes_this_interval
+                },
             })
             .collect()
     }
@@ -1853,6 +1869,7 @@ impl Machine {
         );
         for n in self.neighbours.values_mut() {
             n.bytes_this_interval = 0;
+            n.written_this_interval = 0;
         }
         if !self.preferred.is_empty() && self.preferred != self.logged_preferred {
             self.say(SpecLine::PreferredNeighbors(self.preferred.clone()));

@@ -1196,6 +1196,72 @@ fn a_peer_whose_writers_ran_out_unchokes_a_spare_neighbour_until_the_round() {
     assert!(s.m.unchoked().len() <= 3, "{:?}", s.m.unchoked());
 }
 
+/// Peer 2 (pieces 0-3 of 8) with p2pft neighbours 3-7, on this host or
+/// not: of the three it unchokes first, one takes three of its pieces
+/// (written to its socket), one two, one none, and a choked one sends it
+/// two. The preferred neighbours of the next round, the two that took
+/// (in order of ID), and the one that sent.
+fn preferred_after_taking(same_host: bool) -> (Vec<u32>, Vec<u32>, u32) {
+    let peers: Vec<(u32, bool)> = (1..=7).map(|id| (id, id == 1)).collect();
+    let mut s = Swarm::new(&peers, 8).start(2, &[0, 1, 2, 3]);
+    for p in 3..=7 {
+        s.connect_on(p, true, same_host);
+    }
+    for p in 3..=7 {
+        s.recv(p, Message::Interested);
+    }
+    s.commands();
+    let unchoked: Vec<u32> = s.m.unchoked().iter().copied().collect();
+    assert_eq!(unchoked.len(), 3, "k = 2 and the optimistic one");
+    let (most, some) = (unchoked[0], unchoked[2]);
+    let feeder = (3..=7)
+        .find(|p| !unchoked.contains(p))
+        .expect("a choked one");
+    s.recv(feeder, only(8, &[4, 5]));
+    s.recv(feeder, Message::Unchoke);
+    let mut asked = requests(&s.sent(), feeder);
+    let mut fed = 0;
+    while fed < 2 {
+        assert!(!asked.is_empty(), "asks the feeder");
+        for index in asked {
+            s.deliver(feeder, index);
+            fed += 1;
+        }
+        asked = requests(&s.store_all(), feeder);
+    }
+    for (peer, count) in [(most, 3), (some, 2)] {
+        for index in 0..count {
+            s.recv(peer, Message::Request(index));
+            s.commands();
+            s.m.served(s.conns[&peer], peer);
+        }
+    }
+    s.advance(5.0);
+    s.m.rechoke(s.now);
+    let preferred = s
+        .commands()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Log(SpecLine::PreferredNeighbors(ids)) => Some(ids),
+            _ => None,
+        })
+        .expect("a new preferred list");
+    let mut took = vec![most, some];
+    took.sort_unstable();
+    (preferred, took, feeder)
+}
+
+#[test]
+fn across_hosts_the_rounds_prefer_the_p2pft_neighbours_that_took_the_most() {
+    // Another host: by what they took; what the feeder sent counts for nothing.
+    let (preferred, took, _) = preferred_after_taking(false);
+    assert_eq!(preferred, took);
+    // This host (the CPUs, not links, set the pace): SPEC.md's rate, what
+    // each sent us.
+    let (preferred, _, feeder) = preferred_after_taking(true);
+    assert!(preferred.contains(&feeder), "{preferred:?}, {feeder}");
+}
+
 /// A leecher lacking only piece 3 asks 3 for it; 4 unchokes it too. The
 /// requests each sends, to 3 and to 4, after `wait` seconds and a round.
 fn endgame_after(strict: bool, wait: f64) -> (Vec<u32>, Vec<u32>, Script) {

@@ -1,7 +1,8 @@
 //! Who we upload to: the choking policy of SPEC.md section 4, as pure functions.
 //!
 //! Inputs are plain facts (who is interested, how many bytes each sent us in
-//! the last interval, who is unchoked now) and an RNG; outputs are decisions.
+//! the last interval, or took from us where the machine says so, who is
+//! unchoked now) and an RNG; outputs are decisions.
 //! The engine applies them. Never sends, logs or reads a clock.
 
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -14,8 +15,10 @@ pub(crate) struct NeighbourStats {
     pub id: u32,
     /// The neighbour told us it is interested in our pieces.
     pub interested: bool,
-    /// Piece bytes it sent us during the interval that just ended.
-    pub bytes_received: u64,
+    /// Piece bytes it sent us during the interval that just ended (SPEC.md;
+    /// outside strict mode, for a p2pft neighbour on another host, those we
+    /// sent it: see `Machine::stats`).
+    pub bytes: u64,
 }
 
 /// The preferred neighbours: at most `k` interested ones, those that sent us the
@@ -36,7 +39,7 @@ pub(crate) fn select_preferred(
     // Shuffle first, then a stable sort: equal rates keep their random order.
     interested.shuffle(rng);
     if !have_complete_file {
-        interested.sort_by_key(|n| std::cmp::Reverse(n.bytes_received));
+        interested.sort_by_key(|n| std::cmp::Reverse(n.bytes));
     }
     let mut chosen: Vec<u32> = interested.iter().take(k).map(|n| n.id).collect();
     chosen.sort_unstable();
@@ -94,11 +97,11 @@ mod tests {
     use rand::SeedableRng;
     use std::collections::BTreeMap;
 
-    fn n(id: u32, interested: bool, bytes_received: u64) -> NeighbourStats {
+    fn n(id: u32, interested: bool, bytes: u64) -> NeighbourStats {
         NeighbourStats {
             id,
             interested,
-            bytes_received,
+            bytes,
         }
     }
 
