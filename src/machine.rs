@@ -1798,11 +1798,10 @@ impl Machine {
     /// The neighbours the choking rounds choose among: none for a peer that
     /// does not serve (`--leech-only`). A neighbour's rate is what it sent
     /// us (SPEC.md), except, outside strict mode, a p2pft neighbour on
-    /// another host's: what we sent it. Behind capped links a neighbour
-    /// whose downlink many others fill takes our pieces slowly, so the
-    /// rounds keep those whose links have room; by what they send us,
-    /// the fed get fed and the starved stay starved (docs/PERFORMANCE.md,
-    /// "Preferred by what they take").
+    /// another host's: what we sent it. The rounds then keep the slots of
+    /// neighbours that keep asking and whose links take our pieces fast,
+    /// and change fewer slots, each new one idle until its first request
+    /// comes (docs/PERFORMANCE.md, "Preferred by what they take").
     fn stats(&self) -> Vec<NeighbourStats> {
         if !self.config.common.serve {
             return Vec::new();
