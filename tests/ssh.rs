@@ -54,6 +54,18 @@ impl Hosts {
     /// As [`Hosts::new`]; with `shared`, every host sees this machine's
     /// disk, as on a shared home.
     fn sharing(n: usize, with_sshd: &[usize], read_only: &[usize], shared: bool) -> Hosts {
+        Hosts::built(n, with_sshd, read_only, shared, 64)
+    }
+
+    /// As [`Hosts::sharing`], each sshd allowing `max_sessions` sessions a
+    /// connection (`MaxSessions`; sshd's default is 10).
+    fn built(
+        n: usize,
+        with_sshd: &[usize],
+        read_only: &[usize],
+        shared: bool,
+        max_sessions: u32,
+    ) -> Hosts {
         let tag = format!(
             "{}-{}",
             std::process::id(),
@@ -101,7 +113,7 @@ impl Hosts {
         for i in 1..=n {
             let sshd = with_sshd
                 .contains(&i)
-                .then(|| hosts.start_sshd(i, read_only.contains(&i), shared));
+                .then(|| hosts.start_sshd(i, read_only.contains(&i), shared, max_sessions));
             hosts.sshd.push(sshd);
         }
         for i in 1..=n {
@@ -142,12 +154,12 @@ impl Hosts {
         std::fs::write(self.path("known_hosts"), known).unwrap();
     }
 
-    fn start_sshd(&self, i: usize, read_only: bool, shared: bool) -> Child {
+    fn start_sshd(&self, i: usize, read_only: bool, shared: bool, max_sessions: u32) -> Child {
         let config = self.path(&format!("sshd_config_{i}"));
         std::fs::write(
             &config,
             format!(
-                "ListenAddress 10.77.0.{i}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nMaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n",
+                "ListenAddress 10.77.0.{i}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nMaxSessions {max_sessions}\nMaxStartups 64\nLogLevel ERROR\n",
                 self.path("host_key").display(),
                 self.path("authorized_keys").display()
             ),
@@ -216,11 +228,13 @@ impl Hosts {
             format!("NumberOfPreferredNeighbors 2\nUnchokingInterval 0.5\nOptimisticUnchokingInterval 1\nFileName f.dat\nFileSize {size}\nPieceSize {}\n", if size > 8 << 20 { 262144 } else { 65536 }),
         )
         .unwrap();
+        // Port 6001, and the next ones for more peers on one host.
         let info: String = peers
             .iter()
             .enumerate()
             .map(|(n, (host, seed))| {
-                format!("{} 10.77.0.{host} 6001 {}\n", 1001 + n, u8::from(*seed))
+                let port = 6001 + peers[..n].iter().filter(|(h, _)| h == host).count();
+                format!("{} 10.77.0.{host} {port} {}\n", 1001 + n, u8::from(*seed))
             })
             .collect();
         std::fs::write(dir.join("PeerInfo.cfg"), info).unwrap();
@@ -475,6 +489,31 @@ fn four_hosts_the_seed_on_the_controller_every_file_matches_then_clean() {
             [format!("log_peer_{id}.log"), format!("peer_{id}")],
             "host {host}"
         );
+    }
+}
+
+#[test]
+fn twenty_peers_on_one_host_fit_sshds_default_session_limit() {
+    // sshd's default MaxSessions, 10 sessions a connection: a session the
+    // master is refused, ssh opens on a login of its own and says so on
+    // stderr. The launcher opens a master for each 7 peers instead.
+    let hosts = Hosts::built(2, &[2], &[], false, 10);
+    let mut peers = vec![(1, true)];
+    peers.extend([(2, false); 20]);
+    hosts.write_configs(&peers);
+    let file = content(SIZE, 21);
+    seed_on_controller(&hosts, &file);
+    let o = Launcher(Some(hosts.launch(&[]))).wait(LIMIT);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("session request failed"), "{stderr}");
+    let r = report(&o);
+    assert_eq!(r["ok"], true, "{r}");
+    for id in 1002..=1021 {
+        let p = peer(&r, id);
+        assert_eq!(p["ssh"], true, "{r}");
+        assert_eq!(p["exit_code"], 0, "{r}");
+        assert_eq!(p["file_check"], "matches_metadata", "{r}");
     }
 }
 

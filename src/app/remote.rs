@@ -118,12 +118,22 @@ pub(crate) struct LaunchReport {
 /// How long one remote command (a check, a copy) may take at most.
 const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 
+/// Peers whose sessions share one master connection. sshd allows 10
+/// sessions a connection by default (`MaxSessions`); the master's own and a
+/// command or two (a signal) need room beside the peers'. A session the
+/// master is refused, ssh opens on a connection of its own, a login each,
+/// saying `session request failed` on stderr.
+const PEERS_PER_MASTER: usize = 7;
+
 /// One host and the peers of PeerInfo.cfg it runs.
 #[derive(Debug)]
 struct Host {
     name: String,
     peers: Vec<PeerEntry>,
     master: Master,
+    /// More master connections, one for each [`PEERS_PER_MASTER`] peers
+    /// past the first that many.
+    more: Vec<Master>,
     /// The remote directory is this machine's swarm directory (a shared
     /// home): nothing is staged or cleaned there.
     shared: bool,
@@ -427,10 +437,19 @@ impl Launch {
             if !problems.is_empty() {
                 return Err(problems);
             }
+            let mut more = Vec::new();
+            for k in 1..peers.len().div_ceil(PEERS_PER_MASTER) {
+                let name = format!("{n}.{k}");
+                match client.connect_named(host, &name, left(deadline, Duration::from_secs(30))) {
+                    Ok(m) => more.push(m),
+                    Err(e) => return fail(e.to_string()),
+                }
+            }
             Ok(Host {
                 name: host.clone(),
                 peers: peers.clone(),
                 master,
+                more,
                 shared: facts.shared,
                 has_bin: facts.has_bin,
                 has_meta: facts.has_meta,
@@ -665,6 +684,15 @@ impl Launch {
             .find(|h| h.peers.iter().any(|p| p.id == id))
     }
 
+    /// The master connection peer `id`'s session goes over.
+    fn master_of(host: &Host, id: u32) -> &Master {
+        let at = host.peers.iter().position(|p| p.id == id).unwrap_or(0);
+        match at / PEERS_PER_MASTER {
+            0 => &host.master,
+            k => host.more.get(k - 1).unwrap_or(&host.master),
+        }
+    }
+
     /// Opens a session for each peer over ssh, waiting on its host for its
     /// turn ([`Launch::start`]): peers start one after another, each once
     /// the previous listens, and a session's login shell (a quarter of a
@@ -735,7 +763,7 @@ impl Launch {
             watchdog()
         );
         use std::os::unix::process::CommandExt;
-        host.master
+        Launch::master_of(host, entry.id)
             .command(&script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -745,16 +773,29 @@ impl Launch {
     }
 
     /// Sends `signal` (`INT`, `TERM`, `KILL`) to each of `targets`, a peer
-    /// ID and its PID on its host, all hosts at once; waits at most 10 s.
+    /// ID and its PID on its host, all hosts at once, one command a host
+    /// (a session a peer could pass sshd's limit); waits at most 10 s.
     pub(crate) fn signal(&self, targets: &[(u32, u32)], signal: &str) {
-        fan_out(targets, targets.len(), |&(id, pid)| {
-            if let Some(host) = self.host_of(id) {
-                let _ = host.master.run(
-                    &format!("kill -{signal} {pid}"),
-                    None,
-                    Duration::from_secs(10),
-                );
-            }
+        let by_host: Vec<(&Host, Vec<u32>)> = self
+            .hosts
+            .iter()
+            .map(|host| {
+                let pids = targets
+                    .iter()
+                    .filter(|(id, _)| host.peers.iter().any(|p| p.id == *id))
+                    .map(|&(_, pid)| pid)
+                    .collect();
+                (host, pids)
+            })
+            .filter(|(_, pids): &(&Host, Vec<u32>)| !pids.is_empty())
+            .collect();
+        fan_out(&by_host, by_host.len(), |(host, pids)| {
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            let _ = host.master.run(
+                &format!("kill -{signal} {}", pids.join(" ")),
+                None,
+                Duration::from_secs(10),
+            );
         });
     }
 
@@ -762,8 +803,9 @@ impl Launch {
     /// is lost.
     pub(crate) fn lost(&self, id: u32) -> Option<String> {
         let host = self.host_of(id)?;
-        host.master
-            .last_words()
+        std::iter::once(&host.master)
+            .chain(&host.more)
+            .find_map(Master::last_words)
             .map(|w| format!("host {} lost: {w}", host.name))
     }
 

@@ -110,7 +110,17 @@ impl Client {
         n: usize,
         limit: Duration,
     ) -> Result<Master, SshError> {
-        let socket = self.sockets.join(n.to_string());
+        self.connect_named(host, &n.to_string(), limit)
+    }
+
+    /// As [`Client::connect`], its socket named `name`.
+    pub(crate) fn connect_named(
+        &self,
+        host: &str,
+        name: &str,
+        limit: Duration,
+    ) -> Result<Master, SshError> {
+        let socket = self.sockets.join(name);
         let mut child = self
             .base(&socket, true)
             .arg("-T")
