@@ -171,7 +171,7 @@ pub(crate) enum EngineError {
     Threads(u32, io::Error),
     /// A peer that dials us left before it had the file and did not come
     /// back (see [`MachineSetup::return_wait`]).
-    #[error("peer {peer} left before it had the file and has not come back in {} s: the swarm cannot end without it", .waited.as_secs())]
+    #[error("peer {peer} left, not known to have the file, and has not come back in {} s: the swarm cannot end without it", .waited.as_secs())]
     Departed { peer: u32, waited: Duration },
     #[error("the finished file could not be made complete: {0}")]
     Integrity(FinishError),
@@ -394,10 +394,11 @@ pub(crate) struct MachineSetup {
     pub checkpoints: bool,
     /// Pieces a granule when the store gathers small pieces into granules.
     pub granule_pieces: Option<u32>,
-    /// How long a peer that dials us and left before it had the file is
-    /// waited for, once we have it, before the run fails: as long as a
-    /// dialler tries to reach a peer (`--connect-timeout`), so that either
-    /// side of a departed peer gives up alike.
+    /// How long a peer that dials us and left, not known to have the file,
+    /// is waited for once every other peer has it, before the run fails: as
+    /// long as a dialler tries to reach a peer (`--connect-timeout`), so that
+    /// neither side of a departed peer waits without end
+    /// (`Machine::check_departed`).
     pub return_wait: Duration,
     pub now: Instant,
 }
@@ -2021,29 +2022,41 @@ impl Machine {
         );
     }
 
-    /// Once we have the file, a peer listed after us (it dials us; we never
-    /// dial it) that left before it had the file and stayed away for
-    /// [`MachineSetup::return_wait`] ends the run as a failure: the swarm
+    /// Once we have the file and every other peer is known to have it too,
+    /// but for peers that left early and are not connected: a peer listed
+    /// after us (it dials us; we never dial it) that has stayed away for
+    /// [`MachineSetup::return_wait`] ends the run as a failure. The swarm
     /// cannot end as usual without it, and a peer listed before us that did
     /// the same fails our dialler after as long (`dial_failed`). Without
-    /// this a peer would wait for it without end.
+    /// this a peer would wait for it without end. While any other peer
+    /// still lacks the file we stay: it may need our pieces.
     fn check_departed(&mut self, now: Instant) {
         if self.fatal.is_some() || self.stopping || !self.have_complete() {
             return;
         }
+        let away =
+            |id: u32| self.left_early.contains_key(&id) && !self.neighbours.contains_key(&id);
+        let others_done = self
+            .config
+            .peers
+            .iter()
+            .all(|p| p.id == self.me || self.known_complete(p, now) || away(p.id));
+        if !others_done {
+            return;
+        }
         let me = self.config.position(self.me);
-        let gone = self.left_early.keys().copied().find(|p| {
-            !self.complete_peers.contains(p)
-                && !self.neighbours.contains_key(p)
-                && self.config.position(*p) > me
+        let gone = self.config.peers.iter().find(|p| {
+            away(p.id)
+                && !self.known_complete(p, now)
+                && self.config.position(p.id) > me
                 && self
                     .unconnected_since
-                    .get(p)
+                    .get(&p.id)
                     .is_some_and(|&left| now.saturating_duration_since(left) >= self.return_wait)
         });
-        if let Some(peer) = gone {
+        if let Some(p) = gone {
             self.fatal = Some(EngineError::Departed {
-                peer,
+                peer: p.id,
                 waited: self.return_wait,
             });
         }

@@ -803,9 +803,8 @@ impl Launch {
     /// is lost.
     pub(crate) fn lost(&self, id: u32) -> Option<String> {
         let host = self.host_of(id)?;
-        std::iter::once(&host.master)
-            .chain(&host.more)
-            .find_map(Master::last_words)
+        Launch::master_of(host, id)
+            .last_words()
             .map(|w| format!("host {} lost: {w}", host.name))
     }
 
@@ -821,7 +820,7 @@ impl Launch {
                 d = quote(&dir),
                 b = quote(&self.bin)
             );
-            match host.master.run(&script, None, COMMAND_LIMIT) {
+            match Launch::master_of(host, id).run(&script, None, COMMAND_LIMIT) {
                 Ok((s, _, _)) if s.success() => Some(true),
                 Ok((s, _, _)) if s.code() == Some(1) => Some(false),
                 _ => None,

@@ -857,7 +857,7 @@ fn a_p2pft_neighbour_gone_without_goodbye_is_waited_for() {
 
 #[test]
 fn a_peer_that_dials_us_and_left_without_the_file_ends_the_run_after_the_wait() {
-    let departed = |s: &Script| matches!(s.m.fatal(), Some(EngineError::Departed { peer: 3, .. }));
+    let departed = |s: &Script, id: u32| matches!(s.m.fatal(), Some(EngineError::Departed { peer, .. }) if *peer == id);
     // We (2) have the file; 3, listed after us, dialled us, then was
     // killed with nothing: it will never dial again, and we never dial it.
     let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 1).start(2, &[0]);
@@ -872,10 +872,10 @@ fn a_peer_that_dials_us_and_left_without_the_file_ends_the_run_after_the_wait() 
     assert!(!s.all_done());
     s.advance(1.0);
     s.m.rechoke(s.now);
-    assert!(departed(&s), "{:?}", s.m.fatal().map(|e| e.to_string()));
+    assert!(departed(&s, 3), "{:?}", s.m.fatal().map(|e| e.to_string()));
     let text = s.m.fatal().unwrap().to_string();
     assert!(
-        text.contains("peer 3 left before it had the file"),
+        text.contains("peer 3 left, not known to have the file"),
         "{text}"
     );
 
@@ -892,23 +892,54 @@ fn a_peer_that_dials_us_and_left_without_the_file_ends_the_run_after_the_wait() 
     s.m.rechoke(s.now);
     assert!(s.m.fatal().is_none());
 
-    // A peer listed before us is our dialler's to give up on, and one
-    // still downloading waits as long as it needs: neither fails here.
-    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 2).start(3, &[]);
+    // We still lack the file: we stay as long as we need.
+    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 2).start(2, &[]);
     s.connect(1, true);
-    s.connect(2, true);
-    s.m.closed(s.now, s.conns[&2], 2, CloseReason::Eof);
+    s.connect(3, true);
+    s.m.closed(s.now, s.conns[&3], 3, CloseReason::Eof);
     s.advance(RETURN_WAIT as f64 * 2.0);
     s.m.rechoke(s.now);
     assert!(s.m.fatal().is_none(), "we lack the file");
+
+    // Another peer (3) still lacks it and may need our pieces: we stay
+    // until it has them, then give up on 4.
+    let mut s = Swarm::new(&[(1, true), (2, false), (3, false), (4, false)], 1).start(2, &[0]);
+    s.m.finished(Ok(()));
+    s.connect(1, true);
+    s.recv(1, full(1));
+    s.connect(3, true);
+    s.connect(4, true);
+    s.m.closed(s.now, s.conns[&4], 4, CloseReason::Eof);
+    s.advance(RETURN_WAIT as f64 * 2.0);
+    s.m.rechoke(s.now);
+    assert!(s.m.fatal().is_none(), "3 lacks the file");
+    s.recv(3, Message::Have(0));
+    s.advance(1.0);
+    s.m.rechoke(s.now);
+    assert!(departed(&s, 4), "{:?}", s.m.fatal().map(|e| e.to_string()));
+
+    // A peer listed before us is our dialler's to give up on.
     let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 1).start(3, &[0]);
     s.m.finished(Ok(()));
     s.connect(1, true);
+    s.recv(1, full(1));
     s.connect(2, true);
     s.m.closed(s.now, s.conns[&2], 2, CloseReason::Eof);
     s.advance(RETURN_WAIT as f64 * 2.0);
     s.m.rechoke(s.now);
     assert!(s.m.fatal().is_none(), "2 is redialled, not waited for");
+
+    // A seed of PeerInfo.cfg listed after us counts as having the file
+    // once it has been away a while (`known_complete`): not departed.
+    let mut s = Swarm::new(&[(1, true), (2, false), (3, true)], 1).start(2, &[0]);
+    s.m.finished(Ok(()));
+    s.connect(1, true);
+    s.recv(1, full(1));
+    s.connect(3, true);
+    s.m.closed(s.now, s.conns[&3], 3, CloseReason::Eof);
+    s.advance(RETURN_WAIT as f64 * 2.0);
+    s.m.rechoke(s.now);
+    assert!(s.m.fatal().is_none(), "a seed is not waited for");
 }
 
 #[test]
