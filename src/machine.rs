@@ -2034,29 +2034,31 @@ impl Machine {
         if self.fatal.is_some() || self.stopping || !self.have_complete() {
             return;
         }
-        let away =
-            |id: u32| self.left_early.contains_key(&id) && !self.neighbours.contains_key(&id);
-        let others_done = self
-            .config
-            .peers
-            .iter()
-            .all(|p| p.id == self.me || self.known_complete(p, now) || away(p.id));
-        if !others_done {
-            return;
-        }
         let me = self.config.position(self.me);
-        let gone = self.config.peers.iter().find(|p| {
-            away(p.id)
-                && !self.known_complete(p, now)
-                && self.config.position(p.id) > me
-                && self
-                    .unconnected_since
-                    .get(&p.id)
-                    .is_some_and(|&left| now.saturating_duration_since(left) >= self.return_wait)
-        });
-        if let Some(p) = gone {
+        let mut gone = None;
+        for p in &self.config.peers {
+            if p.id == self.me || self.known_complete(p, now) {
+                continue;
+            }
+            // Left early and not back: what `unconnected_since` counts from.
+            let left = self
+                .unconnected_since
+                .get(&p.id)
+                .filter(|_| self.left_early.contains_key(&p.id));
+            match left {
+                None => return, // connected, or never was: still to finish
+                Some(&left)
+                    if self.config.position(p.id) > me
+                        && now.saturating_duration_since(left) >= self.return_wait =>
+                {
+                    gone = gone.or(Some(p.id));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(peer) = gone {
             self.fatal = Some(EngineError::Departed {
-                peer: p.id,
+                peer,
                 waited: self.return_wait,
             });
         }

@@ -23,7 +23,7 @@ pub struct PeerArgs {
     pub dir: PathBuf,
     /// Seconds to keep dialling a peer listed above this one, or to wait for one listed below
     /// that left before it had the file, before giving up.
-    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    #[arg(long, default_value_t = crate::runtime::peer::DEFAULT_CONNECT_TIMEOUT_SECS as f64, value_name = "SECS")]
     pub connect_timeout: f64,
     /// Print one JSON status line every 200 ms on stdout (used by `p2pft swarm`).
     #[arg(long)]

@@ -776,23 +776,21 @@ impl Launch {
     /// ID and its PID on its host, all hosts at once, one command a host
     /// (a session a peer could pass sshd's limit); waits at most 10 s.
     pub(crate) fn signal(&self, targets: &[(u32, u32)], signal: &str) {
-        let by_host: Vec<(&Host, Vec<u32>)> = self
+        let by_host: Vec<(&Host, String)> = self
             .hosts
             .iter()
-            .map(|host| {
-                let pids = targets
+            .filter_map(|host| {
+                let pids: Vec<String> = targets
                     .iter()
                     .filter(|(id, _)| host.peers.iter().any(|p| p.id == *id))
-                    .map(|&(_, pid)| pid)
+                    .map(|(_, pid)| pid.to_string())
                     .collect();
-                (host, pids)
+                (!pids.is_empty()).then(|| (host, pids.join(" ")))
             })
-            .filter(|(_, pids): &(&Host, Vec<u32>)| !pids.is_empty())
             .collect();
         fan_out(&by_host, by_host.len(), |(host, pids)| {
-            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
             let _ = host.master.run(
-                &format!("kill -{signal} {}", pids.join(" ")),
+                &format!("kill -{signal} {pids}"),
                 None,
                 Duration::from_secs(10),
             );

@@ -25,6 +25,7 @@ use crate::machine::{
 use crate::protocol::bitfield::Bitfield;
 use crate::protocol::config::{parse_peer_info, CommonConfig, Config};
 use crate::protocol::wire::{self, Message};
+use crate::runtime::peer::DEFAULT_CONNECT_TIMEOUT_SECS;
 use crate::support::piecebuf::PieceBuf;
 use crate::support::status::{Counters, MIB};
 use clap::Args;
@@ -518,8 +519,7 @@ impl World {
                     rng_seed: setup.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
                     checkpoints: false,
                     granule_pieces: None,
-                    // `peer`'s default `--connect-timeout`.
-                    return_wait: Duration::from_secs(120),
+                    return_wait: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
                     now: base,
                 })),
                 up: rate,

@@ -855,23 +855,51 @@ fn a_p2pft_neighbour_gone_without_goodbye_is_waited_for() {
     assert!(s.all_done());
 }
 
+/// Peer `me` of `peers` (1-piece file, 1 the seed), with the file when
+/// `complete`: the seed connected and known complete, then each of
+/// `connected` connected, and `leaver` connected and gone without a goodbye.
+fn one_left(
+    peers: &[(u32, bool)],
+    me: u32,
+    complete: bool,
+    connected: &[u32],
+    leaver: u32,
+) -> Script {
+    let pieces = if complete { 1 } else { 2 };
+    let mut s = Swarm::new(peers, pieces).start(me, if complete { &[0] } else { &[] });
+    if complete {
+        s.m.finished(Ok(()));
+    }
+    s.connect(1, true);
+    s.recv(1, full(pieces));
+    for &p in connected {
+        s.connect(p, true);
+    }
+    s.connect(leaver, true);
+    s.m.closed(s.now, s.conns[&leaver], leaver, CloseReason::Eof);
+    s
+}
+
+impl Script {
+    /// `secs` later, a choking round.
+    fn round_after(&mut self, secs: f64) {
+        self.advance(secs);
+        self.m.rechoke(self.now);
+    }
+}
+
 #[test]
 fn a_peer_that_dials_us_and_left_without_the_file_ends_the_run_after_the_wait() {
     let departed = |s: &Script, id: u32| matches!(s.m.fatal(), Some(EngineError::Departed { peer, .. }) if *peer == id);
+    let three = [(1, true), (2, false), (3, false)];
+    let wait = RETURN_WAIT as f64;
     // We (2) have the file; 3, listed after us, dialled us, then was
     // killed with nothing: it will never dial again, and we never dial it.
-    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 1).start(2, &[0]);
-    s.m.finished(Ok(()));
-    s.connect(1, true);
-    s.recv(1, full(1));
-    s.connect(3, true);
-    s.m.closed(s.now, s.conns[&3], 3, CloseReason::Eof);
-    s.advance(RETURN_WAIT as f64 - 1.0);
-    s.m.rechoke(s.now);
+    let mut s = one_left(&three, 2, true, &[], 3);
+    s.round_after(wait - 1.0);
     assert!(s.m.fatal().is_none(), "still within the wait");
     assert!(!s.all_done());
-    s.advance(1.0);
-    s.m.rechoke(s.now);
+    s.round_after(1.0);
     assert!(departed(&s, 3), "{:?}", s.m.fatal().map(|e| e.to_string()));
     let text = s.m.fatal().unwrap().to_string();
     assert!(
@@ -880,65 +908,41 @@ fn a_peer_that_dials_us_and_left_without_the_file_ends_the_run_after_the_wait() 
     );
 
     // It came back within the wait: no failure.
-    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 1).start(2, &[0]);
-    s.m.finished(Ok(()));
-    s.connect(1, true);
-    s.recv(1, full(1));
+    let mut s = one_left(&three, 2, true, &[], 3);
+    s.advance(wait - 1.0);
     s.connect(3, true);
-    s.m.closed(s.now, s.conns[&3], 3, CloseReason::Eof);
-    s.advance(RETURN_WAIT as f64 - 1.0);
-    s.connect(3, true);
-    s.advance(10.0);
-    s.m.rechoke(s.now);
+    s.round_after(10.0);
     assert!(s.m.fatal().is_none());
 
     // We still lack the file: we stay as long as we need.
-    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 2).start(2, &[]);
-    s.connect(1, true);
-    s.connect(3, true);
-    s.m.closed(s.now, s.conns[&3], 3, CloseReason::Eof);
-    s.advance(RETURN_WAIT as f64 * 2.0);
-    s.m.rechoke(s.now);
+    let mut s = one_left(&three, 2, false, &[], 3);
+    s.round_after(wait * 2.0);
     assert!(s.m.fatal().is_none(), "we lack the file");
 
     // Another peer (3) still lacks it and may need our pieces: we stay
     // until it has them, then give up on 4.
-    let mut s = Swarm::new(&[(1, true), (2, false), (3, false), (4, false)], 1).start(2, &[0]);
-    s.m.finished(Ok(()));
-    s.connect(1, true);
-    s.recv(1, full(1));
-    s.connect(3, true);
-    s.connect(4, true);
-    s.m.closed(s.now, s.conns[&4], 4, CloseReason::Eof);
-    s.advance(RETURN_WAIT as f64 * 2.0);
-    s.m.rechoke(s.now);
+    let mut s = one_left(
+        &[(1, true), (2, false), (3, false), (4, false)],
+        2,
+        true,
+        &[3],
+        4,
+    );
+    s.round_after(wait * 2.0);
     assert!(s.m.fatal().is_none(), "3 lacks the file");
     s.recv(3, Message::Have(0));
-    s.advance(1.0);
-    s.m.rechoke(s.now);
+    s.round_after(1.0);
     assert!(departed(&s, 4), "{:?}", s.m.fatal().map(|e| e.to_string()));
 
     // A peer listed before us is our dialler's to give up on.
-    let mut s = Swarm::new(&[(1, true), (2, false), (3, false)], 1).start(3, &[0]);
-    s.m.finished(Ok(()));
-    s.connect(1, true);
-    s.recv(1, full(1));
-    s.connect(2, true);
-    s.m.closed(s.now, s.conns[&2], 2, CloseReason::Eof);
-    s.advance(RETURN_WAIT as f64 * 2.0);
-    s.m.rechoke(s.now);
+    let mut s = one_left(&three, 3, true, &[], 2);
+    s.round_after(wait * 2.0);
     assert!(s.m.fatal().is_none(), "2 is redialled, not waited for");
 
     // A seed of PeerInfo.cfg listed after us counts as having the file
     // once it has been away a while (`known_complete`): not departed.
-    let mut s = Swarm::new(&[(1, true), (2, false), (3, true)], 1).start(2, &[0]);
-    s.m.finished(Ok(()));
-    s.connect(1, true);
-    s.recv(1, full(1));
-    s.connect(3, true);
-    s.m.closed(s.now, s.conns[&3], 3, CloseReason::Eof);
-    s.advance(RETURN_WAIT as f64 * 2.0);
-    s.m.rechoke(s.now);
+    let mut s = one_left(&[(1, true), (2, false), (3, true)], 2, true, &[], 3);
+    s.round_after(wait * 2.0);
     assert!(s.m.fatal().is_none(), "a seed is not waited for");
 }
 

@@ -53,7 +53,7 @@ use crate::protocol::bitfield::Bitfield;
 use crate::protocol::config::Config;
 use crate::protocol::wire::Limits;
 use crate::runtime::events::Event;
-use crate::runtime::mailbox::{mailbox, MailSender};
+use crate::runtime::mailbox::{mailbox, MailSender, Refused};
 use crate::runtime::net::{self, Out};
 use crate::runtime::rate_limit::RateLimit;
 use crate::runtime::speclog::SpecLog;
@@ -374,10 +374,10 @@ impl Engine {
         let Some(link) = self.links.get(&conn) else {
             return;
         };
-        if link.queue.len() >= self.queue_limit() {
-            self.core.unwritable(Instant::now(), conn, peer, true);
-        } else if link.queue.send(out).is_err() {
-            self.core.unwritable(Instant::now(), conn, peer, false);
+        match link.queue.send_within(out, self.queue_limit()) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => self.core.unwritable(Instant::now(), conn, peer, true),
+            Err(Refused::Gone(_)) => self.core.unwritable(Instant::now(), conn, peer, false),
         }
     }
 

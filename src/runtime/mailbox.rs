@@ -71,16 +71,53 @@ pub fn mailbox<T>() -> (MailSender<T>, MailReceiver<T>) {
     )
 }
 
+/// Why [`MailSender::send_within`] gave its value back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused<T> {
+    /// The queue holds its limit already.
+    Full(T),
+    /// The receiver is gone.
+    Gone(T),
+}
+
+impl<T> State<T> {
+    /// Whether the receiver must be woken (it sleeps); it is then no longer
+    /// counted as sleeping, so one wake-up is sent, not one a message.
+    fn take_sleeper(&mut self) -> bool {
+        std::mem::take(&mut self.sleeping)
+    }
+
+    /// What a receiver that finds the queue as it is gets, if not to wait.
+    fn take(&mut self) -> Result<T, Empty> {
+        match self.queue.pop_front() {
+            Some(value) => Ok(value),
+            None if self.closed => Err(Empty::Closed),
+            None => Err(Empty::Now),
+        }
+    }
+}
+
 impl<T> MailSender<T> {
     /// Queues `value`; gives it back when the receiver is gone.
     pub fn send(&self, value: T) -> Result<(), T> {
+        self.send_within(value, usize::MAX)
+            .map_err(|refused| match refused {
+                Refused::Full(value) | Refused::Gone(value) => value,
+            })
+    }
+
+    /// Queues `value` unless `limit` messages wait already or the receiver
+    /// is gone: the length is judged under the same lock as the send.
+    pub fn send_within(&self, value: T, limit: usize) -> Result<(), Refused<T>> {
         let mut state = self.shared.state.lock();
         if state.abandoned {
-            return Err(value);
+            return Err(Refused::Gone(value));
+        }
+        if state.queue.len() >= limit {
+            return Err(Refused::Full(value));
         }
         state.queue.push_back(value);
-        if state.sleeping {
-            state.sleeping = false;
+        if state.take_sleeper() {
             drop(state);
             self.shared.wake.notify_one();
         }
@@ -88,11 +125,13 @@ impl<T> MailSender<T> {
     }
 
     /// Messages queued and not yet taken.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shared.state.lock().queue.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -101,8 +140,7 @@ impl<T> Drop for MailSender<T> {
     fn drop(&mut self) {
         let mut state = self.shared.state.lock();
         state.closed = true;
-        if state.sleeping {
-            state.sleeping = false;
+        if state.take_sleeper() {
             drop(state);
             self.shared.wake.notify_one();
         }
@@ -111,53 +149,42 @@ impl<T> Drop for MailSender<T> {
 
 impl<T> MailReceiver<T> {
     pub fn try_recv(&self) -> Result<T, Empty> {
-        let mut state = self.shared.state.lock();
-        match state.queue.pop_front() {
-            Some(value) => Ok(value),
-            None if state.closed => Err(Empty::Closed),
-            None => Err(Empty::Now),
-        }
+        self.shared.state.lock().take()
     }
 
     /// The next message, sleeping until there is one.
     pub fn recv(&self) -> Result<T, Closed> {
-        let mut state = self.shared.state.lock();
-        loop {
-            if let Some(value) = state.queue.pop_front() {
-                return Ok(value);
-            }
-            if state.closed {
-                return Err(Closed);
-            }
-            state.sleeping = true;
-            self.shared.wake.wait(&mut state);
-        }
+        self.recv_until(None).map_err(|_| Closed)
     }
 
     /// The next message, sleeping at most `timeout` for one.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, Empty> {
-        let deadline = Instant::now() + timeout;
+        self.recv_until(Some(Instant::now() + timeout))
+    }
+
+    /// The next message, sleeping until there is one, the queue closes, or
+    /// `deadline` passes (`Empty::Now`).
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, Empty> {
         let mut state = self.shared.state.lock();
         loop {
-            if let Some(value) = state.queue.pop_front() {
-                return Ok(value);
-            }
-            if state.closed {
-                return Err(Empty::Closed);
+            match state.take() {
+                Err(Empty::Now) => {}
+                done => return done,
             }
             state.sleeping = true;
-            if self
-                .shared
-                .wake
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
-                state.sleeping = false;
-                return match state.queue.pop_front() {
-                    Some(value) => Ok(value),
-                    None if state.closed => Err(Empty::Closed),
-                    None => Err(Empty::Now),
-                };
+            match deadline {
+                None => self.shared.wake.wait(&mut state),
+                Some(deadline) => {
+                    if self
+                        .shared
+                        .wake
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                    {
+                        state.sleeping = false;
+                        return state.take();
+                    }
+                }
             }
         }
     }
@@ -232,6 +259,19 @@ mod tests {
         drop(rx);
         assert_eq!(tx.send(2), Err(2));
         assert!(tx.is_empty());
+    }
+
+    #[test]
+    fn a_send_past_the_limit_is_refused_and_queues_nothing() {
+        let (tx, rx) = mailbox();
+        tx.send_within(1, 2).unwrap();
+        tx.send_within(2, 2).unwrap();
+        assert_eq!(tx.send_within(3, 2), Err(Refused::Full(3)));
+        assert_eq!(tx.len(), 2);
+        assert_eq!(rx.try_recv(), Ok(1));
+        tx.send_within(3, 2).unwrap();
+        drop(rx);
+        assert_eq!(tx.send_within(4, 2), Err(Refused::Gone(4)));
     }
 
     #[test]

@@ -66,13 +66,17 @@ pub struct PeerOptions {
     pub leech_only: bool,
 }
 
+/// Seconds a peer keeps dialling a peer listed above it, and waits for one
+/// below it that left, by default (`--connect-timeout`).
+pub(crate) const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 120;
+
 impl PeerOptions {
     pub fn new(dir: PathBuf, id: u32) -> PeerOptions {
         PeerOptions {
             dir,
             id,
             status: false,
-            connect_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
             rng_seed: None,
             handle_signals: false,
             strict: false,
