@@ -152,8 +152,6 @@ pub(crate) struct Launch {
     /// The binary to push, when it is ours.
     push: Option<(PathBuf, u64)>,
     pub report: LaunchReport,
-    /// The secret file's name, once staged.
-    secret_name: Option<String>,
     /// Sessions waiting for their peer's turn, by peer ID.
     sessions: parking_lot::Mutex<std::collections::HashMap<u32, Child>>,
     /// The started peers' stdin, where a heartbeat goes every second.
@@ -478,7 +476,6 @@ impl Launch {
             dir,
             bin,
             push: push.map(|(exe, _, size)| (exe, size)),
-            secret_name: None,
             sessions: Default::default(),
             beats: Default::default(),
             _client: client,
@@ -587,13 +584,7 @@ impl Launch {
             files.push((self.remote_path(name), meta, 0o644));
         }
         if let Some(path) = secret {
-            let name = path
-                .file_name()
-                .expect("a file")
-                .to_string_lossy()
-                .into_owned();
-            let secret_path = self.remote_path(&name);
-            self.secret_name = Some(name);
+            let secret_path = self.remote_path(secret_name(path));
             files.push((secret_path, std::fs::read(path)?, 0o600));
         }
         let script = files_script(&self.dir.to_string_lossy(), &files);
@@ -697,10 +688,12 @@ impl Launch {
     /// turn ([`Launch::start`]): peers start one after another, each once
     /// the previous listens, and a session's login shell (a quarter of a
     /// second on some hosts) is then not paid one after another as well.
+    /// Opened before staging, so that the shells start while it runs; a
+    /// session does nothing on its host until its turn.
     pub(crate) fn prestart(
         &self,
         connect_timeout: f64,
-        secret: bool,
+        secret: Option<&Path>,
         extra: &[String],
     ) -> io::Result<()> {
         Heartbeats::spawn(&self.beats)?;
@@ -736,7 +729,7 @@ impl Launch {
         host: &Host,
         entry: &PeerEntry,
         connect_timeout: f64,
-        secret: bool,
+        secret: Option<&Path>,
         extra: &[String],
     ) -> io::Result<Child> {
         let dir = self.dir.to_string_lossy().into_owned();
@@ -750,14 +743,14 @@ impl Launch {
             "--connect-timeout".into(),
             connect_timeout.to_string(),
         ];
-        if let (true, Some(name)) = (secret, &self.secret_name) {
+        if let Some(path) = secret {
             words.push("--secret-file".into());
-            words.push(quote(&self.remote_path(name)));
+            words.push(quote(&self.remote_path(secret_name(path))));
         }
         words.extend(extra.iter().map(|w| quote(w)));
         // Its exit code is said on stdout and is the session's too.
         let script = format!(
-            "cd {} || exit 2\nread go || exit 0\nexec 3<&0\n{} 3<&- &\np=$!\n{}w=$!\necho '{{\"remote_pid\":'$p'}}'\nwait $p\ne=$?\nkill $w 2>/dev/null\necho '{{\"remote_exit\":'$e'}}'\nexit $e\n",
+            "read go || exit 0\ncd {} || exit 2\nexec 3<&0\n{} 3<&- &\np=$!\n{}w=$!\necho '{{\"remote_pid\":'$p'}}'\nwait $p\ne=$?\nkill $w 2>/dev/null\necho '{{\"remote_exit\":'$e'}}'\nexit $e\n",
             quote(&dir),
             words.join(" "),
             watchdog()
@@ -868,6 +861,14 @@ impl Heartbeats {
             })?;
         Ok(())
     }
+}
+
+/// The name the secret file `path` gets in the remote directory: its own.
+fn secret_name(path: &Path) -> String {
+    path.file_name()
+        .expect("a file")
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl Drop for Launch {

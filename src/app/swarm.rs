@@ -829,7 +829,9 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             remote_args.extend([flag.to_string(), rate.to_string()]);
         }
     }
+    let connect_timeout = args.connect_timeout(!remote.is_empty());
     if let Some(launch) = &mut launch {
+        launch.prestart(connect_timeout, secret.as_deref(), &remote_args)?;
         launch.stage(&config, args.ssh.fanout, secret.as_deref(), deadline)?;
     }
     let launch = launch.map(Arc::new);
@@ -841,10 +843,6 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
         .cloned()
         .collect();
     let exe = std::env::current_exe()?;
-    let connect_timeout = args.connect_timeout(!remote.is_empty());
-    if let Some(l) = &launch {
-        l.prestart(connect_timeout, args.secret, &remote_args)?;
-    }
     let num_pieces = config.common.layout.num_pieces();
     let show_bars = !args.quiet && io::stderr().is_terminal();
     let bars = MultiProgress::with_draw_target(if show_bars {
