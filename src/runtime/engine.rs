@@ -430,6 +430,10 @@ impl Engine {
         // queue would allocate all of its room up front (64 bytes a message,
         // megabytes a neighbour with many pieces).
         let (queue, queue_rx) = mailbox();
+        let same_host = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(theirs), Ok(ours)) => theirs.ip().is_loopback() || theirs.ip() == ours.ip(),
+            _ => true,
+        };
         let started = net::spawn_writer(
             conn,
             peer,
@@ -442,6 +446,7 @@ impl Engine {
                 upload: self.caps.upload.clone(),
                 finished: self.writers_done_tx.clone(),
                 written: self.written_tx.clone(),
+                fit_send_buffer: !same_host && !self.core.config().common.strict,
             },
         )
         .and_then(|()| {
@@ -466,10 +471,6 @@ impl Engine {
             self.core.fail(EngineError::Threads(peer, e));
             return;
         }
-        let same_host = match (stream.peer_addr(), stream.local_addr()) {
-            (Ok(theirs), Ok(ours)) => theirs.ip().is_loopback() || theirs.ip() == ours.ip(),
-            _ => true,
-        };
         self.links.insert(conn, Link { queue, stream });
         self.core
             .connected(now, peer, conn, dialled, pipelining, same_host);

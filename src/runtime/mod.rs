@@ -1,7 +1,8 @@
 //! A running peer: the engine that drives the protocol core
 //! ([`crate::machine`]) with real time, its event channel and timers; the
 //! sockets and their reader and writer threads; the store and the disk
-//! threads; the spec log; rate caps; the process's start-up ([`peer`]).
+//! threads; the spec log; rate caps; send buffers; the process's start-up
+//! ([`peer`]).
 //! The concurrency contract is in [`engine`]'s header.
 
 pub(crate) mod coalesce;
@@ -13,6 +14,7 @@ pub mod net;
 pub(crate) mod peer;
 pub(crate) mod rate_limit;
 pub(crate) mod sched;
+pub(crate) mod send_buffer;
 pub(crate) mod speclog;
 pub mod store;
 pub(crate) mod workers;

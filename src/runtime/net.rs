@@ -38,6 +38,7 @@ use crate::runtime::connect_error::{DialError, DialFailure, HandshakeError, HAND
 use crate::runtime::events::Event;
 use crate::runtime::mailbox::{Empty, MailReceiver};
 use crate::runtime::rate_limit::RateLimit;
+use crate::runtime::send_buffer::SendBuffer;
 use crate::runtime::store::Store;
 use crate::support::piecebuf::BufferPool;
 use crate::support::piecebuf::PieceBuf;
@@ -786,6 +787,9 @@ pub struct WriterShared {
     /// Told the connection and the neighbour's ID each time a served piece
     /// is in the socket ([`crate::machine::Machine::served`]).
     pub written: Sender<(ConnId, u32)>,
+    /// Size the socket's send buffer to the link ([`send_buffer`]): a
+    /// neighbour on another host, outside strict mode.
+    pub fit_send_buffer: bool,
 }
 
 /// Sends what the engine queues for one neighbour. Small messages are batched
@@ -804,17 +808,20 @@ pub fn spawn_writer(
         upload,
         finished,
         written,
+        fit_send_buffer,
     } = shared;
     thread::Builder::new()
         .name(format!("write-{peer}"))
         .spawn(move || {
             let upload = upload.as_deref();
+            let send_buffer = SendBuffer::default();
             let link = Link {
                 stream: &stream,
                 store: &store,
                 buffers: &buffers,
                 counters: &counters,
                 upload,
+                send_buffer: fit_send_buffer.then_some(&send_buffer),
             };
             let served = || {
                 let _ = written.send((conn, peer));
@@ -835,6 +842,7 @@ struct Link<'a> {
     buffers: &'a BufferPool,
     counters: &'a Counters,
     upload: Option<&'a RateLimit>,
+    send_buffer: Option<&'a SendBuffer>,
 }
 
 fn write_loop(link: &Link, queue: &MailReceiver<Out>, served: impl Fn()) -> io::Result<()> {
@@ -844,6 +852,7 @@ fn write_loop(link: &Link, queue: &MailReceiver<Out>, served: impl Fn()) -> io::
         buffers,
         counters,
         upload,
+        send_buffer,
     } = *link;
     let mut out = stream;
     // Small frames gather here and go out with the next piece or when the
@@ -896,6 +905,9 @@ fn write_loop(link: &Link, queue: &MailReceiver<Out>, served: impl Fn()) -> io::
                 }
                 pending.extend_from_slice(&wire::piece_header(index, len));
                 serve_piece(stream, store, buffers, index, &pending, counters)?;
+                if let Some(b) = send_buffer {
+                    b.after_piece(stream, Instant::now());
+                }
                 pending.clear();
                 only_haves = true;
                 counters
@@ -1208,6 +1220,7 @@ mod tests {
                 upload: None,
                 finished,
                 written,
+                fit_send_buffer: true,
             },
         )
         .unwrap();

@@ -8,7 +8,8 @@
 //! slice instead, which made runs faster and cheaper in CPU, most of all
 //! with peers in sessions of their own (see docs/PERFORMANCE.md).
 //!
-//! Owns one system call, the crate's one `unsafe` besides [`crate::integrity::sha1pair`].
+//! Owns one system call, one of the crate's three `unsafe` modules (with
+//! [`crate::integrity::sha1pair`] and [`crate::runtime::send_buffer`]).
 //! Must be called before the peer starts its threads (they inherit the
 //! class), and only in a process of its own.
 #![allow(unsafe_code)]
