@@ -787,8 +787,9 @@ pub struct WriterShared {
     /// Told the connection and the neighbour's ID each time a served piece
     /// is in the socket ([`crate::machine::Machine::served`]).
     pub written: Sender<(ConnId, u32)>,
-    /// Size the socket's send buffer to the link ([`send_buffer`]): a
-    /// neighbour on another host, outside strict mode.
+    /// Size the socket's send buffer to the link
+    /// ([`crate::runtime::send_buffer`]): a neighbour on another host,
+    /// outside strict mode.
     pub fit_send_buffer: bool,
 }
 
