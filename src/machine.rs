@@ -2051,7 +2051,7 @@ impl Machine {
                     if self.config.position(p.id) > me
                         && now.saturating_duration_since(left) >= self.return_wait =>
                 {
-                    gone = gone.or(Some(p.id));
+                    gone.get_or_insert(p.id);
                 }
                 Some(_) => {}
             }

@@ -143,6 +143,17 @@ struct Host {
     has_meta: bool,
 }
 
+impl Host {
+    /// The master connection peer `id`'s session goes over.
+    fn master_of(&self, id: u32) -> &Master {
+        let at = self.peers.iter().position(|p| p.id == id).unwrap_or(0);
+        match at / PEERS_PER_MASTER {
+            0 => &self.master,
+            k => self.more.get(k - 1).unwrap_or(&self.master),
+        }
+    }
+}
+
 /// The other hosts of a swarm, checked and connected.
 #[derive(Debug)]
 pub(crate) struct Launch {
@@ -675,15 +686,6 @@ impl Launch {
             .find(|h| h.peers.iter().any(|p| p.id == id))
     }
 
-    /// The master connection peer `id`'s session goes over.
-    fn master_of(host: &Host, id: u32) -> &Master {
-        let at = host.peers.iter().position(|p| p.id == id).unwrap_or(0);
-        match at / PEERS_PER_MASTER {
-            0 => &host.master,
-            k => host.more.get(k - 1).unwrap_or(&host.master),
-        }
-    }
-
     /// Opens a session for each peer over ssh, waiting on its host for its
     /// turn ([`Launch::start`]): peers start one after another, each once
     /// the previous listens, and a session's login shell (a quarter of a
@@ -756,7 +758,7 @@ impl Launch {
             watchdog()
         );
         use std::os::unix::process::CommandExt;
-        Launch::master_of(host, entry.id)
+        host.master_of(entry.id)
             .command(&script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -794,7 +796,7 @@ impl Launch {
     /// is lost.
     pub(crate) fn lost(&self, id: u32) -> Option<String> {
         let host = self.host_of(id)?;
-        Launch::master_of(host, id)
+        host.master_of(id)
             .last_words()
             .map(|w| format!("host {} lost: {w}", host.name))
     }
@@ -811,7 +813,7 @@ impl Launch {
                 d = quote(&dir),
                 b = quote(&self.bin)
             );
-            match Launch::master_of(host, id).run(&script, None, COMMAND_LIMIT) {
+            match host.master_of(id).run(&script, None, COMMAND_LIMIT) {
                 Ok((s, _, _)) if s.success() => Some(true),
                 Ok((s, _, _)) if s.code() == Some(1) => Some(false),
                 _ => None,

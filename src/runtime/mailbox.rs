@@ -172,19 +172,20 @@ impl<T> MailReceiver<T> {
                 done => return done,
             }
             state.sleeping = true;
-            match deadline {
-                None => self.shared.wake.wait(&mut state),
-                Some(deadline) => {
-                    if self
-                        .shared
-                        .wake
-                        .wait_until(&mut state, deadline)
-                        .timed_out()
-                    {
-                        state.sleeping = false;
-                        return state.take();
-                    }
+            let timed_out = match deadline {
+                None => {
+                    self.shared.wake.wait(&mut state);
+                    false
                 }
+                Some(deadline) => self
+                    .shared
+                    .wake
+                    .wait_until(&mut state, deadline)
+                    .timed_out(),
+            };
+            if timed_out {
+                state.sleeping = false;
+                return state.take();
             }
         }
     }

@@ -102,7 +102,8 @@ fn delivery(stream: &TcpStream) -> Option<(u64, Duration)> {
             )
         };
         // Kernels older than 4.9 fill fewer fields: no round trip, no rate.
-        let filled = std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate) + 8;
+        let filled = std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate)
+            + std::mem::size_of_val(&info.tcpi_delivery_rate);
         if r != 0 || (len as usize) < filled {
             return None;
         }
