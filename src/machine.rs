@@ -1109,7 +1109,11 @@ impl Machine {
                     return;
                 }
                 let Some(at) = n.outstanding.iter().position(|&i| i == index) else {
-                    return; // not asked, or answered already: nothing to undo
+                    // Not asked, answered already, or given up on at a
+                    // choke: then answered now, so that the piece is not
+                    // taken if it comes after all.
+                    n.answered(index);
+                    return;
                 };
                 n.outstanding.swap_remove(at);
                 n.answered(index);
@@ -1261,6 +1265,10 @@ impl Machine {
         let n = self.neighbours.get_mut(&peer).expect("present");
         if let Some(at) = n.outstanding.iter().position(|&i| i == index) {
             n.arrived.push(n.outstanding.swap_remove(at));
+        } else if n.asked.contains_key(&index) && !n.arrived.contains(&index) {
+            // The answer to a request a choke made us give up on: it is in
+            // all the same, and must not be asked for elsewhere meanwhile.
+            n.arrived.push(index);
         }
         self.request_from(now, peer);
     }
@@ -1739,7 +1747,12 @@ impl Machine {
                     .filter_map(|&i| m.pacing.asked_at(i).map(|at| (at, i)))
             })
             .filter(|&(at, i)| {
+                // Still outstanding at one neighbour (a plain one cannot be
+                // told to cancel), it may have come from another already.
                 now.saturating_duration_since(at) >= ENDGAME_AFTER
+                    && !self.have.has(i)
+                    && !self.storing.contains_key(&i)
+                    && !self.neighbours.values().any(|m| m.arrived.contains(&i))
                     && n.has.has(i)
                     && !n.sent_bad.contains(&i)
                     && self.askers(i) == 1
@@ -2111,5 +2124,7 @@ impl Machine {
     }
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

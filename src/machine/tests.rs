@@ -1338,3 +1338,93 @@ fn a_last_piece_awaited_too_long_is_asked_of_another_neighbour_too() {
     s.store_all();
     assert_eq!(s.m.have_count(), 4);
 }
+
+#[test]
+fn a_piece_already_in_is_never_asked_for_again_in_the_endgame() {
+    // Found by `hostile_tests`: a piece came from the neighbour asked second
+    // while the first still owed it; the endgame then asked for it again.
+    let peers = [(1, true), (2, false), (3, false), (4, false), (5, false)];
+    let swarm = Swarm::new(&peers, 4);
+    let mut s = swarm.start(2, &[0, 1]);
+    s.connect_remote(3);
+    s.recv(3, full(4));
+    s.recv(3, Message::Unchoke);
+    let first = requests(&s.sent(), 3);
+    s.advance(0.1);
+    s.connect_remote(5);
+    s.recv(5, full(4));
+    s.recv(5, Message::Unchoke);
+    let second = requests(&s.sent(), 5);
+    assert_eq!((first.len(), second.len()), (1, 1), "{first:?} {second:?}");
+    // Both awaited past the endgame's patience: 4 is asked for the oldest.
+    s.advance(ENDGAME_AFTER.as_secs_f64());
+    s.connect_remote(4);
+    s.recv(4, full(4));
+    s.recv(4, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 4), first);
+    // 4 sends it, while 3 still owes it: 4 may be asked for the other
+    // piece, never for this one again, before or after it is stored.
+    s.deliver(4, first[0]);
+    let sent = s.store_all();
+    assert_eq!(s.m.have_count(), 3);
+    assert!(requests(&sent, 4).contains(&second[0]), "{sent:?}");
+    for (peer, message) in sent {
+        assert_ne!(message, Message::Request(first[0]), "asked {peer} again");
+    }
+}
+
+#[test]
+fn a_late_answer_after_a_choke_is_not_asked_for_again_while_it_is_checked() {
+    // Found by `hostile_tests`: 3 chokes us with our request out, so it is
+    // asked of 4; 3 unchokes us again and sends its copy after all. Its
+    // bytes are in: the endgame must not ask 3 for it while it is hashed.
+    let peers = [(1, true), (2, false), (3, false), (4, false)];
+    let swarm = Swarm::new(&peers, 4);
+    let mut s = swarm.start(2, &[0, 1, 2]);
+    s.connect(3, false);
+    s.recv(3, full(4));
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3]);
+    s.recv(3, Message::Choke);
+    s.connect_remote(4);
+    s.recv(4, full(4));
+    s.recv(4, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 4), [3]);
+    s.advance(0.1);
+    s.recv(3, Message::Unchoke);
+    assert!(requests(&s.sent(), 3).is_empty(), "asked of 4 already");
+    s.advance(ENDGAME_AFTER.as_secs_f64());
+    let conn = s.conns[&3];
+    s.m.arrived(s.now, conn, 3, 3);
+    assert!(
+        requests(&s.sent(), 3).is_empty(),
+        "asked for what is arriving"
+    );
+    s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), true);
+    s.store_all();
+    assert_eq!(s.m.have_count(), 4);
+}
+
+#[test]
+fn a_piece_rejected_after_a_choke_is_not_taken_if_it_comes() {
+    let peers = [(1, true), (2, false), (3, false)];
+    let swarm = Swarm::new(&peers, 4);
+    let mut s = swarm.start(2, &[0, 1, 2]);
+    s.connect_remote(3);
+    s.recv(3, full(4));
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3]);
+    // A choke gives the request up; a piece already on its way would still
+    // be taken. The reject says none is.
+    s.recv(3, Message::Choke);
+    s.recv(
+        3,
+        Message::Reject {
+            index: 3,
+            instead: 3,
+        },
+    );
+    s.deliver(3, 3);
+    s.store_all();
+    assert_eq!(s.m.have_count(), 3, "a rejected piece was taken");
+}

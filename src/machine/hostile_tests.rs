@@ -1,0 +1,595 @@
+//! The protocol core against neighbours that send anything the wire layer
+//! lets through, in any order, with a runtime that answers its commands
+//! late, out of order or with errors: generated runs (proptest) on a
+//! virtual clock. Owns no fixed script (those are in `tests.rs`); checks
+//! only what must hold whatever the neighbours do. The core never panics;
+//! asks a neighbour only for pieces it announced and we neither have nor
+//! have the bytes of; serves only pieces we have; sends only on a
+//! neighbour's current, open connection; stores only pieces it asked for on
+//! that connection and that passed their check; and counts each piece and
+//! its completion once. `PROPTEST_CASES=200000` runs a longer search.
+
+use super::*;
+use crate::protocol::config::{parse_peer_info, CommonConfig};
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+
+const PIECES: u32 = 12;
+const PIECE: u32 = 16 * 1024;
+/// We are peer 4 of PeerInfo.cfg's 1..=6 (1 the seed, never connected
+/// here): we dial 2 and 3, and 5 and 6 dial us.
+const ME: u32 = 4;
+const NEIGHBOURS: [u32; 4] = [2, 3, 5, 6];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Connect {
+        peer: u32,
+        pipelining: bool,
+        same_host: bool,
+    },
+    /// A frame on the peer's current connection, or on a stale one.
+    Frame {
+        peer: u32,
+        message: Message,
+        stale: bool,
+    },
+    /// A piece's bytes in, then its check (`good`); `announce`: the runtime
+    /// reports the arrival first (it does for a plain neighbour).
+    /// `asked`: instead of `peer` and `index`, the request outstanding
+    /// that `index` selects, if any (so that most runs get pieces in).
+    Piece {
+        peer: u32,
+        index: u32,
+        good: bool,
+        announce: bool,
+        asked: bool,
+    },
+    Close {
+        peer: u32,
+        reason: u8,
+    },
+    Unwritable {
+        peer: u32,
+        full: bool,
+    },
+    Served {
+        peer: u32,
+    },
+    Advance {
+        millis: u64,
+    },
+    Rechoke,
+    Reoptimise,
+    /// The runtime answers `n` of the commands it holds, the oldest first;
+    /// `fail`: a store reports an error; `hold`: the store holds the piece
+    /// in memory, to write it later.
+    Answer {
+        n: usize,
+        fail: bool,
+        hold: bool,
+    },
+    CheckpointTick,
+    WriteHeld {
+        idle_only: bool,
+    },
+    /// The peer is told to stop (a run has at most one, halfway).
+    Interrupt,
+}
+
+fn index() -> impl Strategy<Value = u32> {
+    // In range: the wire layer lets no other index through.
+    0..PIECES
+}
+
+fn peer() -> impl Strategy<Value = u32> {
+    proptest::sample::select(&NEIGHBOURS[..])
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    // Weighted towards what lets pieces flow, so that runs get far.
+    prop_oneof![
+        1 => Just(Message::Choke),
+        3 => Just(Message::Unchoke),
+        2 => Just(Message::Interested),
+        1 => Just(Message::NotInterested),
+        3 => index().prop_map(Message::Have),
+        2 => proptest::collection::vec(any::<bool>(), PIECES as usize).prop_map(|bits| {
+            let mut b = Bitfield::empty(PIECES);
+            for (i, set) in bits.into_iter().enumerate() {
+                b.set(i as u32, set);
+            }
+            Message::Bitfield(b)
+        }),
+        2 => Just(Message::Bitfield(Bitfield::full(PIECES))),
+        3 => index().prop_map(Message::Request),
+        1 => Just(Message::Goodbye),
+        1 => (index(), index()).prop_map(|(index, instead)| Message::Reject { index, instead }),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (peer(), any::<bool>(), any::<bool>()).prop_map(|(peer, pipelining, same_host)| {
+            Op::Connect { peer, pipelining, same_host }
+        }),
+        10 => (peer(), message(), proptest::bool::weighted(0.05))
+            .prop_map(|(peer, message, stale)| Op::Frame { peer, message, stale }),
+        12 => (
+            peer(),
+            index(),
+            proptest::bool::weighted(0.9),
+            proptest::bool::weighted(0.9),
+            proptest::bool::weighted(0.8),
+        )
+            .prop_map(|(peer, index, good, announce, asked)| Op::Piece {
+                peer,
+                index,
+                good,
+                announce,
+                asked,
+            }),
+        1 => (peer(), 0u8..3).prop_map(|(peer, reason)| Op::Close { peer, reason }),
+        1 => (peer(), any::<bool>()).prop_map(|(peer, full)| Op::Unwritable { peer, full }),
+        2 => peer().prop_map(|peer| Op::Served { peer }),
+        3 => (0u64..3_000).prop_map(|millis| Op::Advance { millis }),
+        2 => Just(Op::Rechoke),
+        1 => Just(Op::Reoptimise),
+        4 => (1usize..8, proptest::bool::weighted(0.005), proptest::bool::weighted(0.2))
+            .prop_map(|(n, fail, hold)| Op::Answer { n, fail, hold }),
+        1 => Just(Op::CheckpointTick),
+        1 => any::<bool>().prop_map(|idle_only| Op::WriteHeld { idle_only }),
+    ]
+}
+
+/// A run: the machine, what the harness knows of each connection, and the
+/// commands the runtime has not answered yet.
+struct Run {
+    m: Machine,
+    now: Instant,
+    next_conn: ConnId,
+    /// Each peer's connections, the current one last.
+    conns: BTreeMap<u32, Vec<ConnId>>,
+    /// What each connection's peer announced (bitfield and haves).
+    announced: BTreeMap<ConnId, Bitfield>,
+    /// Requests we sent, by connection, and how many times each, not yet
+    /// answered by a piece or a reject.
+    asked: BTreeMap<(ConnId, u32), u32>,
+    /// Stores, checkpoints and finishes not answered yet.
+    pending: Vec<Command>,
+    /// Connections the core closed.
+    closed: std::collections::BTreeSet<ConnId>,
+    /// A piece reported arrived and not yet checked.
+    arriving: Option<u32>,
+    have_count: u32,
+    downloaded: BTreeSet<u32>,
+    complete_logged: bool,
+}
+
+fn config(strict: bool, k: usize) -> Config {
+    let common = format!(
+        "NumberOfPreferredNeighbors {k}\nUnchokingInterval 1\nOptimisticUnchokingInterval 2\n\
+         FileName f\nFileSize {}\nPieceSize {PIECE}\nP2pftStrict {}\n",
+        u64::from(PIECES) * u64::from(PIECE) - 1000,
+        u8::from(strict)
+    );
+    let (common, _) = CommonConfig::parse(Path::new("Common.cfg"), &common).expect("common");
+    let info: String = (1..=6)
+        .map(|id| format!("{id} 127.0.0.1 {} {}\n", 6000 + id, u8::from(id == 1)))
+        .collect();
+    let peers = parse_peer_info(Path::new("PeerInfo.cfg"), &info).expect("peer info");
+    Config {
+        dir: PathBuf::new(),
+        common,
+        peers,
+        warnings: Vec::new(),
+    }
+}
+
+impl Run {
+    fn new(strict: bool, k: usize, start: &[bool], seed: u64) -> Run {
+        let mut have = Bitfield::empty(PIECES);
+        for (i, &set) in start.iter().enumerate() {
+            have.set(i as u32, set);
+        }
+        let have_count = have.count();
+        let now = Instant::now();
+        let m = Machine::new(MachineSetup {
+            me: ME,
+            config: config(strict, k),
+            have,
+            counters: Arc::new(Counters::default()),
+            rng_seed: seed,
+            checkpoints: true,
+            granule_pieces: None,
+            return_wait: Duration::from_secs(30),
+            now,
+        });
+        Run {
+            m,
+            now,
+            next_conn: 0,
+            conns: BTreeMap::new(),
+            announced: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            pending: Vec::new(),
+            arriving: None,
+            closed: Default::default(),
+            have_count,
+            downloaded: BTreeSet::new(),
+            complete_logged: false,
+        }
+    }
+
+    /// A request for `index` on `conn` is answered: false if none was out.
+    fn answer(&mut self, conn: ConnId, index: u32) -> bool {
+        let Some(count) = self.asked.get_mut(&(conn, index)) else {
+            return false;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.asked.remove(&(conn, index));
+        }
+        true
+    }
+
+    fn peer_of(&self, conn: ConnId) -> u32 {
+        let mut of = self.conns.iter().filter(|(_, list)| list.contains(&conn));
+        *of.next().expect("a connection the harness made").0
+    }
+
+    fn current(&self, peer: u32) -> Option<ConnId> {
+        self.conns.get(&peer).and_then(|c| c.last().copied())
+    }
+
+    fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Connect {
+                peer,
+                pipelining,
+                same_host,
+            } => {
+                self.next_conn += 1;
+                let conn = self.next_conn;
+                self.conns.entry(peer).or_default().push(conn);
+                self.announced.insert(conn, Bitfield::empty(PIECES));
+                let dialled = peer < ME;
+                self.m
+                    .connected(self.now, peer, conn, dialled, pipelining, same_host);
+            }
+            Op::Frame {
+                peer,
+                message,
+                stale,
+            } => {
+                let Some(list) = self.conns.get(&peer) else {
+                    return Ok(());
+                };
+                let conn = match stale {
+                    true => list[0],
+                    false => *list.last().expect("one"),
+                };
+                // A rejected request is answered; a choke is not (a piece
+                // already on its way may still come, and is kept).
+                if let Message::Reject { index, .. } = message {
+                    self.answer(conn, index);
+                }
+                if let Some(seen) = self.announced.get_mut(&conn) {
+                    match &message {
+                        Message::Have(i) => seen.set(*i, true),
+                        // A late bitfield is merged: pieces are never lost.
+                        Message::Bitfield(b) => seen.union_with(b),
+                        _ => {}
+                    }
+                }
+                self.m.frame(self.now, conn, peer, message);
+            }
+            Op::Piece {
+                mut peer,
+                mut index,
+                good,
+                announce,
+                asked,
+            } => {
+                if asked && !self.asked.is_empty() {
+                    let nth = index as usize % self.asked.len();
+                    let (&(conn, i), _) = self.asked.iter().nth(nth).expect("in range");
+                    peer = self.peer_of(conn);
+                    index = i;
+                }
+                let Some(conn) = self.current(peer) else {
+                    return Ok(());
+                };
+                if announce {
+                    // From here its bytes are in: if they answer a request,
+                    // the piece must not be asked for again while it is
+                    // hashed or stored.
+                    let answers = self.asked.contains_key(&(conn, index));
+                    self.arriving = answers.then_some(index);
+                    self.m.arrived(self.now, conn, peer, index);
+                    self.drain()?;
+                    self.arriving = None;
+                }
+                // (An unasked piece may be asked for just as it arrives; it
+                // then answers that request.)
+                let asked = self.answer(conn, index);
+                let before = self.pending.len();
+                let data =
+                    PieceBuf::zeroed(self.m.config().common.layout.piece_len(index) as usize);
+                self.m.piece(self.now, conn, peer, index, data, good);
+                self.drain()?;
+                let stored = self.pending[before..]
+                    .iter()
+                    .any(|c| matches!(c, Command::Store { index: i, .. } if *i == index));
+                prop_assert!(
+                    !stored || (asked && good),
+                    "piece {index} from {peer} stored: asked {asked}, good {good}"
+                );
+                return Ok(());
+            }
+            Op::Close { peer, reason } => {
+                let Some(conn) = self.current(peer) else {
+                    return Ok(());
+                };
+                let reason = match reason {
+                    0 => CloseReason::Eof,
+                    1 => CloseReason::Io(io::Error::from(io::ErrorKind::ConnectionReset)),
+                    _ => CloseReason::Protocol(WireError::IndexOutOfRange {
+                        index: PIECES,
+                        num_pieces: PIECES,
+                    }),
+                };
+                self.m.closed(self.now, conn, peer, reason);
+            }
+            Op::Unwritable { peer, full } => {
+                if let Some(conn) = self.current(peer) {
+                    self.m.unwritable(self.now, conn, peer, full);
+                }
+            }
+            Op::Served { peer } => {
+                if let Some(conn) = self.current(peer) {
+                    self.m.served(conn, peer);
+                }
+            }
+            Op::Advance { millis } => {
+                self.now += Duration::from_millis(millis);
+                if self.m.take_round_due(self.now) {
+                    self.m.rechoke(self.now);
+                }
+                self.m.all_done(self.now);
+            }
+            Op::Rechoke => self.m.rechoke(self.now),
+            Op::Reoptimise => self.m.reoptimise(),
+            Op::Answer { n, fail, hold } => {
+                let take = n.min(self.pending.len());
+                let answered: Vec<Command> = self.pending.drain(..take).collect();
+                for command in answered {
+                    match command {
+                        Command::Store { index, .. } if hold => self.m.held(self.now, index),
+                        Command::Store { index, .. } => {
+                            let result = match fail {
+                                true => Err(io::Error::other("disk full")),
+                                false => Ok(()),
+                            };
+                            self.m.stored(self.now, index, result);
+                        }
+                        Command::Checkpoint { .. } => self.m.checkpointed(Ok(())),
+                        Command::Finish => self.m.finished(Ok(())),
+                        _ => {}
+                    }
+                }
+            }
+            Op::CheckpointTick => self.m.checkpoint_tick(),
+            Op::WriteHeld { idle_only } => self.m.write_held(idle_only),
+            Op::Interrupt => self.m.interrupt(15),
+        }
+        self.drain()
+    }
+
+    /// The runtime catches up: every store, checkpoint and finish answered.
+    fn settle(&mut self) -> Result<(), TestCaseError> {
+        for _ in 0..(4 * PIECES) {
+            if self.pending.is_empty() {
+                break;
+            }
+            self.step(Op::Answer {
+                n: usize::MAX,
+                fail: false,
+                hold: false,
+            })?;
+        }
+        prop_assert!(self.pending.is_empty(), "commands left: {:?}", self.pending);
+        Ok(())
+    }
+
+    /// Takes the machine's commands, checking each.
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        while let Some(command) = self.m.poll() {
+            match &command {
+                Command::Send {
+                    conn,
+                    peer,
+                    message: Message::Request(index),
+                } => {
+                    prop_assert!(*index < PIECES);
+                    prop_assert!(
+                        !self.m.have().has(*index),
+                        "asked for {index}, which we have"
+                    );
+                    let storing = self
+                        .pending
+                        .iter()
+                        .any(|c| matches!(c, Command::Store { index: i, .. } if i == index));
+                    prop_assert!(
+                        !storing && self.arriving != Some(*index),
+                        "asked for {index}, which is in (storing {storing})"
+                    );
+                    prop_assert_eq!(
+                        self.current(*peer),
+                        Some(*conn),
+                        "asked on a stale connection"
+                    );
+                    let announced = self.announced.get(conn).is_some_and(|b| b.has(*index));
+                    prop_assert!(
+                        announced,
+                        "asked {} for {}, which it never announced",
+                        peer,
+                        index
+                    );
+                    *self.asked.entry((*conn, *index)).or_default() += 1;
+                }
+                Command::Serve { conn, peer, index } => {
+                    prop_assert!(self.m.have().has(*index), "served {index}, which we lack");
+                    prop_assert_eq!(
+                        self.current(*peer),
+                        Some(*conn),
+                        "served on a stale connection"
+                    );
+                    prop_assert!(!self.closed.contains(conn), "served on a closed connection");
+                }
+                Command::Send { conn, peer, .. } => {
+                    prop_assert_eq!(
+                        self.current(*peer),
+                        Some(*conn),
+                        "sent on a stale connection"
+                    );
+                    prop_assert!(!self.closed.contains(conn), "sent on a closed connection");
+                }
+                Command::Close { conn, .. } => {
+                    self.closed.insert(*conn);
+                }
+                Command::Store { .. } | Command::Checkpoint { .. } | Command::Finish => {
+                    self.pending.push(command);
+                    continue;
+                }
+                Command::Log(SpecLine::DownloadedPiece { index, .. }) => {
+                    prop_assert!(
+                        self.downloaded.insert(*index),
+                        "piece {index} counted twice"
+                    );
+                }
+                Command::Log(SpecLine::Complete) => {
+                    prop_assert!(!self.complete_logged, "completion logged twice");
+                    prop_assert_eq!(self.m.have_count(), PIECES, "complete without every piece");
+                    self.complete_logged = true;
+                }
+                _ => {}
+            }
+        }
+        let count = self.m.have_count();
+        prop_assert!(
+            count >= self.have_count,
+            "have count fell: {} -> {count}",
+            self.have_count
+        );
+        prop_assert!(count <= PIECES);
+        self.have_count = count;
+        Ok(())
+    }
+}
+
+/// Most runs begin as a swarm does: every neighbour connects, announces
+/// what it has (`full`: everything) and unchokes us, so that pieces flow
+/// before the arbitrary part.
+fn opening(full: Vec<bool>) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (&peer, full) in NEIGHBOURS.iter().zip(full) {
+        let message = |message| Op::Frame {
+            peer,
+            message,
+            stale: false,
+        };
+        let announce = match full {
+            true => Bitfield::full(PIECES),
+            false => {
+                let mut some = Bitfield::empty(PIECES);
+                (0..PIECES)
+                    .filter(|i| (i + peer) % 3 != 0)
+                    .for_each(|i| some.set(i, true));
+                some
+            }
+        };
+        ops.push(Op::Connect {
+            peer,
+            pipelining: peer % 2 == 0,
+            same_host: peer == 2,
+        });
+        ops.push(message(Message::Bitfield(announce)));
+        ops.push(message(Message::Unchoke));
+        ops.push(message(Message::Interested));
+    }
+    ops
+}
+
+fn run_ops() -> impl Strategy<Value = Vec<Op>> {
+    (
+        proptest::option::weighted(
+            0.8,
+            proptest::collection::vec(any::<bool>(), NEIGHBOURS.len()),
+        ),
+        proptest::collection::vec(op(), 1..400),
+        proptest::bool::weighted(0.1),
+    )
+        .prop_map(|(opening_of, rest, interrupt)| {
+            let mut ops = opening_of.map(opening).unwrap_or_default();
+            let half = ops.len() + rest.len() / 2;
+            ops.extend(rest);
+            if interrupt {
+                ops.insert(half, Op::Interrupt);
+            }
+            ops
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_neighbours_leave_the_core_consistent(
+        strict in proptest::bool::weighted(0.25),
+        k in 1usize..4,
+        start in proptest::collection::vec(proptest::bool::weighted(0.2), PIECES as usize),
+        seed in any::<u64>(),
+        ops in run_ops(),
+    ) {
+        let mut run = Run::new(strict, k, &start, seed);
+        run.drain()?;
+        for op in ops {
+            run.step(op)?;
+        }
+        run.settle()?;
+    }
+}
+
+/// The property above is only as good as the runs it makes: most must get
+/// pieces stored, and some must complete, or its checks see little.
+#[test]
+fn generated_runs_store_pieces_and_some_complete() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = (
+        proptest::collection::vec(proptest::bool::weighted(0.2), PIECES as usize),
+        any::<u64>(),
+        run_ops(),
+    );
+    let (mut storing, mut complete) = (0, 0);
+    let runs = 64;
+    for _ in 0..runs {
+        let (start, seed, ops) = strategy.new_tree(&mut runner).expect("a case").current();
+        let mut run = Run::new(false, 2, &start, seed);
+        let before = run.have_count;
+        for op in ops {
+            run.step(op).expect("the property holds");
+        }
+        run.settle().expect("the property holds");
+        storing += usize::from(run.have_count > before);
+        complete += usize::from(run.complete_logged);
+    }
+    eprintln!("{storing} of {runs} runs stored a piece, {complete} completed");
+    assert!(
+        storing * 2 > runs,
+        "{storing} of {runs} runs stored a piece"
+    );
+    assert!(complete > 0, "no run completed");
+}
