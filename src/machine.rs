@@ -1267,8 +1267,14 @@ impl Machine {
             n.arrived.push(n.outstanding.swap_remove(at));
         } else if n.asked.contains_key(&index) && !n.arrived.contains(&index) {
             // The answer to a request a choke made us give up on: it is in
-            // all the same, and must not be asked for elsewhere meanwhile.
+            // all the same, and must not be asked for meanwhile.
             n.arrived.push(index);
+            if self.wanted.has(index) {
+                self.wanted.set(index, false);
+                if let Some(filling) = &mut self.filling {
+                    filling.begun(index);
+                }
+            }
         }
         self.request_from(now, peer);
     }

@@ -145,6 +145,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// A run: the machine, what the harness knows of each connection, and the
 /// commands the runtime has not answered yet.
 struct Run {
+    meta: bool,
     m: Machine,
     now: Instant,
     next_conn: ConnId,
@@ -186,26 +187,65 @@ fn config(strict: bool, k: usize) -> Config {
     }
 }
 
+/// How a run's peer starts.
+#[derive(Debug, Clone)]
+struct Start {
+    strict: bool,
+    k: usize,
+    /// The pieces it has.
+    have: Vec<bool>,
+    seed: u64,
+    /// Pieces are checked against metadata (else each is good, and
+    /// progress is recorded in checkpoints).
+    meta: bool,
+    /// The store gathers pieces into granules of 4.
+    granules: bool,
+}
+
+fn start() -> impl Strategy<Value = Start> {
+    let have = prop_oneof![
+        9 => proptest::collection::vec(proptest::bool::weighted(0.2), PIECES as usize),
+        1 => Just(vec![true; PIECES as usize]),
+    ];
+    (
+        proptest::bool::weighted(0.25),
+        1usize..4,
+        have,
+        any::<u64>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(strict, k, have, seed, meta, granules)| Start {
+            strict,
+            k,
+            have,
+            seed,
+            meta,
+            granules,
+        })
+}
+
 impl Run {
-    fn new(strict: bool, k: usize, start: &[bool], seed: u64) -> Run {
+    fn new(start: &Start) -> Run {
         let mut have = Bitfield::empty(PIECES);
-        for (i, &set) in start.iter().enumerate() {
+        for (i, &set) in start.have.iter().enumerate() {
             have.set(i as u32, set);
         }
         let have_count = have.count();
         let now = Instant::now();
         let m = Machine::new(MachineSetup {
             me: ME,
-            config: config(strict, k),
+            config: config(start.strict, start.k),
+            checkpoints: !start.meta && have_count < PIECES,
             have,
             counters: Arc::new(Counters::default()),
-            rng_seed: seed,
-            checkpoints: true,
-            granule_pieces: None,
+            rng_seed: start.seed,
+            granule_pieces: start.granules.then_some(4),
             return_wait: Duration::from_secs(30),
             now,
         });
         Run {
+            meta: start.meta,
             m,
             now,
             next_conn: 0,
@@ -316,6 +356,7 @@ impl Run {
                 let before = self.pending.len();
                 let data =
                     PieceBuf::zeroed(self.m.config().common.layout.piece_len(index) as usize);
+                let good = good || !self.meta;
                 self.m.piece(self.now, conn, peer, index, data, good);
                 self.drain()?;
                 let stored = self.pending[before..]
@@ -545,14 +586,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_neighbours_leave_the_core_consistent(
-        strict in proptest::bool::weighted(0.25),
-        k in 1usize..4,
-        start in proptest::collection::vec(proptest::bool::weighted(0.2), PIECES as usize),
-        seed in any::<u64>(),
-        ops in run_ops(),
-    ) {
-        let mut run = Run::new(strict, k, &start, seed);
+    fn any_neighbours_leave_the_core_consistent(start in start(), ops in run_ops()) {
+        let mut run = Run::new(&start);
         run.drain()?;
         for op in ops {
             run.step(op)?;
@@ -568,16 +603,12 @@ fn generated_runs_store_pieces_and_some_complete() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
-    let strategy = (
-        proptest::collection::vec(proptest::bool::weighted(0.2), PIECES as usize),
-        any::<u64>(),
-        run_ops(),
-    );
+    let strategy = (start(), run_ops());
     let (mut storing, mut complete) = (0, 0);
     let runs = 64;
     for _ in 0..runs {
-        let (start, seed, ops) = strategy.new_tree(&mut runner).expect("a case").current();
-        let mut run = Run::new(false, 2, &start, seed);
+        let (start, ops) = strategy.new_tree(&mut runner).expect("a case").current();
+        let mut run = Run::new(&start);
         let before = run.have_count;
         for op in ops {
             run.step(op).expect("the property holds");

@@ -1428,3 +1428,29 @@ fn a_piece_rejected_after_a_choke_is_not_taken_if_it_comes() {
     s.store_all();
     assert_eq!(s.m.have_count(), 3, "a rejected piece was taken");
 }
+
+#[test]
+fn a_late_answer_after_a_choke_is_not_asked_of_anyone_while_it_is_checked() {
+    // Found by `hostile_tests`, spec-strict: the choke freed the piece for
+    // any neighbour; its bytes then come all the same and are hashed while
+    // 4 unchokes us. 4 must not be asked for it.
+    let peers = [(1, true), (2, false), (3, false), (4, false)];
+    let mut swarm = Swarm::new(&peers, 4);
+    swarm.strict = true;
+    let mut s = swarm.start(2, &[0, 1, 2]);
+    s.connect(3, false);
+    s.recv(3, full(4));
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3]);
+    s.recv(3, Message::Choke);
+    s.connect(4, false);
+    s.recv(4, full(4));
+    s.sent();
+    let conn = s.conns[&3];
+    s.m.arrived(s.now, conn, 3, 3);
+    s.recv(4, Message::Unchoke);
+    assert!(requests(&s.sent(), 4).is_empty(), "asked for what is in");
+    s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), true);
+    s.store_all();
+    assert_eq!(s.m.have_count(), 4);
+}
