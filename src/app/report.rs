@@ -1488,4 +1488,95 @@ mod tests {
         assert_eq!(t[0], pts[0]);
         assert_eq!(t[t.len() - 1], pts[pts.len() - 1]);
     }
+    /// A log line as any implementation, or none, might write it: time
+    /// stamps of any year and precision, before or after, sentences with
+    /// any numbers (beyond `u32` too), cut short or run together, and noise.
+    fn any_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let num = prop_oneof![
+            8 => (0u64..8).prop_map(|n| n.to_string()),
+            8 => (1000u64..1010).prop_map(|n| n.to_string()),
+            2 => any::<u32>().prop_map(|n| n.to_string()),
+            1 => Just("99999999999999999999".to_string()),
+            1 => Just(String::new()),
+        ];
+        let stamp = (
+            0u32..10_000,
+            0u32..14,
+            0u32..33,
+            0u32..25,
+            0u32..61,
+            0u32..62,
+            proptest::option::of("[0-9]{1,9}"),
+            prop_oneof![Just(' '), Just('T'), Just('x')],
+        )
+            .prop_map(|(y, mo, d, h, mi, s, frac, sep)| {
+                let frac = frac.map_or(String::new(), |f| format!(".{f}"));
+                format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{frac}")
+            });
+        let sentence = (
+            num.clone(),
+            num.clone(),
+            num.clone(),
+            num,
+            0usize..12,
+            any::<bool>(),
+        )
+            .prop_map(|(a, b, c, d, kind, dot)| {
+                let body = match kind {
+                    0 => format!("makes a connection to Peer {b}"),
+                    1 => format!("is connected from {b}"),
+                    2 => format!("has the preferred neighbors {b},{c}, {d}"),
+                    3 => format!("has the optimistically unchoked neighbor {b}"),
+                    4 => format!("is unchoked by {b}"),
+                    5 => format!("is choked by {b}"),
+                    6 => format!("received the 'have' message from {b} for the piece {c}"),
+                    7 => format!("received the 'interested' message from {b}"),
+                    8 => format!("received the 'not interested' message from {b}"),
+                    9 => format!(
+                        "has downloaded the piece {b} from {c}. Now the number of pieces it has is {d}"
+                    ),
+                    10 => "has downloaded the complete file".to_string(),
+                    _ => format!("has the preferred neighbors {b}"),
+                };
+                format!("Peer {a} {body}{}", if dot { "." } else { "" })
+            });
+        let noise = "\\PC{0,12}";
+        let piece = prop_oneof![
+            stamp.clone(),
+            sentence.clone(),
+            noise,
+            Just(": ".to_string()),
+            Just("Peer ".to_string()),
+        ];
+        prop_oneof![
+            6 => (stamp.clone(), sentence.clone()).prop_map(|(t, s)| format!("{t}: {s}")),
+            2 => (sentence, stamp).prop_map(|(s, t)| format!("{s} [{t}]")),
+            3 => proptest::collection::vec(piece, 0..5).prop_map(|parts| parts.concat()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 256, ..Default::default() })]
+
+        /// Whatever the logs hold, the report is drawn: no panic, a
+        /// well-formed SVG with a series for every peer it names, no NaN.
+        #[test]
+        fn any_logs_draw_a_well_formed_picture(
+            logs in proptest::collection::vec(proptest::collection::vec(any_line(), 0..40), 0..4),
+            file_size in 1u64..(1 << 40),
+            piece_size in 1u32..(1 << 24),
+            peers in proptest::collection::vec((1000u32..1010, proptest::bool::ANY), 0..6),
+        ) {
+            let Some(layout) = Layout::new(file_size, piece_size) else {
+                return Ok(());
+            };
+            let info = SwarmInfo { file_name: "f<&\"'>".into(), layout, peers };
+            let parsed: Vec<Parsed> = logs.iter().map(|l| parse_log(&l.join("\n"))).collect();
+            let picture = Picture::build(&info, &parsed);
+            let svg = render_svg(&picture);
+            proptest::prop_assert_eq!(series_of(&svg).len(), picture.peers.len());
+            proptest::prop_assert!(!svg.contains("NaN") && !svg.contains("inf"));
+        }
+    }
 }
