@@ -4,7 +4,8 @@
 //! virtual clock. Owns no fixed script (those are in `tests.rs`); checks
 //! only what must hold whatever the neighbours do. The core never panics;
 //! asks a neighbour only for pieces it announced and we neither have nor
-//! have the bytes of; serves only pieces we have; sends only on a
+//! have the bytes of; serves only pieces we have, only to a neighbour we
+//! last told `unchoke` (SPEC.md); sends only on a
 //! neighbour's current, open connection; stores only pieces it asked for on
 //! that connection and that passed their check; and counts each piece and
 //! its completion once. `PROPTEST_CASES=200000` runs a longer search.
@@ -158,6 +159,8 @@ struct Run {
     asked: BTreeMap<(ConnId, u32), u32>,
     /// Stores, checkpoints and finishes not answered yet.
     pending: Vec<Command>,
+    /// Connections on which we last said `unchoke`.
+    unchoking: std::collections::BTreeSet<ConnId>,
     /// Connections the core closed.
     closed: std::collections::BTreeSet<ConnId>,
     /// A piece reported arrived and not yet checked.
@@ -255,6 +258,7 @@ impl Run {
             pending: Vec::new(),
             arriving: None,
             closed: Default::default(),
+            unchoking: Default::default(),
             have_count,
             downloaded: BTreeSet::new(),
             complete_logged: false,
@@ -487,8 +491,26 @@ impl Run {
                         "served on a stale connection"
                     );
                     prop_assert!(!self.closed.contains(conn), "served on a closed connection");
+                    // SPEC.md: a request from a neighbour we choke is ignored.
+                    prop_assert!(
+                        self.unchoking.contains(conn),
+                        "served {peer}, which we choke"
+                    );
                 }
-                Command::Send { conn, peer, .. } => {
+                Command::Send {
+                    conn,
+                    peer,
+                    message,
+                } => {
+                    match message {
+                        Message::Unchoke => {
+                            self.unchoking.insert(*conn);
+                        }
+                        Message::Choke => {
+                            self.unchoking.remove(conn);
+                        }
+                        _ => {}
+                    }
                     prop_assert_eq!(
                         self.current(*peer),
                         Some(*conn),
