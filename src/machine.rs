@@ -1898,9 +1898,11 @@ impl Machine {
     }
 
     /// A leecher that has had no new piece for [`STALL_NOTICE`] takes back
-    /// every request still unanswered and asks again (a late answer is still
-    /// taken), once each [`STALL_NOTICE`]: a request that a neighbour will
-    /// never answer must not hold the swarm up for good.
+    /// every request unanswered for that long and asks again (a late answer
+    /// is still taken), once each [`STALL_NOTICE`]: a request that a
+    /// neighbour will never answer must not hold the swarm up for good. A
+    /// younger request is left out: taking back one just sent (this round's)
+    /// would only ask again, and a plain neighbour would owe two.
     fn retry_stalled(&mut self, now: Instant) {
         let stalled = now.saturating_duration_since(self.progress.since) >= STALL_NOTICE
             && self.progress.value == self.have_count;
@@ -1913,9 +1915,19 @@ impl Machine {
         self.retried_at = Some(now);
         let mut taken = Vec::new();
         for (&peer, n) in &mut self.neighbours {
-            if !n.outstanding.is_empty() {
-                taken.push((peer, std::mem::take(&mut n.outstanding)));
-                n.pacing.forget();
+            let pacing = &n.pacing;
+            let old = |i: &u32| {
+                pacing
+                    .asked_at(*i)
+                    .is_none_or(|at| now.saturating_duration_since(at) >= STALL_NOTICE)
+            };
+            let (old, young): (Vec<u32>, Vec<u32>) = n.outstanding.iter().partition(|i| old(i));
+            if !old.is_empty() {
+                for &i in &old {
+                    n.pacing.cancel(i);
+                }
+                n.outstanding = young;
+                taken.push((peer, old));
             }
         }
         if !taken.is_empty() {

@@ -4,11 +4,13 @@
 //! virtual clock. Owns no fixed script (those are in `tests.rs`); checks
 //! only what must hold whatever the neighbours do. The core never panics;
 //! asks a neighbour only for pieces it announced and we neither have nor
-//! have the bytes of; serves only pieces we have, only to a neighbour we
-//! last told `unchoke` (SPEC.md); sends only on a
-//! neighbour's current, open connection; stores only pieces it asked for on
-//! that connection and that passed their check; and counts each piece and
-//! its completion once. `PROPTEST_CASES=200000` runs a longer search.
+//! have the bytes of, and a plain neighbour for one piece at a time
+//! (SPEC.md; a stalled leecher's retry aside); serves only pieces we have,
+//! to a neighbour we last told `unchoke`; sends only on a neighbour's
+//! current, open connection, and `reject` or `goodbye` only to p2pft ones;
+//! stores only pieces it asked for on that connection and that passed
+//! their check; and counts each piece and its completion once.
+//! `PROPTEST_CASES=200000` runs a longer search.
 
 use super::*;
 use crate::protocol::config::{parse_peer_info, CommonConfig};
@@ -159,6 +161,13 @@ struct Run {
     asked: BTreeMap<(ConnId, u32), u32>,
     /// Stores, checkpoints and finishes not answered yet.
     pending: Vec<Command>,
+    /// When the have count last grew (or the run began).
+    progress_at: Instant,
+    /// The peer is spec-strict.
+    strict: bool,
+    /// Connections to plain neighbours (no extensions negotiated), and the
+    /// requests out on each since its last choke.
+    plain: BTreeMap<ConnId, u32>,
     /// Connections on which we last said `unchoke`.
     unchoking: std::collections::BTreeSet<ConnId>,
     /// Connections the core closed.
@@ -259,6 +268,9 @@ impl Run {
             arriving: None,
             closed: Default::default(),
             unchoking: Default::default(),
+            strict: start.strict,
+            progress_at: now,
+            plain: BTreeMap::new(),
             have_count,
             downloaded: BTreeSet::new(),
             complete_logged: false,
@@ -297,6 +309,11 @@ impl Run {
                 let conn = self.next_conn;
                 self.conns.entry(peer).or_default().push(conn);
                 self.announced.insert(conn, Bitfield::empty(PIECES));
+                // A strict peer negotiates nothing.
+                let pipelining = pipelining && !self.strict;
+                if !pipelining {
+                    self.plain.insert(conn, 0);
+                }
                 let dialled = peer < ME;
                 self.m
                     .connected(self.now, peer, conn, dialled, pipelining, same_host);
@@ -317,6 +334,9 @@ impl Run {
                 // already on its way may still come, and is kept).
                 if let Message::Reject { index, .. } = message {
                     self.answer(conn, index);
+                }
+                if let (Message::Choke, Some(out)) = (&message, self.plain.get_mut(&conn)) {
+                    *out = 0;
                 }
                 if let Some(seen) = self.announced.get_mut(&conn) {
                     match &message {
@@ -344,12 +364,18 @@ impl Run {
                 let Some(conn) = self.current(peer) else {
                     return Ok(());
                 };
+                let mut counted = false;
                 if announce {
                     // From here its bytes are in: if they answer a request,
                     // the piece must not be asked for again while it is
                     // hashed or stored.
                     let answers = self.asked.contains_key(&(conn, index));
                     self.arriving = answers.then_some(index);
+                    // Its request is answered: the next may go out now.
+                    if let (true, Some(out)) = (answers, self.plain.get_mut(&conn)) {
+                        *out = out.saturating_sub(1);
+                        counted = true;
+                    }
                     self.m.arrived(self.now, conn, peer, index);
                     self.drain()?;
                     self.arriving = None;
@@ -357,6 +383,9 @@ impl Run {
                 // (An unasked piece may be asked for just as it arrives; it
                 // then answers that request.)
                 let asked = self.answer(conn, index);
+                if let (true, false, Some(out)) = (asked, counted, self.plain.get_mut(&conn)) {
+                    *out = out.saturating_sub(1);
+                }
                 let before = self.pending.len();
                 let data =
                     PieceBuf::zeroed(self.m.config().common.layout.piece_len(index) as usize);
@@ -444,7 +473,9 @@ impl Run {
             })?;
         }
         prop_assert!(self.pending.is_empty(), "commands left: {:?}", self.pending);
-        Ok(())
+        // The run ends: goodbyes, to p2pft neighbours only.
+        self.m.end();
+        self.drain()
     }
 
     /// Takes the machine's commands, checking each.
@@ -482,6 +513,19 @@ impl Run {
                         index
                     );
                     *self.asked.entry((*conn, *index)).or_default() += 1;
+                    // SPEC.md: to a plain neighbour, the next request only
+                    // once the piece for the last one came (or a choke
+                    // dropped it). A leecher that got no piece for
+                    // STALL_NOTICE takes its requests back and asks again.
+                    let stalled =
+                        self.now.saturating_duration_since(self.progress_at) >= STALL_NOTICE;
+                    if let Some(out) = self.plain.get_mut(conn) {
+                        if stalled {
+                            *out = 0;
+                        }
+                        *out += 1;
+                        prop_assert!(*out <= 1, "{} requests out to plain {}", out, peer);
+                    }
                 }
                 Command::Serve { conn, peer, index } => {
                     prop_assert!(self.m.have().has(*index), "served {index}, which we lack");
@@ -502,6 +546,12 @@ impl Run {
                     peer,
                     message,
                 } => {
+                    if matches!(message, Message::Reject { .. } | Message::Goodbye) {
+                        prop_assert!(
+                            !self.plain.contains_key(conn),
+                            "{message:?} to plain {peer}"
+                        );
+                    }
                     match message {
                         Message::Unchoke => {
                             self.unchoking.insert(*conn);
@@ -540,6 +590,9 @@ impl Run {
             }
         }
         let count = self.m.have_count();
+        if count > self.have_count {
+            self.progress_at = self.now;
+        }
         prop_assert!(
             count >= self.have_count,
             "have count fell: {} -> {count}",

@@ -771,6 +771,32 @@ fn requests_unanswered_while_nothing_comes_are_asked_again() {
 }
 
 #[test]
+fn a_request_just_sent_is_not_taken_back_as_stalled() {
+    // Found by `hostile_tests`: a round asked a plain neighbour that had
+    // just unchoked us, and the stall retry of the same round took that
+    // request back; the neighbour then owed two.
+    let peers = [(1, true), (2, false), (3, false)];
+    let mut s = Swarm::new(&peers, 8).start(2, &[]);
+    s.connect(1, false);
+    s.recv(1, full(8));
+    s.recv(1, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 1).len(), 1);
+    s.connect(3, false);
+    s.recv(3, full(8));
+    s.sent();
+    s.advance(11.0);
+    s.recv(3, Message::Unchoke);
+    let to_3 = requests(&s.sent(), 3);
+    assert_eq!(to_3.len(), 1);
+    // The stalled round takes back 1's request, 11 s old, not 3's.
+    s.m.rechoke(s.now);
+    let sent = s.sent();
+    assert_eq!(requests(&sent, 1).len(), 1, "1 asked again");
+    assert!(requests(&sent, 3).is_empty(), "3 owes its request still");
+    assert_eq!(s.m.asking(3), Asking::Asked);
+}
+
+#[test]
 fn a_piece_rejected_is_asked_again_at_the_next_round() {
     // The seed suggests a piece we have: nothing else to ask it for, and
     // it sends no more events; the round must ask again by itself.
