@@ -1,7 +1,7 @@
 //! The protocol core against neighbours that send anything the wire layer
 //! lets through, in any order, with a runtime that answers its commands
 //! late, out of order or with errors: generated runs (proptest) on a
-//! virtual clock. Owns no fixed script (those are in `tests.rs`); checks
+//! virtual clock, for files of 1, 2, 5 and 12 pieces. Owns no fixed script (those are in `tests.rs`); checks
 //! only what must hold whatever the neighbours do. The core never panics;
 //! asks a neighbour only for pieces it announced and we neither have nor
 //! have the bytes of, and a plain neighbour for one piece at a time
@@ -17,6 +17,8 @@ use crate::protocol::config::{parse_peer_info, CommonConfig};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
+/// Pieces the generated frames name; a run's file has this many or fewer
+/// (see [`fit`]).
 const PIECES: u32 = 12;
 const PIECE: u32 = 16 * 1024;
 /// We are peer 4 of PeerInfo.cfg's 1..=6 (1 the seed, never connected
@@ -148,6 +150,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// A run: the machine, what the harness knows of each connection, and the
 /// commands the runtime has not answered yet.
 struct Run {
+    pieces: u32,
     meta: bool,
     m: Machine,
     now: Instant,
@@ -179,11 +182,11 @@ struct Run {
     complete_logged: bool,
 }
 
-fn config(strict: bool, k: usize) -> Config {
+fn config(strict: bool, k: usize, pieces: u32) -> Config {
     let common = format!(
         "NumberOfPreferredNeighbors {k}\nUnchokingInterval 1\nOptimisticUnchokingInterval 2\n\
          FileName f\nFileSize {}\nPieceSize {PIECE}\nP2pftStrict {}\n",
-        u64::from(PIECES) * u64::from(PIECE) - 1000,
+        u64::from(pieces) * u64::from(PIECE) - 1000,
         u8::from(strict)
     );
     let (common, _) = CommonConfig::parse(Path::new("Common.cfg"), &common).expect("common");
@@ -212,6 +215,27 @@ struct Start {
     meta: bool,
     /// The store gathers pieces into granules of 4.
     granules: bool,
+    /// Pieces of the file: 1 to [`PIECES`].
+    pieces: u32,
+}
+
+/// A frame generated for [`PIECES`] pieces, for a file of `pieces`: piece
+/// indexes wrap round, bitfields keep their first bits.
+fn fit(message: Message, pieces: u32) -> Message {
+    match message {
+        Message::Have(i) => Message::Have(i % pieces),
+        Message::Request(i) => Message::Request(i % pieces),
+        Message::Reject { index, instead } => Message::Reject {
+            index: index % pieces,
+            instead: instead % pieces,
+        },
+        Message::Bitfield(b) => {
+            let mut fitted = Bitfield::empty(pieces);
+            (0..pieces).for_each(|i| fitted.set(i, b.has(i)));
+            Message::Bitfield(fitted)
+        }
+        other => other,
+    }
 }
 
 fn start() -> impl Strategy<Value = Start> {
@@ -226,29 +250,31 @@ fn start() -> impl Strategy<Value = Start> {
         any::<u64>(),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![5 => Just(PIECES), 1 => Just(1), 1 => Just(2), 1 => Just(5)],
     )
-        .prop_map(|(strict, k, have, seed, meta, granules)| Start {
+        .prop_map(|(strict, k, have, seed, meta, granules, pieces)| Start {
             strict,
             k,
             have,
             seed,
             meta,
             granules,
+            pieces,
         })
 }
 
 impl Run {
     fn new(start: &Start) -> Run {
-        let mut have = Bitfield::empty(PIECES);
-        for (i, &set) in start.have.iter().enumerate() {
+        let mut have = Bitfield::empty(start.pieces);
+        for (i, &set) in start.have.iter().take(start.pieces as usize).enumerate() {
             have.set(i as u32, set);
         }
         let have_count = have.count();
         let now = Instant::now();
         let m = Machine::new(MachineSetup {
             me: ME,
-            config: config(start.strict, start.k),
-            checkpoints: !start.meta && have_count < PIECES,
+            config: config(start.strict, start.k, start.pieces),
+            checkpoints: !start.meta && have_count < start.pieces,
             have,
             counters: Arc::new(Counters::default()),
             rng_seed: start.seed,
@@ -257,6 +283,7 @@ impl Run {
             now,
         });
         Run {
+            pieces: start.pieces,
             meta: start.meta,
             m,
             now,
@@ -308,7 +335,7 @@ impl Run {
                 self.next_conn += 1;
                 let conn = self.next_conn;
                 self.conns.entry(peer).or_default().push(conn);
-                self.announced.insert(conn, Bitfield::empty(PIECES));
+                self.announced.insert(conn, Bitfield::empty(self.pieces));
                 // A strict peer negotiates nothing.
                 let pipelining = pipelining && !self.strict;
                 if !pipelining {
@@ -330,6 +357,7 @@ impl Run {
                     true => list[0],
                     false => *list.last().expect("one"),
                 };
+                let message = fit(message, self.pieces);
                 // A rejected request is answered; a choke is not (a piece
                 // already on its way may still come, and is kept).
                 if let Message::Reject { index, .. } = message {
@@ -355,6 +383,7 @@ impl Run {
                 announce,
                 asked,
             } => {
+                index %= self.pieces;
                 if asked && !self.asked.is_empty() {
                     let nth = index as usize % self.asked.len();
                     let (&(conn, i), _) = self.asked.iter().nth(nth).expect("in range");
@@ -409,8 +438,8 @@ impl Run {
                     0 => CloseReason::Eof,
                     1 => CloseReason::Io(io::Error::from(io::ErrorKind::ConnectionReset)),
                     _ => CloseReason::Protocol(WireError::IndexOutOfRange {
-                        index: PIECES,
-                        num_pieces: PIECES,
+                        index: self.pieces,
+                        num_pieces: self.pieces,
                     }),
                 };
                 self.m.closed(self.now, conn, peer, reason);
@@ -462,7 +491,7 @@ impl Run {
 
     /// The runtime catches up: every store, checkpoint and finish answered.
     fn settle(&mut self) -> Result<(), TestCaseError> {
-        for _ in 0..(4 * PIECES) {
+        for _ in 0..(4 * self.pieces) {
             if self.pending.is_empty() {
                 break;
             }
@@ -487,7 +516,7 @@ impl Run {
                     peer,
                     message: Message::Request(index),
                 } => {
-                    prop_assert!(*index < PIECES);
+                    prop_assert!(*index < self.pieces);
                     prop_assert!(
                         !self.m.have().has(*index),
                         "asked for {index}, which we have"
@@ -583,7 +612,11 @@ impl Run {
                 }
                 Command::Log(SpecLine::Complete) => {
                     prop_assert!(!self.complete_logged, "completion logged twice");
-                    prop_assert_eq!(self.m.have_count(), PIECES, "complete without every piece");
+                    prop_assert_eq!(
+                        self.m.have_count(),
+                        self.pieces,
+                        "complete without every piece"
+                    );
                     self.complete_logged = true;
                 }
                 _ => {}
@@ -598,7 +631,7 @@ impl Run {
             "have count fell: {} -> {count}",
             self.have_count
         );
-        prop_assert!(count <= PIECES);
+        prop_assert!(count <= self.pieces);
         self.have_count = count;
         Ok(())
     }
