@@ -12,15 +12,13 @@
 //! their check; and counts each piece and its completion once.
 //! `PROPTEST_CASES=200000` runs a longer search.
 
+use super::tests::PIECE;
 use super::*;
-use crate::protocol::config::{parse_peer_info, CommonConfig};
 use proptest::prelude::*;
-use std::path::{Path, PathBuf};
 
 /// Pieces the generated frames name; a run's file has this many or fewer
 /// (see [`fit`]).
 const PIECES: u32 = 12;
-const PIECE: u32 = 16 * 1024;
 /// We are peer 4 of PeerInfo.cfg's 1..=6 (1 the seed, never connected
 /// here): we dial 2 and 3, and 5 and 6 dial us.
 const ME: u32 = 4;
@@ -183,23 +181,10 @@ struct Run {
 }
 
 fn config(strict: bool, k: usize, pieces: u32) -> Config {
-    let common = format!(
-        "NumberOfPreferredNeighbors {k}\nUnchokingInterval 1\nOptimisticUnchokingInterval 2\n\
-         FileName f\nFileSize {}\nPieceSize {PIECE}\nP2pftStrict {}\n",
-        u64::from(pieces) * u64::from(PIECE) - 1000,
-        u8::from(strict)
-    );
-    let (common, _) = CommonConfig::parse(Path::new("Common.cfg"), &common).expect("common");
-    let info: String = (1..=6)
-        .map(|id| format!("{id} 127.0.0.1 {} {}\n", 6000 + id, u8::from(id == 1)))
-        .collect();
-    let peers = parse_peer_info(Path::new("PeerInfo.cfg"), &info).expect("peer info");
-    Config {
-        dir: PathBuf::new(),
-        common,
-        peers,
-        warnings: Vec::new(),
-    }
+    let peers: Vec<(u32, bool)> = (1..=6).map(|id| (id, id == 1)).collect();
+    // A short last piece.
+    let file_size = u64::from(pieces) * u64::from(PIECE) - 1000;
+    super::tests::config(&peers, k, strict, file_size, (1, 2))
 }
 
 /// How a run's peer starts.

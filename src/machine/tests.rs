@@ -18,6 +18,38 @@ struct Script {
     trace: Vec<String>,
 }
 
+/// The piece size of these scripts.
+pub(super) const PIECE: u32 = 16 * 1024;
+
+/// The config of a scripted swarm: `peers` in PeerInfo.cfg order with
+/// HasFile, pieces of [`PIECE`], and the (p, m) `intervals` in seconds.
+pub(super) fn config(
+    peers: &[(u32, bool)],
+    k: usize,
+    strict: bool,
+    file_size: u64,
+    (p, m): (u32, u32),
+) -> Config {
+    let common = format!(
+        "NumberOfPreferredNeighbors {k}\nUnchokingInterval {p}\nOptimisticUnchokingInterval {m}\n\
+         FileName f\nFileSize {file_size}\nPieceSize {PIECE}\nP2pftStrict {}\n",
+        u8::from(strict)
+    );
+    let (common, _) = CommonConfig::parse(Path::new("Common.cfg"), &common).expect("common");
+    let info: String = peers
+        .iter()
+        .enumerate()
+        .map(|(i, (id, has))| format!("{id} 127.0.0.1 {} {}\n", 6000 + i, u8::from(*has)))
+        .collect();
+    let peers = parse_peer_info(Path::new("PeerInfo.cfg"), &info).expect("peer info");
+    Config {
+        dir: PathBuf::new(),
+        common,
+        peers,
+        warnings: Vec::new(),
+    }
+}
+
 /// Seconds a departed peer is waited for in these scripts.
 const RETURN_WAIT: u64 = 120;
 
@@ -43,28 +75,8 @@ impl Swarm {
     }
 
     fn config(&self) -> Config {
-        const PIECE: u32 = 16 * 1024;
-        let common = format!(
-            "NumberOfPreferredNeighbors {}\nUnchokingInterval 5\nOptimisticUnchokingInterval 15\n\
-             FileName f\nFileSize {}\nPieceSize {PIECE}\nP2pftStrict {}\n",
-            self.k,
-            u64::from(self.pieces) * u64::from(PIECE),
-            u8::from(self.strict)
-        );
-        let (common, _) = CommonConfig::parse(Path::new("Common.cfg"), &common).expect("common");
-        let info: String = self
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(i, (id, has))| format!("{id} 127.0.0.1 {} {}\n", 6000 + i, u8::from(*has)))
-            .collect();
-        let peers = parse_peer_info(Path::new("PeerInfo.cfg"), &info).expect("peer info");
-        Config {
-            dir: PathBuf::new(),
-            common,
-            peers,
-            warnings: Vec::new(),
-        }
+        let file_size = u64::from(self.pieces) * u64::from(PIECE);
+        config(&self.peers, self.k, self.strict, file_size, (5, 15))
     }
 
     /// The machine of peer `me`, which starts with the pieces of `have`.
@@ -1399,19 +1411,27 @@ fn a_piece_already_in_is_never_asked_for_again_in_the_endgame() {
     }
 }
 
-#[test]
-fn a_late_answer_after_a_choke_is_not_asked_for_again_while_it_is_checked() {
-    // Found by `hostile_tests`: 3 chokes us with our request out, so it is
-    // asked of 4; 3 unchokes us again and sends its copy after all. Its
-    // bytes are in: the endgame must not ask 3 for it while it is hashed.
+/// Leecher 2 lacks only piece 3, asks plain neighbour 3 for it, and is
+/// choked by 3; 4 is in PeerInfo.cfg but not connected.
+fn choked_with_the_last_piece_asked(strict: bool) -> Script {
     let peers = [(1, true), (2, false), (3, false), (4, false)];
-    let swarm = Swarm::new(&peers, 4);
+    let mut swarm = Swarm::new(&peers, 4);
+    swarm.strict = strict;
     let mut s = swarm.start(2, &[0, 1, 2]);
     s.connect(3, false);
     s.recv(3, full(4));
     s.recv(3, Message::Unchoke);
     assert_eq!(requests(&s.sent(), 3), [3]);
     s.recv(3, Message::Choke);
+    s
+}
+
+#[test]
+fn a_late_answer_after_a_choke_is_not_asked_for_again_while_it_is_checked() {
+    // Found by `hostile_tests`: 3 chokes us with our request out, so it is
+    // asked of 4; 3 unchokes us again and sends its copy after all. Its
+    // bytes are in: the endgame must not ask 3 for it while it is hashed.
+    let mut s = choked_with_the_last_piece_asked(false);
     s.connect_remote(4);
     s.recv(4, full(4));
     s.recv(4, Message::Unchoke);
@@ -1460,15 +1480,7 @@ fn a_late_answer_after_a_choke_is_not_asked_of_anyone_while_it_is_checked() {
     // Found by `hostile_tests`, spec-strict: the choke freed the piece for
     // any neighbour; its bytes then come all the same and are hashed while
     // 4 unchokes us. 4 must not be asked for it.
-    let peers = [(1, true), (2, false), (3, false), (4, false)];
-    let mut swarm = Swarm::new(&peers, 4);
-    swarm.strict = true;
-    let mut s = swarm.start(2, &[0, 1, 2]);
-    s.connect(3, false);
-    s.recv(3, full(4));
-    s.recv(3, Message::Unchoke);
-    assert_eq!(requests(&s.sent(), 3), [3]);
-    s.recv(3, Message::Choke);
+    let mut s = choked_with_the_last_piece_asked(true);
     s.connect(4, false);
     s.recv(4, full(4));
     s.sent();
