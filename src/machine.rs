@@ -1312,9 +1312,13 @@ impl Machine {
         }
         n.bytes_this_interval += data.len() as u64;
         // (Only a pipelining neighbour has a depth to pace; its pieces come
-        // hashed, without an `arrived` first.)
+        // hashed, without an `arrived` first. A plain one's request is
+        // forgotten all the same, or its time would be taken for a later
+        // request's for the same piece: see `retry_stalled`.)
         if n.pipelining {
             n.pacing.arrived(index, now);
+        } else {
+            n.pacing.cancel(index);
         }
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
         n.outstanding.retain(|&i| i != index);

@@ -311,6 +311,17 @@ impl Run {
     }
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
+        // A round of a leecher that got no piece for STALL_NOTICE takes back
+        // its requests that old and asks again: a plain neighbour may then
+        // owe two (the retry's safety net against one that never answers).
+        let at = match op {
+            Op::Advance { millis } => Some(self.now + Duration::from_millis(millis)),
+            Op::Rechoke => Some(self.now),
+            _ => None,
+        };
+        if at.is_some_and(|at| at.saturating_duration_since(self.progress_at) >= STALL_NOTICE) {
+            self.plain.values_mut().for_each(|out| *out = 0);
+        }
         match op {
             Op::Connect {
                 peer,
@@ -529,14 +540,8 @@ impl Run {
                     *self.asked.entry((*conn, *index)).or_default() += 1;
                     // SPEC.md: to a plain neighbour, the next request only
                     // once the piece for the last one came (or a choke
-                    // dropped it). A leecher that got no piece for
-                    // STALL_NOTICE takes its requests back and asks again.
-                    let stalled =
-                        self.now.saturating_duration_since(self.progress_at) >= STALL_NOTICE;
+                    // dropped it; or a stall retry took it back, see `step`).
                     if let Some(out) = self.plain.get_mut(conn) {
-                        if stalled {
-                            *out = 0;
-                        }
                         *out += 1;
                         prop_assert!(*out <= 1, "{} requests out to plain {}", out, peer);
                     }

@@ -1492,3 +1492,30 @@ fn a_late_answer_after_a_choke_is_not_asked_of_anyone_while_it_is_checked() {
     s.store_all();
     assert_eq!(s.m.have_count(), 4);
 }
+
+#[test]
+fn a_plain_neighbours_answered_request_leaves_no_time_behind() {
+    // Found by `hostile_tests`: a plain neighbour's requests kept their
+    // times after their pieces came, so a piece asked of it again took
+    // the first request's time, and the stall retry took a request just
+    // sent back (the neighbour then owed two).
+    let peers = [(1, true), (2, false)];
+    let mut s = Swarm::new(&peers, 1).start(2, &[]);
+    s.connect(1, false);
+    s.recv(1, full(1));
+    s.recv(1, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 1), [0]);
+    // Its copy fails its check 11 s later (no piece in all that time);
+    // the only piece is asked of it again.
+    s.advance(11.0);
+    let conn = s.conns[&1];
+    s.m.arrived(s.now, conn, 1, 0);
+    s.m.piece(s.now, conn, 1, 0, PieceBuf::zeroed(16 * 1024), false);
+    assert_eq!(requests(&s.sent(), 1), [0]);
+    // The stalled round leaves that request, 0 s old, where it is.
+    s.m.rechoke(s.now);
+    assert!(
+        requests(&s.sent(), 1).is_empty(),
+        "taken back and asked again"
+    );
+}
