@@ -1,15 +1,16 @@
 //! The protocol core against neighbours that send anything the wire layer
 //! lets through, in any order, with a runtime that answers its commands
 //! late, out of order or with errors: generated runs (proptest) on a
-//! virtual clock, for files of 1, 2, 5 and 12 pieces. Owns no fixed script (those are in `tests.rs`); checks
-//! only what must hold whatever the neighbours do. The core never panics;
-//! asks a neighbour only for pieces it announced and we neither have nor
-//! have the bytes of, and a plain neighbour for one piece at a time
-//! (SPEC.md; a stalled leecher's retry aside); serves only pieces we have,
-//! to a neighbour we last told `unchoke`; sends only on a neighbour's
-//! current, open connection, and `reject` or `goodbye` only to p2pft ones;
-//! stores only pieces it asked for on that connection and that passed
-//! their check; and counts each piece and its completion once.
+//! virtual clock, for files of 1, 2, 5 and 12 pieces. Owns no fixed script
+//! (those are in `tests.rs`) and checks only what must hold whatever the
+//! neighbours do. The core never panics. It asks a neighbour only for
+//! pieces the neighbour announced and we neither have nor have the bytes
+//! of, and a plain neighbour for one piece at a time (SPEC.md; a stalled
+//! leecher's retry aside). It serves only pieces we have, to a neighbour we
+//! last told `unchoke`. It sends only on a neighbour's current, open
+//! connection, and `reject` or `goodbye` only to p2pft neighbours. It
+//! stores only pieces it asked for on that connection that passed their
+//! check, and counts each piece and its completion once.
 //! `PROPTEST_CASES=200000` runs a longer search.
 
 use super::tests::PIECE;
