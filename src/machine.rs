@@ -1108,15 +1108,13 @@ impl Machine {
                     self.not_negotiated(now, peer, Kind::Reject);
                     return;
                 }
+                // The request is answered, even one given up on at a choke:
+                // the piece is not taken if it comes after all.
+                n.answered(index);
                 let Some(at) = n.outstanding.iter().position(|&i| i == index) else {
-                    // Not asked, answered already, or given up on at a
-                    // choke: then answered now, so that the piece is not
-                    // taken if it comes after all.
-                    n.answered(index);
-                    return;
+                    return; // not outstanding: nothing more to undo
                 };
                 n.outstanding.swap_remove(at);
-                n.answered(index);
                 n.pacing.cancel(index);
                 n.refused.push(index);
                 self.release(index);
@@ -1270,10 +1268,7 @@ impl Machine {
             // all the same, and must not be asked for meanwhile.
             n.arrived.push(index);
             if self.wanted.has(index) {
-                self.wanted.set(index, false);
-                if let Some(filling) = &mut self.filling {
-                    filling.begun(index);
-                }
+                self.unwant(index);
             }
         }
         self.request_from(now, peer);
@@ -1795,15 +1790,21 @@ impl Machine {
 
     /// Asks `peer` for piece `index`.
     fn request_piece(&mut self, now: Instant, peer: u32, index: u32) {
-        if let Some(filling) = &mut self.filling {
-            filling.begun(index);
-        }
         let n = self.neighbours.get_mut(&peer).expect("checked by caller");
         n.outstanding.push(index);
         *n.asked.entry(index).or_insert(0) += 1;
         n.pacing.requested(index, now);
-        self.wanted.set(index, false);
+        self.unwant(index);
         self.send(peer, Message::Request(index));
+    }
+
+    /// Piece `index` is no longer to be asked for: it is asked of a
+    /// neighbour, or its bytes are in ([`Machine::release`] undoes it).
+    fn unwant(&mut self, index: u32) {
+        if let Some(filling) = &mut self.filling {
+            filling.begun(index);
+        }
+        self.wanted.set(index, false);
     }
 
     /// Tops up the requests of every unchoking neighbour (after pieces were freed).

@@ -153,11 +153,9 @@ struct Run {
     meta: bool,
     m: Machine,
     now: Instant,
-    next_conn: ConnId,
-    /// Each peer's connections, the current one last.
-    conns: BTreeMap<u32, Vec<ConnId>>,
-    /// What each connection's peer announced (bitfield and haves).
-    announced: BTreeMap<ConnId, Bitfield>,
+    /// Every connection made, numbered from 1 in order: a peer's current
+    /// one is its last.
+    links: BTreeMap<ConnId, Link>,
     /// Requests we sent, by connection, and how many times each, not yet
     /// answered by a piece or a reject.
     asked: BTreeMap<(ConnId, u32), u32>,
@@ -167,18 +165,25 @@ struct Run {
     progress_at: Instant,
     /// The peer is spec-strict.
     strict: bool,
-    /// Connections to plain neighbours (no extensions negotiated), and the
-    /// requests out on each since its last choke.
-    plain: BTreeMap<ConnId, u32>,
-    /// Connections on which we last said `unchoke`.
-    unchoking: std::collections::BTreeSet<ConnId>,
-    /// Connections the core closed.
-    closed: std::collections::BTreeSet<ConnId>,
     /// A piece reported arrived and not yet checked.
     arriving: Option<u32>,
     have_count: u32,
     downloaded: BTreeSet<u32>,
     complete_logged: bool,
+}
+
+/// What the harness knows of one connection.
+struct Link {
+    peer: u32,
+    /// What the peer announced on it (bitfield and haves).
+    announced: Bitfield,
+    /// To a plain neighbour (no extensions negotiated): the requests out
+    /// since its last choke.
+    plain_out: Option<u32>,
+    /// We last said `unchoke` on it.
+    unchoking: bool,
+    /// The core closed it.
+    closed: bool,
 }
 
 fn config(strict: bool, k: usize, pieces: u32) -> Config {
@@ -273,17 +278,12 @@ impl Run {
             meta: start.meta,
             m,
             now,
-            next_conn: 0,
-            conns: BTreeMap::new(),
-            announced: BTreeMap::new(),
+            links: BTreeMap::new(),
             asked: BTreeMap::new(),
             pending: Vec::new(),
             arriving: None,
-            closed: Default::default(),
-            unchoking: Default::default(),
             strict: start.strict,
             progress_at: now,
-            plain: BTreeMap::new(),
             have_count,
             downloaded: BTreeSet::new(),
             complete_logged: false,
@@ -302,13 +302,23 @@ impl Run {
         true
     }
 
-    fn peer_of(&self, conn: ConnId) -> u32 {
-        let mut of = self.conns.iter().filter(|(_, list)| list.contains(&conn));
-        *of.next().expect("a connection the harness made").0
+    /// `peer`'s connections, oldest first.
+    fn conns_of(&self, peer: u32) -> impl DoubleEndedIterator<Item = ConnId> + '_ {
+        self.links
+            .iter()
+            .filter(move |(_, l)| l.peer == peer)
+            .map(|(&c, _)| c)
     }
 
     fn current(&self, peer: u32) -> Option<ConnId> {
-        self.conns.get(&peer).and_then(|c| c.last().copied())
+        self.conns_of(peer).next_back()
+    }
+
+    /// A plain neighbour's request on `conn` is answered.
+    fn plain_answered(&mut self, conn: ConnId) {
+        if let Some(out) = self.links.get_mut(&conn).and_then(|l| l.plain_out.as_mut()) {
+            *out = out.saturating_sub(1);
+        }
     }
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
@@ -321,7 +331,9 @@ impl Run {
             _ => None,
         };
         if at.is_some_and(|at| at.saturating_duration_since(self.progress_at) >= STALL_NOTICE) {
-            self.plain.values_mut().for_each(|out| *out = 0);
+            for out in self.links.values_mut().filter_map(|l| l.plain_out.as_mut()) {
+                *out = 0;
+            }
         }
         match op {
             Op::Connect {
@@ -329,15 +341,17 @@ impl Run {
                 pipelining,
                 same_host,
             } => {
-                self.next_conn += 1;
-                let conn = self.next_conn;
-                self.conns.entry(peer).or_default().push(conn);
-                self.announced.insert(conn, Bitfield::empty(self.pieces));
+                let conn = self.links.len() as ConnId + 1;
                 // A strict peer negotiates nothing.
                 let pipelining = pipelining && !self.strict;
-                if !pipelining {
-                    self.plain.insert(conn, 0);
-                }
+                let link = Link {
+                    peer,
+                    announced: Bitfield::empty(self.pieces),
+                    plain_out: (!pipelining).then_some(0),
+                    unchoking: false,
+                    closed: false,
+                };
+                self.links.insert(conn, link);
                 let dialled = peer < ME;
                 self.m
                     .connected(self.now, peer, conn, dialled, pipelining, same_host);
@@ -347,12 +361,12 @@ impl Run {
                 message,
                 stale,
             } => {
-                let Some(list) = self.conns.get(&peer) else {
-                    return Ok(());
-                };
                 let conn = match stale {
-                    true => list[0],
-                    false => *list.last().expect("one"),
+                    true => self.conns_of(peer).next(),
+                    false => self.current(peer),
+                };
+                let Some(conn) = conn else {
+                    return Ok(());
                 };
                 let message = fit(message, self.pieces);
                 // A rejected request is answered; a choke is not (a piece
@@ -360,16 +374,13 @@ impl Run {
                 if let Message::Reject { index, .. } = message {
                     self.answer(conn, index);
                 }
-                if let (Message::Choke, Some(out)) = (&message, self.plain.get_mut(&conn)) {
-                    *out = 0;
-                }
-                if let Some(seen) = self.announced.get_mut(&conn) {
-                    match &message {
-                        Message::Have(i) => seen.set(*i, true),
-                        // A late bitfield is merged: pieces are never lost.
-                        Message::Bitfield(b) => seen.union_with(b),
-                        _ => {}
-                    }
+                let link = self.links.get_mut(&conn).expect("made");
+                match &message {
+                    Message::Choke => link.plain_out = link.plain_out.map(|_| 0),
+                    Message::Have(i) => link.announced.set(*i, true),
+                    // A late bitfield is merged: pieces are never lost.
+                    Message::Bitfield(b) => link.announced.union_with(b),
+                    _ => {}
                 }
                 self.m.frame(self.now, conn, peer, message);
             }
@@ -384,23 +395,20 @@ impl Run {
                 if asked && !self.asked.is_empty() {
                     let nth = index as usize % self.asked.len();
                     let (&(conn, i), _) = self.asked.iter().nth(nth).expect("in range");
-                    peer = self.peer_of(conn);
+                    peer = self.links[&conn].peer;
                     index = i;
                 }
                 let Some(conn) = self.current(peer) else {
                     return Ok(());
                 };
-                let mut counted = false;
+                // From its arrival its bytes are in: if they answer a
+                // request, the next may go out, and the piece must not be
+                // asked for again while it is hashed or stored.
+                let answered_on_arrival = announce && self.asked.contains_key(&(conn, index));
                 if announce {
-                    // From here its bytes are in: if they answer a request,
-                    // the piece must not be asked for again while it is
-                    // hashed or stored.
-                    let answers = self.asked.contains_key(&(conn, index));
-                    self.arriving = answers.then_some(index);
-                    // Its request is answered: the next may go out now.
-                    if let (true, Some(out)) = (answers, self.plain.get_mut(&conn)) {
-                        *out = out.saturating_sub(1);
-                        counted = true;
+                    self.arriving = answered_on_arrival.then_some(index);
+                    if answered_on_arrival {
+                        self.plain_answered(conn);
                     }
                     self.m.arrived(self.now, conn, peer, index);
                     self.drain()?;
@@ -409,8 +417,8 @@ impl Run {
                 // (An unasked piece may be asked for just as it arrives; it
                 // then answers that request.)
                 let asked = self.answer(conn, index);
-                if let (true, false, Some(out)) = (asked, counted, self.plain.get_mut(&conn)) {
-                    *out = out.saturating_sub(1);
+                if asked && !answered_on_arrival {
+                    self.plain_answered(conn);
                 }
                 let before = self.pending.len();
                 let data =
@@ -507,6 +515,21 @@ impl Run {
     /// Takes the machine's commands, checking each.
     fn drain(&mut self) -> Result<(), TestCaseError> {
         while let Some(command) = self.m.poll() {
+            // Whatever goes to a neighbour goes on its current, open
+            // connection.
+            if let Command::Send { conn, peer, .. } | Command::Serve { conn, peer, .. } = &command {
+                prop_assert_eq!(
+                    self.current(*peer),
+                    Some(*conn),
+                    "{:?} on a stale connection",
+                    command
+                );
+                prop_assert!(
+                    !self.links[conn].closed,
+                    "{:?} on a closed connection",
+                    command
+                );
+            }
             match &command {
                 Command::Send {
                     conn,
@@ -526,70 +549,44 @@ impl Run {
                         !storing && self.arriving != Some(*index),
                         "asked for {index}, which is in (storing {storing})"
                     );
-                    prop_assert_eq!(
-                        self.current(*peer),
-                        Some(*conn),
-                        "asked on a stale connection"
-                    );
-                    let announced = self.announced.get(conn).is_some_and(|b| b.has(*index));
+                    let link = self.links.get_mut(conn).expect("made");
                     prop_assert!(
-                        announced,
+                        link.announced.has(*index),
                         "asked {} for {}, which it never announced",
                         peer,
                         index
                     );
-                    *self.asked.entry((*conn, *index)).or_default() += 1;
                     // SPEC.md: to a plain neighbour, the next request only
                     // once the piece for the last one came (or a choke
                     // dropped it; or a stall retry took it back, see `step`).
-                    if let Some(out) = self.plain.get_mut(conn) {
+                    if let Some(out) = link.plain_out.as_mut() {
                         *out += 1;
                         prop_assert!(*out <= 1, "{} requests out to plain {}", out, peer);
                     }
+                    *self.asked.entry((*conn, *index)).or_default() += 1;
                 }
                 Command::Serve { conn, peer, index } => {
                     prop_assert!(self.m.have().has(*index), "served {index}, which we lack");
-                    prop_assert_eq!(
-                        self.current(*peer),
-                        Some(*conn),
-                        "served on a stale connection"
-                    );
-                    prop_assert!(!self.closed.contains(conn), "served on a closed connection");
                     // SPEC.md: a request from a neighbour we choke is ignored.
-                    prop_assert!(
-                        self.unchoking.contains(conn),
-                        "served {peer}, which we choke"
-                    );
+                    prop_assert!(self.links[conn].unchoking, "served {peer}, which we choke");
                 }
                 Command::Send {
                     conn,
                     peer,
                     message,
                 } => {
+                    let link = self.links.get_mut(conn).expect("made");
                     if matches!(message, Message::Reject { .. } | Message::Goodbye) {
-                        prop_assert!(
-                            !self.plain.contains_key(conn),
-                            "{message:?} to plain {peer}"
-                        );
+                        prop_assert!(link.plain_out.is_none(), "{message:?} to plain {peer}");
                     }
                     match message {
-                        Message::Unchoke => {
-                            self.unchoking.insert(*conn);
-                        }
-                        Message::Choke => {
-                            self.unchoking.remove(conn);
-                        }
+                        Message::Unchoke => link.unchoking = true,
+                        Message::Choke => link.unchoking = false,
                         _ => {}
                     }
-                    prop_assert_eq!(
-                        self.current(*peer),
-                        Some(*conn),
-                        "sent on a stale connection"
-                    );
-                    prop_assert!(!self.closed.contains(conn), "sent on a closed connection");
                 }
                 Command::Close { conn, .. } => {
-                    self.closed.insert(*conn);
+                    self.links.get_mut(conn).expect("made").closed = true;
                 }
                 Command::Store { .. } | Command::Checkpoint { .. } | Command::Finish => {
                     self.pending.push(command);

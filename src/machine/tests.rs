@@ -169,6 +169,16 @@ impl Script {
         conn
     }
 
+    /// Plain neighbour `peer` on this host connects with every piece and
+    /// unchokes us: the requests that makes us send it.
+    fn unchoked_by_plain(&mut self, peer: u32) -> Vec<u32> {
+        let pieces = self.m.config().common.layout.num_pieces();
+        self.connect(peer, false);
+        self.recv(peer, full(pieces));
+        self.recv(peer, Message::Unchoke);
+        requests(&self.sent(), peer)
+    }
+
     fn recv(&mut self, peer: u32, message: Message) {
         let conn = self.conns[&peer];
         self.m.frame(self.now, conn, peer, message);
@@ -764,10 +774,7 @@ fn a_reject_from_a_plain_neighbour_ends_its_connection() {
 fn requests_unanswered_while_nothing_comes_are_asked_again() {
     let peers = [(1, true), (2, false)];
     let mut s = Swarm::new(&peers, 8).start(2, &[]);
-    s.connect(1, false);
-    s.recv(1, full(8));
-    s.recv(1, Message::Unchoke);
-    let first = requests(&s.sent(), 1);
+    let first = s.unchoked_by_plain(1);
     assert_eq!(first.len(), 1);
     // A round before the stall notice: nothing asked again.
     s.advance(5.0);
@@ -789,10 +796,7 @@ fn a_request_just_sent_is_not_taken_back_as_stalled() {
     // request back; the neighbour then owed two.
     let peers = [(1, true), (2, false), (3, false)];
     let mut s = Swarm::new(&peers, 8).start(2, &[]);
-    s.connect(1, false);
-    s.recv(1, full(8));
-    s.recv(1, Message::Unchoke);
-    assert_eq!(requests(&s.sent(), 1).len(), 1);
+    assert_eq!(s.unchoked_by_plain(1).len(), 1);
     s.connect(3, false);
     s.recv(3, full(8));
     s.sent();
@@ -1040,10 +1044,7 @@ fn a_neighbour_sending_bad_pieces_is_banned_and_asked_for_nothing_more() {
         .iter()
         .any(|c| matches!(c, Command::Close { peer: 1, .. })));
     // It comes back: connected, but never asked.
-    s.connect(1, false);
-    s.recv(1, full(8));
-    s.recv(1, Message::Unchoke);
-    assert!(requests(&s.sent(), 1).is_empty());
+    assert!(s.unchoked_by_plain(1).is_empty());
 }
 
 #[test]
@@ -1418,10 +1419,7 @@ fn choked_with_the_last_piece_asked(strict: bool) -> Script {
     let mut swarm = Swarm::new(&peers, 4);
     swarm.strict = strict;
     let mut s = swarm.start(2, &[0, 1, 2]);
-    s.connect(3, false);
-    s.recv(3, full(4));
-    s.recv(3, Message::Unchoke);
-    assert_eq!(requests(&s.sent(), 3), [3]);
+    assert_eq!(s.unchoked_by_plain(3), [3]);
     s.recv(3, Message::Choke);
     s
 }
@@ -1501,10 +1499,7 @@ fn a_plain_neighbours_answered_request_leaves_no_time_behind() {
     // sent back (the neighbour then owed two).
     let peers = [(1, true), (2, false)];
     let mut s = Swarm::new(&peers, 1).start(2, &[]);
-    s.connect(1, false);
-    s.recv(1, full(1));
-    s.recv(1, Message::Unchoke);
-    assert_eq!(requests(&s.sent(), 1), [0]);
+    assert_eq!(s.unchoked_by_plain(1), [0]);
     // Its copy fails its check 11 s later (no piece in all that time);
     // the only piece is asked of it again.
     s.advance(11.0);
