@@ -1007,10 +1007,20 @@ impl Machine {
         }
     }
 
+    /// Piece `index`'s bytes are here: had, being stored, or in from a
+    /// neighbour and being checked. Such a piece is asked for of nobody
+    /// again, though a plain neighbour may still owe it (it cannot be told
+    /// to cancel).
+    fn in_hand(&self, index: u32) -> bool {
+        self.have.has(index)
+            || self.storing.contains_key(&index)
+            || self.neighbours.values().any(|n| n.arrived.contains(&index))
+    }
+
     /// A requested piece that will not come is free to be requested again.
     fn release(&mut self, index: u32) {
         // (In the endgame another neighbour may have been asked for it too.)
-        if !self.have.has(index) && !self.storing.contains_key(&index) && self.askers(index) == 0 {
+        if !self.in_hand(index) && self.askers(index) == 0 {
             self.wanted.set(index, true);
             if let Some(filling) = &mut self.filling {
                 filling.reopen(index);
@@ -1752,12 +1762,8 @@ impl Machine {
                     .filter_map(|&i| m.pacing.asked_at(i).map(|at| (at, i)))
             })
             .filter(|&(at, i)| {
-                // Still outstanding at one neighbour (a plain one cannot be
-                // told to cancel), it may have come from another already.
                 now.saturating_duration_since(at) >= ENDGAME_AFTER
-                    && !self.have.has(i)
-                    && !self.storing.contains_key(&i)
-                    && !self.neighbours.values().any(|m| m.arrived.contains(&i))
+                    && !self.in_hand(i)
                     && n.has.has(i)
                     && !n.sent_bad.contains(&i)
                     && self.askers(i) == 1

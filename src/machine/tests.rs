@@ -1514,3 +1514,23 @@ fn a_plain_neighbours_answered_request_leaves_no_time_behind() {
         "taken back and asked again"
     );
 }
+
+#[test]
+fn a_piece_being_checked_is_not_freed_by_a_choke_from_the_other_asked() {
+    // Asked of 3 and, in the endgame, of 4; 4's copy is in and being
+    // hashed when 3 chokes us. The piece must not become wanted again
+    // (only the endgame looked at pieces being checked; `release` did not).
+    let peers = [(1, true), (2, false), (3, false), (4, false)];
+    let swarm = Swarm::new(&peers, 4);
+    let mut s = swarm.start(2, &[0, 1, 2]);
+    assert_eq!(s.unchoked_by_plain(3), [3]);
+    s.advance(ENDGAME_AFTER.as_secs_f64());
+    assert_eq!(s.unchoked_by_plain(4), [3]);
+    let conn = s.conns[&4];
+    s.m.arrived(s.now, conn, 4, 3);
+    s.recv(3, Message::Choke);
+    assert!(requests(&s.sent(), 4).is_empty(), "asked for what is in");
+    s.m.piece(s.now, conn, 4, 3, PieceBuf::zeroed(16 * 1024), true);
+    s.store_all();
+    assert_eq!(s.m.have_count(), 4);
+}
