@@ -323,7 +323,8 @@ struct Neighbour {
     /// How many requests its link needs outstanding.
     pacing: Pacing,
     /// Pieces whose bytes are in ([`Machine::arrived`]) and whose
-    /// [`Machine::piece`] has not come yet: released with the neighbour if it
+    /// [`Machine::piece`] has not come yet, a copy an answer (a piece
+    /// asked for twice may be in twice): released with the neighbour if it
     /// is dropped in between, as that piece will then be ignored.
     arrived: Vec<u32>,
     /// Piece bytes received since the last preferred-neighbour selection.
@@ -361,6 +362,22 @@ impl Neighbour {
             self.asked.remove(&index);
         }
         true
+    }
+
+    /// After [`Neighbour::answered`]: a copy of piece `index` that is in
+    /// while no request for it is left stops counting as an answer (its
+    /// check will find it unrequested). True if one did.
+    fn drop_unanswering_copy(&mut self, index: u32) -> bool {
+        let asked = self.asked.get(&index).copied().unwrap_or(0) as usize;
+        let copies = self.arrived.iter().filter(|&&i| i == index).count();
+        let at = self.arrived.iter().position(|&i| i == index);
+        match at {
+            Some(at) if copies > asked => {
+                self.arrived.swap_remove(at);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -1121,10 +1138,15 @@ impl Machine {
                 // The request is answered, even one given up on at a choke:
                 // the piece is not taken if it comes after all.
                 n.answered(index);
-                let Some(at) = n.outstanding.iter().position(|&i| i == index) else {
-                    return; // not outstanding: nothing more to undo
-                };
-                n.outstanding.swap_remove(at);
+                // Bytes of it that came before the reject answer nothing now.
+                let was_in = n.drop_unanswering_copy(index);
+                match n.outstanding.iter().position(|&i| i == index) {
+                    Some(at) => {
+                        n.outstanding.swap_remove(at);
+                    }
+                    None if was_in => {}
+                    None => return, // not outstanding: nothing more to undo
+                }
                 n.pacing.cancel(index);
                 n.refused.push(index);
                 self.release(index);
@@ -1271,11 +1293,14 @@ impl Machine {
             return;
         }
         let n = self.neighbours.get_mut(&peer).expect("present");
+        let asked = n.asked.get(&index).copied().unwrap_or(0);
+        let copies = n.arrived.iter().filter(|&&i| i == index).count() as u32;
         if let Some(at) = n.outstanding.iter().position(|&i| i == index) {
             n.arrived.push(n.outstanding.swap_remove(at));
-        } else if n.asked.contains_key(&index) && !n.arrived.contains(&index) {
-            // The answer to a request a choke made us give up on: it is in
-            // all the same, and must not be asked for meanwhile.
+        } else if asked > copies {
+            // The answer to a request a choke made us give up on (asked
+            // again since, each request may be answered): it is in all the
+            // same, and must not be asked for meanwhile.
             n.arrived.push(index);
             if self.wanted.has(index) {
                 self.unwant(index);
@@ -1327,7 +1352,8 @@ impl Machine {
         }
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
         n.outstanding.retain(|&i| i != index);
-        n.arrived.retain(|&i| i != index);
+        // This copy is checked; another of the same piece may still be hashed.
+        n.drop_unanswering_copy(index);
         // Only pieces from p2pft neighbours are gathered: they come in
         // granule order (see `picker::Filling`), a plain neighbour's at random.
         let gather = n.pipelining;
@@ -1958,8 +1984,23 @@ impl Machine {
     /// swarm that never ends. Each becomes wanted again, with a warning, as
     /// it means a path of the protocol lost track of it.
     fn recover_lost_pieces(&mut self) {
+        let lost = self.unaccounted();
+        for &i in &lost {
+            self.wanted.set(i, true);
+        }
+        if !lost.is_empty() {
+            log::warn!(
+                "peer {}: pieces {lost:?} were neither wanted nor asked for; asking again",
+                self.me
+            );
+        }
+    }
+
+    /// Pieces we lack that are neither wanted, asked of a neighbour, in
+    /// nor being stored: none, unless a path of the protocol lost track.
+    fn unaccounted(&self) -> Vec<u32> {
         if self.have_complete() || self.wanted.count() + self.have_count == self.have.len() {
-            return;
+            return Vec::new();
         }
         let mut accounted = self.have.clone();
         accounted.union_with(&self.wanted);
@@ -1970,18 +2011,9 @@ impl Machine {
         for &i in in_flight.chain(self.storing.keys()) {
             accounted.set(i, true);
         }
-        let lost: Vec<u32> = (0..self.have.len())
+        (0..self.have.len())
             .filter(|&i| !accounted.has(i))
-            .collect();
-        for &i in &lost {
-            self.wanted.set(i, true);
-        }
-        if !lost.is_empty() {
-            log::warn!(
-                "peer {}: pieces {lost:?} were neither wanted nor asked for; asking again",
-                self.me
-            );
-        }
+            .collect()
     }
 
     /// Says once, when a leecher has gone [`STALL_NOTICE`] without a new

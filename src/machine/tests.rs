@@ -1534,3 +1534,51 @@ fn a_piece_being_checked_is_not_freed_by_a_choke_from_the_other_asked() {
     s.store_all();
     assert_eq!(s.m.have_count(), 4);
 }
+
+#[test]
+fn a_bad_copy_of_a_piece_asked_twice_does_not_free_the_other_copy_being_checked() {
+    // Found by `hostile_tests`: 3 chokes us with our request out, unchokes
+    // us, and is asked for the same piece again; it answers both. The copy
+    // checked first fails: the other is still being hashed, so the piece
+    // is not wanted again (nor asked of 3 a third time) until it fails too.
+    let mut s = choked_with_the_last_piece_asked(false);
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3], "asked again");
+    let conn = s.conns[&3];
+    let copy = || PieceBuf::zeroed(16 * 1024);
+    s.m.arrived(s.now, conn, 3, 3);
+    s.m.arrived(s.now, conn, 3, 3);
+    s.m.piece(s.now, conn, 3, 3, copy(), false);
+    assert!(requests(&s.sent(), 3).is_empty(), "asked for what is in");
+    s.m.piece(s.now, conn, 3, 3, copy(), true);
+    s.store_all();
+    assert_eq!(s.m.have_count(), 4);
+}
+
+#[test]
+fn a_piece_rejected_after_its_bytes_came_is_asked_for_again() {
+    // Found by `hostile_tests`: a copy in, then a reject of its request.
+    // The copy is no answer now (its check will find it unrequested), so
+    // the piece is wanted again, and asked for at the next round: before,
+    // it counted as in hand for as long as 3 stayed connected.
+    let peers = [(1, true), (2, false), (3, false)];
+    let swarm = Swarm::new(&peers, 4);
+    let mut s = swarm.start(2, &[0, 1, 2]);
+    let conn = s.connect_remote(3);
+    s.recv(3, full(4));
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3]);
+    s.m.arrived(s.now, conn, 3, 3);
+    s.recv(
+        3,
+        Message::Reject {
+            index: 3,
+            instead: 0,
+        },
+    );
+    s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), true);
+    s.store_all();
+    assert_eq!(s.m.have_count(), 3, "a rejected piece was taken");
+    s.round_after(1.0);
+    assert_eq!(requests(&s.sent(), 3), [3], "piece 3 never asked for again");
+}
