@@ -1,16 +1,19 @@
 //! The protocol core against neighbours that send anything the wire layer
 //! lets through, in any order, with a runtime that answers its commands
-//! late, out of order or with errors: generated runs (proptest) on a
-//! virtual clock, for files of 1, 2, 5 and 12 pieces. Owns no fixed script
-//! (those are in `tests.rs`) and checks only what must hold whatever the
-//! neighbours do. The core never panics. It asks a neighbour only for
-//! pieces the neighbour announced and we neither have nor have the bytes
-//! of, and a plain neighbour for one piece at a time (SPEC.md; a stalled
-//! leecher's retry aside). It serves only pieces we have, to a neighbour we
-//! last told `unchoke`. It sends only on a neighbour's current, open
+//! late, out of order or with errors, and checks a piece's bytes while
+//! other events come: generated runs (proptest) on a virtual clock, for
+//! files of 1, 2, 5 and 12 pieces. Owns no fixed script (those are in
+//! `tests.rs`) and checks only what must hold whatever the neighbours do.
+//! The core never panics. It asks a neighbour only for pieces the
+//! neighbour announced and we neither have nor have the bytes of, and a
+//! plain neighbour for one piece at a time (SPEC.md; a stalled leecher's
+//! retry aside). It serves only pieces we have, to a neighbour we last
+//! told `unchoke`. It sends only on a neighbour's current, open
 //! connection, and `reject` or `goodbye` only to p2pft neighbours. It
 //! stores only pieces it asked for on that connection that passed their
-//! check, and counts each piece and its completion once.
+//! check, and counts each piece and its completion once. Between events it
+//! loses track of no piece it lacks, and what it keeps for a neighbour
+//! stays within the file's pieces however long the neighbour goes on.
 //! `PROPTEST_CASES=200000` runs a longer search.
 
 use super::tests::PIECE;
@@ -49,6 +52,18 @@ enum Op {
         announce: bool,
         asked: bool,
     },
+    /// A piece's bytes in (chosen as `Piece` chooses), its check still to
+    /// come: the runtime hashes it while other events are handled.
+    Arrive {
+        peer: u32,
+        index: u32,
+        asked: bool,
+    },
+    /// The check of the `n`th piece still being hashed comes (`good`).
+    Check {
+        n: usize,
+        good: bool,
+    },
     Close {
         peer: u32,
         reason: u8,
@@ -66,8 +81,8 @@ enum Op {
     Rechoke,
     Reoptimise,
     /// The runtime answers `n` of the commands it holds, the oldest first;
-    /// `fail`: a store reports an error; `hold`: the store holds the piece
-    /// in memory, to write it later.
+    /// `fail`: a store, checkpoint or finish reports an error; `hold`: the
+    /// store holds the piece in memory, to write it later.
     Answer {
         n: usize,
         fail: bool,
@@ -133,6 +148,9 @@ fn op() -> impl Strategy<Value = Op> {
                 announce,
                 asked,
             }),
+        4 => (peer(), index(), proptest::bool::weighted(0.8))
+            .prop_map(|(peer, index, asked)| Op::Arrive { peer, index, asked }),
+        4 => (0usize..8, proptest::bool::weighted(0.9)).prop_map(|(n, good)| Op::Check { n, good }),
         1 => (peer(), 0u8..3).prop_map(|(peer, reason)| Op::Close { peer, reason }),
         1 => (peer(), any::<bool>()).prop_map(|(peer, full)| Op::Unwritable { peer, full }),
         2 => peer().prop_map(|peer| Op::Served { peer }),
@@ -165,11 +183,24 @@ struct Run {
     progress_at: Instant,
     /// The peer is spec-strict.
     strict: bool,
-    /// A piece reported arrived and not yet checked.
-    arriving: Option<u32>,
+    /// Pieces reported arrived and not yet checked, oldest first: their
+    /// connection, sender, index, and whether the arrival answered a
+    /// request.
+    checking: Vec<Hashing>,
+    /// `Machine::end` was called: the core forgot its neighbours.
+    ended: bool,
     have_count: u32,
     downloaded: BTreeSet<u32>,
     complete_logged: bool,
+}
+
+/// A piece whose bytes are in and whose check has not come.
+#[derive(Clone, Copy)]
+struct Hashing {
+    conn: ConnId,
+    peer: u32,
+    index: u32,
+    answered: bool,
 }
 
 /// What the harness knows of one connection.
@@ -281,7 +312,8 @@ impl Run {
             links: BTreeMap::new(),
             asked: BTreeMap::new(),
             pending: Vec::new(),
-            arriving: None,
+            checking: Vec::new(),
+            ended: false,
             strict: start.strict,
             progress_at: now,
             have_count,
@@ -319,6 +351,107 @@ impl Run {
         if let Some(out) = self.links.get_mut(&conn).and_then(|l| l.plain_out.as_mut()) {
             *out = out.saturating_sub(1);
         }
+    }
+
+    /// The piece a `Piece` or `Arrive` op brings: with `asked`, the request
+    /// outstanding that `index` selects, if any (so that most runs get
+    /// pieces in); else `index` from `peer`, on its current connection.
+    fn choose_piece(&self, mut peer: u32, mut index: u32, asked: bool) -> Option<Hashing> {
+        index %= self.pieces;
+        if asked && !self.asked.is_empty() {
+            let nth = index as usize % self.asked.len();
+            let (&(conn, i), _) = self.asked.iter().nth(nth).expect("in range");
+            peer = self.links[&conn].peer;
+            index = i;
+        }
+        let conn = self.current(peer)?;
+        Some(Hashing {
+            conn,
+            peer,
+            index,
+            answered: false,
+        })
+    }
+
+    /// The runtime reports a piece's bytes in (it does for a plain
+    /// neighbour). If they answer a request, the next may go out, and the
+    /// piece must not be asked for again while it is hashed or stored.
+    fn arrive(&mut self, mut piece: Hashing) -> Result<Hashing, TestCaseError> {
+        let Hashing {
+            conn, peer, index, ..
+        } = piece;
+        // An answer only while requests for it outnumber the copies in
+        // already: a second copy of one request is a duplicate.
+        let asked = self.asked.get(&(conn, index)).copied().unwrap_or(0);
+        let copies = self
+            .checking
+            .iter()
+            .filter(|h| h.answered && h.conn == conn && h.index == index)
+            .count();
+        piece.answered = asked as usize > copies;
+        if piece.answered {
+            self.plain_answered(conn);
+        }
+        // Checked against requests while its arrival is handled.
+        self.checking.push(piece);
+        self.m.arrived(self.now, conn, peer, index);
+        let drained = self.drain();
+        self.checking.pop();
+        drained.map(|()| piece)
+    }
+
+    /// The piece's check comes: it is taken only as an answer, and stored
+    /// only if it passed.
+    fn check(&mut self, piece: Hashing, good: bool) -> Result<(), TestCaseError> {
+        let Hashing {
+            conn,
+            peer,
+            index,
+            mut answered,
+        } = piece;
+        // Copies of one piece on one connection are alike: the first one
+        // checked is the answer, whichever arrived first.
+        if !answered {
+            let answering = self
+                .checking
+                .iter_mut()
+                .find(|h| h.answered && h.conn == conn && h.index == index);
+            if let Some(other) = answering {
+                other.answered = false;
+                answered = true;
+            }
+        }
+        // (An unasked piece may be asked for just as it arrives; it then
+        // answers that request.)
+        let asked = self.answer(conn, index);
+        if asked && !answered {
+            self.plain_answered(conn);
+        }
+        let before = self.pending.len();
+        let data = PieceBuf::zeroed(self.m.config().common.layout.piece_len(index) as usize);
+        let good = good || !self.meta;
+        self.m.piece(self.now, conn, peer, index, data, good);
+        self.drain()?;
+        let stored = self.pending[before..]
+            .iter()
+            .any(|c| matches!(c, Command::Store { index: i, .. } if *i == index));
+        prop_assert!(
+            !stored || (asked && good),
+            "piece {index} from {peer} stored: asked {asked}, good {good}"
+        );
+        Ok(())
+    }
+
+    /// Whether piece `index`'s bytes are in, answering a request on a
+    /// connection still current: then it is not to be asked for. (Once
+    /// its connection is gone, the core drops the bytes and may ask again.)
+    fn in_checking(&self, index: u32) -> bool {
+        self.checking.iter().any(|h| {
+            h.index == index
+                && h.answered
+                && self.current(h.peer) == Some(h.conn)
+                && !self.links[&h.conn].closed
+        })
     }
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
@@ -373,6 +506,16 @@ impl Run {
                 // already on its way may still come, and is kept).
                 if let Message::Reject { index, .. } = message {
                     self.answer(conn, index);
+                    // A copy in already answers nothing now.
+                    let left = self.asked.get(&(conn, index)).copied().unwrap_or(0) as usize;
+                    let mut copies = self
+                        .checking
+                        .iter_mut()
+                        .filter(|h| h.answered && h.conn == conn && h.index == index)
+                        .collect::<Vec<_>>();
+                    if copies.len() > left {
+                        copies[0].answered = false;
+                    }
                 }
                 let link = self.links.get_mut(&conn).expect("made");
                 match &message {
@@ -385,55 +528,34 @@ impl Run {
                 self.m.frame(self.now, conn, peer, message);
             }
             Op::Piece {
-                mut peer,
-                mut index,
+                peer,
+                index,
                 good,
                 announce,
                 asked,
             } => {
-                index %= self.pieces;
-                if asked && !self.asked.is_empty() {
-                    let nth = index as usize % self.asked.len();
-                    let (&(conn, i), _) = self.asked.iter().nth(nth).expect("in range");
-                    peer = self.links[&conn].peer;
-                    index = i;
-                }
-                let Some(conn) = self.current(peer) else {
+                let Some(piece) = self.choose_piece(peer, index, asked) else {
                     return Ok(());
                 };
-                // From its arrival its bytes are in: if they answer a
-                // request, the next may go out, and the piece must not be
-                // asked for again while it is hashed or stored.
-                let answered_on_arrival = announce && self.asked.contains_key(&(conn, index));
-                if announce {
-                    self.arriving = answered_on_arrival.then_some(index);
-                    if answered_on_arrival {
-                        self.plain_answered(conn);
-                    }
-                    self.m.arrived(self.now, conn, peer, index);
-                    self.drain()?;
-                    self.arriving = None;
+                let piece = match announce {
+                    true => self.arrive(piece)?,
+                    false => piece,
+                };
+                return self.check(piece, good);
+            }
+            Op::Arrive { peer, index, asked } => {
+                if let Some(piece) = self.choose_piece(peer, index, asked) {
+                    let piece = self.arrive(piece)?;
+                    self.checking.push(piece);
                 }
-                // (An unasked piece may be asked for just as it arrives; it
-                // then answers that request.)
-                let asked = self.answer(conn, index);
-                if asked && !answered_on_arrival {
-                    self.plain_answered(conn);
-                }
-                let before = self.pending.len();
-                let data =
-                    PieceBuf::zeroed(self.m.config().common.layout.piece_len(index) as usize);
-                let good = good || !self.meta;
-                self.m.piece(self.now, conn, peer, index, data, good);
-                self.drain()?;
-                let stored = self.pending[before..]
-                    .iter()
-                    .any(|c| matches!(c, Command::Store { index: i, .. } if *i == index));
-                prop_assert!(
-                    !stored || (asked && good),
-                    "piece {index} from {peer} stored: asked {asked}, good {good}"
-                );
                 return Ok(());
+            }
+            Op::Check { n, good } => {
+                if self.checking.is_empty() {
+                    return Ok(());
+                }
+                let piece = self.checking.remove(n % self.checking.len());
+                return self.check(piece, good);
             }
             Op::Close { peer, reason } => {
                 let Some(conn) = self.current(peer) else {
@@ -481,8 +603,14 @@ impl Run {
                             };
                             self.m.stored(self.now, index, result);
                         }
-                        Command::Checkpoint { .. } => self.m.checkpointed(Ok(())),
-                        Command::Finish => self.m.finished(Ok(())),
+                        Command::Checkpoint { .. } => self.m.checkpointed(match fail {
+                            true => Err(io::Error::other("disk full")),
+                            false => Ok(()),
+                        }),
+                        Command::Finish => self.m.finished(match fail {
+                            true => Err(FinishError::Length { len: 0, want: 1 }),
+                            false => Ok(()),
+                        }),
                         _ => {}
                     }
                 }
@@ -496,6 +624,9 @@ impl Run {
 
     /// The runtime catches up: every store, checkpoint and finish answered.
     fn settle(&mut self) -> Result<(), TestCaseError> {
+        while !self.checking.is_empty() {
+            self.step(Op::Check { n: 0, good: true })?;
+        }
         for _ in 0..(4 * self.pieces) {
             if self.pending.is_empty() {
                 break;
@@ -508,6 +639,7 @@ impl Run {
         }
         prop_assert!(self.pending.is_empty(), "commands left: {:?}", self.pending);
         // The run ends: goodbyes, to p2pft neighbours only.
+        self.ended = true;
         self.m.end();
         self.drain()
     }
@@ -546,7 +678,7 @@ impl Run {
                         .iter()
                         .any(|c| matches!(c, Command::Store { index: i, .. } if i == index));
                     prop_assert!(
-                        !storing && self.arriving != Some(*index),
+                        !storing && !self.in_checking(*index),
                         "asked for {index}, which is in (storing {storing})"
                     );
                     let link = self.links.get_mut(conn).expect("made");
@@ -621,6 +753,54 @@ impl Run {
         );
         prop_assert!(count <= self.pieces);
         self.have_count = count;
+        self.check_state()
+    }
+
+    /// What must hold of the core's own state between events. Every piece
+    /// we lack is wanted, asked of a neighbour, in, or being stored (unless
+    /// the run failed, as a failed store loses its piece for good, or
+    /// ended). A wanted
+    /// piece is neither in hand nor asked of anyone. What the core keeps
+    /// for each neighbour stays within the file's pieces, without repeats,
+    /// however long the neighbour goes on.
+    fn check_state(&self) -> Result<(), TestCaseError> {
+        let m = &self.m;
+        if m.fatal.is_none() && !self.ended {
+            let lost = m.unaccounted();
+            prop_assert!(lost.is_empty(), "pieces {lost:?} lost track of");
+        }
+        let pieces = self.pieces as usize;
+        for (peer, n) in &m.neighbours {
+            let distinct: BTreeSet<u32> = n.outstanding.iter().copied().collect();
+            prop_assert_eq!(
+                distinct.len(),
+                n.outstanding.len(),
+                "{} outstanding {:?}",
+                peer,
+                n.outstanding
+            );
+            for &i in n.outstanding.iter().chain(&n.arrived) {
+                prop_assert!(
+                    !m.wanted.has(i),
+                    "{i} wanted and asked of or in from {peer}"
+                );
+                let copies = n.arrived.iter().filter(|&&a| a == i).count() as u32;
+                let asked = n.asked.get(&i).copied().unwrap_or(0);
+                prop_assert!(
+                    copies <= asked,
+                    "{peer}: {i} in {copies} times, asked {asked}"
+                );
+            }
+            prop_assert!(n.asked.len() <= pieces, "{peer}: {} asked", n.asked.len());
+            prop_assert!(n.refused.len() <= pieces, "{peer}: {:?} refused", n.refused);
+            prop_assert!(n.sent_bad.len() <= MAX_BAD_PIECES as usize);
+            prop_assert!(n.recent.len() <= RECENT_HAVES);
+            let awaited = n.pacing.awaited();
+            prop_assert!(awaited <= pieces, "{peer}: {awaited} request times kept");
+        }
+        for i in m.wanted.iter_ones() {
+            prop_assert!(!m.in_hand(i), "{i} wanted and in hand");
+        }
         Ok(())
     }
 }

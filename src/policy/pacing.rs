@@ -94,6 +94,12 @@ impl Pacing {
         }
     }
 
+    /// Requests whose times are kept.
+    #[cfg(test)]
+    pub(crate) fn awaited(&self) -> usize {
+        self.sent.len()
+    }
+
     /// Requests that will not be answered (we were choked): no samples.
     pub(crate) fn forget(&mut self) {
         self.sent.clear();
