@@ -1148,14 +1148,18 @@ impl Machine {
                     None => return, // not outstanding: nothing more to undo
                 }
                 n.pacing.cancel(index);
-                n.refused.push(index);
+                if !n.refused.contains(&index) {
+                    n.refused.push(index);
+                }
                 self.release(index);
                 log::debug!(
                     "peer {}: {peer} rejected piece {index} for {instead}",
                     self.me
                 );
                 let n = &self.neighbours[&peer];
-                if self.wanted.has(instead) && n.has.has(instead) && !n.they_choke_us {
+                // Not a piece it refused this round (that very one included).
+                let take = self.wanted.has(instead) && n.has.has(instead);
+                if take && !n.they_choke_us && !n.refused.contains(&instead) {
                     self.request_piece(now, peer, instead);
                 }
                 self.request_from(now, peer);

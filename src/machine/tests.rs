@@ -1582,3 +1582,28 @@ fn a_piece_rejected_after_its_bytes_came_is_asked_for_again() {
     s.round_after(1.0);
     assert_eq!(requests(&s.sent(), 3), [3], "piece 3 never asked for again");
 }
+
+#[test]
+fn a_reject_that_suggests_the_piece_it_rejects_is_not_asked_again_this_round() {
+    // Found by `hostile_tests`: 3 rejects piece 3 and suggests piece 3.
+    // Taking the suggestion asked for it again at once, and each further
+    // such reject did the same: a request for every reject, and the list
+    // of refused pieces grew by one each time, until the round.
+    let peers = [(1, true), (2, false), (3, false)];
+    let swarm = Swarm::new(&peers, 4);
+    let mut s = swarm.start(2, &[0, 1, 2]);
+    s.connect_remote(3);
+    s.recv(3, full(4));
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3]);
+    let reject = Message::Reject {
+        index: 3,
+        instead: 3,
+    };
+    s.recv(3, reject.clone());
+    assert!(requests(&s.sent(), 3).is_empty(), "asked again at once");
+    s.recv(3, reject);
+    assert_eq!(s.m.neighbours[&3].refused, [3]);
+    s.round_after(1.0);
+    assert_eq!(requests(&s.sent(), 3), [3], "asked again at the round");
+}
