@@ -1449,15 +1449,23 @@ fn a_late_answer_after_a_choke_is_not_asked_for_again_while_it_is_checked() {
     assert_eq!(s.m.have_count(), 4);
 }
 
-#[test]
-fn a_piece_rejected_after_a_choke_is_not_taken_if_it_comes() {
+/// We (2) lack only piece 3 and ask 3, a p2pft neighbour on another host
+/// with every piece that unchokes us, for it: the script, and 3's
+/// connection.
+fn asked_of_remote_for_the_last_piece() -> (Script, ConnId) {
     let peers = [(1, true), (2, false), (3, false)];
     let swarm = Swarm::new(&peers, 4);
     let mut s = swarm.start(2, &[0, 1, 2]);
-    s.connect_remote(3);
+    let conn = s.connect_remote(3);
     s.recv(3, full(4));
     s.recv(3, Message::Unchoke);
     assert_eq!(requests(&s.sent(), 3), [3]);
+    (s, conn)
+}
+
+#[test]
+fn a_piece_rejected_after_a_choke_is_not_taken_if_it_comes() {
+    let (mut s, _) = asked_of_remote_for_the_last_piece();
     // A choke gives the request up; a piece already on its way would still
     // be taken. The reject says none is.
     s.recv(3, Message::Choke);
@@ -1561,13 +1569,7 @@ fn a_piece_rejected_after_its_bytes_came_is_asked_for_again() {
     // The copy is no answer now (its check will find it unrequested), so
     // the piece is wanted again, and asked for at the next round: before,
     // it counted as in hand for as long as 3 stayed connected.
-    let peers = [(1, true), (2, false), (3, false)];
-    let swarm = Swarm::new(&peers, 4);
-    let mut s = swarm.start(2, &[0, 1, 2]);
-    let conn = s.connect_remote(3);
-    s.recv(3, full(4));
-    s.recv(3, Message::Unchoke);
-    assert_eq!(requests(&s.sent(), 3), [3]);
+    let (mut s, conn) = asked_of_remote_for_the_last_piece();
     s.m.arrived(s.now, conn, 3, 3);
     s.recv(
         3,
@@ -1589,13 +1591,7 @@ fn a_reject_that_suggests_the_piece_it_rejects_is_not_asked_again_this_round() {
     // Taking the suggestion asked for it again at once, and each further
     // such reject did the same: a request for every reject, and the list
     // of refused pieces grew by one each time, until the round.
-    let peers = [(1, true), (2, false), (3, false)];
-    let swarm = Swarm::new(&peers, 4);
-    let mut s = swarm.start(2, &[0, 1, 2]);
-    s.connect_remote(3);
-    s.recv(3, full(4));
-    s.recv(3, Message::Unchoke);
-    assert_eq!(requests(&s.sent(), 3), [3]);
+    let (mut s, _) = asked_of_remote_for_the_last_piece();
     let reject = Message::Reject {
         index: 3,
         instead: 3,
