@@ -887,6 +887,7 @@ pub(super) fn swarm_args(
         report: None,
         ssh: Default::default(),
         placed,
+        quiet_peers: false,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::app::bench::{
     write_spread, write_summary_head, BenchArgs, BenchError, CapBy, ShapeRecord,
 };
 use crate::app::netns::{host_addr, Lan};
-use crate::app::swarm::{self, Placement, SwarmReport};
+use crate::app::swarm::{self, Placement, SwarmArgs, SwarmReport};
 use crate::support::status::{mib, MIB};
 use serde::Serialize;
 use std::path::Path;
@@ -317,7 +317,10 @@ fn run_swarm(
         .collect();
     let before = lan.sent_bytes();
     let cpu_before = cpu_times();
-    let report = swarm::run(&swarm_args(args, dir, placed))?;
+    let report = swarm::run(&SwarmArgs {
+        quiet_peers: baseline,
+        ..swarm_args(args, dir, placed)
+    })?;
     let cpu_after = cpu_times();
     let after = lan.sent_bytes();
     go_on()?;

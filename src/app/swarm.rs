@@ -82,6 +82,11 @@ pub struct SwarmArgs {
     /// `bench --hosts`), by ID: local, whatever their address.
     #[arg(skip)]
     pub(crate) placed: std::collections::BTreeMap<u32, Placement>,
+    /// Peers' stderr lines are kept for the summary of one that fails but
+    /// not shown as they come: the baseline of `bench --hosts`, where every
+    /// leecher waits on the seed alone and says so each time it stalls.
+    #[arg(skip)]
+    pub(crate) quiet_peers: bool,
 }
 
 /// Where and how `bench --hosts` has a peer started.
@@ -700,18 +705,19 @@ fn spawn_peer(
 /// each on the launcher's stderr as it comes (above the progress bars when
 /// they are drawn), so that a warning such as a stalled leecher's is seen
 /// when it happens, and a script that keeps stderr gets every one, from
-/// peers that end well too.
+/// peers that end well too (unless `show` is false: kept only).
 fn keep_tail(
     stream: impl Read + Send + 'static,
     tail: Arc<parking_lot::Mutex<VecDeque<String>>>,
     bars: MultiProgress,
+    show: bool,
 ) {
     thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if bars.is_hidden() {
+            if show && bars.is_hidden() {
                 // Nobody reading stderr any more must not stop the launcher.
                 let _ = writeln!(io::stderr().lock(), "{line}");
-            } else {
+            } else if show {
                 let _ = bars.println(&line);
             }
             let mut t = tail.lock();
@@ -910,6 +916,7 @@ pub(crate) fn run(args: &SwarmArgs) -> Result<SwarmReport, SwarmError> {
             child.stderr.take().expect("piped"),
             Arc::clone(&stderr),
             bars.clone(),
+            !args.quiet_peers,
         );
         peers.push(Running {
             entry: entry.clone(),
