@@ -348,6 +348,10 @@ struct Neighbour {
     refused: Vec<u32>,
     /// Pieces handed to its writer and not yet reported written.
     serving: u32,
+    /// It left a request unanswered until the stall retry took it back:
+    /// asked only for pieces no other neighbour that unchokes us has, until
+    /// it answers (a piece or a reject) or unchokes us anew.
+    silent: bool,
 }
 
 impl Neighbour {
@@ -357,6 +361,7 @@ impl Neighbour {
         let Some(count) = self.asked.get_mut(&index) else {
             return false;
         };
+        self.silent = false;
         *count -= 1;
         if *count == 0 {
             self.asked.remove(&index);
@@ -886,6 +891,7 @@ impl Machine {
                 same_host,
                 refused: Vec::new(),
                 serving: 0,
+                silent: false,
             },
         );
         if self.have_count > 0 {
@@ -1069,10 +1075,9 @@ impl Machine {
             }
             Message::Unchoke => {
                 self.say(SpecLine::UnchokedBy(peer));
-                self.neighbours
-                    .get_mut(&peer)
-                    .expect("present")
-                    .they_choke_us = false;
+                let n = self.neighbours.get_mut(&peer).expect("present");
+                n.they_choke_us = false;
+                n.silent = false;
                 self.request_from(now, peer);
             }
             Message::Interested => {
@@ -1356,7 +1361,12 @@ impl Machine {
         }
         self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
         n.outstanding.retain(|&i| i != index);
-        // This copy is checked; another of the same piece may still be hashed.
+        // This copy is checked (its arrival was reported, if it was: the
+        // runtime reports every piece of a neighbour or none); another copy
+        // of the piece may still be hashed, if it still answers a request.
+        if let Some(at) = n.arrived.iter().position(|&i| i == index) {
+            n.arrived.swap_remove(at);
+        }
         n.drop_unanswering_copy(index);
         // Only pieces from p2pft neighbours are gathered: they come in
         // granule order (see `picker::Filling`), a plain neighbour's at random.
@@ -1714,7 +1724,19 @@ impl Machine {
     fn request_one(&mut self, now: Instant, peer: u32) -> bool {
         let neighbours = &self.neighbours;
         let n = &neighbours[&peer];
-        let pick = if n.sent_bad.is_empty() && n.pipelining && !n.same_host {
+        let pick = if n.silent {
+            // Only what no neighbour that answers can send us.
+            let mut only_here = self.wanted.clone();
+            let answering = neighbours
+                .iter()
+                .filter(|&(&id, m)| id != peer && !m.silent && !m.they_choke_us);
+            for (_, m) in answering {
+                for i in m.has.iter_ones() {
+                    only_here.set(i, false);
+                }
+            }
+            picker::pick_random(&n.has, &only_here, &mut self.rng)
+        } else if n.sent_bad.is_empty() && n.pipelining && !n.same_host {
             // Across a network link, what limits the swarm is the links:
             // each piece should reach the swarm once from the seed and
             // then spread, so a piece few neighbours have comes first.
@@ -1968,6 +1990,7 @@ impl Machine {
                     n.pacing.cancel(i);
                 }
                 n.outstanding = young;
+                n.silent = true;
                 taken.push((peer, old));
             }
         }

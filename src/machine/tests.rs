@@ -804,12 +804,63 @@ fn a_request_just_sent_is_not_taken_back_as_stalled() {
     s.recv(3, Message::Unchoke);
     let to_3 = requests(&s.sent(), 3);
     assert_eq!(to_3.len(), 1);
-    // The stalled round takes back 1's request, 11 s old, not 3's.
+    // The stalled round takes back 1's request, 11 s old, not 3's. (1 is
+    // not asked again while 3, which answers, has every piece.)
     s.m.rechoke(s.now);
     let sent = s.sent();
-    assert_eq!(requests(&sent, 1).len(), 1, "1 asked again");
+    assert!(requests(&sent, 1).is_empty(), "1 asked again");
     assert!(requests(&sent, 3).is_empty(), "3 owes its request still");
     assert_eq!(s.m.asking(3), Asking::Asked);
+}
+
+#[test]
+fn a_neighbour_that_left_a_request_unanswered_is_asked_only_for_what_no_other_has() {
+    // Found by `hostile_tests` (an honest seed after any neighbours): 3
+    // unchokes us and never answers. The stall retry took its request
+    // back and asked it again at once, before 1, a seed that answers,
+    // could take the piece: a piece every 10 s.
+    let peers = [(1, true), (2, false), (3, false)];
+    let mut s = Swarm::new(&peers, 8).start(2, &[]);
+    s.connect(3, false);
+    s.recv(3, only(8, &[0, 1, 2, 3, 4, 5, 6]));
+    s.recv(3, Message::Unchoke);
+    let [kept] = requests(&s.sent(), 3)[..] else {
+        panic!("one request to 3")
+    };
+    s.advance(11.0);
+    let mut to_1 = s.unchoked_by_plain(1);
+    s.m.rechoke(s.now);
+    let sent = s.sent();
+    assert!(requests(&sent, 3).is_empty(), "3 asked again");
+    to_1.extend(requests(&sent, 1));
+    // 1 sends what it is asked for; 3 is asked for nothing 1 has.
+    let mut got = Vec::new();
+    while let Some(index) = to_1.pop() {
+        s.deliver(1, index);
+        got.push(index);
+        let sent = s.store_all();
+        assert!(requests(&sent, 3).is_empty(), "3 asked while 1 can send");
+        to_1.extend(requests(&sent, 1));
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..8).collect::<Vec<u32>>(), "{kept} among them");
+    // A neighbour that unchokes us anew is asked again, and one that only
+    // it has is asked of it.
+    let mut s = Swarm::new(&peers, 8).start(2, &[0, 1, 2, 3, 4, 5]);
+    s.connect(3, false);
+    s.recv(3, full(8));
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3).len(), 1);
+    s.connect(1, false);
+    s.recv(1, only(8, &[6]));
+    s.recv(1, Message::Unchoke);
+    s.sent();
+    s.advance(11.0);
+    s.m.rechoke(s.now);
+    assert_eq!(requests(&s.sent(), 3), [7], "only 3 has piece 7");
+    s.recv(3, Message::Choke);
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3).len(), 1, "unchoked anew");
 }
 
 #[test]
@@ -1602,4 +1653,18 @@ fn a_reject_that_suggests_the_piece_it_rejects_is_not_asked_again_this_round() {
     assert_eq!(s.m.neighbours[&3].refused, [3]);
     s.round_after(1.0);
     assert_eq!(requests(&s.sent(), 3), [3], "asked again at the round");
+}
+
+#[test]
+fn a_bad_copy_of_a_piece_asked_twice_and_sent_once_is_asked_for_again() {
+    // Asked twice of 3 (before a choke and after), sent once, and that
+    // copy fails its check: the piece is asked for again, though one
+    // request is still open (the one the choke gave up).
+    let mut s = choked_with_the_last_piece_asked(false);
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3], "asked again");
+    let conn = s.conns[&3];
+    s.m.arrived(s.now, conn, 3, 3);
+    s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), false);
+    assert_eq!(requests(&s.sent(), 3), [3], "not asked after a bad copy");
 }
