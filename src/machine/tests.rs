@@ -1594,16 +1594,24 @@ fn a_piece_being_checked_is_not_freed_by_a_choke_from_the_other_asked() {
     assert_eq!(s.m.have_count(), 4);
 }
 
+/// 3 chokes us with our request for piece 3 out, unchokes us, and is
+/// asked for it again: two requests on one connection, either may be
+/// answered. The script, and 3's connection.
+fn asked_twice_of_3() -> (Script, ConnId) {
+    let mut s = choked_with_the_last_piece_asked(false);
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3], "asked again");
+    let conn = s.conns[&3];
+    (s, conn)
+}
+
 #[test]
 fn a_bad_copy_of_a_piece_asked_twice_does_not_free_the_other_copy_being_checked() {
     // Found by `hostile_tests`: 3 chokes us with our request out, unchokes
     // us, and is asked for the same piece again; it answers both. The copy
     // checked first fails: the other is still being hashed, so the piece
     // is not wanted again (nor asked of 3 a third time) until it fails too.
-    let mut s = choked_with_the_last_piece_asked(false);
-    s.recv(3, Message::Unchoke);
-    assert_eq!(requests(&s.sent(), 3), [3], "asked again");
-    let conn = s.conns[&3];
+    let (mut s, conn) = asked_twice_of_3();
     let copy = || PieceBuf::zeroed(16 * 1024);
     s.m.arrived(s.now, conn, 3, 3);
     s.m.arrived(s.now, conn, 3, 3);
@@ -1660,10 +1668,7 @@ fn a_bad_copy_of_a_piece_asked_twice_and_sent_once_is_asked_for_again() {
     // Asked twice of 3 (before a choke and after), sent once, and that
     // copy fails its check: the piece is asked for again, though one
     // request is still open (the one the choke gave up).
-    let mut s = choked_with_the_last_piece_asked(false);
-    s.recv(3, Message::Unchoke);
-    assert_eq!(requests(&s.sent(), 3), [3], "asked again");
-    let conn = s.conns[&3];
+    let (mut s, conn) = asked_twice_of_3();
     s.m.arrived(s.now, conn, 3, 3);
     s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), false);
     assert_eq!(requests(&s.sent(), 3), [3], "not asked after a bad copy");
