@@ -1794,10 +1794,11 @@ impl Machine {
     /// is asked of `peer` too, if it has it. One connection whose packets
     /// were lost waits out TCP's doubling timeouts, a second to several,
     /// while every other neighbour could send the piece at once; the copy
-    /// that comes second is dropped. False when there is no such piece.
+    /// that comes second is dropped. False when there is no such piece, and
+    /// for a silent `peer` (it would take the place of one that answers).
     fn endgame_one(&mut self, now: Instant, peer: u32) -> bool {
         let n = &self.neighbours[&peer];
-        if !self.extensions || n.they_choke_us {
+        if !self.extensions || n.they_choke_us || n.silent {
             return false;
         }
         let missing = self.have.len() - self.have_count - self.storing.len() as u32;

@@ -1673,3 +1673,26 @@ fn a_bad_copy_of_a_piece_asked_twice_and_sent_once_is_asked_for_again() {
     s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), false);
     assert_eq!(requests(&s.sent(), 3), [3], "not asked after a bad copy");
 }
+
+#[test]
+fn a_silent_neighbour_is_not_the_endgames_second_asker() {
+    // 3 left our request unanswered through a stall retry; 4, which
+    // answers, was then asked for the piece. A second of waiting later the
+    // endgame would ask 3 too, taking the place of a neighbour that answers.
+    let peers = [(1, true), (2, false), (3, false), (4, false)];
+    let mut s = Swarm::new(&peers, 4).start(2, &[0, 1, 2]);
+    s.connect_remote(3);
+    s.recv(3, full(4));
+    s.recv(3, Message::Unchoke);
+    assert_eq!(requests(&s.sent(), 3), [3]);
+    s.advance(11.0);
+    s.connect_remote(4);
+    s.recv(4, full(4));
+    s.recv(4, Message::Unchoke);
+    s.m.rechoke(s.now);
+    let sent = s.sent();
+    assert_eq!(requests(&sent, 4), [3], "asked of 4 once 3 was silent");
+    assert!(requests(&sent, 3).is_empty());
+    s.round_after(ENDGAME_AFTER.as_secs_f64() + 0.1);
+    assert!(requests(&s.sent(), 3).is_empty(), "3 asked in the endgame");
+}
