@@ -369,20 +369,27 @@ impl Neighbour {
         true
     }
 
+    /// Requests for piece `index` on this connection not answered yet.
+    fn times_asked(&self, index: u32) -> u32 {
+        self.asked.get(&index).copied().unwrap_or(0)
+    }
+
+    /// Copies of piece `index` whose bytes are in, each an answer.
+    fn copies_in(&self, index: u32) -> u32 {
+        self.arrived.iter().filter(|&&i| i == index).count() as u32
+    }
+
+    /// One copy of piece `index` is in no more; true if one was.
+    fn forget_copy(&mut self, index: u32) -> bool {
+        let at = self.arrived.iter().position(|&i| i == index);
+        at.map(|at| self.arrived.swap_remove(at)).is_some()
+    }
+
     /// After [`Neighbour::answered`]: a copy of piece `index` that is in
     /// while no request for it is left stops counting as an answer (its
     /// check will find it unrequested). True if one did.
     fn drop_unanswering_copy(&mut self, index: u32) -> bool {
-        let asked = self.asked.get(&index).copied().unwrap_or(0) as usize;
-        let copies = self.arrived.iter().filter(|&&i| i == index).count();
-        let at = self.arrived.iter().position(|&i| i == index);
-        match at {
-            Some(at) if copies > asked => {
-                self.arrived.swap_remove(at);
-                true
-            }
-            _ => false,
-        }
+        self.copies_in(index) > self.times_asked(index) && self.forget_copy(index)
     }
 }
 
@@ -1302,11 +1309,9 @@ impl Machine {
             return;
         }
         let n = self.neighbours.get_mut(&peer).expect("present");
-        let asked = n.asked.get(&index).copied().unwrap_or(0);
-        let copies = n.arrived.iter().filter(|&&i| i == index).count() as u32;
         if let Some(at) = n.outstanding.iter().position(|&i| i == index) {
             n.arrived.push(n.outstanding.swap_remove(at));
-        } else if asked > copies {
+        } else if n.times_asked(index) > n.copies_in(index) {
             // The answer to a request a choke made us give up on (asked
             // again since, each request may be answered): it is in all the
             // same, and must not be asked for meanwhile.
@@ -1364,9 +1369,7 @@ impl Machine {
         // This copy is checked (its arrival was reported, if it was: the
         // runtime reports every piece of a neighbour or none); another copy
         // of the piece may still be hashed, if it still answers a request.
-        if let Some(at) = n.arrived.iter().position(|&i| i == index) {
-            n.arrived.swap_remove(at);
-        }
+        n.forget_copy(index);
         n.drop_unanswering_copy(index);
         // Only pieces from p2pft neighbours are gathered: they come in
         // granule order (see `picker::Filling`), a plain neighbour's at random.
@@ -1731,9 +1734,7 @@ impl Machine {
                 .iter()
                 .filter(|&(&id, m)| id != peer && !m.silent && !m.they_choke_us);
             for (_, m) in answering {
-                for i in m.has.iter_ones() {
-                    only_here.set(i, false);
-                }
+                only_here.remove_all(&m.has);
             }
             picker::pick_random(&n.has, &only_here, &mut self.rng)
         } else if n.sent_bad.is_empty() && n.pipelining && !n.same_host {

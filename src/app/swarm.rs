@@ -714,11 +714,11 @@ fn keep_tail(
 ) {
     thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if show && bars.is_hidden() {
+            match (show, bars.is_hidden()) {
+                (false, _) => {}
                 // Nobody reading stderr any more must not stop the launcher.
-                let _ = writeln!(io::stderr().lock(), "{line}");
-            } else if show {
-                let _ = bars.println(&line);
+                (true, true) => drop(writeln!(io::stderr().lock(), "{line}")),
+                (true, false) => drop(bars.println(&line)),
             }
             let mut t = tail.lock();
             if t.len() == 20 {

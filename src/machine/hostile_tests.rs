@@ -208,6 +208,13 @@ struct Hashing {
     answered: bool,
 }
 
+impl Hashing {
+    /// It is a copy of piece `index` on `conn` that the core counts as in.
+    fn answers(&self, conn: ConnId, index: u32) -> bool {
+        self.answered && self.conn == conn && self.index == index
+    }
+}
+
 /// What the harness knows of one connection.
 struct Link {
     peer: u32,
@@ -331,6 +338,11 @@ impl Run {
         }
     }
 
+    /// Requests for `index` on `conn` not answered yet.
+    fn times_asked(&self, conn: ConnId, index: u32) -> usize {
+        self.asked.get(&(conn, index)).map_or(0, |&n| n as usize)
+    }
+
     /// A request for `index` on `conn` is answered: false if none was out.
     fn answer(&mut self, conn: ConnId, index: u32) -> bool {
         let Some(count) = self.asked.get_mut(&(conn, index)) else {
@@ -395,13 +407,8 @@ impl Run {
         }
         // An answer only while requests for it outnumber the copies in
         // already: a second copy of one request is a duplicate.
-        let asked = self.asked.get(&(conn, index)).copied().unwrap_or(0);
-        let copies = self
-            .checking
-            .iter()
-            .filter(|h| h.answered && h.conn == conn && h.index == index)
-            .count();
-        piece.answered = asked as usize > copies;
+        let copies = self.checking.iter().filter(|h| h.answers(conn, index));
+        piece.answered = self.times_asked(conn, index) > copies.count();
         if piece.answered {
             self.plain_answered(conn);
         }
@@ -425,10 +432,7 @@ impl Run {
         // Copies of one piece on one connection are alike: the first one
         // checked is the answer, whichever arrived first.
         if !answered {
-            let answering = self
-                .checking
-                .iter_mut()
-                .find(|h| h.answered && h.conn == conn && h.index == index);
+            let answering = self.checking.iter_mut().find(|h| h.answers(conn, index));
             if let Some(other) = answering {
                 other.answered = false;
                 answered = true;
@@ -521,15 +525,11 @@ impl Run {
                 // already on its way may still come, and is kept).
                 if let Message::Reject { index, .. } = message {
                     self.answer(conn, index);
-                    // A copy in already answers nothing now.
-                    let left = self.asked.get(&(conn, index)).copied().unwrap_or(0) as usize;
-                    let mut copies = self
-                        .checking
-                        .iter_mut()
-                        .filter(|h| h.answered && h.conn == conn && h.index == index)
-                        .collect::<Vec<_>>();
-                    if copies.len() > left {
-                        copies[0].answered = false;
+                    // A copy in beyond the requests left answers nothing now.
+                    let copies = self.checking.iter().filter(|h| h.answers(conn, index));
+                    if copies.count() > self.times_asked(conn, index) {
+                        let copy = self.checking.iter_mut().find(|h| h.answers(conn, index));
+                        copy.expect("counted").answered = false;
                     }
                 }
                 let link = self.links.get_mut(&conn).expect("made");
@@ -784,10 +784,10 @@ impl Run {
     /// What must hold of the core's own state between events. Every piece
     /// we lack is wanted, asked of a neighbour, in, or being stored (unless
     /// the run failed, as a failed store loses its piece for good, or
-    /// ended). A wanted
-    /// piece is neither in hand nor asked of anyone. What the core keeps
-    /// for each neighbour stays within the file's pieces, without repeats,
-    /// however long the neighbour goes on.
+    /// ended). A wanted piece is neither in hand nor asked of anyone. The
+    /// copies the core counts as in are those still being hashed. What the
+    /// core keeps for each neighbour stays within the file's pieces,
+    /// without repeats, however long the neighbour goes on.
     fn check_state(&self) -> Result<(), TestCaseError> {
         let m = &self.m;
         if m.fatal.is_none() && !self.ended {
@@ -809,8 +809,7 @@ impl Run {
                     !m.wanted.has(i),
                     "{i} wanted and asked of or in from {peer}"
                 );
-                let copies = n.arrived.iter().filter(|&&a| a == i).count() as u32;
-                let asked = n.asked.get(&i).copied().unwrap_or(0);
+                let (copies, asked) = (n.copies_in(i), n.times_asked(i));
                 prop_assert!(
                     copies <= asked,
                     "{peer}: {i} in {copies} times, asked {asked}"
@@ -818,11 +817,14 @@ impl Run {
             }
             // The copies it counts as in are those the runtime still hashes.
             for i in 0..self.pieces {
-                let copies = n.arrived.iter().filter(|&&a| a == i).count();
-                let hashing = (self.checking.iter())
-                    .filter(|h| h.answered && h.conn == n.conn && h.index == i)
-                    .count();
-                prop_assert_eq!(copies, hashing, "{}: copies of {} in", peer, i);
+                let hashing = self.checking.iter().filter(|h| h.answers(n.conn, i));
+                prop_assert_eq!(
+                    n.copies_in(i) as usize,
+                    hashing.count(),
+                    "{}: copies of {} in",
+                    peer,
+                    i
+                );
             }
             prop_assert!(n.asked.len() <= pieces, "{peer}: {} asked", n.asked.len());
             prop_assert!(n.refused.len() <= pieces, "{peer}: {:?} refused", n.refused);

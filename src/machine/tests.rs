@@ -186,11 +186,21 @@ impl Script {
 
     /// `peer` sends piece `index` (good), and it is stored when `store`.
     fn deliver(&mut self, peer: u32, index: u32) {
-        let conn = self.conns[&peer];
+        self.arrive(peer, index);
+        self.check(peer, index, true);
+    }
+
+    /// Piece `index`'s bytes are in from `peer`, on its connection; its
+    /// check comes later ([`Script::check`]).
+    fn arrive(&mut self, peer: u32, index: u32) {
+        self.m.arrived(self.now, self.conns[&peer], peer, index);
+    }
+
+    /// The check of piece `index` from `peer` comes: `good` or not.
+    fn check(&mut self, peer: u32, index: u32, good: bool) {
         let len = self.m.config().common.layout.piece_len(index) as usize;
-        self.m.arrived(self.now, conn, peer, index);
-        self.m
-            .piece(self.now, conn, peer, index, PieceBuf::zeroed(len), true);
+        let data = PieceBuf::zeroed(len);
+        (self.m).piece(self.now, self.conns[&peer], peer, index, data, good);
     }
 
     /// Stores every piece the machine asked to store, in order.
@@ -1085,10 +1095,8 @@ fn a_neighbour_sending_bad_pieces_is_banned_and_asked_for_nothing_more() {
     for strike in 1..=MAX_BAD_PIECES {
         let asked = requests(&s.sent(), 1);
         assert_eq!(asked.len(), 1, "strike {strike}");
-        let conn = s.conns[&1];
-        let len = s.m.config().common.layout.piece_len(asked[0]) as usize;
-        s.m.arrived(s.now, conn, 1, asked[0]);
-        s.m.piece(s.now, conn, 1, asked[0], PieceBuf::zeroed(len), false);
+        s.arrive(1, asked[0]);
+        s.check(1, asked[0], false);
     }
     let commands = s.commands();
     assert!(commands
@@ -1489,34 +1497,32 @@ fn a_late_answer_after_a_choke_is_not_asked_for_again_while_it_is_checked() {
     s.recv(3, Message::Unchoke);
     assert!(requests(&s.sent(), 3).is_empty(), "asked of 4 already");
     s.advance(ENDGAME_AFTER.as_secs_f64());
-    let conn = s.conns[&3];
-    s.m.arrived(s.now, conn, 3, 3);
+    s.arrive(3, 3);
     assert!(
         requests(&s.sent(), 3).is_empty(),
         "asked for what is arriving"
     );
-    s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), true);
+    s.check(3, 3, true);
     s.store_all();
     assert_eq!(s.m.have_count(), 4);
 }
 
 /// We (2) lack only piece 3 and ask 3, a p2pft neighbour on another host
-/// with every piece that unchokes us, for it: the script, and 3's
-/// connection.
-fn asked_of_remote_for_the_last_piece() -> (Script, ConnId) {
+/// with every piece that unchokes us, for it.
+fn asked_of_remote_for_the_last_piece() -> Script {
     let peers = [(1, true), (2, false), (3, false)];
     let swarm = Swarm::new(&peers, 4);
     let mut s = swarm.start(2, &[0, 1, 2]);
-    let conn = s.connect_remote(3);
+    s.connect_remote(3);
     s.recv(3, full(4));
     s.recv(3, Message::Unchoke);
     assert_eq!(requests(&s.sent(), 3), [3]);
-    (s, conn)
+    s
 }
 
 #[test]
 fn a_piece_rejected_after_a_choke_is_not_taken_if_it_comes() {
-    let (mut s, _) = asked_of_remote_for_the_last_piece();
+    let mut s = asked_of_remote_for_the_last_piece();
     // A choke gives the request up; a piece already on its way would still
     // be taken. The reject says none is.
     s.recv(3, Message::Choke);
@@ -1541,11 +1547,10 @@ fn a_late_answer_after_a_choke_is_not_asked_of_anyone_while_it_is_checked() {
     s.connect(4, false);
     s.recv(4, full(4));
     s.sent();
-    let conn = s.conns[&3];
-    s.m.arrived(s.now, conn, 3, 3);
+    s.arrive(3, 3);
     s.recv(4, Message::Unchoke);
     assert!(requests(&s.sent(), 4).is_empty(), "asked for what is in");
-    s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), true);
+    s.check(3, 3, true);
     s.store_all();
     assert_eq!(s.m.have_count(), 4);
 }
@@ -1562,9 +1567,8 @@ fn a_plain_neighbours_answered_request_leaves_no_time_behind() {
     // Its copy fails its check 11 s later (no piece in all that time);
     // the only piece is asked of it again.
     s.advance(11.0);
-    let conn = s.conns[&1];
-    s.m.arrived(s.now, conn, 1, 0);
-    s.m.piece(s.now, conn, 1, 0, PieceBuf::zeroed(16 * 1024), false);
+    s.arrive(1, 0);
+    s.check(1, 0, false);
     assert_eq!(requests(&s.sent(), 1), [0]);
     // The stalled round leaves that request, 0 s old, where it is.
     s.m.rechoke(s.now);
@@ -1585,24 +1589,22 @@ fn a_piece_being_checked_is_not_freed_by_a_choke_from_the_other_asked() {
     assert_eq!(s.unchoked_by_plain(3), [3]);
     s.advance(ENDGAME_AFTER.as_secs_f64());
     assert_eq!(s.unchoked_by_plain(4), [3]);
-    let conn = s.conns[&4];
-    s.m.arrived(s.now, conn, 4, 3);
+    s.arrive(4, 3);
     s.recv(3, Message::Choke);
     assert!(requests(&s.sent(), 4).is_empty(), "asked for what is in");
-    s.m.piece(s.now, conn, 4, 3, PieceBuf::zeroed(16 * 1024), true);
+    s.check(4, 3, true);
     s.store_all();
     assert_eq!(s.m.have_count(), 4);
 }
 
 /// 3 chokes us with our request for piece 3 out, unchokes us, and is
 /// asked for it again: two requests on one connection, either may be
-/// answered. The script, and 3's connection.
-fn asked_twice_of_3() -> (Script, ConnId) {
+/// answered.
+fn asked_twice_of_3() -> Script {
     let mut s = choked_with_the_last_piece_asked(false);
     s.recv(3, Message::Unchoke);
     assert_eq!(requests(&s.sent(), 3), [3], "asked again");
-    let conn = s.conns[&3];
-    (s, conn)
+    s
 }
 
 #[test]
@@ -1611,13 +1613,12 @@ fn a_bad_copy_of_a_piece_asked_twice_does_not_free_the_other_copy_being_checked(
     // us, and is asked for the same piece again; it answers both. The copy
     // checked first fails: the other is still being hashed, so the piece
     // is not wanted again (nor asked of 3 a third time) until it fails too.
-    let (mut s, conn) = asked_twice_of_3();
-    let copy = || PieceBuf::zeroed(16 * 1024);
-    s.m.arrived(s.now, conn, 3, 3);
-    s.m.arrived(s.now, conn, 3, 3);
-    s.m.piece(s.now, conn, 3, 3, copy(), false);
+    let mut s = asked_twice_of_3();
+    s.arrive(3, 3);
+    s.arrive(3, 3);
+    s.check(3, 3, false);
     assert!(requests(&s.sent(), 3).is_empty(), "asked for what is in");
-    s.m.piece(s.now, conn, 3, 3, copy(), true);
+    s.check(3, 3, true);
     s.store_all();
     assert_eq!(s.m.have_count(), 4);
 }
@@ -1628,8 +1629,8 @@ fn a_piece_rejected_after_its_bytes_came_is_asked_for_again() {
     // The copy is no answer now (its check will find it unrequested), so
     // the piece is wanted again, and asked for at the next round: before,
     // it counted as in hand for as long as 3 stayed connected.
-    let (mut s, conn) = asked_of_remote_for_the_last_piece();
-    s.m.arrived(s.now, conn, 3, 3);
+    let mut s = asked_of_remote_for_the_last_piece();
+    s.arrive(3, 3);
     s.recv(
         3,
         Message::Reject {
@@ -1637,7 +1638,7 @@ fn a_piece_rejected_after_its_bytes_came_is_asked_for_again() {
             instead: 0,
         },
     );
-    s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), true);
+    s.check(3, 3, true);
     s.store_all();
     assert_eq!(s.m.have_count(), 3, "a rejected piece was taken");
     s.round_after(1.0);
@@ -1650,7 +1651,7 @@ fn a_reject_that_suggests_the_piece_it_rejects_is_not_asked_again_this_round() {
     // Taking the suggestion asked for it again at once, and each further
     // such reject did the same: a request for every reject, and the list
     // of refused pieces grew by one each time, until the round.
-    let (mut s, _) = asked_of_remote_for_the_last_piece();
+    let mut s = asked_of_remote_for_the_last_piece();
     let reject = Message::Reject {
         index: 3,
         instead: 3,
@@ -1668,9 +1669,9 @@ fn a_bad_copy_of_a_piece_asked_twice_and_sent_once_is_asked_for_again() {
     // Asked twice of 3 (before a choke and after), sent once, and that
     // copy fails its check: the piece is asked for again, though one
     // request is still open (the one the choke gave up).
-    let (mut s, conn) = asked_twice_of_3();
-    s.m.arrived(s.now, conn, 3, 3);
-    s.m.piece(s.now, conn, 3, 3, PieceBuf::zeroed(16 * 1024), false);
+    let mut s = asked_twice_of_3();
+    s.arrive(3, 3);
+    s.check(3, 3, false);
     assert_eq!(requests(&s.sent(), 3), [3], "not asked after a bad copy");
 }
 

@@ -115,6 +115,14 @@ impl Bitfield {
         }
     }
 
+    /// Clears every piece `other` has.
+    pub(crate) fn remove_all(&mut self, other: &Bitfield) {
+        debug_assert_eq!(self.len(), other.len());
+        for (mine, theirs) in self.bits.as_raw_mut_slice().iter_mut().zip(other.as_wire()) {
+            *mine &= !theirs;
+        }
+    }
+
     /// Indices of present pieces, ascending.
     pub(crate) fn iter_ones(&self) -> impl Iterator<Item = u32> + '_ {
         self.bits.iter_ones().map(|i| i as u32)
@@ -124,6 +132,21 @@ impl Bitfield {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_all_clears_what_the_other_has_and_keeps_the_rest() {
+        let mut a = Bitfield::full(11);
+        let mut b = Bitfield::empty(11);
+        for i in [0, 7, 8, 10] {
+            b.set(i, true);
+        }
+        a.remove_all(&b);
+        assert_eq!(a.iter_ones().collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 9]);
+        assert_eq!(
+            a.as_wire(),
+            Bitfield::from_wire(a.as_wire(), 11).unwrap().as_wire()
+        );
+    }
 
     #[test]
     fn a_clone_is_the_same_bits_and_bytes() {
