@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Schedules of whole pieces over capped links, without any protocol.
+
+What a swarm could reach if its links carried pieces the way these
+schedules do; it says nothing about p2pft's own figures (`p2pft sim` and
+`p2pft bench --hosts` measure those). Every link has the same rate and
+carries one piece at a time at that rate (a piece time is the unit of
+time); a host passes a piece on only once all of it has arrived. Host 0
+is the seed. Efficiency is pieces / (time to complete), before what one
+TCP stream loses to headers (multiply by the 0.96-0.98 the bench prints).
+
+  oracle       a central scheduler: whenever an uplink is free it sends the
+               piece fewest hosts hold or receive to a host whose downlink
+               is free (the one with the fewest pieces), if any.
+  serial-pull  no central knowledge: a leecher asks one neighbour at a time
+               (a random one that has a piece it lacks and did not turn it
+               away in the last half piece time) for the piece rarest among
+               its neighbours; a neighbour that is sending already turns the
+               request away at once. Control messages take --delay piece
+               times one way; pieces take one piece time plus that.
+
+  benches/schedules.py oracle --hosts 32 --pieces 96
+  benches/schedules.py serial-pull --hosts 32 --pieces 96 --delay 0.02
+"""
+import argparse
+import heapq
+import itertools
+import random
+
+
+def neighbours(hosts, degree, rng):
+    """A full mesh, or a random graph in which each host has about `degree`."""
+    if degree is None or degree >= hosts - 1:
+        return [[j for j in range(hosts) if j != i] for i in range(hosts)]
+    sets = [set() for _ in range(hosts)]
+    for i in range(hosts):
+        while len(sets[i]) < degree:
+            j = rng.randrange(hosts)
+            if j != i and len(sets[j]) < degree * 1.5:
+                sets[i].add(j)
+                sets[j].add(i)
+    return [list(s) for s in sets]
+
+
+def figures(done, pieces):
+    times = sorted(done[1:])
+    return pieces / times[len(times) // 2], pieces / times[-1]
+
+
+def oracle(hosts, pieces, degree, seed):
+    rng = random.Random(seed)
+    nbrs = neighbours(hosts, degree, rng)
+    have = [set() for _ in range(hosts)]
+    have[0] = set(range(pieces))
+    incoming = [set() for _ in range(hosts)]
+    count = [0] * pieces  # leechers that hold or receive each piece
+    up_free, down_free = [True] * hosts, [True] * hosts
+    done = [None] * hosts
+    done[0] = 0.0
+    events = []
+
+    def assign(now):
+        order = list(range(hosts))
+        rng.shuffle(order)
+        for s in order:
+            if not up_free[s] or not have[s]:
+                continue
+            best = None
+            for r in nbrs[s]:
+                if not down_free[r] or done[r] is not None:
+                    continue
+                lack = have[s] - have[r] - incoming[r]
+                if not lack:
+                    continue
+                p = min(lack, key=lambda p: (count[p], rng.random()))
+                key = (count[p], len(have[r]), rng.random())
+                if best is None or key < best[0]:
+                    best = (key, r, p)
+            if best:
+                _, r, p = best
+                up_free[s] = down_free[r] = False
+                incoming[r].add(p)
+                count[p] += 1
+                heapq.heappush(events, (now + 1.0, s, r, p))
+
+    assign(0.0)
+    while events:
+        now = events[0][0]
+        while events and events[0][0] == now:
+            _, s, r, p = heapq.heappop(events)
+            up_free[s] = down_free[r] = True
+            incoming[r].discard(p)
+            have[r].add(p)
+            if len(have[r]) == pieces:
+                done[r] = now
+        assign(now)
+    return figures(done, pieces)
+
+
+def serial_pull(hosts, pieces, degree, seed, delay):
+    rng = random.Random(seed)
+    nbrs = neighbours(hosts, degree, rng)
+    have = [set() for _ in range(hosts)]
+    have[0] = set(range(pieces))
+    view = [{s: set(have[s]) for s in nbrs[r]} for r in range(hosts)]
+    turned_away = [dict() for _ in range(hosts)]
+    sending = [False] * hosts
+    asked = [None] * hosts  # the piece a leecher waits for
+    done = [None] * hosts
+    done[0] = 0.0
+    events, order = [], itertools.count()
+
+    def at(t, *what):
+        heapq.heappush(events, (t, next(order)) + what)
+
+    def ask(now, r):
+        if done[r] is not None or asked[r] is not None:
+            return
+        options = []
+        for s in nbrs[r]:
+            if turned_away[r].get(s, -1.0) > now:
+                continue
+            lack = view[r][s] - have[r]
+            if lack:
+                options.append((s, lack))
+        if not options:
+            return
+        s, lack = rng.choice(options)
+        held = lambda p: sum(1 for q in nbrs[r] if p in view[r][q])
+        p = min(lack, key=lambda p: (held(p), rng.random()))
+        asked[r] = p
+        at(now + delay, "request", s, r, p)
+
+    for r in range(1, hosts):
+        ask(0.0, r)
+    while events:
+        now, _, kind, s, r, p = heapq.heappop(events)
+        if kind == "request":
+            if sending[s]:
+                at(now + delay, "turned away", s, r, p)
+            else:
+                sending[s] = True
+                at(now + 1.0, "sent", s, r, p)
+        elif kind == "turned away":
+            asked[r] = None
+            turned_away[r][s] = now + 0.5
+            ask(now, r)
+        elif kind == "sent":
+            sending[s] = False
+            at(now + delay, "arrived", s, r, p)
+            for q in nbrs[s]:
+                ask(now, q)
+        elif kind == "arrived":
+            asked[r] = None
+            have[r].add(p)
+            for q in nbrs[r]:
+                at(now + delay, "have", r, q, p)
+            if len(have[r]) == pieces:
+                done[r] = now
+            ask(now, r)
+        elif kind == "have":
+            view[r][s].add(p)
+            ask(now, r)
+    return figures(done, pieces)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model", choices=["oracle", "serial-pull"])
+    ap.add_argument("--hosts", type=int, default=32, help="seed included")
+    ap.add_argument("--pieces", type=int, default=96)
+    ap.add_argument("--degree", type=int, help="neighbours a host (default: all)")
+    ap.add_argument("--delay", type=float, default=0.02,
+                    help="serial-pull: one-way control delay, in piece times")
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args()
+    for seed in range(a.runs):
+        if a.model == "oracle":
+            med, last = oracle(a.hosts, a.pieces, a.degree, seed)
+        else:
+            med, last = serial_pull(a.hosts, a.pieces, a.degree, seed, a.delay)
+        print(f"run {seed + 1}: median {med:.2f} last {last:.2f} (piece times, before TCP headers)")
+
+
+if __name__ == "__main__":
+    main()
