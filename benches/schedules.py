@@ -18,9 +18,15 @@ TCP stream loses to headers (multiply by the 0.96-0.98 the bench prints).
                its neighbours; a neighbour that is sending already turns the
                request away at once. Control messages take --delay piece
                times one way; pieces take one piece time plus that.
+  reserve      serial-pull with each transfer arranged while the one before
+               it runs: a request names when the leecher's downlink is free,
+               a sender books it if its uplink is free within --slack piece
+               times of then (one booking beyond the transfer it runs), or
+               turns it away saying when it is free.
 
   benches/schedules.py oracle --hosts 32 --pieces 96
   benches/schedules.py serial-pull --hosts 32 --pieces 96 --delay 0.02
+  benches/schedules.py reserve --hosts 32 --pieces 96 --delay 0.1 --slack 0.3
 """
 import argparse
 import heapq
@@ -164,21 +170,103 @@ def serial_pull(hosts, pieces, degree, seed, delay):
     return figures(done, pieces)
 
 
+def reserve(hosts, pieces, degree, seed, delay, slack):
+    rng = random.Random(seed)
+    nbrs = neighbours(hosts, degree, rng)
+    have = [set() for _ in range(hosts)]
+    have[0] = set(range(pieces))
+    view = [{s: set(have[s]) for s in nbrs[r]} for r in range(hosts)]
+    free_hint = [dict() for _ in range(hosts)]  # when a sender said it is free
+    up_free_at, up_booked = [0.0] * hosts, [0] * hosts
+    down_free_at, down_booked = [0.0] * hosts, [0] * hosts
+    asking = [False] * hosts
+    coming = [set() for _ in range(hosts)]  # pieces asked or booked
+    done = [None] * hosts
+    done[0] = 0.0
+    events, order = [], itertools.count()
+
+    def at(t, *what):
+        heapq.heappush(events, (t, next(order)) + what)
+
+    def ask(now, r):
+        if done[r] is not None or asking[r] or down_booked[r] > 1:
+            return
+        start = max(now + delay, down_free_at[r])
+        options = []
+        for s in nbrs[r]:
+            lack = view[r][s] - have[r] - coming[r]
+            if lack:
+                options.append((free_hint[r].get(s, 0.0), rng.random(), s, lack))
+        if not options:
+            return
+        free = [o for o in options if o[0] <= start]
+        _, _, s, lack = rng.choice(free) if free else min(options)
+        held = lambda p: sum(1 for q in nbrs[r] if p in view[r][q])
+        p = min(lack, key=lambda p: (held(p), rng.random()))
+        asking[r] = True
+        coming[r].add(p)
+        at(now + delay, "request", s, r, p, start)
+
+    for r in range(1, hosts):
+        ask(0.0, r)
+    while events:
+        now, _, kind, s, r, p, t = heapq.heappop(events)
+        if kind == "request":
+            start = max(t, up_free_at[s], now)
+            if start - t <= slack and up_booked[s] <= 1:
+                up_free_at[s] = start + 1.0
+                up_booked[s] += 1
+                at(start + 1.0, "sent", s, r, p, 0.0)
+                at(now + delay, "booked", s, r, p, start + 1.0)
+            else:
+                at(now + delay, "turned away", s, r, p, up_free_at[s])
+        elif kind == "booked":
+            asking[r] = False
+            down_booked[r] += 1
+            down_free_at[r] = max(down_free_at[r], t)
+            ask(now, r)
+        elif kind == "turned away":
+            asking[r] = False
+            coming[r].discard(p)
+            free_hint[r][s] = t
+            ask(now, r)
+        elif kind == "sent":
+            up_booked[s] -= 1
+            at(now + delay, "arrived", s, r, p, 0.0)
+        elif kind == "arrived":
+            down_booked[r] -= 1
+            coming[r].discard(p)
+            have[r].add(p)
+            for q in nbrs[r]:
+                at(now + delay, "have", r, q, p, 0.0)
+            if len(have[r]) == pieces:
+                done[r] = now
+            ask(now, r)
+        elif kind == "have":
+            view[r][s].add(p)
+            ask(now, r)
+    return figures(done, pieces)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model", choices=["oracle", "serial-pull"])
+    ap.add_argument("model", choices=["oracle", "serial-pull", "reserve"])
     ap.add_argument("--hosts", type=int, default=32, help="seed included")
     ap.add_argument("--pieces", type=int, default=96)
     ap.add_argument("--degree", type=int, help="neighbours a host (default: all)")
     ap.add_argument("--delay", type=float, default=0.02,
-                    help="serial-pull: one-way control delay, in piece times")
+                    help="serial-pull, reserve: one-way control delay, in piece times")
+    ap.add_argument("--slack", type=float, default=0.3,
+                    help="reserve: how late a booking may start, in piece times")
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
     for seed in range(a.runs):
         if a.model == "oracle":
             med, last = oracle(a.hosts, a.pieces, a.degree, seed)
-        else:
+        elif a.model == "serial-pull":
             med, last = serial_pull(a.hosts, a.pieces, a.degree, seed, a.delay)
+        else:
+            med, last = reserve(a.hosts, a.pieces, a.degree, seed, a.delay, a.slack)
         print(f"run {seed + 1}: median {med:.2f} last {last:.2f} (piece times, before TCP headers)")
 
 
