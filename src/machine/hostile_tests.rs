@@ -14,6 +14,9 @@
 //! check, and counts each piece and its completion once. Between events it
 //! loses track of no piece it lacks, and what it keeps for a neighbour
 //! stays within the file's pieces however long the neighbour goes on.
+//! After any run, an honest seed brings it the file, and (once the
+//! generated neighbours are gone or not interested) an honest leecher gets
+//! from it every piece it has.
 //! `PROPTEST_CASES=200000` runs a longer search.
 
 use super::tests::PIECE;
@@ -197,6 +200,16 @@ struct Run {
     have_count: u32,
     downloaded: BTreeSet<u32>,
     complete_logged: bool,
+    /// Pieces we served the honest leecher ([`HONEST`]) that its runtime has
+    /// not sent yet, and requests of it we rejected: by connection.
+    to_honest: Vec<(ConnId, ToHonest)>,
+}
+
+/// What the honest leecher gets from us: a piece, or a reject.
+#[derive(Clone, Copy)]
+enum ToHonest {
+    Piece(u32),
+    Reject { index: u32, instead: u32 },
 }
 
 /// A piece whose bytes are in and whose check has not come.
@@ -230,6 +243,8 @@ struct Link {
     /// The runtime reports each piece's arrival on it before its check
     /// (as for a plain neighbour with metadata, and in `sim`), or none.
     announces: bool,
+    /// What we announced on it (bitfield and haves).
+    told: Bitfield,
 }
 
 fn config(strict: bool, k: usize, pieces: u32) -> Config {
@@ -335,6 +350,7 @@ impl Run {
             have_count,
             downloaded: BTreeSet::new(),
             complete_logged: false,
+            to_honest: Vec::new(),
         }
     }
 
@@ -502,6 +518,7 @@ impl Run {
                     unchoking: false,
                     closed: false,
                     announces,
+                    told: Bitfield::empty(self.pieces),
                 };
                 self.links.insert(conn, link);
                 let dialled = peer < ME;
@@ -723,6 +740,9 @@ impl Run {
                     prop_assert!(self.m.have().has(*index), "served {index}, which we lack");
                     // SPEC.md: a request from a neighbour we choke is ignored.
                     prop_assert!(self.links[conn].unchoking, "served {peer}, which we choke");
+                    if *peer == HONEST {
+                        self.to_honest.push((*conn, ToHonest::Piece(*index)));
+                    }
                 }
                 Command::Send {
                     conn,
@@ -733,9 +753,14 @@ impl Run {
                     if matches!(message, Message::Reject { .. } | Message::Goodbye) {
                         prop_assert!(link.plain_out.is_none(), "{message:?} to plain {peer}");
                     }
+                    if let (HONEST, &Message::Reject { index, instead }) = (*peer, message) {
+                        (self.to_honest).push((*conn, ToHonest::Reject { index, instead }));
+                    }
                     match message {
                         Message::Unchoke => link.unchoking = true,
                         Message::Choke => link.unchoking = false,
+                        Message::Bitfield(b) => link.told.union_with(b),
+                        Message::Have(i) => link.told.set(*i, true),
                         _ => {}
                     }
                 }
@@ -908,6 +933,33 @@ proptest! {
     }
 
     #[test]
+    fn after_any_neighbours_an_honest_leecher_gets_every_piece_we_have(
+        start in start(),
+        ops in run_ops(),
+        pipelining in any::<bool>(),
+        leave in any::<bool>(),
+    ) {
+        let mut run = Run::new(&start);
+        run.drain()?;
+        for op in ops {
+            run.step(op)?;
+        }
+        // A run told to stop, or failed, serves nothing new, by design.
+        if run.m.fatal.is_none() && !run.m.stopping {
+            let (rounds, got) = run.serve_honest(pipelining, leave)?;
+            let missing: Vec<u32> = run.m.have().iter_ones().filter(|&i| !got.has(i)).collect();
+            prop_assert!(
+                missing.is_empty(),
+                "after {} rounds the honest leecher lacks {:?} of the {} pieces we have",
+                rounds,
+                missing,
+                run.m.have_count()
+            );
+        }
+        run.settle()?;
+    }
+
+    #[test]
     fn after_any_neighbours_an_honest_seed_brings_the_file(
         start in start(),
         ops in run_ops(),
@@ -938,6 +990,9 @@ proptest! {
 /// Rounds of [`Run::heal`] at most: enough for the stall retry (10 s) and
 /// the endgame's wait (1 s) several times over, at a round a second.
 const HEAL_ROUNDS: u32 = 40;
+
+/// The peer that joins after the generated ops: never named by them.
+const HONEST: u32 = 1;
 
 impl Run {
     /// Whatever came before, an honest seed (peer 1, which the generated
@@ -994,6 +1049,116 @@ impl Run {
             self.step(Op::Rechoke)?;
         }
         Ok(HEAL_ROUNDS)
+    }
+}
+
+impl Run {
+    /// Whatever came before, the generated neighbours go (`leave`), or stay
+    /// and say `not interested` while their writers catch up; then an honest
+    /// leecher (peer [`HONEST`], which lacks everything) connects, says
+    /// `interested`, and while we unchoke it asks for what we announced to
+    /// it, one piece at a time (SPEC.md) or two (`pipelining`), taking a
+    /// reject's suggestion. Its runtime sends each piece we serve it at once,
+    /// ours answers every command, and the clock runs a round a second.
+    /// Returns the rounds it took and the pieces it got.
+    fn serve_honest(
+        &mut self,
+        pipelining: bool,
+        leave: bool,
+    ) -> Result<(u32, Bitfield), TestCaseError> {
+        while !self.checking.is_empty() {
+            self.step(Op::Check { n: 0, good: true })?;
+        }
+        for peer in NEIGHBOURS {
+            let Some(conn) = self.current(peer).filter(|c| !self.links[c].closed) else {
+                continue;
+            };
+            if leave {
+                self.step(Op::Close { peer, reason: 0 })?;
+                continue;
+            }
+            let serving = self.m.neighbours.get(&peer).map_or(0, |n| n.serving);
+            (0..serving).for_each(|_| self.m.served(conn, peer));
+            self.step(Op::Frame {
+                peer,
+                message: Message::NotInterested,
+                stale: false,
+            })?;
+        }
+        self.step(Op::Connect {
+            peer: HONEST,
+            pipelining,
+            same_host: false,
+            announces: false,
+        })?;
+        let conn = self.current(HONEST).expect("just connected");
+        let frame = |message| Op::Frame {
+            peer: HONEST,
+            message,
+            stale: false,
+        };
+        self.step(frame(Message::Interested))?;
+        let depth = if pipelining && !self.strict { 2 } else { 1 };
+        let mut got = Bitfield::empty(self.pieces);
+        let mut out: Vec<u32> = Vec::new();
+        let mut suggested = None;
+        for round in 0..HEAL_ROUNDS {
+            for _ in 0..8 * self.pieces {
+                // What we sent it comes in; it announces each new piece.
+                if let Some(at) = self.to_honest.iter().position(|&(c, _)| c == conn) {
+                    match self.to_honest.remove(at).1 {
+                        ToHonest::Piece(index) => {
+                            self.m.served(conn, HONEST);
+                            out.retain(|&i| i != index);
+                            if !got.has(index) {
+                                got.set(index, true);
+                                self.step(frame(Message::Have(index)))?;
+                            }
+                        }
+                        ToHonest::Reject { index, instead } => {
+                            out.retain(|&i| i != index);
+                            suggested = Some(instead);
+                        }
+                    }
+                    self.drain()?;
+                    continue;
+                }
+                // A choke drops its requests (SPEC.md); it asks again when
+                // unchoked.
+                if !self.links[&conn].unchoking {
+                    out.clear();
+                    break;
+                }
+                if out.len() >= depth {
+                    break;
+                }
+                let told = &self.links[&conn].told;
+                let wants = |i: u32| told.has(i) && !got.has(i) && !out.contains(&i);
+                let from = (round + 5 * got.count()) % self.pieces;
+                let next = suggested.take().filter(|&i| wants(i)).or_else(|| {
+                    (0..self.pieces)
+                        .map(|k| (from + k) % self.pieces)
+                        .find(|&i| wants(i))
+                });
+                let Some(index) = next else {
+                    break;
+                };
+                out.push(index);
+                self.step(frame(Message::Request(index)))?;
+            }
+            self.step(Op::CheckpointTick)?;
+            self.step(Op::Answer {
+                n: usize::MAX,
+                fail: false,
+                hold: false,
+            })?;
+            if self.m.have().iter_ones().all(|i| got.has(i)) {
+                return Ok((round, got));
+            }
+            self.step(Op::Advance { millis: 1_000 })?;
+            self.step(Op::Rechoke)?;
+        }
+        Ok((HEAL_ROUNDS, got))
     }
 }
 
