@@ -48,6 +48,23 @@ def neighbours(hosts, degree, rng):
     return [list(s) for s in sets]
 
 
+class Events:
+    """A virtual clock's events, in time order (ties in the order made)."""
+
+    def __init__(self):
+        self.heap, self.order = [], itertools.count()
+
+    def at(self, t, *what):
+        heapq.heappush(self.heap, (t, next(self.order)) + what)
+
+    def pop(self):
+        t, _, *what = heapq.heappop(self.heap)
+        return (t, *what)
+
+    def __bool__(self):
+        return bool(self.heap)
+
+
 def figures(done, pieces):
     times = sorted(done[1:])
     return pieces / times[len(times) // 2], pieces / times[-1]
@@ -114,10 +131,8 @@ def serial_pull(hosts, pieces, degree, seed, delay):
     asked = [None] * hosts  # the piece a leecher waits for
     done = [None] * hosts
     done[0] = 0.0
-    events, order = [], itertools.count()
-
-    def at(t, *what):
-        heapq.heappush(events, (t, next(order)) + what)
+    events = Events()
+    at = events.at
 
     def ask(now, r):
         if done[r] is not None or asked[r] is not None:
@@ -140,7 +155,7 @@ def serial_pull(hosts, pieces, degree, seed, delay):
     for r in range(1, hosts):
         ask(0.0, r)
     while events:
-        now, _, kind, s, r, p = heapq.heappop(events)
+        now, kind, s, r, p = events.pop()
         if kind == "request":
             if sending[s]:
                 at(now + delay, "turned away", s, r, p)
@@ -183,10 +198,8 @@ def reserve(hosts, pieces, degree, seed, delay, slack):
     coming = [set() for _ in range(hosts)]  # pieces asked or booked
     done = [None] * hosts
     done[0] = 0.0
-    events, order = [], itertools.count()
-
-    def at(t, *what):
-        heapq.heappush(events, (t, next(order)) + what)
+    events = Events()
+    at = events.at
 
     def ask(now, r):
         if done[r] is not None or asking[r] or down_booked[r] > 1:
@@ -210,7 +223,7 @@ def reserve(hosts, pieces, degree, seed, delay, slack):
     for r in range(1, hosts):
         ask(0.0, r)
     while events:
-        now, _, kind, s, r, p, t = heapq.heappop(events)
+        now, kind, s, r, p, t = events.pop()
         if kind == "request":
             start = max(t, up_free_at[s], now)
             if start - t <= slack and up_booked[s] <= 1:

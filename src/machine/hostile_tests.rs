@@ -1035,24 +1035,35 @@ impl Run {
                 let piece = self.arrive(piece)?;
                 self.check(piece, true)?;
             }
-            // The checkpoint timer: held pieces go to disk.
-            self.step(Op::CheckpointTick)?;
-            self.step(Op::Answer {
-                n: usize::MAX,
-                fail: false,
-                hold: false,
-            })?;
+            self.catch_up()?;
             if self.complete_logged {
                 return Ok(round);
             }
-            self.step(Op::Advance { millis: 1_000 })?;
-            self.step(Op::Rechoke)?;
+            self.next_round()?;
         }
         Ok(HEAL_ROUNDS)
     }
 }
 
 impl Run {
+    /// The end of a round of [`Run::heal`] or [`Run::serve_honest`]: the
+    /// checkpoint timer sends held pieces to disk, and the runtime answers
+    /// every command.
+    fn catch_up(&mut self) -> Result<(), TestCaseError> {
+        self.step(Op::CheckpointTick)?;
+        self.step(Op::Answer {
+            n: usize::MAX,
+            fail: false,
+            hold: false,
+        })
+    }
+
+    /// A second passes and the choking round comes.
+    fn next_round(&mut self) -> Result<(), TestCaseError> {
+        self.step(Op::Advance { millis: 1_000 })?;
+        self.step(Op::Rechoke)
+    }
+
     /// Whatever came before, the generated neighbours go (`leave`), or stay
     /// and say `not interested` while their writers catch up; then an honest
     /// leecher (peer [`HONEST`], which lacks everything) connects, says
@@ -1146,17 +1157,11 @@ impl Run {
                 out.push(index);
                 self.step(frame(Message::Request(index)))?;
             }
-            self.step(Op::CheckpointTick)?;
-            self.step(Op::Answer {
-                n: usize::MAX,
-                fail: false,
-                hold: false,
-            })?;
+            self.catch_up()?;
             if self.m.have().iter_ones().all(|i| got.has(i)) {
                 return Ok((round, got));
             }
-            self.step(Op::Advance { millis: 1_000 })?;
-            self.step(Op::Rechoke)?;
+            self.next_round()?;
         }
         Ok((HEAL_ROUNDS, got))
     }
