@@ -754,7 +754,8 @@ impl Run {
                         prop_assert!(link.plain_out.is_none(), "{message:?} to plain {peer}");
                     }
                     if let (HONEST, &Message::Reject { index, instead }) = (*peer, message) {
-                        (self.to_honest).push((*conn, ToHonest::Reject { index, instead }));
+                        self.to_honest
+                            .push((*conn, ToHonest::Reject { index, instead }));
                     }
                     match message {
                         Message::Unchoke => link.unchoking = true,
@@ -991,13 +992,14 @@ proptest! {
 /// the endgame's wait (1 s) several times over, at a round a second.
 const HEAL_ROUNDS: u32 = 40;
 
-/// The peer that joins after the generated ops: never named by them.
+/// The peer that joins after the generated ops (an honest seed or leecher):
+/// never named by them.
 const HONEST: u32 = 1;
 
 impl Run {
-    /// Whatever came before, an honest seed (peer 1, which the generated
-    /// ops never name) connects, has every piece, unchokes us and answers
-    /// each request at once with a good piece, while the runtime answers
+    /// Whatever came before, an honest seed (peer [`HONEST`]) connects, has
+    /// every piece, unchokes us and answers each request at once with a
+    /// good piece, while the runtime answers
     /// every command and the clock runs a round a second. Pieces still
     /// being hashed are checked first (as bad: the harder case). Returns
     /// the rounds it took, or [`HEAL_ROUNDS`] if it did not complete.
@@ -1006,14 +1008,14 @@ impl Run {
             self.step(Op::Check { n: 0, good: false })?;
         }
         self.step(Op::Connect {
-            peer: 1,
+            peer: HONEST,
             pipelining,
             same_host: false,
             announces: !pipelining,
         })?;
         let conn = self.current(1).expect("just connected");
         let frame = |message| Op::Frame {
-            peer: 1,
+            peer: HONEST,
             message,
             stale: false,
         };
@@ -1028,7 +1030,7 @@ impl Run {
                 };
                 let piece = Hashing {
                     conn,
-                    peer: 1,
+                    peer: HONEST,
                     index,
                     answered: false,
                 };
@@ -1043,9 +1045,7 @@ impl Run {
         }
         Ok(HEAL_ROUNDS)
     }
-}
 
-impl Run {
     /// The end of a round of [`Run::heal`] or [`Run::serve_honest`]: the
     /// checkpoint timer sends held pieces to disk, and the runtime answers
     /// every command.
