@@ -65,6 +65,36 @@ class Events:
         return bool(self.heap)
 
 
+class Swarm:
+    """Hosts that know each other's pieces only from `have` messages, which
+    take `delay` piece times; host 0 is the seed."""
+
+    def __init__(self, hosts, pieces, degree, seed, delay):
+        self.rng = random.Random(seed)
+        self.nbrs = neighbours(hosts, degree, self.rng)
+        self.have = [set() for _ in range(hosts)]
+        self.have[0] = set(range(pieces))
+        # What each host has heard its neighbours have.
+        self.view = [{s: set(self.have[s]) for s in self.nbrs[r]} for r in range(hosts)]
+        self.done = [None] * hosts
+        self.done[0] = 0.0
+        self.events = Events()
+        self.pieces, self.delay = pieces, delay
+
+    def rarest(self, r, lack):
+        """Of `lack`, a piece fewest of r's neighbours have, as r heard."""
+        held = lambda p: sum(1 for q in self.nbrs[r] if p in self.view[r][q])
+        return min(lack, key=lambda p: (held(p), self.rng.random()))
+
+    def arrived(self, now, r, p):
+        """Piece p is in at r: its neighbours hear of it; r may be done."""
+        self.have[r].add(p)
+        for q in self.nbrs[r]:
+            self.events.at(now + self.delay, "have", r, q, p, 0.0)
+        if len(self.have[r]) == self.pieces:
+            self.done[r] = now
+
+
 def figures(done, pieces):
     times = sorted(done[1:])
     return pieces / times[len(times) // 2], pieces / times[-1]
@@ -121,18 +151,12 @@ def oracle(hosts, pieces, degree, seed):
 
 
 def serial_pull(hosts, pieces, degree, seed, delay):
-    rng = random.Random(seed)
-    nbrs = neighbours(hosts, degree, rng)
-    have = [set() for _ in range(hosts)]
-    have[0] = set(range(pieces))
-    view = [{s: set(have[s]) for s in nbrs[r]} for r in range(hosts)]
+    sw = Swarm(hosts, pieces, degree, seed, delay)
+    rng, nbrs, have, view, done = sw.rng, sw.nbrs, sw.have, sw.view, sw.done
+    events, at = sw.events, sw.events.at
     turned_away = [dict() for _ in range(hosts)]
     sending = [False] * hosts
     asked = [None] * hosts  # the piece a leecher waits for
-    done = [None] * hosts
-    done[0] = 0.0
-    events = Events()
-    at = events.at
 
     def ask(now, r):
         if done[r] is not None or asked[r] is not None:
@@ -147,37 +171,32 @@ def serial_pull(hosts, pieces, degree, seed, delay):
         if not options:
             return
         s, lack = rng.choice(options)
-        held = lambda p: sum(1 for q in nbrs[r] if p in view[r][q])
-        p = min(lack, key=lambda p: (held(p), rng.random()))
+        p = sw.rarest(r, lack)
         asked[r] = p
-        at(now + delay, "request", s, r, p)
+        at(now + delay, "request", s, r, p, 0.0)
 
     for r in range(1, hosts):
         ask(0.0, r)
     while events:
-        now, kind, s, r, p = events.pop()
+        now, kind, s, r, p, _ = events.pop()
         if kind == "request":
             if sending[s]:
-                at(now + delay, "turned away", s, r, p)
+                at(now + delay, "turned away", s, r, p, 0.0)
             else:
                 sending[s] = True
-                at(now + 1.0, "sent", s, r, p)
+                at(now + 1.0, "sent", s, r, p, 0.0)
         elif kind == "turned away":
             asked[r] = None
             turned_away[r][s] = now + 0.5
             ask(now, r)
         elif kind == "sent":
             sending[s] = False
-            at(now + delay, "arrived", s, r, p)
+            at(now + delay, "arrived", s, r, p, 0.0)
             for q in nbrs[s]:
                 ask(now, q)
         elif kind == "arrived":
             asked[r] = None
-            have[r].add(p)
-            for q in nbrs[r]:
-                at(now + delay, "have", r, q, p)
-            if len(have[r]) == pieces:
-                done[r] = now
+            sw.arrived(now, r, p)
             ask(now, r)
         elif kind == "have":
             view[r][s].add(p)
@@ -186,20 +205,14 @@ def serial_pull(hosts, pieces, degree, seed, delay):
 
 
 def reserve(hosts, pieces, degree, seed, delay, slack):
-    rng = random.Random(seed)
-    nbrs = neighbours(hosts, degree, rng)
-    have = [set() for _ in range(hosts)]
-    have[0] = set(range(pieces))
-    view = [{s: set(have[s]) for s in nbrs[r]} for r in range(hosts)]
+    sw = Swarm(hosts, pieces, degree, seed, delay)
+    rng, nbrs, have, view, done = sw.rng, sw.nbrs, sw.have, sw.view, sw.done
+    events, at = sw.events, sw.events.at
     free_hint = [dict() for _ in range(hosts)]  # when a sender said it is free
     up_free_at, up_booked = [0.0] * hosts, [0] * hosts
     down_free_at, down_booked = [0.0] * hosts, [0] * hosts
     asking = [False] * hosts
     coming = [set() for _ in range(hosts)]  # pieces asked or booked
-    done = [None] * hosts
-    done[0] = 0.0
-    events = Events()
-    at = events.at
 
     def ask(now, r):
         if done[r] is not None or asking[r] or down_booked[r] > 1:
@@ -214,8 +227,7 @@ def reserve(hosts, pieces, degree, seed, delay, slack):
             return
         free = [o for o in options if o[0] <= start]
         _, _, s, lack = rng.choice(free) if free else min(options)
-        held = lambda p: sum(1 for q in nbrs[r] if p in view[r][q])
-        p = min(lack, key=lambda p: (held(p), rng.random()))
+        p = sw.rarest(r, lack)
         asking[r] = True
         coming[r].add(p)
         at(now + delay, "request", s, r, p, start)
@@ -249,11 +261,7 @@ def reserve(hosts, pieces, degree, seed, delay, slack):
         elif kind == "arrived":
             down_booked[r] -= 1
             coming[r].discard(p)
-            have[r].add(p)
-            for q in nbrs[r]:
-                at(now + delay, "have", r, q, p, 0.0)
-            if len(have[r]) == pieces:
-                done[r] = now
+            sw.arrived(now, r, p)
             ask(now, r)
         elif kind == "have":
             view[r][s].add(p)

@@ -642,10 +642,7 @@ impl Run {
                             }
                         }
                         Command::Store { index, .. } => self.m.stored(self.now, index, result()),
-                        Command::Checkpoint { .. } => self.m.checkpointed(match fail {
-                            true => Err(io::Error::other("disk full")),
-                            false => Ok(()),
-                        }),
+                        Command::Checkpoint { .. } => self.m.checkpointed(result()),
                         Command::Finish => self.m.finished(match fail {
                             true => Err(FinishError::Length { len: 0, want: 1 }),
                             false => Ok(()),

@@ -200,7 +200,8 @@ impl Script {
     fn check(&mut self, peer: u32, index: u32, good: bool) {
         let len = self.m.config().common.layout.piece_len(index) as usize;
         let data = PieceBuf::zeroed(len);
-        (self.m).piece(self.now, self.conns[&peer], peer, index, data, good);
+        let conn = self.conns[&peer];
+        self.m.piece(self.now, conn, peer, index, data, good);
     }
 
     /// Stores every piece the machine asked to store, in order.
